@@ -1,0 +1,116 @@
+"""The `vyre` command: its outputs, and one-line errors with a fix for everything a user can get wrong."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vyre_runtime.cli import main
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+TRAP_ON_SECOND_CHUNK = """
+.program trap_on_second_chunk
+.registers 4
+.lanes 4
+.binding seen 1 run sum
+    sreg r0, chunk_index
+    eq r1, r0, 1
+    jnz r1, bad
+    li r2, 1
+    li r3, 0
+    atadd r3, r3, r2, seen
+    exit
+bad:
+    trap 77
+"""
+
+
+def run_cli(*argv: str) -> int:
+    return main(list(argv))
+
+
+def test_asm_writes_a_container_that_disasm_and_verify_accept(tmp_path, capsys):
+    output = tmp_path / "lines.vir0"
+    assert run_cli("asm", str(EXAMPLES / "line_count.vasm"), "-o", str(output)) == 0
+    assert output.read_bytes().startswith(b"VIR0")
+    assert run_cli("verify", str(output)) == 0
+    assert "ok: line_count" in capsys.readouterr().out
+    assert run_cli("disasm", str(output)) == 0
+    text = capsys.readouterr().out
+    assert ".program line_count" in text and "countb" in text
+
+
+def test_disassembled_text_reassembles_to_the_same_bytes(tmp_path, capsys):
+    first = tmp_path / "a.vir0"
+    run_cli("asm", str(EXAMPLES / "filter_compact.vasm"), "-o", str(first))
+    run_cli("disasm", str(first), "-o", str(tmp_path / "b.vasm"))
+    run_cli("asm", str(tmp_path / "b.vasm"), "-o", str(tmp_path / "b.vir0"))
+    assert (tmp_path / "b.vir0").read_bytes() == first.read_bytes()
+
+
+def test_run_prints_merged_results_per_file(tmp_path, capsys):
+    data = tmp_path / "log.txt"
+    data.write_bytes(b"one\ntwo\nthree\n" * 1000)
+    assert run_cli("run", str(EXAMPLES / "line_count.vasm"), str(data), "--chunk-size", "1000") == 0
+    out = capsys.readouterr().out
+    assert "lines = 3000" in out and "15 chunks" in out
+
+
+def test_run_json_is_machine_readable(tmp_path, capsys):
+    data = tmp_path / "log.txt"
+    data.write_bytes(b"vyre at 0, vyre again\n")
+    assert run_cli("run", str(EXAMPLES / "literal_search.vasm"), str(data), "--json") == 0
+    document = json.loads(capsys.readouterr().out)
+    result = document["files"][0]
+    assert document["backend"] == "cpu" and len(document["blake3"]) == 64
+    assert result["outputs"]["matches"] == [2]
+    assert sorted(r[0] for r in result["records"]) == [0, 11]
+
+
+def test_faulting_chunk_is_reported_and_other_chunks_still_count(tmp_path, capsys):
+    source = tmp_path / "trap.vasm"
+    source.write_text(TRAP_ON_SECOND_CHUNK)
+    data = tmp_path / "data.bin"
+    data.write_bytes(bytes(300))
+    assert run_cli("run", str(source), str(data), "--chunk-size", "100", "--json") == 1
+    result = json.loads(capsys.readouterr().out)["files"][0]
+    assert result["outputs"]["seen"] == [8]  # 4 lanes x the 2 chunks that did not fault
+    [fault] = result["faults"]
+    assert fault["chunk"] == 1 and fault["code"] == "TRAP" and fault["detail"] == 77 and fault["lane"] == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "{examples}/line_count.vasm", "{tmp}/missing.txt"], "cannot open"),
+        (["run", "{tmp}/missing.vasm", "{tmp}"], "cannot read"),
+        (["run", "{examples}/line_count.vasm", "{tmp}"], "directory"),
+        (["verify", "{tmp}/garbage.vir0"], "malformed VIR0 program"),
+        (["verify", "{tmp}/bad.vasm"], "line 2"),
+        (["run", "{examples}/line_count.vasm", "{examples}/line_count.vasm", "--chunk-size", "lots"], "size"),
+        (["run", "{examples}/line_count.vasm", "{examples}/line_count.vasm", "--lanes", "0"], "lanes"),
+    ],
+)
+def test_user_errors_are_one_line_with_a_fix(tmp_path, capsys, argv, expected):
+    (tmp_path / "garbage.vir0").write_bytes(b"VIR0" + bytes(60))
+    (tmp_path / "bad.vasm").write_text(".program bad\n    frobnicate r1, r2\n    exit\n")
+    argv = [a.format(examples=EXAMPLES, tmp=tmp_path) for a in argv]
+    assert run_cli(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("vyre: error:") and "(fix:" in err and expected in err
+
+
+def test_installed_entry_point_never_prints_a_traceback(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "vyre_runtime.cli", "run", str(tmp_path / "nope.vasm"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr and completed.stderr.startswith("vyre: error:")
