@@ -55,3 +55,21 @@ class InputError(VyreError):
     """A file or data source the user named cannot be read."""
 
     default_fix = "check that the path exists and is readable"
+
+
+class ProtocolError(VyreError):
+    """A slot, control word, debug log or IO queue breaks the ring protocol (docs/PROTOCOL.md)."""
+
+    default_fix = "check the slot against docs/PROTOCOL.md; publish through Megakernel, which validates it"
+
+
+class RingFullError(VyreError):
+    """Every slot of the ring is in flight and the caller asked not to wait (or waited too long)."""
+
+    default_fix = "wait for results (poll/wait), use a larger ring (slots=...), or publish with a longer timeout"
+
+
+class BackendError(VyreError):
+    """A backend cannot start, has stopped, or did not answer within its deadline."""
+
+    default_fix = "check `vyre` backend availability; use backend='cpu' where no GPU is usable"

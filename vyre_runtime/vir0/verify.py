@@ -50,6 +50,9 @@ def _where(pc: int, instruction: Instruction) -> str:
 def _check_declarations(program: Program) -> None:
     if not PROGRAM_NAME.match(program.name):
         raise VerifyError(f"program name {program.name!r} is not a valid name", "use letters, digits, _ . -")
+    if len(program.name.encode()) > isa.MAX_NAME_BYTES:
+        # The decoder rejects longer names, so a longer one would encode to an unloadable blob.
+        raise VerifyError(f"program name {program.name!r} is over {isa.MAX_NAME_BYTES} bytes", "shorten it")
     if not 1 <= program.registers <= isa.MAX_REGISTERS:
         raise VerifyError(f"{program.registers} registers; allowed 1..{isa.MAX_REGISTERS}")
     if not 0 <= program.emit_words <= isa.MAX_EMIT_WORDS:
@@ -85,7 +88,15 @@ def _check_declarations(program: Program) -> None:
             )
 
 
-def _check_field(program: Program, pc: int, instruction: Instruction, field: str, role: Role, value: int) -> None:
+def _check_field(
+    program: Program,
+    pc: int,
+    instruction: Instruction,
+    field: str,
+    role: Role,
+    value: int,
+    dfa_verdicts: dict[int, str] | None = None,
+) -> None:
     def fail(message: str) -> VerifyError:
         return VerifyError(f"{_where(pc, instruction)}: field {field} {message}")
 
@@ -117,10 +128,17 @@ def _check_field(program: Program, pc: int, instruction: Instruction, field: str
         if role == Role.LITERAL_TABLE and not data:
             raise fail(f"names table {program.tables[value].name!r}, which is empty; a literal needs >= 1 byte")
         if role == Role.DFA_TABLE:
-            try:
-                dfa_state_count(data)
-            except ValueError as error:
-                raise fail(f"names table {program.tables[value].name!r}, not a valid DFA: {error}") from None
+            # One verdict per table: re-scanning an 8 MiB table for each of 65536 dfa
+            # instructions would let a hostile blob stall `load` for minutes.
+            verdicts = {} if dfa_verdicts is None else dfa_verdicts
+            if value not in verdicts:
+                try:
+                    dfa_state_count(data)
+                    verdicts[value] = ""
+                except ValueError as error:
+                    verdicts[value] = str(error)
+            if verdicts[value]:
+                raise fail(f"names table {program.tables[value].name!r}, not a valid DFA: {verdicts[value]}")
     elif role == Role.BINDING:
         if value >= len(program.bindings):
             raise fail(f"names binding {value}; the program declares {len(program.bindings)} bindings")
@@ -132,6 +150,7 @@ def _check_field(program: Program, pc: int, instruction: Instruction, field: str
 def verify(program: Program) -> Program:
     """Raise VerifyError unless ``program`` obeys every static rule; return it otherwise."""
     _check_declarations(program)
+    dfa_verdicts: dict[int, str] = {}
     for pc, instruction in enumerate(program.code):
         decoded = isa.decode_opcode(instruction.op)
         if decoded is None:
@@ -143,7 +162,7 @@ def verify(program: Program) -> Program:
                 raise VerifyError(f"{_where(pc, instruction)}: field {field} is {value}, not a byte")
             if field == "imm" and not 0 <= value <= 0xFFFFFFFF:
                 raise VerifyError(f"{_where(pc, instruction)}: imm {value} is not a u32")
-            _check_field(program, pc, instruction, field, role, value)
+            _check_field(program, pc, instruction, field, role, value, dfa_verdicts)
         if info.code == isa.Op.HIST and program.bindings[instruction.imm].words < HISTOGRAM_WORDS:
             raise VerifyError(f"{_where(pc, instruction)}: a histogram binding needs >= {HISTOGRAM_WORDS} words")
         if info.code == isa.Op.DFAE and program.emit_words == 0:

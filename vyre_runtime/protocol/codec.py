@@ -1,0 +1,215 @@
+"""Strict views of the shared image: words from bytes, slots, control words, packed slots.
+
+Every reader that takes bytes rejects a misaligned or truncated buffer with ProtocolError; the
+host never trusts a payload before the status word says it may (status-last publication).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vyre_runtime.errors import ProtocolError
+from vyre_runtime.protocol.layout import (
+    ARGS_PER_SLOT,
+    IN_FLIGHT,
+    RESULT_WORDS,
+    SLOT_WORDS,
+    ControlWord,
+    Layout,
+    Priority,
+    SlotState,
+    SlotWord,
+    layout_digest,
+)
+from vyre_runtime.protocol.opcodes import PACKABLE, BuiltinOpcode, validate_publish_opcode
+
+MAX_PACKED_OPS = 7
+
+
+def words_from_bytes(buffer: bytes | bytearray | memoryview, expected_words: int | None = None) -> np.ndarray:
+    """A u32 view of ``buffer``; rejects lengths that are not whole words or not the expected size."""
+    length = len(buffer)
+    if length % 4:
+        raise ProtocolError(f"buffer of {length} bytes is not a whole number of 32-bit words")
+    if expected_words is not None and length != expected_words * 4:
+        raise ProtocolError(f"buffer of {length // 4} words; this layout needs exactly {expected_words}")
+    return np.frombuffer(buffer, dtype="<u4")
+
+
+def new_image(layout: Layout) -> np.ndarray:
+    """A fresh shared image: zeroed, geometry and digest written, every tenant enabled."""
+    image = np.zeros(layout.total_words, dtype=np.uint32)
+    image[ControlWord.LAYOUT_DIGEST] = layout_digest()
+    image[ControlWord.SLOT_COUNT] = layout.slots
+    image[ControlWord.TENANT_COUNT] = layout.tenants
+    image[ControlWord.OBSERVABLE_COUNT] = layout.observables
+    image[ControlWord.DEBUG_CAPACITY] = layout.debug_records
+    image[ControlWord.IO_ENTRIES] = layout.io_entries
+    offsets = layout.priority_offsets()
+    image[ControlWord.PRIORITY_OFFSETS : ControlWord.PRIORITY_OFFSETS + len(offsets)] = offsets
+    image[layout.tenant_masks : layout.tenant_masks + layout.tenants] = 0xFFFFFFFF
+    return image
+
+
+def check_image(image: np.ndarray, layout: Layout) -> None:
+    """Refuse an image whose size, digest or geometry words disagree with ``layout``."""
+    if image.dtype != np.uint32 or image.ndim != 1 or len(image) != layout.total_words:
+        raise ProtocolError(f"shared image must be {layout.total_words} u32 words for this layout")
+    if int(image[ControlWord.LAYOUT_DIGEST]) != layout_digest():
+        raise ProtocolError("layout digest mismatch: host and device were built from different protocol constants")
+    geometry = {
+        ControlWord.SLOT_COUNT: layout.slots,
+        ControlWord.TENANT_COUNT: layout.tenants,
+        ControlWord.OBSERVABLE_COUNT: layout.observables,
+        ControlWord.DEBUG_CAPACITY: layout.debug_records,
+        ControlWord.IO_ENTRIES: layout.io_entries,
+    }
+    for word, value in geometry.items():
+        if int(image[word]) != value:
+            raise ProtocolError(f"control word {word.name} is {int(image[word])}, the layout says {value}")
+
+
+@dataclass(frozen=True)
+class SlotRequest:
+    """What the host asks a slot to do; validated in full before any word is written."""
+
+    opcode: int
+    args: tuple[int, ...] = ()
+    tenant: int = 0
+    priority: Priority = Priority.NORMAL
+
+    def validate(self, layout: Layout) -> None:
+        validate_publish_opcode(self.opcode, self.tenant, layout.tenants)
+        if len(self.args) > ARGS_PER_SLOT:
+            raise ProtocolError(f"{len(self.args)} arguments; a slot carries at most {ARGS_PER_SLOT}")
+        for arg in self.args:
+            if not isinstance(arg, (int, np.integer)) or not 0 <= int(arg) <= 0xFFFFFFFF:
+                raise ProtocolError(f"argument {arg!r} is not a u32")
+        if self.priority not in Priority.__members__.values():
+            raise ProtocolError(f"priority {self.priority!r} is not one of {[p.name for p in Priority]}")
+
+
+def write_slot(image: np.ndarray, layout: Layout, index: int, request: SlotRequest) -> None:
+    """Publish ``request`` into slot ``index``: payload first, status last (docs/PROTOCOL.md).
+
+    The caller has validated ``request``. A slot still in flight is refused; a DONE or FAULT
+    slot must be reaped (read, then set EMPTY) by its owner first.
+    """
+    base = layout.slot(index)
+    state = int(image[base + SlotWord.STATUS])
+    if state != SlotState.EMPTY:
+        name = SlotState(state).name if state in SlotState.__members__.values() else f"unknown ({state})"
+        what = "in flight" if state in IN_FLIGHT else "holding unreaped results"
+        raise ProtocolError(
+            f"slot {index} is {name} ({what}); republishing it would lose work",
+            "wait for the slot to complete and be reaped, or publish into an EMPTY slot",
+        )
+    image[base + SlotWord.OPCODE] = request.opcode
+    image[base + SlotWord.TENANT] = request.tenant
+    image[base + SlotWord.PRIORITY] = int(request.priority)
+    args = np.zeros(ARGS_PER_SLOT, dtype=np.uint32)  # stale arguments never leak into a new slot
+    args[: len(request.args)] = request.args
+    image[base + SlotWord.ARG0 : base + SlotWord.ARG0 + ARGS_PER_SLOT] = args
+    # status-last: on the CPU backend the GIL orders these stores; the CUDA backend adds a
+    # store fence here for weakly ordered hosts (docs/PROTOCOL.md, "Publication").
+    image[base + SlotWord.STATUS] = SlotState.PUBLISHED
+
+
+@dataclass(frozen=True)
+class SlotView:
+    index: int
+    state: SlotState
+    opcode: int
+    tenant: int
+    priority: int
+    args: tuple[int, ...]
+
+    @property
+    def results(self) -> tuple[int, ...]:
+        return self.args[ARGS_PER_SLOT - RESULT_WORDS :]
+
+
+def read_slot(image: np.ndarray, layout: Layout, index: int) -> SlotView:
+    base = layout.slot(index)
+    words = image[base : base + SLOT_WORDS].tolist()
+    state = words[SlotWord.STATUS]
+    if state not in SlotState.__members__.values():
+        raise ProtocolError(f"slot {index} has status {state}, which is not a slot state (corrupted ring)")
+    return SlotView(index, SlotState(state), words[1], words[2], words[3], tuple(words[SlotWord.ARG0 :]))
+
+
+def encode_packed(ops: list[tuple[int, tuple[int, ...]]]) -> tuple[int, ...]:
+    """Arguments of a PACKED_SLOT carrying ``ops`` [(builtin opcode, args)], run in order.
+
+    Layout of the 12 argument words: byte 0 = op count n (1..7); then n x (opcode u8,
+    first argument word u8, argument count u8); metadata padded to whole words; then the
+    arguments. Every op's argument words lie inside the slot.
+    """
+    if not 1 <= len(ops) <= MAX_PACKED_OPS:
+        raise ProtocolError(f"a packed slot carries 1..{MAX_PACKED_OPS} ops, not {len(ops)}")
+    metadata_bytes = 1 + 3 * len(ops)
+    metadata_words = (metadata_bytes + 3) // 4
+    metadata = bytearray([len(ops)])
+    arg_words: list[int] = []
+    for opcode, args in ops:
+        if opcode not in PACKABLE:
+            raise ProtocolError(
+                f"opcode {opcode:#x} cannot be packed; packable: {sorted(op.name for op in PACKABLE)}",
+                "publish it in its own slot",
+            )
+        metadata += bytes([opcode, metadata_words + len(arg_words), len(args)])
+        arg_words += [int(a) for a in args]
+    if metadata_words + len(arg_words) > ARGS_PER_SLOT:
+        raise ProtocolError(
+            f"packed ops need {metadata_words} metadata + {len(arg_words)} argument words; a slot has {ARGS_PER_SLOT}",
+            "split the ops over several slots",
+        )
+    metadata += bytes(metadata_words * 4 - len(metadata))
+    words = list(np.frombuffer(bytes(metadata), dtype="<u4").tolist()) + arg_words
+    for word in words:
+        if not 0 <= word <= 0xFFFFFFFF:
+            raise ProtocolError(f"packed argument {word} is not a u32")
+    return tuple(words)
+
+
+def decode_packed(args: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
+    """Inverse of encode_packed; raises ProtocolError on malformed metadata (device: BAD_PACKED)."""
+    if len(args) != ARGS_PER_SLOT:
+        raise ProtocolError(f"a packed slot has {ARGS_PER_SLOT} argument words, got {len(args)}")
+    raw = np.asarray(args, dtype="<u4").tobytes()
+    count = raw[0]
+    if not 1 <= count <= MAX_PACKED_OPS:
+        raise ProtocolError(f"packed op count {count} is outside 1..{MAX_PACKED_OPS}")
+    metadata_words = (1 + 3 * count + 3) // 4
+    ops = []
+    for i in range(count):
+        opcode, first, length = raw[1 + 3 * i : 4 + 3 * i]
+        if opcode not in PACKABLE:
+            raise ProtocolError(f"packed op {i} has opcode {opcode:#x}, which cannot be packed")
+        if first < metadata_words or first + length > ARGS_PER_SLOT:
+            raise ProtocolError(f"packed op {i} reads argument words {first}..{first + length - 1}, outside the slot")
+        ops.append((int(opcode), tuple(args[first : first + length])))
+    return ops
+
+
+def counter_delta(before: int, after: int) -> int:
+    """Increments between two reads of a wrapping u32 counter (fewer than 2^32 in between)."""
+    return (after - before) & 0xFFFFFFFF
+
+
+__all__ = [
+    "MAX_PACKED_OPS",
+    "BuiltinOpcode",
+    "SlotRequest",
+    "SlotView",
+    "check_image",
+    "counter_delta",
+    "decode_packed",
+    "encode_packed",
+    "new_image",
+    "read_slot",
+    "words_from_bytes",
+    "write_slot",
+]
