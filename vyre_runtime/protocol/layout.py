@@ -76,6 +76,7 @@ class SlotFault(IntEnum):
     IO_ERROR = 20  # the host answered a LOAD_MISS with ERROR; detail = the host's error code
     BAD_PACKED = 21  # malformed PACKED_SLOT metadata
     CANCELLED = 22  # the runtime shut down before running it
+    INTERNAL = 23  # the backend itself failed on this slot (a bug: please report it); others continue
 
 
 class ControlWord(IntEnum):

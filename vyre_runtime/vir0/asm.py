@@ -23,10 +23,10 @@ import numpy as np
 
 from vyre_runtime.errors import AssembleError, VerifyError
 from vyre_runtime.vir0 import container, isa
-from vyre_runtime.vir0 import verify as verifier
 from vyre_runtime.vir0.dfa import compile_patterns
 from vyre_runtime.vir0.isa import OpClass, OpInfo, Role, SpecialRegister
 from vyre_runtime.vir0.program import Binding, Instruction, Program, Table
+from vyre_runtime.vir0.verify import IDENTIFIER, PROGRAM_NAME, TERMINATORS, dfa_state_count, load, verify
 
 # ---------------------------------------------------------------- operands, shared with builder.py
 
@@ -385,7 +385,7 @@ class _Assembly:
             self._instruction(head, rest, line)
 
     def _define_label(self, token: Token, line: int) -> None:
-        name = _check_name(token, line, verifier.IDENTIFIER, "label", "use letters, digits and _ (not first a digit)")
+        name = _check_name(token, line, IDENTIFIER, "label", "use letters, digits and _ (not first a digit)")
         if name in self.labels:
             raise AssembleError(
                 f"label {name!r} is defined twice (first on line {self.labels[name][1]})",
@@ -436,7 +436,7 @@ class _Assembly:
             raise AssembleError(".program is given twice", line, head.column, "keep one .program line")
         if len(rest) != 1:
             raise AssembleError(".program takes one name", line, head.column, "write `.program NAME`")
-        self.name = _check_name(rest[0], line, verifier.PROGRAM_NAME, "program name", "use letters, digits, _ . -")
+        self.name = _check_name(rest[0], line, PROGRAM_NAME, "program name", "use letters, digits, _ . -")
 
     def _setting(self, directive: str, head: Token, rest: list[Token], line: int) -> None:
         program_field, low, high = _SETTINGS[directive]
@@ -455,7 +455,7 @@ class _Assembly:
     def _declare(self, kind: str, name_token: Token | None, head: Token, line: int) -> str:
         if name_token is None:
             raise AssembleError(f".{kind} needs a name", line, head.column, f"write `.{kind} NAME ...`")
-        name = _check_name(name_token, line, verifier.IDENTIFIER, f"{kind} name", "use letters, digits and _")
+        name = _check_name(name_token, line, IDENTIFIER, f"{kind} name", "use letters, digits and _")
         if name in self.symbols:
             previous = self.symbols[name]
             raise AssembleError(
@@ -581,7 +581,7 @@ class _Assembly:
         if not self.code:
             raise AssembleError("the program has no instructions", 1, 1, "add instructions, ending with exit")
         last = self.code[-1]
-        if last.info.code not in verifier.TERMINATORS:
+        if last.info.code not in TERMINATORS:
             raise AssembleError(
                 f"the code can run off its end after {last.info.name}",
                 last.line,
@@ -594,7 +594,7 @@ class _Assembly:
         code = tuple(_OperandResolver(self, shape, written).instruction() for written in self.code)
         program = Program(self.name, code, tables=shape.tables, bindings=shape.bindings, **settings)
         try:
-            return verifier.verify(program)
+            return verify(program)
         except VerifyError as error:
             # The verifier names the instruction index; point at the line that wrote it.
             match = re.match(r"instruction (\d+)", error.message)
@@ -757,7 +757,7 @@ class _OperandResolver:
             raise self.fail(token, f"table {token.text!r} is empty; {self.info.name} needs a literal of >= 1 byte")
         if role == Role.DFA_TABLE:
             try:
-                verifier.dfa_state_count(data)
+                dfa_state_count(data)
             except ValueError as error:
                 raise self.fail(
                     token, f"table {token.text!r} is not a DFA table: {error}", f'build one with .dfa {token.text} "p"'
@@ -863,4 +863,4 @@ def disassemble_program(program: Program) -> str:
 
 def disassemble(blob: bytes) -> str:
     """Assembly text for container bytes; ``assemble(disassemble(blob)) == blob``."""
-    return disassemble_program(verifier.load(blob))
+    return disassemble_program(load(blob))

@@ -31,7 +31,6 @@ import numpy as np
 
 from vyre_runtime.errors import VerifyError
 from vyre_runtime.vir0 import container, isa
-from vyre_runtime.vir0 import verify as verifier
 from vyre_runtime.vir0.asm import (
     PAIR_ROLES,
     REGISTER_ROLES,
@@ -45,6 +44,7 @@ from vyre_runtime.vir0.asm import (
 from vyre_runtime.vir0.dfa import compile_patterns
 from vyre_runtime.vir0.isa import OpInfo, Role
 from vyre_runtime.vir0.program import Binding, Instruction, Program, Table
+from vyre_runtime.vir0.verify import verify
 
 EnumT = TypeVar("EnumT", bound=IntEnum)
 
@@ -223,7 +223,7 @@ class ProgramBuilder:
             bindings=tuple(self._bindings),
         )
         code = tuple(self._resolve(pc, pending, shape) for pc, pending in enumerate(self._code))
-        return verifier.verify(
+        return verify(
             Program(
                 shape.name,
                 code,

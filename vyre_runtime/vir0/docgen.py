@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import re
 import struct
 import sys
@@ -471,8 +472,8 @@ def _annotate(program: Program, blob: bytes, labels: dict[int, str]) -> list[tup
     notes.fields(0, header, ("magic", "version", "flags", "section_count", "reserved", "body_length", ""))
     notes.rows.pop()
     digest_at = header.size - 32
-    notes.add(digest_at, 16, "BLAKE3-256 of the body, bytes 0..15")
-    notes.add(digest_at + 16, 16, "BLAKE3-256 of the body, bytes 16..31")
+    notes.add(digest_at, 16, f"BLAKE3-256 digest of the body (file bytes {header.size}..{len(blob) - 1}), bytes 0..15")
+    notes.add(digest_at + 16, 16, "digest, bytes 16..31")
     body = header.size
     count = header.unpack_from(blob)[3]
     sections = []
@@ -499,7 +500,7 @@ def _annotate(program: Program, blob: bytes, labels: dict[int, str]) -> list[tup
                 notes.fields(
                     index + i * container.TABLE_INDEX_ENTRY.size,
                     container.TABLE_INDEX_ENTRY,
-                    (f"table {i} ({table.name}) offset", f"table {i} length"),
+                    (f"table {i} ({table.name}) offset, from the section start", f"table {i} length"),
                 )
             for i, (offset, table_length) in enumerate(
                 container.TABLE_INDEX_ENTRY.unpack_from(blob, index + i * container.TABLE_INDEX_ENTRY.size)
@@ -516,6 +517,9 @@ def _annotate(program: Program, blob: bytes, labels: dict[int, str]) -> list[tup
                         f"binding {i} ({binding.name}) {f}" for f in ("scope", "combine", "reserved", "words", "init")
                     ),
                 )
+                scope_row, combine_row = notes.rows[-5], notes.rows[-4]
+                notes.rows[-5] = (*scope_row[:2], f"{scope_row[2]} ({binding.scope.name.lower()})")
+                notes.rows[-4] = (*combine_row[:2], f"{combine_row[2]} ({binding.combine.name.lower()})")
         elif kind == container.SectionKind.NAMES:
             notes.fields(start, container.U32, ("NAMES count",))
             at = start + container.U32.size
@@ -543,7 +547,10 @@ def example_markdown() -> str:
         for offset, data, meaning in _annotate(program, blob, EXAMPLE_LABELS)
     ]
     digest = container.program_digest(blob).hex()
+    source = inspect.getsource(example_program)
     return (
+        "Built in Python (`vyre_runtime.vir0.docgen.example_program`, the source of these bytes):\n\n"
+        "```python\n" + source + "```\n\n"
         f"The container is {len(blob)} bytes (a {container.HEADER.size}-byte header and a "
         f"{len(blob) - container.HEADER.size}-byte body); its digest is\n`{digest}`.\n\n"
         "```text\n" + "\n".join(raw) + "\n```\n\n" + _table(("file offset", "body offset", "bytes", "field"), rows)

@@ -1,0 +1,1 @@
+"""Execution backends for VIR0 programs: ``cpu`` (NumPy interpreter, the oracle), later ``cuda``."""

@@ -1,0 +1,48 @@
+"""Choosing a backend: "auto" takes CUDA when a usable GPU exists, else the CPU, and says which.
+
+A backend never changes silently mid-run: the choice is made once, when the Megakernel opens.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from vyre_runtime.errors import BackendError
+from vyre_runtime.protocol.layout import Layout
+from vyre_runtime.registry import Registry
+
+BACKENDS = ("auto", "cpu", "cuda")
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why the CUDA backend cannot be used here, or None if it can."""
+    return "the CUDA backend is not built yet (issue: the CUDA persistent megakernel)"
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def open_backend(
+    name: str,
+    image: np.ndarray,
+    layout: Layout,
+    registry: Registry,
+    workers: int | None,
+    on_complete: Callable[[], None],
+):  # noqa: ANN201 - returns a backend device (CpuDevice today)
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}", f"choose one of {', '.join(BACKENDS)}")
+    if name == "cuda":
+        reason = cuda_unavailable_reason()
+        if reason:
+            raise BackendError(f"backend 'cuda' is not available: {reason}", "use backend='cpu' or 'auto'")
+    if workers is not None and not 1 <= workers <= 256:
+        raise BackendError(f"workers={workers}; allowed 1..256")
+    from vyre_runtime.backends.cpu.device import CpuDevice
+
+    device = CpuDevice(image, layout, registry, workers or default_workers(), on_complete)
+    return device

@@ -1,0 +1,249 @@
+"""The host's side of the ring at run time: reap completed slots into futures, answer the
+device's IO requests, drain the debug log, keep statistics.
+
+Reaping is the only place a DONE or FAULT slot becomes EMPTY again, and it happens after the
+results are copied out, so every published slot resolves its future exactly once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vyre_runtime.errors import BackendError
+from vyre_runtime.protocol import debuglog, ioqueue
+from vyre_runtime.protocol.codec import read_slot
+from vyre_runtime.protocol.layout import SLOT_WORDS, Layout, SlotFault, SlotState, SlotWord
+from vyre_runtime.protocol.opcodes import BuiltinOpcode
+from vyre_runtime.registry import Registry
+from vyre_runtime.stats import LatencyWindow, Stats, read_device_counters
+
+SERVICE_INTERVAL_S = 0.05
+
+
+@dataclass(frozen=True)
+class SlotFaultInfo:
+    code: SlotFault
+    pc: int
+    lane: int
+    detail: int
+
+    def describe(self) -> str:
+        where = f" at pc {self.pc}, lane {self.lane}" if self.code <= SlotFault.BAD_INSTRUCTION else ""
+        return f"{self.code.name}{where} (detail {self.detail})"
+
+
+@dataclass(frozen=True)
+class SlotOutcome:
+    """How a slot ended: DONE with up to four result words, or FAULT with its fault."""
+
+    slot: int
+    opcode: int
+    results: tuple[int, ...]
+    fault: SlotFaultInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.fault is None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What `Megakernel.submit` resolves to."""
+
+    outputs: dict[str, np.ndarray]
+    records: np.ndarray
+    dropped: int
+    instructions: int
+    fault: SlotFaultInfo | None
+
+    @property
+    def ok(self) -> bool:
+        return self.fault is None
+
+
+@dataclass
+class _Pending:
+    opcode: int
+    future: Future
+    published_ns: int
+    run: tuple[int, int] | None  # (context, region) handles of a RUN_PROGRAM
+
+
+class HostService:
+    def __init__(self, image: np.ndarray, layout: Layout, registry: Registry, release_slot: Callable[[int], None]):
+        self.image = image
+        self.layout = layout
+        self.registry = registry
+        self.release_slot = release_slot
+        self.internal_errors: dict[int, str] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Condition()
+        self._idle = threading.Condition(self._lock)
+        self._running = False
+        self._thread = threading.Thread(target=self._serve, name="vyre-host-service", daemon=True)
+        self._latency = LatencyWindow()
+        self._published = self._completed = self._faulted = 0
+        self._status_column = image[layout.ring + SlotWord.STATUS : layout.debug_log : SLOT_WORDS]
+        self._debug: list[debuglog.DebugRecord] = []
+        self.device_errors: Callable[[int], str | None] = lambda slot: None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._running = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._running = False
+        self.notify()
+        self._thread.join(timeout=2.0)
+        self.reap()
+
+    def notify(self) -> None:
+        with self._wake:
+            self._wake.notify()
+
+    def _serve(self) -> None:
+        while self._running:
+            with self._wake:
+                self._wake.wait(SERVICE_INTERVAL_S)
+            self.reap()
+            self.service_io()
+
+    # ------------------------------------------------------------------ slots
+
+    def track(self, slot: int, opcode: int, future: Future, run: tuple[int, int] | None) -> None:
+        with self._lock:
+            self._pending[slot] = _Pending(opcode, future, time.perf_counter_ns(), run)
+            self._published += 1
+
+    def reap(self) -> int:
+        finished = np.flatnonzero((self._status_column == SlotState.DONE) | (self._status_column == SlotState.FAULT))
+        reaped = 0
+        for slot in finished.tolist():
+            with self._lock:
+                pending = self._pending.pop(slot, None)
+                view = read_slot(self.image, self.layout, slot)
+                if view.state not in (SlotState.DONE, SlotState.FAULT):
+                    if pending is not None:
+                        self._pending[slot] = pending
+                    continue
+                # results are copied out before the slot is handed back (exactly once)
+                self.image[self.layout.slot(slot) + SlotWord.STATUS] = SlotState.EMPTY
+                self._completed += 1
+                if pending is None:
+                    self.release_slot(slot)
+                    continue
+                self._latency.add(time.perf_counter_ns() - pending.published_ns)
+                fault = None
+                if view.state == SlotState.FAULT:
+                    self._faulted += 1
+                    code, pc, lane, detail = view.results
+                    fault = SlotFaultInfo(SlotFault(code) if code in SlotFault.__members__.values() else SlotFault.INTERNAL, pc, lane, detail)
+                self._resolve(slot, pending, SlotOutcome(slot, view.opcode, view.results, fault))
+                self.release_slot(slot)
+                reaped += 1
+                if not self._pending:
+                    self._idle.notify_all()
+        return reaped
+
+    def _resolve(self, slot: int, pending: _Pending, outcome: SlotOutcome) -> None:
+        future = pending.future
+        if outcome.fault is not None and outcome.fault.code == SlotFault.INTERNAL:
+            detail = self.device_errors(slot) or "no traceback recorded"
+            future.set_exception(BackendError(f"the backend failed on slot {slot}: {detail}", "please report this bug"))
+        elif pending.run is not None:
+            context_handle, region_handle = pending.run
+            context = self.registry.contexts.get(context_handle)
+            self.registry.release_run(context_handle, region_handle)
+            run = getattr(context, "result", None)
+            future.set_result(_run_outcome(run, outcome.fault))
+        else:
+            future.set_result(outcome)
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(min(remaining, 0.05) if remaining is not None else 0.05)
+                self.reap()
+        return True
+
+    def cancel_outstanding(self, reason: str) -> None:
+        with self._lock:
+            for slot, pending in list(self._pending.items()):
+                if not pending.future.done():
+                    pending.future.set_exception(BackendError(f"slot {slot}: {reason}", "publish it again on a new Megakernel"))
+                if pending.run is not None:
+                    self.registry.release_run(*pending.run)
+            self._pending.clear()
+            self._idle.notify_all()
+
+    # ------------------------------------------------------------------ IO queue and debug log
+
+    def service_io(self) -> None:
+        for request in ioqueue.claim_requests(self.image, self.layout):
+            ok, result = self._load(request)
+            ioqueue.complete(self.image, self.layout, request.entry, ok, result)
+
+    def _load(self, request: ioqueue.IoRequest) -> tuple[bool, int]:
+        loader = self.registry.resources.get(request.resource)
+        if loader is None:
+            return False, ioqueue.IoError.UNKNOWN_RESOURCE
+        words = (request.nbytes + 3) // 4
+        if request.destination + words > self.layout.observables:
+            return False, ioqueue.IoError.OUT_OF_RANGE
+        try:
+            data = bytes(loader(request.offset, request.nbytes))
+        except Exception:  # a user loader failing is an IO error for that slot, not a host crash
+            return False, ioqueue.IoError.READ_FAILED
+        if len(data) != request.nbytes:
+            return False, ioqueue.IoError.OUT_OF_RANGE
+        padded = data + bytes(words * 4 - len(data))
+        base = self.layout.observable_base + request.destination
+        # the destination words belong to the waiting request until it is answered
+        self.image[base : base + words] = np.frombuffer(padded, dtype="<u4")
+        return True, request.nbytes
+
+    def answer_all_io_with_shutdown(self) -> None:
+        for request in ioqueue.claim_requests(self.image, self.layout):
+            ioqueue.complete(self.image, self.layout, request.entry, False, ioqueue.IoError.SHUTTING_DOWN)
+
+    def drain_debug(self) -> list[debuglog.DebugRecord]:
+        with self._lock:
+            records = self._debug + debuglog.drain(self.image, self.layout)
+            self._debug = []
+            return records
+
+    # ------------------------------------------------------------------ statistics
+
+    def stats(self) -> Stats:
+        with self._lock:
+            host = {
+                "published": self._published,
+                "completed": self._completed,
+                "faulted": self._faulted,
+                "in_flight": len(self._pending),
+                "latency_us": self._latency.summary(),
+            }
+        return Stats(**host, **read_device_counters(self.image, self.layout), debug_dropped=debuglog.dropped(self.image, self.layout))
+
+
+def _run_outcome(run: Any, fault: SlotFaultInfo | None) -> RunOutcome:
+    if run is None:  # the slot faulted before the program ran (bad handle, bad argument)
+        return RunOutcome({}, np.zeros((0, 0), dtype=np.uint32), 0, 0, fault)
+    return RunOutcome(run.outputs, run.records, run.dropped, run.instructions, fault)
+
+
+__all__ = ["BuiltinOpcode", "HostService", "RunOutcome", "SlotFaultInfo", "SlotOutcome"]

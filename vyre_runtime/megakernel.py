@@ -1,0 +1,312 @@
+"""`Megakernel`: the host API every user touches, the same on every backend.
+
+    with Megakernel(backend="auto", slots=1024) as mk:
+        handle = mk.register_program(program)
+        future = mk.submit(handle, data)          # RUN_PROGRAM over a data region
+        result = future.result(timeout=10)        # outputs, records, or a fault
+
+The host owns the shared image's host-side words: it validates a slot in full, writes the
+payload, then its status (status-last), and rings the backend's doorbell. A service thread
+reaps DONE/FAULT slots (results -> futures, slot -> EMPTY), answers the device's IO requests
+and keeps the latency statistics. Every wait has a deadline; shutdown never hangs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+
+from vyre_runtime.backends.selection import open_backend
+from vyre_runtime.errors import BackendError, DispatchError, ProtocolError, RingFullError
+from vyre_runtime.host_service import HostService, SlotOutcome
+from vyre_runtime.protocol import codec, debuglog
+from vyre_runtime.protocol.codec import SlotRequest
+from vyre_runtime.protocol.layout import ControlWord, Layout, Priority
+from vyre_runtime.protocol.opcodes import BuiltinOpcode
+from vyre_runtime.registry import Registry, ResourceLoader
+from vyre_runtime.stats import Stats
+from vyre_runtime.vir0.isa import MAX_LANES
+from vyre_runtime.vir0.program import Program
+
+FULL_RING_POLICIES = ("block", "raise")
+
+
+class Megakernel:
+    """A resident interpreter serving a ring of slots; see the module docstring."""
+
+    def __init__(
+        self,
+        backend: str = "auto",
+        *,
+        slots: int = 1024,
+        tenants: int = 1,
+        observables: int = 256,
+        debug_records: int = 256,
+        io_entries: int = 64,
+        workers: int | None = None,
+        full_ring: str = "block",
+        publish_timeout: float = 30.0,
+    ) -> None:
+        if full_ring not in FULL_RING_POLICIES:
+            raise DispatchError(f"full_ring={full_ring!r}; choose one of {FULL_RING_POLICIES}")
+        self.layout = Layout(slots, tenants, observables, debug_records, io_entries)
+        self.image = codec.new_image(self.layout)
+        self.registry = Registry()
+        self.full_ring = full_ring
+        self.publish_timeout = publish_timeout
+        self._closed = False
+        self._free: list[deque[int]] = []
+        offsets = self.layout.priority_offsets()
+        for priority in Priority:
+            self._free.append(deque(range(offsets[priority], offsets[priority + 1])))
+        self._free_changed = threading.Condition()
+        self.service = HostService(self.image, self.layout, self.registry, self._release_slot)
+        self.device = open_backend(backend, self.image, self.layout, self.registry, workers, self.service.notify)
+        self.backend = self.device.name
+        self.service.device_errors = lambda slot: self.device.internal_errors.pop(slot, None)
+        self.service.start()
+        self.device.start()
+
+    # ------------------------------------------------------------------ context manager
+
+    def __enter__(self) -> Megakernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------------ registration
+
+    def register_program(self, program: Program | bytes) -> int:
+        """Register a verified program; returns the handle RUN_PROGRAM and submit use."""
+        from vyre_runtime.vir0.verify import load, verify
+
+        if isinstance(program, (bytes, bytearray, memoryview)):
+            program = load(bytes(program))
+        elif isinstance(program, Program):
+            verify(program)
+        else:
+            raise DispatchError(f"cannot register a {type(program).__name__}", "pass a vir0 Program or its bytes")
+        return self.registry.add_program(program)
+
+    def bind_opcode(self, opcode: int, program_handle: int, tenant: int = 0) -> None:
+        """Make user opcode ``opcode`` (inside ``tenant``'s window) run ``program_handle``."""
+        self.registry.bind_opcode(opcode, program_handle, tenant)
+
+    def register_dfa(self, table: bytes) -> int:
+        """A DFA table (vir0.compile_patterns) for DFA_STEP slots; returns its handle."""
+        return self.registry.add_dfa(table)
+
+    def register_resource(self, resource: int, source: bytes | ResourceLoader) -> None:
+        """What LOAD_MISS of ``resource`` loads: bytes, or a function (offset, nbytes) -> bytes."""
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            self.registry.add_resource(resource, lambda offset, nbytes: data[offset : offset + nbytes])
+        elif callable(source):
+            self.registry.add_resource(resource, source)
+        else:
+            raise DispatchError(f"resource source must be bytes or a callable, not {type(source).__name__}")
+
+    def set_tenant_enabled(self, tenant: int, enabled: bool) -> None:
+        """Pause or resume a tenant: a paused tenant's slots stay PUBLISHED, unclaimed."""
+        if not 0 <= tenant < self.layout.tenants:
+            raise ProtocolError(f"tenant {tenant} is out of range 0..{self.layout.tenants - 1}")
+        self.image[self.layout.tenant_masks + tenant] = 0xFFFFFFFF if enabled else 0
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish(
+        self,
+        opcode: int,
+        args: Sequence[int] = (),
+        *,
+        tenant: int = 0,
+        priority: Priority = Priority.NORMAL,
+        timeout: float | None = None,
+    ) -> Future:
+        """Publish one slot; the future resolves to a SlotOutcome when the device completes it."""
+        request = SlotRequest(int(opcode), tuple(int(a) for a in args), tenant, Priority(priority))
+        request.validate(self.layout)
+        return self._publish_validated([request], timeout)[0]
+
+    def batch(
+        self, requests: Sequence[SlotRequest], *, tag: int = 0, timeout: float | None = None
+    ) -> list[Future]:
+        """Validate every request before writing any, publish them, then a BATCH_FENCE slot.
+
+        Returns one future per request and, last, the fence's future.
+        """
+        if not requests:
+            raise DispatchError("an empty batch", "pass at least one SlotRequest")
+        fence = SlotRequest(BuiltinOpcode.BATCH_FENCE, (len(requests), tag), requests[0].tenant)
+        for request in [*requests, fence]:
+            request.validate(self.layout)
+        return self._publish_validated([*requests, fence], timeout)
+
+    def submit(
+        self,
+        program: int | Program | bytes,
+        data: Any,
+        *,
+        lanes: int | None = None,
+        fuel: int | None = None,
+        emit_capacity: int = 65536,
+        own_lo: int = 0,
+        own_hi: int | None = None,
+        file_offset: int = 0,
+        chunk_index: int = 0,
+        tenant: int = 0,
+        priority: Priority = Priority.NORMAL,
+        timeout: float | None = None,
+    ) -> Future:
+        """Run a program over ``data`` (bytes-like, kept referenced until the run completes).
+
+        The future resolves to the run's result (outputs, records, dropped, fault).
+        """
+        handle = program if isinstance(program, int) else self.register_program(program)
+        if handle not in self.registry.programs:
+            raise DispatchError(f"program handle {handle} is not registered", "use register_program's handle")
+        view = memoryview(data).cast("B") if not isinstance(data, np.ndarray) else memoryview(data.reshape(-1).view(np.uint8))
+        length = len(view)
+        own_hi = length if own_hi is None else own_hi
+        if length > 0xFFFFFFFF or not 0 <= own_lo <= own_hi <= length:
+            raise DispatchError(f"own range {own_lo}..{own_hi} must lie inside the {length}-byte region")
+        if lanes is not None and not 1 <= lanes <= MAX_LANES:
+            raise DispatchError(f"lanes={lanes}; allowed 1..{MAX_LANES}")
+        if fuel is not None and not 1 <= fuel <= 0xFFFFFFFF:
+            raise DispatchError(f"fuel={fuel}; allowed 1..2^32-1")
+        if emit_capacity < 0:
+            raise DispatchError(f"emit_capacity={emit_capacity} must not be negative")
+        context = self.registry.add_context(fuel, emit_capacity)
+        region = self.registry.add_region(view)
+        args = (
+            handle, context, region, 0, 0, length, own_lo, own_hi,
+            file_offset & 0xFFFFFFFF, file_offset >> 32, chunk_index, lanes or 0,
+        )  # fmt: skip
+        request = SlotRequest(BuiltinOpcode.RUN_PROGRAM, args, tenant, Priority(priority))
+        try:
+            request.validate(self.layout)
+            return self._publish_validated([request], timeout, run=(context, region))[0]
+        except BaseException:
+            self.registry.release_run(context, region)
+            raise
+
+    def _publish_validated(
+        self, requests: list[SlotRequest], timeout: float | None, run: tuple[int, int] | None = None
+    ) -> list[Future]:
+        if self._closed or self.image[ControlWord.SHUTDOWN]:
+            raise BackendError("this Megakernel is shut down", "create a new Megakernel")
+        slots = self._allocate([r.priority for r in requests], timeout)
+        futures = []
+        for slot, request in zip(slots, requests):
+            future: Future = Future()
+            self.service.track(slot, request.opcode, future, run)
+            codec.write_slot(self.image, self.layout, slot, request)
+            self.device.ring_doorbell(slot, int(request.priority))
+            futures.append(future)
+        return futures
+
+    def _allocate(self, priorities: list[Priority], timeout: float | None) -> list[int]:
+        """Slots for every request at once (all or none), from each priority's partition or a
+        less urgent one, so urgent partitions always keep room for urgent work."""
+        wait = self.publish_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        with self._free_changed:
+            while True:
+                taken = self._try_take(priorities)
+                if taken is not None:
+                    return taken
+                remaining = deadline - time.monotonic()
+                if self.full_ring == "raise" or remaining <= 0:
+                    raise RingFullError(
+                        f"no free slot for {len(priorities)} request(s): all {self.layout.slots} slots are in flight"
+                        + ("" if self.full_ring == "raise" else f" after waiting {wait:.1f} s")
+                    )
+                if self._closed:
+                    raise BackendError("this Megakernel shut down while waiting for a slot")
+                self._free_changed.wait(min(remaining, 0.1))
+
+    def _try_take(self, priorities: list[Priority]) -> list[int] | None:
+        taken: list[tuple[int, int]] = []
+        for priority in priorities:
+            for partition in range(priority, len(Priority)):
+                if self._free[partition]:
+                    taken.append((partition, self._free[partition].popleft()))
+                    break
+            else:
+                for partition, slot in reversed(taken):
+                    self._free[partition].appendleft(slot)
+                return None
+        return [slot for _, slot in taken]
+
+    def _release_slot(self, slot: int) -> None:
+        offsets = self.layout.priority_offsets()
+        partition = next(p for p in Priority if offsets[p] <= slot < offsets[p + 1])
+        with self._free_changed:
+            self._free[partition].append(slot)
+            self._free_changed.notify()
+
+    # ------------------------------------------------------------------ results
+
+    def poll(self) -> int:
+        """Reap completed slots now; returns how many were reaped."""
+        return self.service.reap()
+
+    def wait(self, futures: Sequence[Future] | None = None, timeout: float | None = None) -> bool:
+        """Wait for ``futures`` (default: everything in flight); False if the deadline passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if futures is None:
+            return self.service.wait_idle(timeout)
+        for future in futures:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                future.exception(timeout=remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    def stats(self) -> Stats:
+        return self.service.stats()
+
+    def debug_records(self) -> list[debuglog.DebugRecord]:
+        return self.service.drain_debug()
+
+    def observables(self) -> np.ndarray:
+        """A copy of the observable result words."""
+        base = self.layout.observable_base
+        return self.image[base : base + self.layout.observables].copy()
+
+    # ------------------------------------------------------------------ shutdown
+
+    def shutdown(self, timeout: float = 10.0, *, cancel: bool = False) -> None:
+        """Drain in-flight work (or cancel it) and stop the backend, within ``timeout`` seconds.
+
+        Never hangs: whatever has not completed by the deadline is cancelled, its futures fail
+        with BackendError, and a worker still busy is reported, not waited on forever.
+        """
+        if self._closed:
+            return
+        deadline = time.monotonic() + timeout
+        if not cancel:
+            self.service.wait_idle(max(0.0, deadline - time.monotonic() - 0.5 * min(timeout, 1.0)))
+        self._closed = True
+        self.service.answer_all_io_with_shutdown()
+        stopped = self.device.stop(max(0.1, deadline - time.monotonic()))
+        self.service.stop()
+        self.service.cancel_outstanding("the Megakernel shut down before this slot completed")
+        with self._free_changed:
+            self._free_changed.notify_all()
+        if not stopped:
+            raise BackendError(
+                f"a {self.backend} worker was still busy {timeout:.1f} s after shutdown began",
+                "lower the fuel of long programs; the worker stops at its next slot boundary",
+            )
+
+
+__all__ = ["Megakernel", "SlotOutcome", "SlotRequest"]
