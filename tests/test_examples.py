@@ -10,10 +10,17 @@ import pytest
 from references import fnv1a32, literal_offsets, pattern_end_positions, xxh32
 
 from vyre_runtime.cli import load_program_file
+from vyre_runtime.megakernel import Megakernel
 from vyre_runtime.runner import RunOptions, run_file
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DFA_PATTERNS = [b"error", b"warning", b"fatal", b"panic"]
+
+
+@pytest.fixture(scope="module")
+def megakernel():
+    with Megakernel(backend="cpu", slots=64) as mk:
+        yield mk
 
 
 def program(name: str):
@@ -46,23 +53,23 @@ def write(tmp_path: Path, data: bytes) -> str:
     return str(path)
 
 
-def test_line_count_matches_newline_count(tmp_path, options):
+def test_line_count_matches_newline_count(tmp_path, options, megakernel):
     data = text_with_needles(1, 20_000, [b"\n", b"\n\n"], options.chunk_size)
-    result = run_file(program("line_count.vasm"), write(tmp_path, data), options)
+    result = run_file(program("line_count.vasm"), write(tmp_path, data), options, megakernel)
     assert not result.faults
     assert int(result.outputs["lines"][0]) == data.count(b"\n")
 
 
-def test_histogram_matches_bincount(tmp_path, options):
+def test_histogram_matches_bincount(tmp_path, options, megakernel):
     data = bytes(random.Random(2).randbytes(30_000))
-    result = run_file(program("histogram.vasm"), write(tmp_path, data), options)
+    result = run_file(program("histogram.vasm"), write(tmp_path, data), options, megakernel)
     expected = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
     np.testing.assert_array_equal(result.outputs["histogram"], expected)
 
 
-def test_literal_search_emits_every_offset_once(tmp_path, options):
+def test_literal_search_emits_every_offset_once(tmp_path, options, megakernel):
     data = text_with_needles(3, 20_000, [b"vyre", b"vyrevyre", b"vyr"], options.chunk_size)
-    result = run_file(program("literal_search.vasm"), write(tmp_path, data), options)
+    result = run_file(program("literal_search.vasm"), write(tmp_path, data), options, megakernel)
     expected = literal_offsets(data, b"vyre")
     offsets = sorted(int(lo) | int(hi) << 32 for lo, hi in result.records)
     assert offsets == expected
@@ -71,16 +78,16 @@ def test_literal_search_emits_every_offset_once(tmp_path, options):
     assert result.dropped == 0
 
 
-def test_dfa_count_counts_positions_where_a_pattern_ends(tmp_path, options):
+def test_dfa_count_counts_positions_where_a_pattern_ends(tmp_path, options, megakernel):
     data = text_with_needles(4, 12_000, [*DFA_PATTERNS, b"errorr", b"panicerror"], options.chunk_size)
-    result = run_file(program("dfa_count.vasm"), write(tmp_path, data), options)
+    result = run_file(program("dfa_count.vasm"), write(tmp_path, data), options, megakernel)
     assert int(result.outputs["matches"][0]) == len(pattern_end_positions(data, DFA_PATTERNS))
 
 
 @pytest.mark.parametrize(("name", "hash_function"), [("fnv1a_blocks.vasm", fnv1a32), ("xxh32_blocks.vasm", xxh32)])
-def test_block_hashes_match_reference(tmp_path, options, name, hash_function):
+def test_block_hashes_match_reference(tmp_path, options, name, hash_function, megakernel):
     data = bytes(random.Random(5).randbytes(3 * 4096 + 1234))
-    result = run_file(program(name), write(tmp_path, data), options)
+    result = run_file(program(name), write(tmp_path, data), options, megakernel)
     expected = []
     for chunk_start in range(0, len(data), options.chunk_size):
         chunk_end = min(len(data), chunk_start + options.chunk_size)
@@ -90,12 +97,12 @@ def test_block_hashes_match_reference(tmp_path, options, name, hash_function):
     assert got == expected
 
 
-def test_filter_compact_keeps_exactly_the_large_words(tmp_path):
+def test_filter_compact_keeps_exactly_the_large_words(tmp_path, megakernel):
     rng = np.random.default_rng(6)
     words = rng.integers(0, 2**32, size=50_001, dtype=np.uint64).astype(np.uint32)
     data = words.tobytes() + b"\xff\xff"  # a trailing partial word is ignored
     for chunk_size, lanes in [(4000, None), (1 << 20, 64), (4096, 33)]:
-        result = run_file(program("filter_compact.vasm"), write(tmp_path, data), RunOptions(chunk_size, lanes))
+        result = run_file(program("filter_compact.vasm"), write(tmp_path, data), RunOptions(chunk_size, lanes), megakernel)
         kept = np.concatenate(result.outputs["kept"])
         kept = np.sort(kept[kept != 0xFFFFFFFF])
         expected = np.flatnonzero(words >= 0xF0000000)

@@ -16,6 +16,7 @@ import numpy as np
 
 from vyre_runtime.chunking import parse_size
 from vyre_runtime.errors import InputError, VyreError
+from vyre_runtime.megakernel import Megakernel
 from vyre_runtime.runner import DEFAULT_CHUNK_SIZE, FileResult, RunOptions, run_files
 from vyre_runtime.vir0 import container
 from vyre_runtime.vir0.program import Program
@@ -104,11 +105,11 @@ def _preview(values: np.ndarray) -> str:
     return f"{len(values)} words, {len(nonzero)} non-zero: {shown}{more}"
 
 
-def _print_human(program: Program, result: FileResult, max_records: int) -> None:
+def _print_human(program: Program, result: FileResult, max_records: int, backend: str) -> None:
     rate = result.size / result.seconds / 1e6 if result.seconds > 0 else 0.0
     print(
         f"{program.name} over {result.path}: {result.size} bytes, {result.chunks} chunks, "
-        f"cpu backend, {result.seconds:.3f} s ({rate:.1f} MB/s)"
+        f"{backend} backend, {result.seconds:.3f} s ({rate:.1f} MB/s)"
     )
     for name, value in result.outputs.items():
         if isinstance(value, list):
@@ -165,16 +166,17 @@ def command_run(args: argparse.Namespace) -> int:
         fuel=args.fuel,
         emit_capacity=args.emit_capacity,
     )
-    results = run_files(program, args.files, options)
+    with Megakernel(backend=args.backend, workers=args.workers) as megakernel:
+        results = run_files(program, args.files, options, megakernel)
     if args.json:
         digest = container.program_digest(container.encode(program)).hex()
-        document = {"program": program.name, "blake3": digest, "backend": "cpu"}
+        document = {"program": program.name, "blake3": digest, "backend": megakernel.backend}
         document["files"] = [_json_result(r) for r in results]
         json.dump(document, sys.stdout, indent=None)
         sys.stdout.write("\n")
     else:
         for result in results:
-            _print_human(program, result, args.max_records)
+            _print_human(program, result, args.max_records, megakernel.backend)
     return EXIT_FAULTS if any(r.faults for r in results) else EXIT_OK
 
 
@@ -200,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("program", help=".vasm source or .vir0 container")
     run_parser.add_argument("files", nargs="+", metavar="FILE")
     run_parser.add_argument("--json", action="store_true", help="print machine-readable results")
+    run_parser.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"], help="where programs run")
+    run_parser.add_argument("--workers", type=int, help="CPU backend worker threads (default: up to 4)")
     run_parser.add_argument("--chunk-size", default=f"{DEFAULT_CHUNK_SIZE >> 20}MiB", help="bytes per chunk")
     run_parser.add_argument("--lanes", type=int, help="lanes per chunk (default: the program's .lanes)")
     run_parser.add_argument("--fuel", type=int, help="instruction budget per lane (default: the program's .fuel)")

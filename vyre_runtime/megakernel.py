@@ -65,6 +65,8 @@ class Megakernel:
         offsets = self.layout.priority_offsets()
         for priority in Priority:
             self._free.append(deque(range(offsets[priority], offsets[priority + 1])))
+        # a more urgent partition lends slots to less urgent work but keeps a quarter (>= 1) free
+        self._reserve = [max(1, (offsets[p + 1] - offsets[p]) // 4) for p in Priority]
         self._free_changed = threading.Condition()
         self.service = HostService(self.image, self.layout, self.registry, self._release_slot)
         self.device = open_backend(backend, self.image, self.layout, self.registry, workers, self.service.notify)
@@ -213,8 +215,9 @@ class Megakernel:
         return futures
 
     def _allocate(self, priorities: list[Priority], timeout: float | None) -> list[int]:
-        """Slots for every request at once (all or none), from each priority's partition or a
-        less urgent one, so urgent partitions always keep room for urgent work."""
+        """Slots for every request at once (all or none). Each priority takes from its own
+        partition, then less urgent ones, then borrows from more urgent ones down to their
+        reserve, so urgent work always finds room (docs/PROTOCOL.md, "Priorities")."""
         wait = self.publish_timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         with self._free_changed:
@@ -235,15 +238,23 @@ class Megakernel:
     def _try_take(self, priorities: list[Priority]) -> list[int] | None:
         taken: list[tuple[int, int]] = []
         for priority in priorities:
-            for partition in range(priority, len(Priority)):
-                if self._free[partition]:
-                    taken.append((partition, self._free[partition].popleft()))
-                    break
-            else:
-                for partition, slot in reversed(taken):
-                    self._free[partition].appendleft(slot)
+            slot = self._take_one(priority)
+            if slot is None:
+                for partition, returned in reversed(taken):
+                    self._free[partition].appendleft(returned)
                 return None
+            taken.append(slot)
         return [slot for _, slot in taken]
+
+    def _take_one(self, priority: Priority) -> tuple[int, int] | None:
+        # own partition, then less urgent ones, then more urgent ones while they keep a reserve
+        for partition in range(priority, len(Priority)):
+            if self._free[partition]:
+                return partition, self._free[partition].popleft()
+        for partition in range(priority - 1, -1, -1):
+            if len(self._free[partition]) > self._reserve[partition]:
+                return partition, self._free[partition].popleft()
+        return None
 
     def _release_slot(self, slot: int) -> None:
         offsets = self.layout.priority_offsets()

@@ -1,24 +1,27 @@
 """Stream files through a VIR0 program chunk by chunk and merge the per-chunk results.
 
-This is the CPU path behind `vyre run`: read each chunk's region (owned bytes plus the program's
-overlap) with pread, run the program over it, merge outputs by each binding's combine rule.
-A faulting chunk is reported with its file offset and does not stop the other chunks.
+This is the path behind `vyre run`: read each chunk's region (owned bytes plus the program's
+overlap) with pread into a buffer from a small pool, submit it to the Megakernel as a
+RUN_PROGRAM slot, keep several chunks in flight, and merge the results in chunk order by each
+binding's combine rule. A faulting chunk is reported with its file range and does not stop the
+other chunks. (The io_uring ingest replaces the pread loop on Linux in a later issue.)
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from vyre_runtime.backends.cpu import Fault, Region, run_program
 from vyre_runtime.chunking import ChunkPlan, plan_chunks
 from vyre_runtime.combine import new_accumulators
 from vyre_runtime.errors import InputError
-from vyre_runtime.vir0.isa import Scope
+from vyre_runtime.host_service import SlotFaultInfo
+from vyre_runtime.megakernel import Megakernel
 from vyre_runtime.vir0.program import Program
 
 DEFAULT_CHUNK_SIZE = 16 << 20
@@ -30,12 +33,13 @@ class RunOptions:
     lanes: int | None = None  # None: the program's .lanes
     fuel: int | None = None  # None: the program's .fuel
     emit_capacity: int = 65536  # records per chunk
+    in_flight: int = 4  # chunks submitted ahead of the one being merged
 
 
 @dataclass(frozen=True)
 class ChunkFault:
     chunk: ChunkPlan
-    fault: Fault
+    fault: SlotFaultInfo
 
     def describe(self) -> str:
         return f"chunk {self.chunk.index} (file bytes {self.chunk.own_start}..{self.chunk.own_end}): {self.fault.describe()}"
@@ -84,7 +88,7 @@ def _canonical_order(records: np.ndarray) -> np.ndarray:
     return records[np.lexsort(records.T[::-1])]
 
 
-def run_file(program: Program, path: str, options: RunOptions = RunOptions()) -> FileResult:
+def run_file(program: Program, path: str, options: RunOptions, megakernel: Megakernel) -> FileResult:
     """Run ``program`` over every chunk of the file at ``path`` and merge the results."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -94,43 +98,51 @@ def run_file(program: Program, path: str, options: RunOptions = RunOptions()) ->
     try:
         size = os.fstat(fd).st_size
         result = FileResult(path=path, size=size)
+        handle = megakernel.register_program(program)  # fresh global buffers for every file
         accumulators = new_accumulators(program.bindings)
-        global_buffers = {
-            b.name: np.full(b.words, b.init, dtype=np.uint32) for b in program.bindings if b.scope == Scope.GLOBAL
-        }
-        buffer = bytearray(min(size, options.chunk_size + 2 * program.overlap))
+        buffer_size = min(size, options.chunk_size + 2 * program.overlap)
+        pool = [bytearray(buffer_size) for _ in range(max(1, options.in_flight))]
+        in_flight: deque = deque()
         record_parts: list[np.ndarray] = []
         chunk_parts: list[np.ndarray] = []
+
+        def merge_oldest() -> None:
+            plan, future, buffer = in_flight.popleft()
+            outcome = future.result()
+            pool.append(buffer)
+            result.chunks += 1
+            result.instructions += outcome.instructions
+            if outcome.fault is not None:
+                result.faults.append(ChunkFault(plan, outcome.fault))
+                return
+            for name, accumulator in accumulators.items():
+                accumulator.add(outcome.outputs[name])
+            result.dropped += outcome.dropped
+            if len(outcome.records):
+                record_parts.append(_canonical_order(outcome.records))
+                chunk_parts.append(np.full(len(outcome.records), plan.index, dtype=np.uint32))
+
         for plan in plan_chunks(size, options.chunk_size, program.overlap):
-            region_bytes = _read_region(fd, path, plan, buffer)
-            region = Region(
-                data=region_bytes,
+            if not pool:
+                merge_oldest()
+            buffer = pool.pop()
+            region = _read_region(fd, path, plan, buffer)
+            future = megakernel.submit(
+                handle,
+                region,
+                lanes=options.lanes,
+                fuel=options.fuel,
+                emit_capacity=options.emit_capacity,
                 own_lo=plan.own_lo,
                 own_hi=plan.own_hi,
                 file_offset=plan.region_start,
                 chunk_index=plan.index,
             )
-            run = run_program(
-                program,
-                region,
-                lanes=options.lanes,
-                fuel=options.fuel,
-                emit_capacity=options.emit_capacity,
-                global_buffers=global_buffers,
-            )
-            result.chunks += 1
-            result.instructions += run.instructions
-            if run.fault is not None:
-                result.faults.append(ChunkFault(plan, run.fault))
-                continue
-            for name, accumulator in accumulators.items():
-                accumulator.add(run.outputs[name])
-            result.dropped += run.dropped
-            if len(run.records):
-                record_parts.append(_canonical_order(run.records))
-                chunk_parts.append(np.full(len(run.records), plan.index, dtype=np.uint32))
+            in_flight.append((plan, future, buffer))
+        while in_flight:
+            merge_oldest()
         result.outputs = {name: acc.result() for name, acc in accumulators.items()}
-        result.outputs.update(global_buffers)
+        result.outputs.update(megakernel.registry.programs[handle].global_buffers)
         if record_parts:
             result.records = np.concatenate(record_parts)
             result.record_chunks = np.concatenate(chunk_parts)
@@ -142,5 +154,12 @@ def run_file(program: Program, path: str, options: RunOptions = RunOptions()) ->
         os.close(fd)
 
 
-def run_files(program: Program, paths: Sequence[str], options: RunOptions = RunOptions()) -> list[FileResult]:
-    return [run_file(program, path, options) for path in paths]
+def run_files(
+    program: Program, paths: Sequence[str], options: RunOptions | None = None, megakernel: Megakernel | None = None
+) -> list[FileResult]:
+    """Run over each file in turn; opens a Megakernel (backend "auto") unless one is given."""
+    options = options or RunOptions()
+    if megakernel is not None:
+        return [run_file(program, path, options, megakernel) for path in paths]
+    with Megakernel(backend="auto") as owned:
+        return [run_file(program, path, options, owned) for path in paths]

@@ -608,14 +608,14 @@ def _comma_separated(tokens: list[Token], line: int) -> list[Token]:
     operands: list[Token] = []
     for i, token in enumerate(tokens):
         expect_operand = i % 2 == 0
+        if token.kind is TokenKind.COLON:
+            raise AssembleError("unexpected ':'", line, token.column, "a label is written `name:` at the line start")
         if token.kind is TokenKind.COMMA and expect_operand:
             raise AssembleError("missing operand before ','", line, token.column, "remove the extra ','")
         if token.kind is not TokenKind.COMMA and not expect_operand:
             raise AssembleError(
                 f"expected ',' before {token.text!r}", line, token.column, "separate operands with commas"
             )
-        if token.kind is TokenKind.COLON:
-            raise AssembleError("unexpected ':'", line, token.column, "a label is written `name:` at the line start")
         if expect_operand:
             operands.append(token)
     if tokens and tokens[-1].kind is TokenKind.COMMA:

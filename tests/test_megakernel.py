@@ -1,0 +1,305 @@
+"""The host API on the CPU backend: completion exactly once, fault isolation, backpressure,
+tenants, IO, debug log, shutdown that never hangs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from vyre_runtime.errors import BackendError, DispatchError, ProtocolError, RingFullError
+from vyre_runtime.megakernel import Megakernel
+from vyre_runtime.protocol.codec import SlotRequest, encode_packed
+from vyre_runtime.protocol.layout import Priority, SlotFault
+from vyre_runtime.protocol.opcodes import USER_OPCODE_BASE, BuiltinOpcode
+from vyre_runtime.vir0 import isa
+from vyre_runtime.vir0.dfa import compile_patterns
+from vyre_runtime.vir0.program import Binding, Instruction, Program
+
+Op = isa.Op
+
+
+def counting_program() -> Program:
+    """Every lane adds 1 to `hits` and the region length to `bytes`."""
+    return Program(
+        name="counter",
+        registers=4,
+        lanes=8,
+        bindings=(Binding("hits", 1), Binding("bytes", 1)),
+        code=(
+            Instruction(Op.LI, d=0, imm=1),
+            Instruction(Op.LI, d=1, imm=0),
+            Instruction(Op.ATADD, d=2, a=1, b=0, imm=0),
+            Instruction(Op.SREG, d=3, imm=isa.SpecialRegister.REGION_LEN),
+            Instruction(Op.ATADD, d=2, a=1, b=3, imm=1),
+            Instruction(Op.EXIT),
+        ),
+    )
+
+
+def faulting_program(kind: str) -> Program:
+    body = {
+        "oob": (Instruction(Op.LI, d=0, imm=1 << 30), Instruction(Op.LDI8, d=1, a=0), Instruction(Op.EXIT)),
+        "fuel": (Instruction(Op.JMP, imm=0),),
+        "trap": (Instruction(Op.TRAP, imm=1234),),
+    }[kind]
+    return Program(name=f"faulty_{kind}", registers=2, lanes=4, code=body)
+
+
+@pytest.fixture
+def mk():
+    with Megakernel(backend="cpu", slots=256, tenants=4, workers=2) as megakernel:
+        yield megakernel
+
+
+def test_auto_backend_says_which_backend_it_chose():
+    with Megakernel(backend="auto", slots=16) as megakernel:
+        assert megakernel.backend in ("cpu", "cuda")
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(BackendError, match="unknown backend"):
+        Megakernel(backend="tpu")
+
+
+def test_builtins_run_and_return_results(mk):
+    assert mk.publish(BuiltinOpcode.STORE_U32, (5, 40)).result(5).ok
+    assert mk.publish(BuiltinOpcode.ATOMIC_ADD, (5, 2)).result(5).results[0] == 40
+    assert mk.publish(BuiltinOpcode.COMPARE_SWAP, (5, 42, 7)).result(5).results[0] == 42
+    assert mk.publish(BuiltinOpcode.MEMCPY, (5, 6, 1)).result(5).ok
+    assert mk.observables()[5:7].tolist() == [7, 7]
+    packed = encode_packed([(BuiltinOpcode.STORE_U32, (9, 1)), (BuiltinOpcode.ATOMIC_ADD, (9, 2))])
+    assert mk.publish(BuiltinOpcode.PACKED_SLOT, packed).result(5).results[0] == 1
+    assert mk.observables()[9] == 3
+
+
+def test_dfa_step_walks_the_registered_automaton(mk):
+    dfa = mk.register_dfa(compile_patterns([b"ab"]))
+    data = b"xxabab"
+    words = np.frombuffer(data.ljust(8, b"\0"), dtype="<u4").tolist()
+    outcome = mk.publish(BuiltinOpcode.DFA_STEP, (dfa, 0, len(data), *words)).result(5)
+    assert outcome.ok and outcome.results[1] == 2
+
+
+def test_submit_runs_a_program_and_returns_outputs(mk):
+    handle = mk.register_program(counting_program())
+    result = mk.submit(handle, b"x" * 100, lanes=5).result(10)
+    assert result.ok
+    assert result.outputs["hits"].tolist() == [5] and result.outputs["bytes"].tolist() == [500]
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"), [("oob", SlotFault.OOB_INPUT), ("fuel", SlotFault.FUEL_EXHAUSTED), ("trap", SlotFault.TRAP)]
+)
+def test_faulting_program_ends_its_slot_as_fault_and_later_slots_complete(mk, kind, code):
+    bad = mk.register_program(faulting_program(kind))
+    good = mk.register_program(counting_program())
+    faulted = mk.submit(bad, b"abc", fuel=1000).result(30)
+    assert faulted.fault is not None and faulted.fault.code == code and faulted.fault.lane == 0
+    if kind == "trap":
+        assert faulted.fault.detail == 1234
+    later = [mk.submit(good, b"abcd", lanes=3) for _ in range(20)]
+    assert all(f.result(10).outputs["hits"].tolist() == [3] for f in later)
+    assert mk.stats().faulted == 1
+
+
+def test_unregistered_handles_fault_without_stopping_the_workers(mk):
+    args = (999, 999, 999, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    outcome = mk.publish(BuiltinOpcode.RUN_PROGRAM, args).result(5)
+    assert outcome.fault.code == SlotFault.BAD_HANDLE
+    assert mk.publish(BuiltinOpcode.NOP).result(5).ok
+
+
+def test_user_opcode_runs_its_bound_program_inside_the_tenant_window(mk):
+    handle = mk.register_program(counting_program())
+    opcode = USER_OPCODE_BASE + 16 * 2 + 3  # tenant 2's window
+    mk.bind_opcode(opcode, handle, tenant=2)
+    with pytest.raises(ProtocolError, match="window"):
+        mk.bind_opcode(USER_OPCODE_BASE, handle, tenant=2)
+    with pytest.raises(ProtocolError, match="window"):
+        mk.publish(opcode, (), tenant=1)
+    unbound = mk.publish(opcode + 1, (), tenant=2).result(5)
+    assert unbound.fault.code == SlotFault.BAD_OPCODE
+
+
+def test_batch_validates_every_slot_before_writing_any(mk):
+    before = mk.stats().published
+    good = SlotRequest(BuiltinOpcode.NOP)
+    with pytest.raises(ProtocolError):
+        mk.batch([good, good, SlotRequest(0x0ABC)])
+    assert mk.stats().published == before
+    futures = mk.batch([good] * 10, tag=77)
+    assert len(futures) == 11 and all(f.result(5).ok for f in futures)
+    assert mk.stats().epoch == 1
+
+
+def fill_ring(megakernel: Megakernel) -> list:
+    futures = []
+    with pytest.raises(RingFullError):
+        for _ in range(1000):
+            futures.append(megakernel.publish(BuiltinOpcode.NOP, timeout=0))
+    return futures
+
+
+def test_full_ring_raises_when_configured_to():
+    with Megakernel(backend="cpu", slots=16, full_ring="raise", workers=1) as megakernel:
+        megakernel.set_tenant_enabled(0, False)  # nothing gets claimed: the ring fills up
+        futures = fill_ring(megakernel)
+        assert 8 <= len(futures) < 16  # urgent partitions keep their reserve
+        with pytest.raises(RingFullError, match="in flight"):
+            megakernel.publish(BuiltinOpcode.NOP)
+        megakernel.set_tenant_enabled(0, True)
+        assert all(f.result(5).ok for f in futures)
+
+
+def test_full_ring_blocks_until_the_deadline_then_raises():
+    with Megakernel(backend="cpu", slots=16, workers=1) as megakernel:
+        megakernel.set_tenant_enabled(0, False)
+        futures = fill_ring(megakernel)
+        started = time.monotonic()
+        with pytest.raises(RingFullError, match="after waiting"):
+            megakernel.publish(BuiltinOpcode.NOP, timeout=0.3)
+        assert 0.25 < time.monotonic() - started < 3
+        megakernel.set_tenant_enabled(0, True)
+        assert all(f.result(5).ok for f in futures)
+
+
+def test_full_ring_blocks_until_a_slot_frees():
+    with Megakernel(backend="cpu", slots=16, workers=1) as megakernel:
+        megakernel.set_tenant_enabled(0, False)
+        fill_ring(megakernel)
+        threading.Timer(0.2, megakernel.set_tenant_enabled, (0, True)).start()
+        assert megakernel.publish(BuiltinOpcode.NOP, timeout=10).result(5).ok
+
+
+def test_paused_tenant_slots_stay_published_until_resumed(mk):
+    mk.set_tenant_enabled(1, False)
+    future = mk.publish(BuiltinOpcode.NOP, tenant=1)
+    other = mk.publish(BuiltinOpcode.NOP, tenant=0)
+    assert other.result(5).ok
+    time.sleep(0.1)
+    assert not future.done()
+    mk.set_tenant_enabled(1, True)
+    assert future.result(5).ok
+
+
+def test_load_miss_fills_observables_or_faults_with_io_error(mk):
+    mk.register_resource(3, b"0123456789abcdef")
+    outcome = mk.publish(BuiltinOpcode.LOAD_MISS, (3, 4, 0, 8, 20)).result(5)
+    assert outcome.ok and outcome.results[0] == 8
+    assert mk.observables()[20:22].tobytes() == b"456789ab"
+    missing = mk.publish(BuiltinOpcode.LOAD_MISS, (4, 0, 0, 8, 20)).result(5)
+    assert missing.fault.code == SlotFault.IO_ERROR
+    zero = mk.publish(BuiltinOpcode.LOAD_MISS, (3, 0, 0, 0, 20)).result(5)
+    assert zero.fault.code == SlotFault.BAD_ARGUMENT
+
+
+def test_printf_records_reach_the_host_and_overflow_is_counted():
+    with Megakernel(backend="cpu", slots=64, debug_records=4, workers=1) as megakernel:
+        futures = [megakernel.publish(BuiltinOpcode.PRINTF, (1, i, 0)) for i in range(6)]
+        assert [f.result(5).results[0] for f in futures].count(1) == 4
+        assert megakernel.stats().debug_dropped == 2
+        records = megakernel.debug_records()
+        assert sorted(r.a for r in records) == sorted(r.a for r in records)[:4] and len(records) == 4
+        assert megakernel.publish(BuiltinOpcode.PRINTF, (1, 99, 0)).result(5).results[0] == 1
+
+
+def test_shutdown_opcode_stops_the_workers_and_new_publishes_are_refused():
+    megakernel = Megakernel(backend="cpu", slots=16)
+    assert megakernel.publish(BuiltinOpcode.SHUTDOWN).result(5).ok
+    with pytest.raises(BackendError):
+        megakernel.publish(BuiltinOpcode.NOP)
+    megakernel.shutdown(timeout=2)
+
+
+def test_shutdown_with_cancel_fails_pending_futures_and_does_not_hang():
+    megakernel = Megakernel(backend="cpu", slots=16, workers=1)
+    megakernel.set_tenant_enabled(0, False)
+    pending = [megakernel.publish(BuiltinOpcode.NOP) for _ in range(5)]
+    started = time.monotonic()
+    megakernel.shutdown(timeout=2, cancel=True)
+    assert time.monotonic() - started < 5
+    for future in pending:
+        with pytest.raises(BackendError, match="shut down"):
+            future.result(1)
+
+
+def test_bad_submit_arguments_are_rejected_before_publishing(mk):
+    handle = mk.register_program(counting_program())
+    with pytest.raises(DispatchError, match="lanes"):
+        mk.submit(handle, b"abc", lanes=0)
+    with pytest.raises(DispatchError, match="own range"):
+        mk.submit(handle, b"abc", own_lo=2, own_hi=1)
+    with pytest.raises(DispatchError, match="not registered"):
+        mk.submit(12345, b"abc")
+    assert mk.stats().published == 0
+
+
+def test_priorities_keep_room_for_urgent_work():
+    with Megakernel(backend="cpu", slots=10, workers=1, full_ring="raise") as megakernel:
+        megakernel.set_tenant_enabled(0, False)
+        background = []
+        with pytest.raises(RingFullError):
+            while True:
+                background.append(megakernel.publish(BuiltinOpcode.NOP, priority=Priority.BACKGROUND))
+        urgent = megakernel.publish(BuiltinOpcode.NOP, priority=Priority.CRITICAL)
+        megakernel.set_tenant_enabled(0, True)
+        assert urgent.result(5).ok and all(f.result(5).ok for f in background)
+
+
+def test_many_producers_complete_every_slot_exactly_once():
+    """>= 1,000,000 slots from several threads, built-ins and small programs mixed: every
+    future resolves once, and the device's done count and per-opcode metrics match exactly."""
+    producers, per_producer = 4, 250_000
+    program = Program(
+        name="tiny",
+        registers=2,
+        lanes=1,
+        bindings=(Binding("n", 1),),
+        code=(Instruction(Op.LI, d=0, imm=1), Instruction(Op.ATADD, d=1, a=1, b=0, imm=0), Instruction(Op.EXIT)),
+    )
+    counts = {"nop": 0, "add": 0, "run": 0}
+    resolved = []
+    with Megakernel(backend="cpu", slots=4096, workers=2) as megakernel:
+        handle = megakernel.register_program(program)
+        lock = threading.Lock()
+
+        def produce(seed: int) -> None:
+            local = {"nop": 0, "add": 0, "run": 0}
+            futures = []
+            nop, add = SlotRequest(BuiltinOpcode.NOP), SlotRequest(BuiltinOpcode.ATOMIC_ADD, (0, 1))
+            sent = 0
+            while sent < per_producer:
+                if sent % 1000 == seed:
+                    futures.append(megakernel.submit(handle, b"x"))
+                    local["run"] += 1
+                    sent += 1
+                    continue
+                batch = [nop if (sent + i) % 2 else add for i in range(min(63, per_producer - sent))]
+                futures += megakernel.batch(batch)[:-1]  # the fence completes too; counted below
+                local["nop"] += sum(1 for r in batch if r is nop)
+                local["add"] += sum(1 for r in batch if r is add)
+                sent += len(batch)
+            done = [f.result(60) for f in futures]
+            with lock:
+                resolved.extend(done)
+                for key in counts:
+                    counts[key] += local[key]
+
+        threads = [threading.Thread(target=produce, args=(i,)) for i in range(producers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert megakernel.wait(timeout=60)
+        stats = megakernel.stats()
+    total = producers * per_producer
+    assert sum(counts.values()) == total and len(resolved) == total
+    fences = stats.metrics["BATCH_FENCE"]
+    assert stats.published == stats.completed == total + fences
+    assert stats.device_done == total + fences and stats.faulted == 0
+    assert stats.metrics.get("NOP", 0) == counts["nop"] and stats.metrics.get("RUN_PROGRAM", 0) == counts["run"]
+    assert stats.metrics["ATOMIC_ADD"] == counts["add"]
+    assert int(megakernel.observables()[0]) == counts["add"]
