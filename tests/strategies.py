@@ -95,9 +95,16 @@ def _u32(chooser: Chooser) -> int:
     return chooser.choice(INTERESTING_U32)
 
 
+# Valid names that are also keywords of the assembly syntax; the assembler must read them by position.
+TRICKY_NAMES = ("hex", "u8", "u32", "run", "global", "sum", "none", "r1", "r63", "lane_id", "L0", "exit", "init")
+
+
 def _identifier(chooser: Chooser, taken: set[str], first: str = _FIRST, rest: str = _REST) -> str:
-    length = chooser.choice((1, 3, 8, 20, isa.MAX_NAME_BYTES))
-    name = chooser.choice(first) + "".join(chooser.choice(rest) for _ in range(length - 1))
+    length = chooser.choice((0, 1, 3, 8, 20, isa.MAX_NAME_BYTES))
+    if length == 0:
+        name = chooser.choice(TRICKY_NAMES)
+    else:
+        name = chooser.choice(first) + "".join(chooser.choice(rest) for _ in range(length - 1))
     while name in taken:  # unique names; the suffix keeps it an identifier
         name = name[: isa.MAX_NAME_BYTES - 2] + "_" + chooser.choice(string.digits)
     taken.add(name)

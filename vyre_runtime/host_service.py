@@ -88,6 +88,8 @@ class HostService:
         self._wake = threading.Condition()
         self._idle = threading.Condition(self._lock)
         self._running = False
+        self._work_waiting = False
+        self._sleeping = False
         self._thread = threading.Thread(target=self._serve, name="vyre-host-service", daemon=True)
         self._latency = LatencyWindow()
         self._published = self._completed = self._faulted = 0
@@ -108,13 +110,19 @@ class HostService:
         self.reap()
 
     def notify(self) -> None:
-        with self._wake:
-            self._wake.notify()
+        self._work_waiting = True
+        if self._sleeping:  # a busy service thread sees the flag before it sleeps again
+            with self._wake:
+                self._wake.notify()
 
     def _serve(self) -> None:
         while self._running:
             with self._wake:
-                self._wake.wait(SERVICE_INTERVAL_S)
+                if not self._work_waiting:
+                    self._sleeping = True
+                    self._wake.wait(SERVICE_INTERVAL_S)
+                    self._sleeping = False
+            self._work_waiting = False
             self.reap()
             self.service_io()
 

@@ -13,6 +13,7 @@ and keeps the latency statistics. Every wait has a deadline; shutdown never hang
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import deque
@@ -35,6 +36,7 @@ from vyre_runtime.vir0.isa import MAX_LANES
 from vyre_runtime.vir0.program import Program
 
 FULL_RING_POLICIES = ("block", "raise")
+PRIORITY_COUNT = len(Priority)
 
 
 class Megakernel:
@@ -183,8 +185,8 @@ class Megakernel:
             raise DispatchError(f"lanes={lanes}; allowed 1..{MAX_LANES}")
         if fuel is not None and not 1 <= fuel <= 0xFFFFFFFF:
             raise DispatchError(f"fuel={fuel}; allowed 1..2^32-1")
-        if emit_capacity < 0:
-            raise DispatchError(f"emit_capacity={emit_capacity} must not be negative")
+        if not 0 <= emit_capacity <= 0xFFFFFFFF:
+            raise DispatchError(f"emit_capacity={emit_capacity}; allowed 0..2^32-1 records")
         context = self.registry.add_context(fuel, emit_capacity)
         region = self.registry.add_region(view)
         args = (
@@ -248,7 +250,7 @@ class Megakernel:
 
     def _take_one(self, priority: Priority) -> tuple[int, int] | None:
         # own partition, then less urgent ones, then more urgent ones while they keep a reserve
-        for partition in range(priority, len(Priority)):
+        for partition in range(priority, PRIORITY_COUNT):
             if self._free[partition]:
                 return partition, self._free[partition].popleft()
         for partition in range(priority - 1, -1, -1):
@@ -257,8 +259,7 @@ class Megakernel:
         return None
 
     def _release_slot(self, slot: int) -> None:
-        offsets = self.layout.priority_offsets()
-        partition = next(p for p in Priority if offsets[p] <= slot < offsets[p + 1])
+        partition = bisect.bisect_right(self.layout.partition_offsets, slot) - 1
         with self._free_changed:
             self._free[partition].append(slot)
             self._free_changed.notify()

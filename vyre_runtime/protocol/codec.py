@@ -26,6 +26,7 @@ from vyre_runtime.protocol.layout import (
 from vyre_runtime.protocol.opcodes import PACKABLE, BuiltinOpcode, validate_publish_opcode
 
 MAX_PACKED_OPS = 7
+_SLOT_STATES = frozenset(int(state) for state in SlotState)
 
 
 def words_from_bytes(buffer: bytes | bytearray | memoryview, expected_words: int | None = None) -> np.ndarray:
@@ -135,7 +136,7 @@ def read_slot(image: np.ndarray, layout: Layout, index: int) -> SlotView:
     base = layout.slot(index)
     words = image[base : base + SLOT_WORDS].tolist()
     state = words[SlotWord.STATUS]
-    if state not in SlotState.__members__.values():
+    if state not in _SLOT_STATES:
         raise ProtocolError(f"slot {index} has status {state}, which is not a slot state (corrupted ring)")
     return SlotView(index, SlotState(state), words[1], words[2], words[3], tuple(words[SlotWord.ARG0 :]))
 

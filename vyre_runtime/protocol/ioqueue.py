@@ -80,10 +80,9 @@ def take_answer(image: np.ndarray, layout: Layout, entry: int) -> tuple[bool, in
 def claim_requests(image: np.ndarray, layout: Layout) -> list[IoRequest]:
     """Host side: claim every PUBLISHED entry. A malformed one is answered ERROR at once."""
     claimed = []
-    for entry in range(layout.io_entries):
+    states = image[layout.io_queue + IoWord.STATUS : layout.total_words : IO_ENTRY_WORDS]
+    for entry in np.flatnonzero(states == IoState.PUBLISHED).tolist():
         base = _entry_base(layout, entry)
-        if int(image[base + IoWord.STATUS]) != IoState.PUBLISHED:
-            continue
         image[base + IoWord.STATUS] = IoState.CLAIMED
         request = IoRequest(
             entry=entry,

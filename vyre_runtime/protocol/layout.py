@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cached_property
 
 import blake3
 
@@ -162,31 +163,31 @@ class Layout:
             # record position = cursor % capacity must stay continuous when the u32 cursor wraps
             raise ProtocolError(f"layout debug_records={self.debug_records} must be a power of two")
 
-    @property
+    @cached_property  # offsets are read on every slot: compute once
     def tenant_masks(self) -> int:
         return CONTROL_HEADER_WORDS
 
-    @property
+    @cached_property
     def metrics(self) -> int:
         return self.tenant_masks + self.tenants
 
-    @property
+    @cached_property
     def observable_base(self) -> int:
         return self.metrics + METRIC_WORDS
 
-    @property
+    @cached_property
     def ring(self) -> int:
         return _align16(self.observable_base + self.observables)  # slots on 64-byte boundaries
 
-    @property
+    @cached_property
     def debug_log(self) -> int:
         return self.ring + self.slots * SLOT_WORDS
 
-    @property
+    @cached_property
     def io_queue(self) -> int:
         return self.debug_log + DebugWord.HEADER_WORDS + self.debug_records * DEBUG_RECORD_WORDS
 
-    @property
+    @cached_property
     def total_words(self) -> int:
         return self.io_queue + self.io_entries * IO_ENTRY_WORDS
 
@@ -207,6 +208,10 @@ class Layout:
             ("debug_log", self.debug_log, DebugWord.HEADER_WORDS + self.debug_records * DEBUG_RECORD_WORDS),
             ("io_queue", self.io_queue, self.io_entries * IO_ENTRY_WORDS),
         ]
+
+    @cached_property
+    def partition_offsets(self) -> tuple[int, ...]:
+        return tuple(self.priority_offsets())
 
     def priority_offsets(self) -> list[int]:
         """Default partitions: an equal share of slots per priority, the remainder to NORMAL."""

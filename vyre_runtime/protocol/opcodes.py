@@ -57,8 +57,12 @@ USER_METRIC_BASE = 16
 METRIC_WORDS = USER_METRIC_BASE + USER_OPCODE_COUNT
 
 
+_BUILTIN_NUMBERS = frozenset(int(op) for op in BuiltinOpcode)
+_BUILTIN_METRIC_BY_NUMBER = {int(op): index for op, index in BUILTIN_METRIC_INDEX.items()}
+
+
 def is_builtin(opcode: int) -> bool:
-    return opcode in BuiltinOpcode.__members__.values()
+    return opcode in _BUILTIN_NUMBERS
 
 
 def is_user_opcode(opcode: int) -> bool:
@@ -75,9 +79,7 @@ def metric_index(opcode: int) -> int:
     """Index into the metrics region for ``opcode``; -1 for an opcode with no counter."""
     if is_user_opcode(opcode):
         return USER_METRIC_BASE + opcode - USER_OPCODE_BASE
-    if is_builtin(opcode):
-        return BUILTIN_METRIC_INDEX[BuiltinOpcode(opcode)]
-    return -1
+    return _BUILTIN_METRIC_BY_NUMBER.get(opcode, -1)
 
 
 def validate_publish_opcode(opcode: int, tenant: int, tenant_count: int) -> None:

@@ -64,6 +64,7 @@ class CpuDevice:
         self.wake = threading.Condition()
         self.internal_errors: dict[int, str] = {}  # slot -> traceback, for the host to raise
         self._consecutive_urgent = 0
+        self._sleeping = 0  # workers waiting on `wake` (changed only while holding it)
         self._threads = [
             threading.Thread(target=self._serve, name=f"vyre-cpu-worker-{i}", daemon=True) for i in range(workers)
         ]
@@ -78,8 +79,9 @@ class CpuDevice:
 
     def ring_doorbell(self, slot: int, priority: int) -> None:
         self.hints[min(max(priority, 0), len(Priority) - 1)].append(slot)
-        with self.wake:
-            self.wake.notify()
+        if self._sleeping:  # busy workers pick the hint up on their own; only wake idle ones
+            with self.wake:
+                self.wake.notify()
 
     def stop(self, timeout: float) -> bool:
         """Set SHUTDOWN, wake everyone, join within ``timeout``; False if a worker is still busy."""
@@ -127,7 +129,9 @@ class CpuDevice:
             return int(schedulable[0])
         with self.wake:
             if not any(self.hints) and not self.image[ControlWord.SHUTDOWN]:
+                self._sleeping += 1
                 self.wake.wait(SCAN_INTERVAL_S)
+                self._sleeping -= 1
         return None
 
     def _claim(self, slot: int) -> bool:

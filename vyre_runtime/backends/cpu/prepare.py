@@ -14,6 +14,7 @@ from enum import IntEnum
 
 import numpy as np
 
+from vyre_runtime.errors import VerifyError
 from vyre_runtime.backends.cpu import alu, collectives, floats, intrinsics, memory
 from vyre_runtime.backends.cpu.dfa_walk import DfaTable, prepare_dfa
 from vyre_runtime.backends.cpu.step import Factory, Step, StepContext
@@ -82,7 +83,8 @@ def _build(program: Program) -> PreparedProgram:
     steps: list[Step | None] = []
     for pc, instruction in enumerate(program.code):
         decoded = isa.decode_opcode(instruction.op)
-        assert decoded is not None  # verified above
+        if decoded is None:  # unreachable for a verified program; never run an unknown opcode
+            raise VerifyError(f"instruction {pc}: opcode byte {instruction.op:#04x} is not a VIR0 instruction")
         info, is_imm = decoded
         if info.imm == Role.DFA_TABLE and instruction.imm not in dfa_tables:
             dfa_tables[instruction.imm] = prepare_dfa(table_bytes[instruction.imm])
