@@ -118,9 +118,10 @@ def _dfa_table_data(chooser: Chooser) -> bytes:
             for _ in range(chooser.integer(1, 3))
         ]
         return compile_patterns(patterns)
-    # A raw valid DFA: arbitrary targets below the state count, arbitrary accept bits.
+    # A raw valid DFA: arbitrary targets below the state count, arbitrary accept bits. The words
+    # come from a drawn seed, not drawn one by one, to keep hypothesis's buffer small.
     states = chooser.integer(1, 3)
-    words = np.frombuffer(chooser.raw(1024 * states), dtype="<u4")
+    words = np.random.default_rng(chooser.integer(0, 0xFFFFFFFF)).integers(0, 1 << 32, 256 * states, dtype=np.uint32)
     transitions = (words % np.uint32(states)) | (words & np.uint32(isa.DFA_ACCEPT_BIT))
     return states.to_bytes(4, "little") + transitions.astype("<u4").tobytes()
 

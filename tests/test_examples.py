@@ -102,7 +102,9 @@ def test_filter_compact_keeps_exactly_the_large_words(tmp_path, megakernel):
     words = rng.integers(0, 2**32, size=50_001, dtype=np.uint64).astype(np.uint32)
     data = words.tobytes() + b"\xff\xff"  # a trailing partial word is ignored
     for chunk_size, lanes in [(4000, None), (1 << 20, 64), (4096, 33)]:
-        result = run_file(program("filter_compact.vasm"), write(tmp_path, data), RunOptions(chunk_size, lanes), megakernel)
+        result = run_file(
+            program("filter_compact.vasm"), write(tmp_path, data), RunOptions(chunk_size, lanes), megakernel
+        )
         kept = np.concatenate(result.outputs["kept"])
         kept = np.sort(kept[kept != 0xFFFFFFFF])
         expected = np.flatnonzero(words >= 0xF0000000)

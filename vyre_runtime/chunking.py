@@ -50,8 +50,7 @@ def plan_chunks(file_size: int, chunk_size: int, overlap: int) -> Iterator[Chunk
             f"chunk size {chunk_size} plus 2 x overlap {overlap} exceeds a region's 4 GiB limit",
             "use a smaller --chunk-size",
         )
-    index = 0
-    for own_start in range(0, file_size, chunk_size):
+    for index, own_start in enumerate(range(0, file_size, chunk_size)):
         own_end = min(file_size, own_start + chunk_size)
         yield ChunkPlan(
             index=index,
@@ -60,7 +59,6 @@ def plan_chunks(file_size: int, chunk_size: int, overlap: int) -> Iterator[Chunk
             own_start=own_start,
             own_end=own_end,
         )
-        index += 1
 
 
 def parse_size(text: str) -> int:
@@ -73,7 +71,9 @@ def parse_size(text: str) -> int:
     try:
         value = int(number) * units[unit]
     except (ValueError, KeyError):
-        raise DispatchError(f"cannot read {text!r} as a size", "write a size like 65536, 64KiB, 16MiB or 1GiB") from None
+        raise DispatchError(
+            f"cannot read {text!r} as a size", "write a size like 65536, 64KiB, 16MiB or 1GiB"
+        ) from None
     if value < 1:
         raise DispatchError(f"size {text!r} must be positive")
     return value

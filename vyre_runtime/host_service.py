@@ -155,7 +155,12 @@ class HostService:
                 if view.state == SlotState.FAULT:
                     self._faulted += 1
                     code, pc, lane, detail = view.results
-                    fault = SlotFaultInfo(SlotFault(code) if code in SlotFault.__members__.values() else SlotFault.INTERNAL, pc, lane, detail)
+                    fault = SlotFaultInfo(
+                        SlotFault(code) if code in SlotFault.__members__.values() else SlotFault.INTERNAL,
+                        pc,
+                        lane,
+                        detail,
+                    )
                 self._resolve(slot, pending, SlotOutcome(slot, view.opcode, view.results, fault))
                 self.release_slot(slot)
                 reaped += 1
@@ -192,7 +197,9 @@ class HostService:
         with self._lock:
             for slot, pending in list(self._pending.items()):
                 if not pending.future.done():
-                    pending.future.set_exception(BackendError(f"slot {slot}: {reason}", "publish it again on a new Megakernel"))
+                    pending.future.set_exception(
+                        BackendError(f"slot {slot}: {reason}", "publish it again on a new Megakernel")
+                    )
                 if pending.run is not None:
                     self.registry.release_run(*pending.run)
             self._pending.clear()
@@ -245,7 +252,11 @@ class HostService:
                 "in_flight": len(self._pending),
                 "latency_us": self._latency.summary(),
             }
-        return Stats(**host, **read_device_counters(self.image, self.layout), debug_dropped=debuglog.dropped(self.image, self.layout))
+        return Stats(
+            **host,
+            **read_device_counters(self.image, self.layout),
+            debug_dropped=debuglog.dropped(self.image, self.layout),
+        )
 
 
 def _run_outcome(run: Any, fault: SlotFaultInfo | None) -> RunOutcome:

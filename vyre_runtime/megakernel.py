@@ -139,9 +139,7 @@ class Megakernel:
         request.validate(self.layout)
         return self._publish_validated([request], timeout)[0]
 
-    def batch(
-        self, requests: Sequence[SlotRequest], *, tag: int = 0, timeout: float | None = None
-    ) -> list[Future]:
+    def batch(self, requests: Sequence[SlotRequest], *, tag: int = 0, timeout: float | None = None) -> list[Future]:
         """Validate every request before writing any, publish them, then a BATCH_FENCE slot.
 
         Returns one future per request and, last, the fence's future.
@@ -176,7 +174,11 @@ class Megakernel:
         handle = program if isinstance(program, int) else self.register_program(program)
         if handle not in self.registry.programs:
             raise DispatchError(f"program handle {handle} is not registered", "use register_program's handle")
-        view = memoryview(data).cast("B") if not isinstance(data, np.ndarray) else memoryview(data.reshape(-1).view(np.uint8))
+        view = (
+            memoryview(data).cast("B")
+            if not isinstance(data, np.ndarray)
+            else memoryview(data.reshape(-1).view(np.uint8))
+        )
         length = len(view)
         own_hi = length if own_hi is None else own_hi
         if length > 0xFFFFFFFF or not 0 <= own_lo <= own_hi <= length:

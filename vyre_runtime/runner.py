@@ -42,7 +42,8 @@ class ChunkFault:
     fault: SlotFaultInfo
 
     def describe(self) -> str:
-        return f"chunk {self.chunk.index} (file bytes {self.chunk.own_start}..{self.chunk.own_end}): {self.fault.describe()}"
+        chunk = self.chunk
+        return f"chunk {chunk.index} (file bytes {chunk.own_start}..{chunk.own_end}): {self.fault.describe()}"
 
 
 @dataclass

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vyre_runtime.protocol.layout import ControlWord, Layout
-from vyre_runtime.protocol.opcodes import BUILTIN_METRIC_INDEX, USER_METRIC_BASE, USER_OPCODE_BASE, METRIC_WORDS
+from vyre_runtime.protocol.opcodes import BUILTIN_METRIC_INDEX, METRIC_WORDS, USER_METRIC_BASE, USER_OPCODE_BASE
 
 LATENCY_WINDOW = 200_000  # most recent round trips kept for percentiles
 

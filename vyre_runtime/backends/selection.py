@@ -33,7 +33,7 @@ def open_backend(
     registry: Registry,
     workers: int | None,
     on_complete: Callable[[], None],
-):  # noqa: ANN201 - returns a backend device (CpuDevice today)
+):
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}", f"choose one of {', '.join(BACKENDS)}")
     if name == "cuda":

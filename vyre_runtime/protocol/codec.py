@@ -23,15 +23,14 @@ from vyre_runtime.protocol.layout import (
     SlotWord,
     layout_digest,
 )
-from vyre_runtime.protocol.opcodes import PACKABLE, BuiltinOpcode, validate_publish_opcode
+from vyre_runtime.protocol.opcodes import MAX_PACKED_OPS, PACKABLE, BuiltinOpcode, validate_publish_opcode
 
-MAX_PACKED_OPS = 7
 _SLOT_STATES = frozenset(int(state) for state in SlotState)
 
 
 def words_from_bytes(buffer: bytes | bytearray | memoryview, expected_words: int | None = None) -> np.ndarray:
     """A u32 view of ``buffer``; rejects lengths that are not whole words or not the expected size."""
-    length = len(buffer)
+    length = memoryview(buffer).nbytes  # len() of a typed memoryview counts items, not bytes
     if length % 4:
         raise ProtocolError(f"buffer of {length} bytes is not a whole number of 32-bit words")
     if expected_words is not None and length != expected_words * 4:
@@ -56,7 +55,8 @@ def new_image(layout: Layout) -> np.ndarray:
 
 def check_image(image: np.ndarray, layout: Layout) -> None:
     """Refuse an image whose size, digest or geometry words disagree with ``layout``."""
-    if image.dtype != np.uint32 or image.ndim != 1 or len(image) != layout.total_words:
+    shape_ok = isinstance(image, np.ndarray) and image.dtype == np.uint32 and image.ndim == 1
+    if not shape_ok or len(image) != layout.total_words:
         raise ProtocolError(f"shared image must be {layout.total_words} u32 words for this layout")
     if int(image[ControlWord.LAYOUT_DIGEST]) != layout_digest():
         raise ProtocolError("layout digest mismatch: host and device were built from different protocol constants")
@@ -160,13 +160,14 @@ def encode_packed(ops: list[tuple[int, tuple[int, ...]]]) -> tuple[int, ...]:
                 f"opcode {opcode:#x} cannot be packed; packable: {sorted(op.name for op in PACKABLE)}",
                 "publish it in its own slot",
             )
+        if metadata_words + len(arg_words) + len(args) > ARGS_PER_SLOT:  # checked first: offsets are u8
+            raise ProtocolError(
+                f"packed ops need {metadata_words} metadata + {len(arg_words) + len(args)}+ argument words; "
+                f"a slot has {ARGS_PER_SLOT}",
+                "split the ops over several slots",
+            )
         metadata += bytes([opcode, metadata_words + len(arg_words), len(args)])
         arg_words += [int(a) for a in args]
-    if metadata_words + len(arg_words) > ARGS_PER_SLOT:
-        raise ProtocolError(
-            f"packed ops need {metadata_words} metadata + {len(arg_words)} argument words; a slot has {ARGS_PER_SLOT}",
-            "split the ops over several slots",
-        )
     metadata += bytes(metadata_words * 4 - len(metadata))
     words = list(np.frombuffer(bytes(metadata), dtype="<u4").tolist()) + arg_words
     for word in words:

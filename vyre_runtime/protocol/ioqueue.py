@@ -1,6 +1,6 @@
 """The IO request queue: the device asks the host to load a resource (LOAD_MISS).
 
-    device: finds an EMPTY entry, writes the request, status PUBLISHED (last)
+    device: reserves an EMPTY entry (EMPTY -> RESERVED), writes the request, status PUBLISHED (last)
     host:   PUBLISHED -> CLAIMED (so a second poll never services it twice), loads the bytes,
             writes RESULT, then status OK, or ERROR with an error code in RESULT
     device: sees OK or ERROR, reads RESULT, writes EMPTY; ERROR ends the slot as FAULT(IO_ERROR)
@@ -13,22 +13,11 @@ claims, ERROR included (and on shutdown), so the device never spins forever.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
 import numpy as np
 
 from vyre_runtime.errors import ProtocolError
-from vyre_runtime.protocol.layout import IO_ENTRY_WORDS, IoOp, IoState, IoWord, Layout
-
-
-class IoError(IntEnum):
-    """RESULT of an ERROR answer."""
-
-    UNKNOWN_RESOURCE = 1
-    OUT_OF_RANGE = 2  # offset/bytes past the resource, or past the destination observables
-    READ_FAILED = 3  # the loader raised
-    MALFORMED = 4  # the request itself is malformed
-    SHUTTING_DOWN = 5
+from vyre_runtime.protocol.layout import IO_ENTRY_WORDS, IoError, IoOp, IoState, IoWord, Layout
 
 
 @dataclass(frozen=True)
@@ -49,12 +38,14 @@ def _entry_base(layout: Layout, entry: int) -> int:
 
 def post_request(image: np.ndarray, layout: Layout, resource: int, offset: int, nbytes: int, destination: int) -> int:
     """Device side (caller holds the claim lock): the entry used, or -1 when every entry is busy."""
-    states = image[layout.io_queue + IoWord.STATUS : layout.io_queue + layout.io_entries * IO_ENTRY_WORDS : IO_ENTRY_WORDS]
+    states = image[layout.io_queue + IoWord.STATUS : layout.total_words : IO_ENTRY_WORDS]
     free = np.flatnonzero(states == IoState.EMPTY)
     if len(free) == 0:
         return -1
     entry = int(free[0])
     base = _entry_base(layout, entry)
+    # the sequence a GPU thread follows: reserve (its CAS from EMPTY), fill, publish last
+    image[base + IoWord.STATUS] = IoState.RESERVED
     image[base + IoWord.OP] = IoOp.READ
     image[base + IoWord.RESOURCE] = resource
     image[base + IoWord.OFFSET_LO] = offset & 0xFFFFFFFF
@@ -118,7 +109,7 @@ def decode(image: np.ndarray, layout: Layout) -> list[tuple[int, IoState, IoRequ
         state = words[IoWord.STATUS]
         if state not in IoState.__members__.values():
             raise ProtocolError(f"IO entry {entry} has status {state:#x}, which is not an IO state")
-        if state == IoState.EMPTY:
+        if state in (IoState.EMPTY, IoState.RESERVED):  # a reserved entry's words are not published yet
             continue
         if words[IoWord.OP] not in IoOp.__members__.values():
             raise ProtocolError(f"IO entry {entry} has op {words[IoWord.OP]}, which is not an IO op")

@@ -17,7 +17,18 @@ from functools import cached_property
 import blake3
 
 from vyre_runtime.errors import ProtocolError
-from vyre_runtime.protocol.opcodes import MAX_TENANTS, METRIC_WORDS, BuiltinOpcode
+from vyre_runtime.protocol.opcodes import (
+    BUILTIN_LIMIT,
+    MAX_PACKED_OPS,
+    MAX_TENANTS,
+    METRIC_WORDS,
+    PACKABLE,
+    TENANT_WINDOW,
+    USER_METRIC_BASE,
+    USER_OPCODE_BASE,
+    USER_OPCODE_COUNT,
+    BuiltinOpcode,
+)
 
 SLOT_WORDS = 16
 ARGS_PER_SLOT = 12
@@ -88,7 +99,7 @@ class ControlWord(IntEnum):
     EPOCH = 4  # device: BATCH_FENCE count
     LAST_FENCE_TAG = 5  # device: tag of the latest BATCH_FENCE
     HEARTBEAT = 6  # device: advances while workers poll; a frozen heartbeat means a wedged device
-    DEVICE_STATE = 7  # device: 0 not started, 1 serving, 2 exited
+    DEVICE_STATE = 7  # device: a DeviceState
     LAYOUT_DIGEST = 8  # host-initialised: 32 bits of the layout digest; the device refuses a mismatch
     SLOT_COUNT = 9  # host-initialised geometry, read by the device
     TENANT_COUNT = 10
@@ -100,6 +111,15 @@ class ControlWord(IntEnum):
 
 
 PRIORITY_OFFSET_WORDS = len(Priority) + 1
+
+
+class DeviceState(IntEnum):
+    """ControlWord.DEVICE_STATE, written by the device only."""
+
+    NOT_STARTED = 0
+    SERVING = 1
+    EXITED = 2
+    REFUSED = 3  # the device found a layout digest or geometry it was not built for, and never served
 
 
 class DebugWord(IntEnum):
@@ -130,6 +150,7 @@ IO_ENTRY_WORDS = 8
 class IoState(IntEnum):
     EMPTY = 0
     PUBLISHED = 1  # device asks
+    RESERVED = 3  # a device thread took the entry (CAS among device threads) and is filling it
     CLAIMED = 2  # host took it (so a re-poll never services it twice)
     OK = 0x10
     ERROR = 0x11
@@ -137,6 +158,16 @@ class IoState(IntEnum):
 
 class IoOp(IntEnum):
     READ = 1
+
+
+class IoError(IntEnum):
+    """RESULT of an ERROR answer; it reaches the slot as FAULT(IO_ERROR) detail."""
+
+    UNKNOWN_RESOURCE = 1
+    OUT_OF_RANGE = 2  # offset/bytes past the resource, or past the destination observables
+    READ_FAILED = 3  # the loader raised
+    MALFORMED = 4  # the request itself is malformed
+    SHUTTING_DOWN = 5
 
 
 @dataclass(frozen=True)
@@ -233,7 +264,11 @@ def layout_digest() -> int:
     """32-bit digest of every layout constant: a device built from other constants cannot load."""
     parts = [SLOT_WORDS, ARGS_PER_SLOT, RESULT_WORDS, CONTROL_HEADER_WORDS, DEBUG_RECORD_WORDS, IO_ENTRY_WORDS]
     parts += [METRIC_WORDS, MAX_TENANTS, PRIORITY_OFFSET_WORDS]
-    for enum in (BuiltinOpcode, SlotWord, SlotState, Priority, SlotFault, ControlWord, DebugWord, IoWord, IoState, IoOp):
+    # the opcode space and packed-slot rules a device enforces are part of the contract too
+    parts += [BUILTIN_LIMIT, USER_OPCODE_BASE, USER_OPCODE_COUNT, TENANT_WINDOW, USER_METRIC_BASE, MAX_PACKED_OPS]
+    parts += sorted(int(opcode) for opcode in PACKABLE)
+    enums = (BuiltinOpcode, SlotWord, SlotState, Priority, SlotFault, ControlWord, DeviceState, DebugWord)
+    for enum in (*enums, IoWord, IoState, IoOp, IoError):
         parts += [value for member in enum for value in (len(member.name), int(member))]
     digest = blake3.blake3(struct.pack(f"<{len(parts)}I", *parts)).digest()
     return int.from_bytes(digest[:4], "little")

@@ -11,6 +11,7 @@ Opcode space (docs/PROTOCOL.md, "Opcodes"):
 
 from __future__ import annotations
 
+import operator
 from enum import IntEnum
 
 from vyre_runtime.errors import ProtocolError
@@ -50,6 +51,7 @@ PACKABLE = frozenset(
         BuiltinOpcode.PRINTF,
     }
 )
+MAX_PACKED_OPS = 7  # 1 + 3 x 7 metadata bytes = 6 words, leaving 6 argument words
 
 # Metrics: one counter per built-in, then one per user opcode (docs/PROTOCOL.md, "Metrics").
 BUILTIN_METRIC_INDEX = {op: index for index, op in enumerate(BuiltinOpcode)}
@@ -84,6 +86,10 @@ def metric_index(opcode: int) -> int:
 
 def validate_publish_opcode(opcode: int, tenant: int, tenant_count: int) -> None:
     """Reject what no slot may carry, before anything is written (host side of the contract)."""
+    try:  # a float or a string must be refused here, not crash a later format or store
+        opcode, tenant = operator.index(opcode), operator.index(tenant)
+    except TypeError:
+        raise ProtocolError(f"opcode {opcode!r} and tenant {tenant!r} must be integers") from None
     if not 0 <= opcode <= 0xFFFFFFFF:
         raise ProtocolError(f"opcode {opcode} is not a u32")
     if not 0 <= tenant < tenant_count:

@@ -12,6 +12,7 @@ immediates in a form the assembler reads back to the same u32, and f-op immediat
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterable
@@ -592,7 +593,7 @@ class _Assembly:
         settings = {name: self.settings.get(name, getattr(defaults, name)) for name, _, _ in _SETTINGS.values()}
         shape = Program(self.name, (), tables=tuple(self.tables), bindings=tuple(self.bindings), **settings)
         code = tuple(_OperandResolver(self, shape, written).instruction() for written in self.code)
-        program = Program(self.name, code, tables=shape.tables, bindings=shape.bindings, **settings)
+        program = dataclasses.replace(shape, code=code)
         try:
             return verify(program)
         except VerifyError as error:
@@ -857,6 +858,8 @@ def disassemble_program(program: Program) -> str:
                 operands.append(program.bindings[value].name)
             elif role == Role.SPECIAL:
                 operands.append(SpecialRegister(value).name.lower())
+            else:  # a new Role in isa.py needs a written form here and in _OperandResolver.operand
+                raise VerifyError(f"{info.name}: operand role {role.name} has no assembly syntax")
         lines.append(f"    {info.name} {', '.join(operands)}".rstrip() + comment)
     return "\n".join(lines) + "\n"
 

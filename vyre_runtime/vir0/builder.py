@@ -21,6 +21,7 @@ Names and labels are resolved in ``build``, so they may be declared or placed af
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -144,6 +145,8 @@ class ProgramBuilder:
 
     def table(self, name: str, data: bytes) -> str:
         """Declare a read-only table; returns its name for use as an operand."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise VerifyError(f"table {name!r} data is a {type(data).__name__}", "pass bytes (e.g. 'text'.encode())")
         self._claim(name)
         self._tables.append(Table(name, bytes(data)))
         return name
@@ -166,6 +169,8 @@ class ProgramBuilder:
         if combine is None:
             combine = isa.Combine.NONE if scope_value == isa.Scope.GLOBAL else isa.Combine.SUM
         combine_value = _enum_member(isa.Combine, combine, "combine")
+        if not isinstance(init, int) or not -(1 << 31) <= init <= 0xFFFFFFFF:
+            raise VerifyError(f"binding {name!r} init {init} does not fit in 32 bits", "use -2^31..2^32-1")
         self._claim(name)
         self._bindings.append(Binding(name, words, scope_value, combine_value, init & 0xFFFFFFFF))
         return name
@@ -223,19 +228,7 @@ class ProgramBuilder:
             bindings=tuple(self._bindings),
         )
         code = tuple(self._resolve(pc, pending, shape) for pc, pending in enumerate(self._code))
-        return verify(
-            Program(
-                shape.name,
-                code,
-                registers=shape.registers,
-                emit_words=shape.emit_words,
-                overlap=shape.overlap,
-                fuel=shape.fuel,
-                lanes=shape.lanes,
-                tables=shape.tables,
-                bindings=shape.bindings,
-            )
-        )
+        return verify(dataclasses.replace(shape, code=code))
 
     def encode(self) -> bytes:
         """Canonical container bytes of the built program."""
@@ -266,8 +259,8 @@ def _operand_value(
             raise fail("a register such as r(1)")
         return operand.index
     if role == Role.IMMEDIATE and is_imm and takes_float_immediate(info):
-        if isinstance(operand, F32Bits):
-            return operand.bits & 0xFFFFFFFF
+        if isinstance(operand, F32Bits) and 0 <= operand.bits <= 0xFFFFFFFF:
+            return operand.bits
         if isinstance(operand, (float, np.floating)):
             return f32_bits_of(float(operand))
         raise fail("a float or F32Bits(bits)")

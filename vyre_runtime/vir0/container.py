@@ -74,9 +74,7 @@ def _encode_tables(tables: tuple[Table, ...]) -> bytes:
 
 
 def _encode_bindings(bindings: tuple[Binding, ...]) -> bytes:
-    entries = [
-        BINDING_ENTRY.pack(int(b.scope), int(b.combine), 0, b.words, b.init & 0xFFFFFFFF) for b in bindings
-    ]
+    entries = [BINDING_ENTRY.pack(int(b.scope), int(b.combine), 0, b.words, b.init & 0xFFFFFFFF) for b in bindings]
     return U32.pack(len(bindings)) + b"".join(entries)
 
 

@@ -140,7 +140,7 @@ P, PW, PRW = Role.PAIR_READ, Role.PAIR_WRITE, Role.PAIR_READ_WRITE
 U, IMM = Role.UNUSED, Role.IMMEDIATE
 
 
-def _op(code, name, cls, d, a, b, imm, semantics, imm_form=False) -> OpInfo:  # noqa: ANN001
+def _op(code, name, cls, d, a, b, imm, semantics, imm_form=False) -> OpInfo:
     return OpInfo(code, name, cls, d, a, b, imm, semantics, imm_form)
 
 

@@ -142,9 +142,8 @@ def _check_field(
     elif role == Role.BINDING:
         if value >= len(program.bindings):
             raise fail(f"names binding {value}; the program declares {len(program.bindings)} bindings")
-    elif role == Role.SPECIAL:
-        if value not in isa.SpecialRegister.__members__.values():
-            raise fail(f"names special register {value}, which does not exist")
+    elif role == Role.SPECIAL and value not in isa.SpecialRegister.__members__.values():
+        raise fail(f"names special register {value}, which does not exist")
 
 
 def verify(program: Program) -> Program:

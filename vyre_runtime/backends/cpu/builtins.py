@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vyre_runtime.errors import ProtocolError
 from vyre_runtime.protocol import debuglog
 from vyre_runtime.protocol.codec import decode_packed
 from vyre_runtime.protocol.layout import ControlWord, Layout, SlotFault
 from vyre_runtime.protocol.opcodes import BuiltinOpcode
-from vyre_runtime.errors import ProtocolError
 
 MASK32 = 0xFFFFFFFF
 DFA_STEP_MAX_BYTES = 36  # arguments 3..11 hold the bytes, little-endian

@@ -69,6 +69,7 @@ class CpuDevice:
             threading.Thread(target=self._serve, name=f"vyre-cpu-worker-{i}", daemon=True) for i in range(workers)
         ]
         self._status_column = image[layout.ring + SlotWord.STATUS : layout.debug_log : SLOT_WORDS]
+        self._tenant_column = image[layout.ring + SlotWord.TENANT : layout.debug_log : SLOT_WORDS]
 
     # ------------------------------------------------------------------ host-facing
 
@@ -124,6 +125,13 @@ class CpuDevice:
         with self.lock:  # heartbeat: a device-owned counter, advanced while idle polling
             self.image[ControlWord.HEARTBEAT] = (int(self.image[ControlWord.HEARTBEAT]) + 1) & MASK32
         schedulable = np.flatnonzero(np.isin(self._status_column, list(SCHEDULABLE)))
+        if len(schedulable):
+            # skip paused tenants' slots (they stay PUBLISHED): else the first one would hide
+            # every slot after it from the scan, and workers would spin on it
+            tenants = self._tenant_column[schedulable]
+            masks = self.image[self.layout.tenant_masks : self.layout.tenant_masks + self.layout.tenants]
+            enabled = (tenants >= self.layout.tenants) | (masks[np.minimum(tenants, self.layout.tenants - 1)] != 0)
+            schedulable = schedulable[enabled]
         if len(schedulable):
             # partitions are laid out in priority order, so the lowest index is the most urgent
             return int(schedulable[0])
