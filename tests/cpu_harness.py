@@ -69,14 +69,25 @@ def run(prog: Program, data: bytes = b"", *, lanes: int = 1, **kwargs: object) -
 LANE_PROLOGUE = (op("sreg", d=0, imm=0), op("shl", d=1, a=0, imm=2, immediate=True))  # r0 = lane, r1 = 4 * lane
 
 
-def per_lane_program(body: Sequence[Instruction], operands: Sequence[Sequence[int]], out_words: int, **kwargs) -> Program:
+def per_lane_program(
+    body: Sequence[Instruction],
+    operands: Sequence[Sequence[int]],
+    out_words: int,
+    *,
+    out_init: int = 0,
+    extra_bindings: Sequence[Binding] = (),
+    extra_tables: dict[str, bytes] | None = None,
+    **kwargs: object,
+) -> Program:
     """Lane i loads operand columns k (tables t0, t1, ...) into r2, r3, ... then runs ``body``.
 
-    ``body`` stores its results with ``sto`` into binding 0 ("out").
+    ``body`` stores its results with ``sto`` into binding 0 ("out"), then any extra bindings;
+    extra tables get the indices after the operand tables.
     """
     loads = [op("ldt32", d=2 + k, a=1, b=k) for k in range(len(operands))]
-    tables = {f"t{k}": u32_table(column) for k, column in enumerate(operands)}
-    return program([*LANE_PROLOGUE, *loads, *body, op("exit")], tables=tables, bindings=[out(out_words)], **kwargs)
+    tables = {f"t{k}": u32_table(column) for k, column in enumerate(operands)} | (extra_tables or {})
+    bindings = [out(out_words, out_init), *extra_bindings]
+    return program([*LANE_PROLOGUE, *loads, *body, op("exit")], tables=tables, bindings=bindings, **kwargs)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- integer reference
@@ -224,7 +235,7 @@ def _sqrt(x: float) -> float:
     return math.sqrt(x)  # sqrt(-0) = -0
 
 
-def _inf_arith(function):  # noqa: ANN001, ANN202 - Python float arithmetic never raises on inf/nan here
+def _inf_arith(function):
     return lambda a, b: bits_of(function(f32(a), f32(b)))
 
 
@@ -251,11 +262,35 @@ FLOAT_UNARY_REFERENCE = {
 }
 
 INTERESTING_F32 = [
-    0x00000000, 0x80000000, 0x3F800000, 0xBF800000, 0x3FC00000, 0xBF000000, 0x3F7FFFFF,  # 0, -0, 1, -1, 1.5, -.5
-    0x00000001, 0x807FFFFF, 0x00800000, 0x00400000, 0x7F7FFFFF, 0xFF7FFFFF,  # subnormals, min normal, max
-    0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0xFFC12345, 0x7FBFFFFF,  # inf, -inf, NaNs (quiet/signaling)
-    0x4F000000, 0xCF000000, 0x4F800000, 0x4F7FFFFF, 0xCF000001, 0x4EFFFFFF,  # 2^31, -2^31, 2^32, near them
-    0x33800000, 0x34000000, 0x4B800001, 0x40490FDB,  # 2^-24, 2^-23, 2^24+2, pi
+    0x00000000,
+    0x80000000,
+    0x3F800000,
+    0xBF800000,
+    0x3FC00000,
+    0xBF000000,
+    0x3F7FFFFF,  # 0, -0, 1, -1, 1.5, -.5
+    0x00000001,
+    0x807FFFFF,
+    0x00800000,
+    0x00400000,
+    0x7F7FFFFF,
+    0xFF7FFFFF,  # subnormals, min normal, max
+    0x7F800000,
+    0xFF800000,
+    0x7FC00000,
+    0x7F800001,
+    0xFFC12345,
+    0x7FBFFFFF,  # inf, -inf, NaNs (quiet/signaling)
+    0x4F000000,
+    0xCF000000,
+    0x4F800000,
+    0x4F7FFFFF,
+    0xCF000001,
+    0x4EFFFFFF,  # 2^31, -2^31, 2^32, near them
+    0x33800000,
+    0x34000000,
+    0x4B800001,
+    0x40490FDB,  # 2^-24, 2^-23, 2^24+2, pi
 ]
 
 
@@ -306,10 +341,15 @@ def dfa_table(transitions: Sequence[Sequence[int]]) -> bytes:
 def random_dfa(rng: np.random.Generator, states: int, accept_rate: float = 0.05) -> list[list[int]]:
     targets = rng.integers(0, states, size=(states, 256))
     accept = rng.random((states, 256)) < accept_rate
-    return [[int(t) | (DFA_ACCEPT_BIT if a else 0) for t, a in zip(tr, ac, strict=True)] for tr, ac in zip(targets, accept, strict=True)]
+    return [
+        [int(t) | (DFA_ACCEPT_BIT if a else 0) for t, a in zip(tr, ac, strict=True)]
+        for tr, ac in zip(targets, accept, strict=True)
+    ]
 
 
-def dfa_walk(transitions: Sequence[Sequence[int]], data: bytes, start: int, state: int) -> tuple[int, int, list[tuple[int, int]]]:
+def dfa_walk(
+    transitions: Sequence[Sequence[int]], data: bytes, start: int, state: int
+) -> tuple[int, int, list[tuple[int, int]]]:
     """(end state, matches, [(region offset, state entered)]) walking data that starts at ``start``."""
     matches = []
     for i, byte in enumerate(data):

@@ -30,8 +30,8 @@ from cpu_harness import (
     run,
 )
 
-from vyre_runtime.vir0.isa import OPCODES, FaultCode, SpecialRegister
 from vyre_runtime.backends.cpu import Region, run_program
+from vyre_runtime.vir0.isa import OPCODES, FaultCode, SpecialRegister
 
 RNG = random.Random(1234)
 
@@ -64,7 +64,7 @@ def run_unary(name: str, a: list[int]) -> list[int]:
     return result.outputs["out"].tolist()
 
 
-def assert_column(name: str, a: list[int], b: list[int] | None, got: list[int], reference) -> None:  # noqa: ANN001
+def assert_column(name: str, a: list[int], b: list[int] | None, got: list[int], reference) -> None:
     for i, value in enumerate(got):
         expected = reference(a[i]) if b is None else reference(a[i], b[i])
         operands = f"{a[i]:#010x}" if b is None else f"{a[i]:#010x}, {b[i]:#010x}"
@@ -158,14 +158,20 @@ def test_float_immediate_form_takes_imm_as_f32_bits(name: str) -> None:
 def test_float_unary_op_matches_reference(name: str) -> None:
     a = INTERESTING_F32 + [RNG.getrandbits(32) for _ in range(300)]
     if name in ("itof", "utof"):
-        a += INTERESTING_U32 + [16777217, 16777219, 33554435, 0x7FFFFFC0, 0xFFFFFF80, 0xFFFFFF7F]
+        a += [*INTERESTING_U32, 16777217, 16777219, 33554435, 0x7FFFFFC0, 0xFFFFFF80, 0xFFFFFF7F]
     assert_column(name, a, None, run_unary(name, a), FLOAT_UNARY_REFERENCE[name])
 
 
 def test_arithmetic_nans_are_canonical_whatever_the_input_payload() -> None:
-    payload_nan = 0xFFC12345
-    for name in ("fadd", "fsub", "fmul", "fdiv"):
-        assert run_binary(name, [payload_nan, 0x7F800000], [0x3F800000, 0xFF800000]) == [CANONICAL_NAN] * 2
+    payload_nan, infinity, negative_infinity = 0xFFC12345, 0x7F800000, 0xFF800000
+    invalid = {
+        "fadd": (infinity, negative_infinity),
+        "fsub": (infinity, infinity),
+        "fmul": (0, infinity),
+        "fdiv": (0, 0),
+    }
+    for name, (x, y) in invalid.items():
+        assert run_binary(name, [payload_nan, 0x3F800000, x], [0x3F800000, 0x7F800001, y]) == [CANONICAL_NAN] * 3
     assert run_unary("fsqrt", [0xBF800000, payload_nan]) == [CANONICAL_NAN, CANONICAL_NAN]
 
 
@@ -275,7 +281,7 @@ def test_mov_li_and_sel_with_condition_read_before_the_write() -> None:
 
 def test_special_registers_report_the_dispatch() -> None:
     specials = list(SpecialRegister)
-    code = [op("sreg", d=0, imm=SpecialRegister.LANE_ID), op("muli" if False else "mul", d=1, a=0, imm=len(specials), immediate=True)]
+    code = [op("sreg", d=0, imm=SpecialRegister.LANE_ID), op("mul", d=1, a=0, imm=len(specials), immediate=True)]
     for k, special in enumerate(specials):
         code += [op("sreg", d=2, imm=special), op("sto", d=2, a=1, b=0, imm=k)]
     code.append(op("exit"))
@@ -327,14 +333,19 @@ def test_nop_jmp_jz_jnz_follow_their_conditions() -> None:
     ]
     result = run(program(code, bindings=[out(1)]))
     assert result.fault is None and result.outputs["out"].tolist() == [9]
-    assert result.instructions == 9
+    assert result.instructions == 10  # nop li jz jnz li jnz jmp li sto exit
 
 
 def test_trap_faults_with_the_user_code_and_keeps_earlier_stores() -> None:
     code = [op("li", d=1, imm=5), op("sto", d=1, a=2, b=0), op("trap", imm=0xDEADBEEF)]
     result = run(program(code, bindings=[out(1)]), lanes=3)
     assert result.fault is not None
-    assert (result.fault.code, result.fault.pc, result.fault.lane, result.fault.detail) == (FaultCode.TRAP, 2, 0, 0xDEADBEEF)
+    assert (result.fault.code, result.fault.pc, result.fault.lane, result.fault.detail) == (
+        FaultCode.TRAP,
+        2,
+        0,
+        0xDEADBEEF,
+    )
     assert result.outputs["out"].tolist() == [5]
     assert "trap" in result.fault.describe() and "0xdeadbeef" in result.fault.describe()
 
@@ -399,7 +410,12 @@ def test_lowest_faulting_lane_is_reported_while_other_lanes_complete() -> None:
     result = run(program(code, bindings=[out(12)]), b"0123456789", lanes=12)
     assert result.outputs["out"].tolist() == [0 if lane in (5, 9) else 1 for lane in range(12)]
     assert result.fault is not None
-    assert (result.fault.code, result.fault.pc, result.fault.lane, result.fault.detail) == (FaultCode.OOB_INPUT, 10, 5, 1005)
+    assert (result.fault.code, result.fault.pc, result.fault.lane, result.fault.detail) == (
+        FaultCode.OOB_INPUT,
+        10,
+        5,
+        1005,
+    )
 
 
 def test_instructions_counts_lane_instructions_including_a_faulting_one() -> None:

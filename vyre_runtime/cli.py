@@ -36,11 +36,12 @@ def _read_bytes(path: str) -> bytes:
 
 def load_program_file(path: str) -> Program:
     """A program from a container (.vir0, detected by magic) or assembly text (anything else)."""
-    from vyre_runtime.vir0 import asm, verify
+    from vyre_runtime.vir0 import asm
+    from vyre_runtime.vir0.verify import load
 
     raw = _read_bytes(path)
     if raw.startswith(container.MAGIC):
-        return verify.load(raw)
+        return load(raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -113,6 +113,24 @@ class ControlWord(IntEnum):
 PRIORITY_OFFSET_WORDS = len(Priority) + 1
 
 
+class RunArg(IntEnum):
+    """Argument words of a RUN_PROGRAM slot. A user opcode's slot carries the same list without
+    PROGRAM (its binding names the program): user argument word = RunArg - 1."""
+
+    PROGRAM = 0  # program handle
+    CONTEXT = 1  # run-context handle (fuel, emit capacity; receives the run's outputs)
+    REGION = 2  # data-region handle
+    OFFSET_LO = 3  # first byte of the region the run reads (u64 with OFFSET_HI)
+    OFFSET_HI = 4
+    LENGTH = 5  # bytes the run reads (REGION_LEN)
+    OWN_LO = 6  # owned byte range [OWN_LO, OWN_HI) inside those bytes
+    OWN_HI = 7
+    FILE_OFFSET_LO = 8  # file offset of the run's byte 0 (u64 with FILE_OFFSET_HI)
+    FILE_OFFSET_HI = 9
+    CHUNK_INDEX = 10
+    LANES = 11  # 0: the program's default lane count
+
+
 class DeviceState(IntEnum):
     """ControlWord.DEVICE_STATE, written by the device only."""
 
@@ -150,8 +168,8 @@ IO_ENTRY_WORDS = 8
 class IoState(IntEnum):
     EMPTY = 0
     PUBLISHED = 1  # device asks
-    RESERVED = 3  # a device thread took the entry (CAS among device threads) and is filling it
     CLAIMED = 2  # host took it (so a re-poll never services it twice)
+    RESERVED = 3  # a device thread took the entry (CAS among device threads) and is filling it
     OK = 0x10
     ERROR = 0x11
 
@@ -267,7 +285,7 @@ def layout_digest() -> int:
     # the opcode space and packed-slot rules a device enforces are part of the contract too
     parts += [BUILTIN_LIMIT, USER_OPCODE_BASE, USER_OPCODE_COUNT, TENANT_WINDOW, USER_METRIC_BASE, MAX_PACKED_OPS]
     parts += sorted(int(opcode) for opcode in PACKABLE)
-    enums = (BuiltinOpcode, SlotWord, SlotState, Priority, SlotFault, ControlWord, DeviceState, DebugWord)
+    enums = (BuiltinOpcode, SlotWord, SlotState, Priority, SlotFault, ControlWord, DeviceState, RunArg, DebugWord)
     for enum in (*enums, IoWord, IoState, IoOp, IoError):
         parts += [value for member in enum for value in (len(member.name), int(member))]
     digest = blake3.blake3(struct.pack(f"<{len(parts)}I", *parts)).digest()

@@ -29,7 +29,7 @@ class BuiltinOpcode(IntEnum):
     PRINTF = 8  # args: format id, a, b                -> one debug-log record
     LOAD_MISS = 9  # args: resource, offset lo/hi, bytes, dst observable -> host loads it
     PACKED_SLOT = 10  # args: several small built-ins in one slot
-    RUN_PROGRAM = 11  # args: program, context, region ...  (see protocol.slot.RunArg)
+    RUN_PROGRAM = 11  # args: program, context, region ...  (see protocol.layout.RunArg)
     SHUTDOWN = 0xFFFFFFFF
 
 

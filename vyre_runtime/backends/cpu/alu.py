@@ -284,7 +284,9 @@ INT64: dict[int, tuple[bool, bool, Callable[[np.ndarray, np.ndarray], np.ndarray
 }
 
 
-def _int64_factory(pair_b: bool, pair_result: bool, operation: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Factory:
+def _int64_factory(
+    pair_b: bool, pair_result: bool, operation: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> Factory:
     def factory(ctx: StepContext) -> Step:
         d, a, b = ctx.d, ctx.a, ctx.b
 

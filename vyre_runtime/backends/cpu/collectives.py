@@ -19,7 +19,11 @@ GROUP_SHIFT = GROUP_SIZE.bit_length() - 1
 
 
 class GroupRuns:
-    """The runs of consecutive participants that share a group."""
+    """The runs of consecutive participants that share a group.
+
+    (When every lane participates, groups are simply rows of a (groups, 32) reshape; padding
+    lanes never run, so their registers stay 0 and add nothing to a sum or a ballot.)
+    """
 
     def __init__(self, lanes: np.ndarray) -> None:
         group = lanes >> GROUP_SHIFT
@@ -34,13 +38,24 @@ class GroupRuns:
         return np.add.reduceat(values, self.starts)[self.run_of]
 
 
+LANE_BITS = np.uint64(1) << np.arange(GROUP_SIZE, dtype=U64)
+
+
+def by_group(m: Machine, register: int) -> np.ndarray:
+    """Register ``register`` of every lane (padding included) as uint64 rows of one group each."""
+    return m.regs[register].reshape(m.groups, GROUP_SIZE).astype(U64)
+
+
 def _ballot(ctx: StepContext) -> Step:
     d, a = ctx.d, ctx.a
 
     def step(m: Machine, lanes: Lanes) -> None:
-        index = m.index(lanes)
-        bits = (m.regs[a, lanes] != 0).astype(U64) << (index & (GROUP_SIZE - 1)).astype(U64)
-        m.regs[d, lanes] = GroupRuns(index).totals(bits).astype(U32)  # distinct bits: sum == or
+        if isinstance(lanes, slice):
+            masks = ((by_group(m, a) != 0) * LANE_BITS).sum(axis=1).astype(U32)
+            m.regs[d, lanes] = np.repeat(masks, GROUP_SIZE)[lanes]
+            return
+        bits = (m.regs[a, lanes] != 0).astype(U64) << (lanes & (GROUP_SIZE - 1)).astype(U64)
+        m.regs[d, lanes] = GroupRuns(lanes).totals(bits).astype(U32)  # distinct bits: sum == or
 
     return step
 
@@ -49,7 +64,10 @@ def _radd(ctx: StepContext) -> Step:
     d, a = ctx.d, ctx.a
 
     def step(m: Machine, lanes: Lanes) -> None:
-        total = GroupRuns(m.index(lanes)).totals(m.regs[a, lanes].astype(U64))
+        if isinstance(lanes, slice):
+            total = np.repeat(by_group(m, a).sum(axis=1), GROUP_SIZE)[lanes]
+        else:
+            total = GroupRuns(lanes).totals(m.regs[a, lanes].astype(U64))
         m.regs[d, lanes] = (total & U64(0xFFFFFFFF)).astype(U32)
 
     return step
@@ -59,7 +77,12 @@ def _psum(ctx: StepContext) -> Step:
     d, a = ctx.d, ctx.a
 
     def step(m: Machine, lanes: Lanes) -> None:
-        runs = GroupRuns(m.index(lanes))
+        if isinstance(lanes, slice):
+            values = by_group(m, a)
+            exclusive = (np.cumsum(values, axis=1) - values).reshape(-1)[lanes]
+            m.regs[d, lanes] = (exclusive & U64(0xFFFFFFFF)).astype(U32)
+            return
+        runs = GroupRuns(lanes)
         values = m.regs[a, lanes].astype(U64)
         inclusive = np.cumsum(values)
         before_run = (inclusive - values)[runs.starts]  # the running sum where each group starts

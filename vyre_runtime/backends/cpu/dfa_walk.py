@@ -130,7 +130,9 @@ def walk(
     for j in range(active_lanes):
         first = int(ranges.starts[j]) + row
         last = int(ranges.starts[j] + ranges.lengths[j])
-        code[j], found, offsets, entered = _walk_one(table.coded_list, data[first:last].tobytes(), int(code[j]), collector)
+        code[j], found, offsets, entered = _walk_one(
+            table.coded_list, data[first:last].tobytes(), int(code[j]), collector
+        )
         counts[j] += found
         if collector is not None and offsets:
             collector.add(
@@ -144,7 +146,9 @@ def walk(
     return end_states, match_counts, matches
 
 
-def _walk_one(coded: list[int], data: bytes, code: int, collector: _MatchCollector | None) -> tuple[int, int, list, list]:
+def _walk_one(
+    coded: list[int], data: bytes, code: int, collector: _MatchCollector | None
+) -> tuple[int, int, list, list]:
     """One lane, byte by byte: (final code, matches, match offsets in data, states entered)."""
     found = 0
     if collector is None or not collector.keep:

@@ -43,7 +43,9 @@ def adjacent_runs(starts: np.ndarray, lengths: np.ndarray) -> list[tuple[int, in
     return list(zip(first[run_first].tolist(), last[run_last].tolist()))
 
 
-def add_histograms(buffer: np.ndarray, data: np.ndarray, bases: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
+def add_histograms(
+    buffer: np.ndarray, data: np.ndarray, bases: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> None:
     """For each lane: buffer[base + v] += count of byte v in its range (wrapping u32)."""
     for base in np.unique(bases).tolist():
         mine = bases == base

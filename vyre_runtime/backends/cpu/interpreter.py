@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from vyre_runtime.backends.cpu.machine import DEAD_PC, Machine
-from vyre_runtime.backends.cpu.prepare import Kind, PreparedProgram
+from vyre_runtime.backends.cpu.prepared import Kind, PreparedProgram
 from vyre_runtime.backends.cpu.step import Lanes
 from vyre_runtime.vir0.isa import GROUP_SIZE, FaultCode
 
@@ -34,10 +34,8 @@ class Scheduler:
     def run(self) -> None:
         pc: int | None = 0
         while pc is not None and self.m.live_count:
-            if self._run_uniform(pc):
-                pc = self._run_divergent()
-            else:
-                pc = None
+            diverged = self._run_uniform(pc)
+            pc = self._run_divergent() if diverged else None
 
     # ------------------------------------------------------------ uniform mode
 

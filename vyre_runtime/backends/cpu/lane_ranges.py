@@ -44,9 +44,6 @@ class LaneRanges:
         starts = self.starts[:count] + offset
         data = self.data
         size = len(data)
-        if count == 1 and starts[0] + width <= size:
-            first = int(starts[0])
-            return data[first : first + width][None, :]
         if count > 1:
             stride = int(starts[1] - starts[0])
             if stride >= 0 and starts[-1] + width <= size and (np.diff(starts) == stride).all():

@@ -19,13 +19,17 @@ U32 = np.uint32
 I64 = np.int64
 
 
+UNALIGNED = {2: np.dtype("<u2"), 4: np.dtype("<u4")}
+
+
 def gather_le(data: np.ndarray, address: np.ndarray, size: int) -> np.ndarray:
     """Little-endian unsigned values of ``size`` bytes at each (in-bounds, unaligned) address."""
-    address = address.astype(np.intp)
-    value = data[address].astype(U32)
-    for byte in range(1, size):
-        value |= data[address + byte].astype(U32) << U32(8 * byte)
-    return value
+    if size == 1 or not len(address):  # (no address: the data may be shorter than one word)
+        return data[address].astype(U32)
+    # A view with a 1-byte stride holds the word starting at every byte offset: one gather
+    # reads every lane's unaligned word.
+    words = np.ndarray((len(data) - size + 1,), dtype=UNALIGNED[size], buffer=data, strides=(1,))
+    return words[address].astype(U32)
 
 
 def _byte_load(size: int, from_table: bool) -> Factory:
@@ -111,12 +115,16 @@ def segmented_inclusive_scan(operation: np.ufunc, values: np.ndarray, segment: n
     return result
 
 
-def apply_atomic(kind: int, buffer: np.ndarray, index: np.ndarray, operand: np.ndarray, expected: np.ndarray) -> np.ndarray:
+def apply_atomic(
+    kind: int, buffer: np.ndarray, index: np.ndarray, operand: np.ndarray, expected: np.ndarray
+) -> np.ndarray:
     """Apply one atomic per lane, serialized in lane order; return each lane's old value.
 
     Lanes hitting the same word see the effects of lower lanes first, exactly as a sequence of
     single-lane atomics would: a valid linearization, identical run after run.
     """
+    if kind in COMMUTATIVE and index.min() == index.max():
+        return _one_word_commutative(COMMUTATIVE[kind], buffer, int(index[0]), operand)
     order = np.argsort(index, kind="stable")
     word = index[order].astype(np.intp)
     value = operand[order]
@@ -147,7 +155,17 @@ def apply_atomic(kind: int, buffer: np.ndarray, index: np.ndarray, operand: np.n
     return result
 
 
-def _serial_compare_and_swap(buffer: np.ndarray, word: np.ndarray, value: np.ndarray, expected: np.ndarray) -> np.ndarray:
+def _one_word_commutative(operation: np.ufunc, buffer: np.ndarray, word: int, operand: np.ndarray) -> np.ndarray:
+    """The common case of every lane updating one counter: a plain running scan in lane order."""
+    initial = buffer[word : word + 1]
+    running = operation.accumulate(np.concatenate((initial, operand)))
+    buffer[word] = running[-1]
+    return running[:-1]
+
+
+def _serial_compare_and_swap(
+    buffer: np.ndarray, word: np.ndarray, value: np.ndarray, expected: np.ndarray
+) -> np.ndarray:
     """atcas has no cheap scan form; lanes are few per word, so walk them in order."""
     old = np.empty_like(value)
     for i, (w, v, e) in enumerate(zip(word.tolist(), value.tolist(), expected.tolist())):

@@ -16,7 +16,7 @@ import numpy as np
 from vyre_runtime.backends.cpu.emit import EmitBuffer
 from vyre_runtime.backends.cpu.interpreter import Scheduler
 from vyre_runtime.backends.cpu.machine import Machine
-from vyre_runtime.backends.cpu.prepare import PreparedProgram, prepare
+from vyre_runtime.backends.cpu.prepared import PreparedProgram, prepare
 from vyre_runtime.backends.cpu.results import Region, RunResult
 from vyre_runtime.errors import DispatchError
 from vyre_runtime.vir0.isa import MAX_LANES, Scope, SpecialRegister
@@ -33,7 +33,9 @@ def _integer(name: str, value: object, low: int, high: int) -> int:
     try:
         number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise DispatchError(f"{name} must be an integer, got {type(value).__name__}", f"pass an int in {low}..{high}") from None
+        raise DispatchError(
+            f"{name} must be an integer, got {type(value).__name__}", f"pass an int in {low}..{high}"
+        ) from None
     if not low <= number <= high:
         raise DispatchError(f"{name} = {number} is outside {low}..{high}", f"pass {name} in {low}..{high}")
     return number
@@ -60,7 +62,9 @@ def _input_array(region: Region) -> np.ndarray:
 
 def _region_bounds(region: Region, size: int) -> tuple[int, int]:
     if size > U32_MAX:
-        raise DispatchError(f"the region holds {size} bytes; a run reads fewer than 2^32", "split the input into chunks")
+        raise DispatchError(
+            f"the region holds {size} bytes; a run reads fewer than 2^32", "split the input into chunks"
+        )
     own_lo = _integer("own_lo", region.own_lo, 0, size)
     own_hi = size if region.own_hi is None else _integer("own_hi", region.own_hi, 0, size)
     if own_lo > own_hi:
@@ -76,7 +80,9 @@ def _bindings(prepared: PreparedProgram, global_buffers: Mapping[str, np.ndarray
         if binding is None or binding.scope != Scope.GLOBAL:
             what = "a run-scoped binding" if binding is not None else "not a binding"
             globals_ = [b.name for b in prepared.bindings if b.scope == Scope.GLOBAL]
-            raise DispatchError(f"global buffer {name!r} is {what} of program {prepared.name!r}", f"pass only {globals_}")
+            raise DispatchError(
+                f"global buffer {name!r} is {what} of program {prepared.name!r}", f"pass only {globals_}"
+            )
     buffers = []
     for binding in prepared.bindings:
         buffer = supplied.get(binding.name)
@@ -94,7 +100,7 @@ def _bindings(prepared: PreparedProgram, global_buffers: Mapping[str, np.ndarray
             raise DispatchError(
                 f"global buffer {binding.name!r} must be a writeable contiguous uint32 array of shape "
                 f"({binding.words},), got {type(buffer).__name__} {getattr(buffer, 'dtype', '')} {shape}",
-                f"create it with np.full({binding.words}, {binding.init}, dtype=np.uint32) and pass the same array each run",
+                f"create it once with np.full({binding.words}, {binding.init}, dtype=np.uint32); pass it every run",
             )
         buffers.append(buffer)
     return buffers

@@ -1,6 +1,6 @@
 """What one decoded instruction becomes: a step function over a set of lanes.
 
-Every non-control instruction is turned, once per program (see ``prepare.py``), into a closure
+Every non-control instruction is turned, once per program (see ``prepared.py``), into a closure
 ``step(machine, lanes)`` that applies the instruction to the given lanes. ``lanes`` is either
 ``slice(0, N)`` (every lane of the run is live and executes: views, no index arrays) or a sorted
 1-D ``intp`` array of lane ids. Handlers keep that order: the lowest faulting lane and the emit

@@ -14,10 +14,10 @@ from enum import IntEnum
 
 import numpy as np
 
-from vyre_runtime.errors import VerifyError
 from vyre_runtime.backends.cpu import alu, collectives, floats, intrinsics, memory
 from vyre_runtime.backends.cpu.dfa_walk import DfaTable, prepare_dfa
 from vyre_runtime.backends.cpu.step import Factory, Step, StepContext
+from vyre_runtime.errors import VerifyError
 from vyre_runtime.vir0 import isa
 from vyre_runtime.vir0.isa import Op, Role
 from vyre_runtime.vir0.program import Binding, Program
@@ -36,7 +36,14 @@ class Kind(IntEnum):
     JNZ = 6
 
 
-CONTROL: dict[int, Kind] = {Op.NOP: Kind.NOP, Op.EXIT: Kind.EXIT, Op.TRAP: Kind.TRAP, Op.JMP: Kind.JMP, Op.JZ: Kind.JZ, Op.JNZ: Kind.JNZ}
+CONTROL: dict[int, Kind] = {
+    Op.NOP: Kind.NOP,
+    Op.EXIT: Kind.EXIT,
+    Op.TRAP: Kind.TRAP,
+    Op.JMP: Kind.JMP,
+    Op.JZ: Kind.JZ,
+    Op.JNZ: Kind.JNZ,
+}
 
 _HANDLER_MODULES = (alu, floats, memory, collectives, intrinsics)
 
