@@ -2,7 +2,7 @@
 
     python bench/dispatch.py --backend cpu [--round-trips 3000] [--batched 200000]
 
-Rows: NOP round trip waiting on the future; NOP round trip with the caller polling; a tiny
+Rows: NOP round trip (publish, then wait on the future, which reaps it); a tiny
 VIR0 program through RUN_PROGRAM; the same program called directly (no ring: the CPU analogue
 of launching a kernel per task, the baseline); batched NOP throughput. Writes
 bench/results/dispatch-<backend>.json.
@@ -49,15 +49,11 @@ def percentiles(samples_ns: list[int]) -> dict[str, float]:
     return {"p50_us": float(p50), "p99_us": float(p99), "per_s": float(1e6 / values.mean())}
 
 
-def round_trips(mk: Megakernel, count: int, polling: bool) -> dict[str, float]:
+def round_trips(mk: Megakernel, count: int) -> dict[str, float]:
     samples = []
     for _ in range(count):
         started = time.perf_counter_ns()
-        future = mk.publish(BuiltinOpcode.NOP)
-        if polling:
-            while not future.done():
-                mk.poll()
-        future.result(10)
+        mk.publish(BuiltinOpcode.NOP).result(10)
         samples.append(time.perf_counter_ns() - started)
     return percentiles(samples)
 
@@ -116,9 +112,8 @@ def main() -> int:
     rows: dict[str, dict[str, float]] = {}
     with Megakernel(backend=args.backend, slots=4096, workers=args.workers) as mk:
         backend = mk.backend
-        round_trips(mk, 200, polling=False)  # warm up threads and caches
-        rows["nop round trip (future.result)"] = round_trips(mk, args.round_trips, polling=False)
-        rows["nop round trip (caller polls)"] = round_trips(mk, args.round_trips, polling=True)
+        round_trips(mk, 200)  # warm up threads and caches
+        rows["nop round trip (future.result)"] = round_trips(mk, args.round_trips)
         rows["RUN_PROGRAM tiny, round trip"] = program_round_trips(mk, args.round_trips)
         rows["batched nop (63 + fence)"] = batched(mk, args.batched)
     rows["baseline: direct call per task"] = direct_calls(args.round_trips)

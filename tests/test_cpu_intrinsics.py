@@ -21,6 +21,7 @@ from cpu_harness import (
     xxh32,
 )
 
+from vyre_runtime.backends.cpu import dfa_walk as dfa_walk_module
 from vyre_runtime.vir0.isa import DFA_ACCEPT_BIT, NO_MATCH, FaultCode
 from vyre_runtime.vir0.program import Binding
 
@@ -211,8 +212,20 @@ def run_dfa(data: bytes, transitions, starts, lengths, states, emits: bool = Fal
     return run(prog, data, lanes=len(starts), **kwargs)
 
 
-@pytest.mark.parametrize(("lanes", "longest", "states"), [(5, 300, 3), (50, 400, 7), (40, 2500, 2), (100, 20, 30)])
-def test_dfa_end_state_and_match_count_match_a_table_walk(lanes: int, longest: int, states: int) -> None:
+@pytest.fixture(params=["byte_steps", "pair_steps"])
+def dfa_step_width(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Counting walks over large ranges go two bytes per step; force that path on small ones too."""
+    if request.param == "pair_steps":
+        monkeypatch.setattr(dfa_walk_module, "PAIR_MIN_BYTES", 0)
+    return request.param
+
+
+@pytest.mark.parametrize(
+    ("lanes", "longest", "states"), [(5, 300, 3), (50, 400, 7), (40, 2500, 2), (100, 20, 30), (64, 301, 33)]
+)
+def test_dfa_end_state_and_match_count_match_a_table_walk(
+    lanes: int, longest: int, states: int, dfa_step_width: str
+) -> None:
     transitions = random_dfa(RNG, states)
     starts, lengths = random_ranges(lanes, len(DATA), longest)
     start_states = [int(s) for s in RNG.integers(0, states, lanes)]
@@ -314,7 +327,7 @@ def even_split(lanes: int, size: int) -> tuple[list[int], list[int]]:
 
 
 @pytest.mark.parametrize(("lanes", "size"), [(64, 64 * 150 + 37), (40, 40 * 97), (33, 5000), (64, 64 * 40)])
-def test_range_intrinsics_over_an_evenly_split_region(lanes: int, size: int) -> None:
+def test_range_intrinsics_over_an_evenly_split_region(lanes: int, size: int, dfa_step_width: str) -> None:
     data = RNG.choice(np.frombuffer(b"abc\n\x00\xff", dtype=np.uint8), size=size).tobytes()
     starts, lengths = even_split(lanes, size)
     seeds = [int(s) for s in RNG.integers(0, 2**32, lanes)]
@@ -332,6 +345,8 @@ def test_range_intrinsics_over_an_evenly_split_region(lanes: int, size: int) -> 
         assert result.outputs["out"].reshape(-1, 2)[lane].tolist() == [end, count]
         expected_records += [list(match) for match in matches]
     assert result.records.tolist() == expected_records
+    counted = run_dfa(data, transitions, starts, lengths, [1] * lanes).outputs["out"]
+    assert counted.tolist() == result.outputs["out"].tolist()
 
 
 def test_lanes_sharing_one_range_all_see_the_same_bytes() -> None:

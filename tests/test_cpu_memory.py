@@ -250,3 +250,9 @@ def test_divergent_emits_append_in_step_order_then_lane_order() -> None:
     ]
     result = run(program(code, emit_words=1), lanes=64)
     assert result.records[:, 0].tolist() == list(range(1, 64, 2)) + list(range(0, 64, 2))
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_an_emitted_record_keeps_the_values_of_the_emit_step(lanes: int) -> None:
+    code = [op("li", d=0, imm=7), op("emit", a=0), op("li", d=0, imm=8), op("exit")]
+    assert run(program(code, emit_words=1), lanes=lanes).records.tolist() == [[7]] * lanes

@@ -55,29 +55,43 @@ LAYOUT = Layout(slots=8, tenants=2, observables=16, debug_records=4, io_entries=
 
 
 class RecordingImage(np.ndarray):
-    """A shared image that records the words of every store, in order (views do not record)."""
+    """A shared image that records, in order, the words touched by every store into it, through
+    itself or through any view of it (a slice, a reshaped ring view, a strided column)."""
 
-    stores: list[range] | None
+    stores: list[tuple[int, ...]] | None
+    root: np.ndarray | None
 
     def __new__(cls, image: np.ndarray) -> RecordingImage:
         recording = np.asarray(image).view(cls)
-        recording.stores = []
+        recording.stores, recording.root = [], recording
         return recording
 
     def __array_finalize__(self, obj: object) -> None:
-        self.stores = None
+        self.stores = getattr(obj, "stores", None)
+        self.root = getattr(obj, "root", None)
+
+    def _words(self) -> np.ndarray | None:
+        """The root word index of every element of this array, or None if it is not a view of the root."""
+        root = self.root
+        if root is None or self.dtype != np.uint32 or not np.shares_memory(self, root):
+            return None
+        first = (self.__array_interface__["data"][0] - root.__array_interface__["data"][0]) // 4
+        indices = np.arange(len(root), dtype=np.int64)[first:]
+        return np.lib.stride_tricks.as_strided(indices, self.shape, tuple(2 * s for s in self.strides))
 
     def __setitem__(self, key: object, value: object) -> None:
-        if self.stores is not None:
-            if isinstance(key, slice):
-                self.stores.append(range(*key.indices(len(self))))
-            else:
-                self.stores.append(range(int(key), int(key) + 1))  # type: ignore[call-overload]
+        words = self._words()
+        if self.stores is not None and words is not None:
+            self.stores.append(tuple(np.unique(np.asarray(words[key])).tolist()))
         super().__setitem__(key, value)
 
-    def stores_inside(self, first: int, count: int) -> list[range]:
+    def stores_inside(self, first: int, count: int) -> list[tuple[int, ...]]:
         assert self.stores is not None
-        return [words for words in self.stores if first <= words.start and words.stop <= first + count]
+        return [words for words in self.stores if first <= words[0] and words[-1] < first + count]
+
+
+def words(first: int, stop: int) -> tuple[int, ...]:
+    return tuple(range(first, stop))
 
 
 @pytest.fixture
@@ -159,9 +173,9 @@ def test_publication_writes_the_status_word_last_and_only_once(image):
     base = LAYOUT.slot(4)
     stores = recording.stores_inside(base, SLOT_WORDS)
     assert stores == recording.stores  # nothing outside the slot is written
-    assert stores[-1] == range(base + SlotWord.STATUS, base + SlotWord.STATUS + 1)
-    assert all(base + SlotWord.STATUS not in words for words in stores[:-1])
-    assert set().union(*map(set, stores[:-1])) == set(range(base + 1, base + SLOT_WORDS))  # whole payload
+    assert stores[-1] == words(base + SlotWord.STATUS, base + SlotWord.STATUS + 1)
+    assert all(base + SlotWord.STATUS not in touched for touched in stores[:-1])
+    assert set().union(*map(set, stores[:-1])) == set(words(base + 1, base + SLOT_WORDS))  # whole payload
 
 
 INVALID_REQUESTS = {
@@ -413,8 +427,29 @@ class _Lock:
 
 
 def make_device(image: np.ndarray, registry: Registry | None = None, on_complete=None) -> CpuDevice:
-    """A CPU device whose worker loop never starts: its steps are called directly."""
+    """A CPU device whose worker loop never starts: the steps of its state machine are called
+    directly through the four helpers below (the only code here that knows its private names)."""
     return CpuDevice(image, LAYOUT, registry or Registry(), workers=0, on_complete=on_complete or (lambda: None))
+
+
+def poll(device: CpuDevice) -> list[int]:
+    """One poll pass: the slots the device would try to claim next ([] after an idle wait)."""
+    return device._next_candidates()
+
+
+def claim(device: CpuDevice, slot: int) -> bool:
+    return device._claim_many([slot]) == [slot]
+
+
+def run_claimed(device: CpuDevice, slot: int) -> None:
+    """Run a CLAIMED slot and complete it (results, counters, then DONE/FAULT)."""
+    context = DeviceContext(device.image, LAYOUT, device.lock, device.registry.dfas)
+    base = LAYOUT.slot(slot)
+    device._complete_many([device._run_one(context, slot, device.image[base : base + SLOT_WORDS].tolist())])
+
+
+def complete(device: CpuDevice, slot: int, opcode: int, results: tuple[int, ...], fault: bool) -> None:
+    device._complete_many([(slot, opcode, [*results, *[0] * (4 - len(results))], fault)])
 
 
 def test_device_counters_wrap_at_two_to_the_32_when_a_slot_completes(image):
@@ -423,12 +458,12 @@ def test_device_counters_wrap_at_two_to_the_32_when_a_slot_completes(image):
     image[LAYOUT.metrics + metric_index(BuiltinOpcode.NOP)] = MASK32
     device = make_device(image)
     fill_slot(image, 0, SlotState.CLAIMED, opcode=BuiltinOpcode.NOP)
-    device._complete(0, BuiltinOpcode.NOP, (), None)
+    complete(device, 0, BuiltinOpcode.NOP, (), fault=False)
     assert image[ControlWord.DONE_COUNT] == 0
     assert image[LAYOUT.metrics + metric_index(BuiltinOpcode.NOP)] == 0
     assert image[ControlWord.FAULT_COUNT] == MASK32  # DONE does not count as a fault
     fill_slot(image, 1, SlotState.CLAIMED, opcode=BuiltinOpcode.NOP)
-    device._complete(1, BuiltinOpcode.NOP, (), SlotFaultRaised(SlotFault.BAD_ARGUMENT, detail=9))
+    complete(device, 1, BuiltinOpcode.NOP, (SlotFault.BAD_ARGUMENT, 0, 0, 9), fault=True)
     assert (image[ControlWord.DONE_COUNT], image[ControlWord.FAULT_COUNT]) == (1, 0)
     assert read_slot(image, LAYOUT, 1).results == (SlotFault.BAD_ARGUMENT, 0, 0, 9)
 
@@ -436,7 +471,7 @@ def test_device_counters_wrap_at_two_to_the_32_when_a_slot_completes(image):
 def test_claim_count_wraps_at_two_to_the_32(image):
     image[ControlWord.CLAIM_COUNT] = MASK32
     publish(image, 0, SlotRequest(BuiltinOpcode.NOP))
-    assert make_device(image)._claim(0)
+    assert claim(make_device(image), 0)
     assert image[ControlWord.CLAIM_COUNT] == 0
 
 
@@ -452,7 +487,7 @@ def test_epoch_and_observable_arithmetic_wrap_at_two_to_the_32(image):
 
 def test_heartbeat_wraps_at_two_to_the_32(image):
     image[ControlWord.HEARTBEAT] = MASK32
-    assert make_device(image)._next_candidate() is None  # idle poll (waits one short scan interval)
+    assert poll(make_device(image)) == []  # an idle poll pass (waits one short scan interval)
     assert image[ControlWord.HEARTBEAT] == 0
 
 
@@ -461,11 +496,12 @@ def test_completion_writes_counters_and_results_before_the_status(image):
     device = make_device(recording)
     fill_slot(recording, 2, SlotState.CLAIMED, opcode=BuiltinOpcode.ATOMIC_ADD)
     recording.stores.clear()
-    device._complete(2, BuiltinOpcode.ATOMIC_ADD, (41,), None)
+    complete(device, 2, BuiltinOpcode.ATOMIC_ADD, (41,), fault=False)
     base = LAYOUT.slot(2)
-    assert recording.stores[-1] == range(base, base + 1)
-    assert recording.stores[-2] == range(base + SlotWord.RESULT0, base + SLOT_WORDS)
-    assert {ControlWord.DONE_COUNT, LAYOUT.metrics + 2} <= {w for words in recording.stores for w in words}
+    assert recording.stores[-1] == words(base, base + 1)
+    assert recording.stores[-2] == words(base + SlotWord.RESULT0, base + SLOT_WORDS)
+    assert any(ControlWord.DONE_COUNT in touched for touched in recording.stores[:-2])
+    assert image[LAYOUT.metrics + metric_index(BuiltinOpcode.ATOMIC_ADD)] == 1  # (np.add.at: not recorded)
     assert read_slot(image, LAYOUT, 2).results == (41, 0, 0, 0)
     assert read_slot(image, LAYOUT, 2).args[:8] == tuple(range(100, 108))  # arguments 0..7 survive
 
@@ -483,7 +519,7 @@ def test_a_paused_tenants_slot_is_not_claimed_and_stays_published(two_tenants):
     image = two_tenants
     publish(image, 0, SlotRequest(BuiltinOpcode.NOP, tenant=0))
     before = image.copy()
-    assert not make_device(image)._claim(0)
+    assert not claim(make_device(image), 0)
     assert np.array_equal(image, before)
     assert read_slot(image, LAYOUT, 0).state == SlotState.PUBLISHED
 
@@ -493,19 +529,19 @@ def test_the_ring_scan_skips_a_paused_tenants_slot_instead_of_stopping_at_it(two
     publish(image, 0, SlotRequest(BuiltinOpcode.NOP, tenant=0))
     publish(image, 6, SlotRequest(BuiltinOpcode.NOP, tenant=1))
     device = make_device(image)
-    assert device._next_candidate() == 6
-    assert device._claim(6)
-    assert device._next_candidate() is None  # only the paused slot is left: wait, do not spin
+    assert poll(device)[0] == 6
+    assert claim(device, 6)
+    assert poll(device) == []  # only the paused slot is left: wait, do not spin
     image[LAYOUT.tenant_masks + 0] = MASK32  # resumed
-    assert device._next_candidate() == 0
+    assert poll(device) == [0]
 
 
 @pytest.mark.parametrize("tenant", [LAYOUT.tenants, 63, 64, MASK32])
 def test_a_tenant_id_past_the_mask_table_is_claimed_and_faults_bad_tenant(image, tenant):
     fill_slot(image, 4, SlotState.PUBLISHED, opcode=BuiltinOpcode.STORE_U32, tenant=tenant)
     device = make_device(image)
-    assert device._claim(4)
-    device._run_claimed(DeviceContext(image, LAYOUT, device.lock, {}), 4)
+    assert claim(device, 4)
+    run_claimed(device, 4)
     view = read_slot(image, LAYOUT, 4)
     assert view.state == SlotState.FAULT
     assert view.results == (SlotFault.BAD_TENANT, 0, 0, tenant)
@@ -514,7 +550,7 @@ def test_a_tenant_id_past_the_mask_table_is_claimed_and_faults_bad_tenant(image,
 @pytest.mark.parametrize("state", [SlotState.PUBLISHED, SlotState.YIELD, SlotState.REQUEUE])
 def test_published_yielded_and_requeued_slots_are_claimable(image, state):
     fill_slot(image, 1, state)
-    assert make_device(image)._claim(1)
+    assert claim(make_device(image), 1)
     assert read_slot(image, LAYOUT, 1).state == SlotState.CLAIMED
     assert image[ControlWord.CLAIM_COUNT] == 1
 
@@ -525,7 +561,7 @@ def test_published_yielded_and_requeued_slots_are_claimable(image, state):
 def test_slots_in_other_states_are_not_claimable(image, state):
     fill_slot(image, 1, state)
     before = image.copy()
-    assert not make_device(image)._claim(1)
+    assert not claim(make_device(image), 1)
     assert np.array_equal(image, before)
 
 
@@ -533,7 +569,7 @@ def test_slots_in_other_states_are_not_claimable(image, state):
 def test_an_opcode_the_device_cannot_run_faults_bad_opcode(image, opcode):
     fill_slot(image, 2, SlotState.CLAIMED, opcode=opcode)
     device = make_device(image)
-    device._run_claimed(DeviceContext(image, LAYOUT, device.lock, {}), 2)
+    run_claimed(device, 2)
     assert read_slot(image, LAYOUT, 2).results == (SlotFault.BAD_OPCODE, 0, 0, opcode)
     metered = metric_index(opcode)
     assert int(image[LAYOUT.metrics : LAYOUT.metrics + 1040].sum()) == (1 if metered >= 0 else 0)
@@ -581,8 +617,8 @@ def test_run_program_and_user_opcodes_read_their_arguments_at_the_runarg_positio
         registry.bind_opcode(opcode, program, tenant=1)
     publish(image, 0, SlotRequest(opcode, args, tenant=1))
     device = make_device(image, registry)
-    assert device._claim(0)
-    device._run_claimed(DeviceContext(image, LAYOUT, device.lock, {}), 0)
+    assert claim(device, 0)
+    run_claimed(device, 0)
     view = read_slot(image, LAYOUT, 0)
     assert view.state == SlotState.DONE
     records, dropped, instructions_lo, instructions_hi = view.results
@@ -596,7 +632,7 @@ def test_run_program_with_unregistered_handles_faults_bad_handle(image):
     fill_slot(image, 2, SlotState.CLAIMED, opcode=BuiltinOpcode.RUN_PROGRAM)
     image[LAYOUT.slot(2) + SlotWord.ARG0 : LAYOUT.slot(2) + SLOT_WORDS] = 0  # handle 0 is never valid
     device = make_device(image)
-    device._run_claimed(DeviceContext(image, LAYOUT, device.lock, {}), 2)
+    run_claimed(device, 2)
     assert read_slot(image, LAYOUT, 2).results == (SlotFault.BAD_HANDLE, 0, 0, 0)
 
 
@@ -772,8 +808,8 @@ def test_a_record_is_reserved_first_and_its_sequence_is_written_last(image):
     recording = RecordingImage(image)
     debuglog.append_record(recording, LAYOUT, 1, 2, 3, 4, 5)
     record = LAYOUT.debug_log + DebugWord.HEADER_WORDS
-    assert recording.stores[0] == range(LAYOUT.debug_log, LAYOUT.debug_log + 1)  # the write cursor
-    assert recording.stores[-1] == range(record, record + 1)  # the sequence word
+    assert recording.stores[0] == words(LAYOUT.debug_log, LAYOUT.debug_log + 1)  # the write cursor
+    assert recording.stores[-1] == words(record, record + 1)  # the sequence word
     assert image[record] == 1
 
 
@@ -828,8 +864,8 @@ def test_a_request_is_reserved_first_and_published_last(image):
     recording = RecordingImage(image)
     entry = ioqueue.post_request(recording, LAYOUT, 1, 0, 4, 0)
     status = LAYOUT.io_queue + entry * 8 + IoWord.STATUS
-    assert recording.stores[0] == range(status, status + 1)
-    assert recording.stores[-1] == range(status, status + 1)
+    assert recording.stores[0] == words(status, status + 1)
+    assert recording.stores[-1] == words(status, status + 1)
     assert entry_words(image, entry)[IoWord.STATUS] == IoState.PUBLISHED
     assert len(recording.stores_inside(LAYOUT.io_queue + entry * 8, 8)) == len(recording.stores)
 
@@ -870,7 +906,7 @@ def test_an_answer_writes_the_result_then_the_status_and_the_device_frees_the_en
     recording = RecordingImage(image)
     ioqueue.complete(recording, LAYOUT, entry, ok=ok, result=result)
     status = LAYOUT.io_queue + entry * 8
-    assert recording.stores == [range(status + IoWord.RESULT, status + 8), range(status, status + 1)]
+    assert recording.stores == [words(status + IoWord.RESULT, status + 8), words(status, status + 1)]
     assert entry_words(image, entry)[IoWord.STATUS] == (IoState.OK if ok else IoState.ERROR)
     assert ioqueue.take_answer(image, LAYOUT, entry) == (ok, result)
     assert entry_words(image, entry)[IoWord.STATUS] == IoState.EMPTY
@@ -926,8 +962,8 @@ def run_load_miss(image: np.ndarray, args: tuple[int, ...], answer) -> tuple[lis
 
     publish(image, 0, SlotRequest(BuiltinOpcode.LOAD_MISS, args))
     device = make_device(image, on_complete=host)
-    assert device._claim(0)
-    device._run_claimed(DeviceContext(image, LAYOUT, device.lock, {}), 0)
+    assert claim(device, 0)
+    run_claimed(device, 0)
     return states, image[LAYOUT.observable_base : LAYOUT.observable_base + LAYOUT.observables]
 
 

@@ -18,13 +18,14 @@ import numpy as np
 
 from vyre_runtime.errors import BackendError
 from vyre_runtime.protocol import debuglog, ioqueue
-from vyre_runtime.protocol.codec import read_slot
-from vyre_runtime.protocol.layout import SLOT_WORDS, Layout, SlotFault, SlotState, SlotWord
+from vyre_runtime.protocol.codec import ring_view
+from vyre_runtime.protocol.layout import Layout, SlotFault, SlotState, SlotWord
 from vyre_runtime.protocol.opcodes import BuiltinOpcode
 from vyre_runtime.registry import Registry
 from vyre_runtime.stats import LatencyWindow, Stats, read_device_counters
 
 SERVICE_INTERVAL_S = 0.05
+CALLER_POLL_S = 0.01  # a waiting caller re-checks at least this often
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,33 @@ class RunOutcome:
         return self.fault is None
 
 
+class SlotFuture(Future):
+    """A Future whose waiter reaps completions itself: one thread hand-off fewer per round trip."""
+
+    def __init__(self, service: HostService) -> None:
+        super().__init__()
+        self._service = service
+
+    def _drive(self, timeout: float | None) -> float | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            seen = self._service.completions
+            if self._service.reap() and self.done():
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            wait = CALLER_POLL_S if remaining is None else min(remaining, CALLER_POLL_S)
+            self._service.wait_for_completion(seen, wait)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def result(self, timeout: float | None = None) -> Any:
+        return super().result(self._drive(timeout))
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return super().exception(self._drive(timeout))
+
+
 @dataclass
 class _Pending:
     opcode: int
@@ -77,11 +105,13 @@ class _Pending:
 
 
 class HostService:
-    def __init__(self, image: np.ndarray, layout: Layout, registry: Registry, release_slot: Callable[[int], None]):
+    def __init__(
+        self, image: np.ndarray, layout: Layout, registry: Registry, release_slots: Callable[[list[int]], None]
+    ):
         self.image = image
         self.layout = layout
         self.registry = registry
-        self.release_slot = release_slot
+        self.release_slots = release_slots
         self.internal_errors: dict[int, str] = {}
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.RLock()
@@ -90,10 +120,14 @@ class HostService:
         self._running = False
         self._work_waiting = False
         self._sleeping = False
+        self._callers_waiting = 0
+        self.completions = 0  # device completions so far; callers wait for it to move
+        self._caller_wake = threading.Condition()
         self._thread = threading.Thread(target=self._serve, name="vyre-host-service", daemon=True)
         self._latency = LatencyWindow()
         self._published = self._completed = self._faulted = 0
-        self._status_column = image[layout.ring + SlotWord.STATUS : layout.debug_log : SLOT_WORDS]
+        self._ring = ring_view(image, layout)
+        self._status_column = self._ring[:, SlotWord.STATUS]
         self._debug: list[debuglog.DebugRecord] = []
         self.device_errors: Callable[[int], str | None] = lambda slot: None
 
@@ -110,10 +144,26 @@ class HostService:
         self.reap()
 
     def notify(self) -> None:
+        with self._caller_wake:
+            self.completions += 1
+            if self._callers_waiting:  # a caller waits on its future: it reaps, the service sleeps on
+                self._caller_wake.notify_all()
+                return
         self._work_waiting = True
-        if self._sleeping:  # a busy service thread sees the flag before it sleeps again
-            with self._wake:
+        with self._wake:
+            if self._sleeping:  # a busy service thread sees the flag before it sleeps again
                 self._wake.notify()
+
+    def wait_for_completion(self, seen: int, timeout: float) -> None:
+        """Block a caller until the device completes something (or ``timeout``), so a caller
+        waiting on its own future can reap it directly instead of through the service thread."""
+        with self._caller_wake:
+            self._callers_waiting += 1
+            try:
+                if self.completions == seen:  # nothing completed since the caller last reaped
+                    self._caller_wake.wait(timeout)
+            finally:
+                self._callers_waiting -= 1
 
     def _serve(self) -> None:
         while self._running:
@@ -128,45 +178,46 @@ class HostService:
 
     # ------------------------------------------------------------------ slots
 
-    def track(self, slot: int, opcode: int, future: Future, run: tuple[int, int] | None) -> None:
+    def track(self, slots: list[int], requests: list[Any], futures: list[Future], run: tuple[int, int] | None) -> None:
+        """Remember what each slot's future waits for; called before the slots are published."""
+        now = time.perf_counter_ns()
         with self._lock:
-            self._pending[slot] = _Pending(opcode, future, time.perf_counter_ns(), run)
-            self._published += 1
+            for slot, request, future in zip(slots, requests, futures):
+                self._pending[slot] = _Pending(request.opcode, future, now, run)
+            self._published += len(slots)
 
     def reap(self) -> int:
-        finished = np.flatnonzero((self._status_column == SlotState.DONE) | (self._status_column == SlotState.FAULT))
-        reaped = 0
-        for slot in finished.tolist():
-            with self._lock:
+        """Copy out every DONE/FAULT slot's results, hand the slot back (EMPTY), resolve futures."""
+        with self._lock:
+            finished = np.flatnonzero(
+                (self._status_column == SlotState.DONE) | (self._status_column == SlotState.FAULT)
+            )
+            if len(finished) == 0:
+                return 0
+            rows = self._ring[finished].copy()  # results are copied out before the slot is handed back
+            self._ring[finished, SlotWord.STATUS] = SlotState.EMPTY
+            now = time.perf_counter_ns()
+            resolved = []
+            for slot, row in zip(finished.tolist(), rows.tolist()):
                 pending = self._pending.pop(slot, None)
-                view = read_slot(self.image, self.layout, slot)
-                if view.state not in (SlotState.DONE, SlotState.FAULT):
-                    if pending is not None:
-                        self._pending[slot] = pending
-                    continue
-                # results are copied out before the slot is handed back (exactly once)
-                self.image[self.layout.slot(slot) + SlotWord.STATUS] = SlotState.EMPTY
                 self._completed += 1
                 if pending is None:
-                    self.release_slot(slot)
                     continue
-                self._latency.add(time.perf_counter_ns() - pending.published_ns)
+                self._latency.add(now - pending.published_ns)
                 fault = None
-                if view.state == SlotState.FAULT:
+                if row[SlotWord.STATUS] == SlotState.FAULT:
                     self._faulted += 1
-                    code, pc, lane, detail = view.results
-                    fault = SlotFaultInfo(
-                        SlotFault(code) if code in SlotFault.__members__.values() else SlotFault.INTERNAL,
-                        pc,
-                        lane,
-                        detail,
-                    )
-                self._resolve(slot, pending, SlotOutcome(slot, view.opcode, view.results, fault))
-                self.release_slot(slot)
-                reaped += 1
-                if not self._pending:
-                    self._idle.notify_all()
-        return reaped
+                    code, pc, lane, detail = row[SlotWord.RESULT0 :]
+                    known = code in SlotFault.__members__.values()
+                    fault = SlotFaultInfo(SlotFault(code) if known else SlotFault.INTERNAL, pc, lane, detail)
+                results = tuple(row[SlotWord.RESULT0 :])
+                resolved.append((slot, pending, SlotOutcome(slot, row[SlotWord.OPCODE], results, fault)))
+            if not self._pending:
+                self._idle.notify_all()
+        self.release_slots(finished.tolist())
+        for slot, pending, outcome in resolved:  # outside the lock: callbacks may publish
+            self._resolve(slot, pending, outcome)
+        return len(resolved)
 
     def _resolve(self, slot: int, pending: _Pending, outcome: SlotOutcome) -> None:
         future = pending.future

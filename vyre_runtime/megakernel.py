@@ -25,7 +25,7 @@ import numpy as np
 
 from vyre_runtime.backends.selection import open_backend
 from vyre_runtime.errors import BackendError, DispatchError, ProtocolError, RingFullError
-from vyre_runtime.host_service import HostService, SlotOutcome
+from vyre_runtime.host_service import HostService, SlotFuture, SlotOutcome
 from vyre_runtime.protocol import codec, debuglog
 from vyre_runtime.protocol.codec import SlotRequest
 from vyre_runtime.protocol.layout import ControlWord, Layout, Priority
@@ -70,7 +70,7 @@ class Megakernel:
         # a more urgent partition lends slots to less urgent work but keeps a quarter (>= 1) free
         self._reserve = [max(1, (offsets[p + 1] - offsets[p]) // 4) for p in Priority]
         self._free_changed = threading.Condition()
-        self.service = HostService(self.image, self.layout, self.registry, self._release_slot)
+        self.service = HostService(self.image, self.layout, self.registry, self._release_slots)
         self.device = open_backend(backend, self.image, self.layout, self.registry, workers, self.service.notify)
         self.backend = self.device.name
         self.service.device_errors = lambda slot: self.device.internal_errors.pop(slot, None)
@@ -209,13 +209,10 @@ class Megakernel:
         if self._closed or self.image[ControlWord.SHUTDOWN]:
             raise BackendError("this Megakernel is shut down", "create a new Megakernel")
         slots = self._allocate([r.priority for r in requests], timeout)
-        futures = []
-        for slot, request in zip(slots, requests):
-            future: Future = Future()
-            self.service.track(slot, request.opcode, future, run)
-            codec.write_slot(self.image, self.layout, slot, request)
-            self.device.ring_doorbell(slot, int(request.priority))
-            futures.append(future)
+        futures: list[Future] = [SlotFuture(self.service) for _ in requests]
+        self.service.track(slots, requests, futures, run)
+        codec.write_slots(self.image, self.layout, slots, requests)
+        self.device.ring_doorbell(slots, [int(r.priority) for r in requests])
         return futures
 
     def _allocate(self, priorities: list[Priority], timeout: float | None) -> list[int]:
@@ -260,11 +257,12 @@ class Megakernel:
                 return partition, self._free[partition].popleft()
         return None
 
-    def _release_slot(self, slot: int) -> None:
-        partition = bisect.bisect_right(self.layout.partition_offsets, slot) - 1
+    def _release_slots(self, slots: list[int]) -> None:
+        offsets = self.layout.partition_offsets
         with self._free_changed:
-            self._free[partition].append(slot)
-            self._free_changed.notify()
+            for slot in slots:
+                self._free[bisect.bisect_right(offsets, slot) - 1].append(slot)
+            self._free_changed.notify_all()
 
     # ------------------------------------------------------------------ results
 

@@ -92,6 +92,31 @@ class SlotRequest:
             raise ProtocolError(f"priority {self.priority!r} is not one of {[p.name for p in Priority]}")
 
 
+def ring_view(image: np.ndarray, layout: Layout) -> np.ndarray:
+    """The ring as a (slots, 16) view of the image: one row per slot, columns are SlotWord."""
+    return image[layout.ring : layout.ring + layout.slots * SLOT_WORDS].reshape(layout.slots, SLOT_WORDS)
+
+
+def _refuse_busy(index: int, state: int) -> ProtocolError:
+    name = SlotState(state).name if state in _SLOT_STATES else f"unknown ({state})"
+    what = "in flight" if state in IN_FLIGHT else "holding unreaped results"
+    return ProtocolError(
+        f"slot {index} is {name} ({what}); republishing it would lose work",
+        "wait for the slot to complete and be reaped, or publish into an EMPTY slot",
+    )
+
+
+def _payload(requests: list[SlotRequest]) -> np.ndarray:
+    """Words 1..15 of each slot: opcode, tenant, priority, arguments zero-filled (no stale args)."""
+    payload = np.zeros((len(requests), SLOT_WORDS - 1), dtype=np.uint32)
+    for row, request in enumerate(requests):
+        payload[row, 0] = request.opcode
+        payload[row, 1] = request.tenant
+        payload[row, 2] = request.priority
+        payload[row, 3 : 3 + len(request.args)] = request.args
+    return payload
+
+
 def write_slot(image: np.ndarray, layout: Layout, index: int, request: SlotRequest) -> None:
     """Publish ``request`` into slot ``index``: payload first, status last (docs/PROTOCOL.md).
 
@@ -101,21 +126,25 @@ def write_slot(image: np.ndarray, layout: Layout, index: int, request: SlotReque
     base = layout.slot(index)
     state = int(image[base + SlotWord.STATUS])
     if state != SlotState.EMPTY:
-        name = SlotState(state).name if state in SlotState.__members__.values() else f"unknown ({state})"
-        what = "in flight" if state in IN_FLIGHT else "holding unreaped results"
-        raise ProtocolError(
-            f"slot {index} is {name} ({what}); republishing it would lose work",
-            "wait for the slot to complete and be reaped, or publish into an EMPTY slot",
-        )
-    image[base + SlotWord.OPCODE] = request.opcode
-    image[base + SlotWord.TENANT] = request.tenant
-    image[base + SlotWord.PRIORITY] = int(request.priority)
-    args = np.zeros(ARGS_PER_SLOT, dtype=np.uint32)  # stale arguments never leak into a new slot
-    args[: len(request.args)] = request.args
-    image[base + SlotWord.ARG0 : base + SlotWord.ARG0 + ARGS_PER_SLOT] = args
+        raise _refuse_busy(index, state)
+    image[base + 1 : base + SLOT_WORDS] = _payload([request])[0]
     # status-last: on the CPU backend the GIL orders these stores; the CUDA backend adds a
     # store fence here for weakly ordered hosts (docs/PROTOCOL.md, "Publication").
     image[base + SlotWord.STATUS] = SlotState.PUBLISHED
+
+
+def write_slots(image: np.ndarray, layout: Layout, indices: list[int], requests: list[SlotRequest]) -> None:
+    """Publish validated requests into EMPTY slots: every payload first, then every status."""
+    ring = ring_view(image, layout)
+    rows = np.asarray(indices, dtype=np.int64)
+    if len(rows) and (rows.min() < 0 or rows.max() >= layout.slots):
+        raise ProtocolError(f"slot indices must lie in 0..{layout.slots - 1}")
+    states = ring[rows, SlotWord.STATUS]
+    busy = np.flatnonzero(states != SlotState.EMPTY)
+    if len(busy):
+        raise _refuse_busy(int(rows[busy[0]]), int(states[busy[0]]))
+    ring[rows, 1:] = _payload(requests)
+    ring[rows, SlotWord.STATUS] = SlotState.PUBLISHED  # status last, as in write_slot
 
 
 @dataclass(frozen=True)
@@ -212,6 +241,8 @@ __all__ = [
     "encode_packed",
     "new_image",
     "read_slot",
+    "ring_view",
     "words_from_bytes",
     "write_slot",
+    "write_slots",
 ]

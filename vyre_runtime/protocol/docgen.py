@@ -624,7 +624,7 @@ def example_markdown() -> str:
             name += f" = RESULT{word - SlotWord.RESULT0}"
         rows.append((str(base + word), f"`{4 * (base + word):#07x}`", name, _hex(published[word]), _hex(done[word])))
     slot = _table(("word", "byte offset", "slot word", "published", "after DONE"), rows)
-    ops = [(BuiltinOpcode.STORE_U32, (3, 0xAB)), (BuiltinOpcode.ATOMIC_ADD, (3, 1)), (BuiltinOpcode.NOP, ())]
+    ops = [(BuiltinOpcode.STORE_U32, (3, 0xAB)), (BuiltinOpcode.NOP, ()), (BuiltinOpcode.ATOMIC_ADD, (3, 1))]
     packed = encode_packed(ops)
     metadata_words = (1 + 3 * len(ops) + 3) // 4
     raw = b"".join(word.to_bytes(4, "little") for word in packed[:metadata_words])

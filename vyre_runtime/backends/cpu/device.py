@@ -24,7 +24,9 @@ import numpy as np
 from vyre_runtime.backends.cpu.builtins import SIMPLE_BODIES, DeviceContext, SlotFaultRaised, packed_slot
 from vyre_runtime.errors import DispatchError
 from vyre_runtime.protocol import ioqueue
+from vyre_runtime.protocol.codec import ring_view
 from vyre_runtime.protocol.layout import (
+    RESULT_WORDS,
     SCHEDULABLE,
     SLOT_WORDS,
     ControlWord,
@@ -41,6 +43,10 @@ MASK32 = 0xFFFFFFFF
 SCAN_INTERVAL_S = 0.02  # an idle worker rescans the ring this often
 STARVATION_LIMIT = 16  # consecutive CRITICAL/HIGH claims before a lower priority is served
 IO_POLL_S = 0.0002
+CLAIM_BATCH = 32  # slots a worker claims at once: one lock round trip for many small slots
+PRIORITY_ORDER = tuple(Priority)
+STARVATION_ORDER = PRIORITY_ORDER[Priority.NORMAL :] + PRIORITY_ORDER[: Priority.NORMAL]
+SCHEDULABLE_LIST = sorted(int(state) for state in SCHEDULABLE)
 IO_SHUTDOWN_GRACE_S = 1.0  # a stopped host cannot answer: give up after this
 
 
@@ -65,11 +71,12 @@ class CpuDevice:
         self.internal_errors: dict[int, str] = {}  # slot -> traceback, for the host to raise
         self._consecutive_urgent = 0
         self._sleeping = 0  # workers waiting on `wake` (changed only while holding it)
+        self._last_scan = 0.0
         self._threads = [
             threading.Thread(target=self._serve, name=f"vyre-cpu-worker-{i}", daemon=True) for i in range(workers)
         ]
-        self._status_column = image[layout.ring + SlotWord.STATUS : layout.debug_log : SLOT_WORDS]
-        self._tenant_column = image[layout.ring + SlotWord.TENANT : layout.debug_log : SLOT_WORDS]
+        self._ring = ring_view(image, layout)
+        self._status_column = self._ring[:, SlotWord.STATUS]
 
     # ------------------------------------------------------------------ host-facing
 
@@ -78,11 +85,12 @@ class CpuDevice:
         for thread in self._threads:
             thread.start()
 
-    def ring_doorbell(self, slot: int, priority: int) -> None:
-        self.hints[min(max(priority, 0), len(Priority) - 1)].append(slot)
-        if self._sleeping:  # busy workers pick the hint up on their own; only wake idle ones
-            with self.wake:
-                self.wake.notify()
+    def ring_doorbell(self, slots: list[int], priorities: list[int]) -> None:
+        for slot, priority in zip(slots, priorities):
+            self.hints[priority].append(slot)
+        with self.wake:
+            if self._sleeping:  # busy workers pick hints up on their own; only wake idle ones
+                self.wake.notify(len(slots))
 
     def stop(self, timeout: float) -> bool:
         """Set SHUTDOWN, wake everyone, join within ``timeout``; False if a worker is still busy."""
@@ -102,92 +110,116 @@ class CpuDevice:
     def _serve(self) -> None:
         context = DeviceContext(self.image, self.layout, self.lock, self.registry.dfas)
         while not self.image[ControlWord.SHUTDOWN]:
-            slot = self._next_candidate()
-            if slot is None:
+            candidates = self._next_candidates()
+            if not candidates:
                 continue
-            if self._claim(slot):
-                self._run_claimed(context, slot)
+            finished: list[tuple[int, int, list[int], bool]] = []
+            for slot in self._claim_many(candidates):
+                row = self._ring[slot].tolist()
+                slow = row[SlotWord.OPCODE] not in SIMPLE_BODIES
+                if slow and finished:  # never hold quick results back behind a long run
+                    self._complete_many(finished)
+                    finished = []
+                finished.append(self._run_one(context, slot, row))
+                if slow:
+                    self._complete_many(finished)
+                    finished = []
+            if finished:
+                self._complete_many(finished)
 
-    def _next_candidate(self) -> int | None:
-        # Serve urgent partitions first, but after STARVATION_LIMIT urgent claims in a row
-        # look at the others first once, so background work cannot starve.
-        order = list(Priority)
+    def _next_candidates(self) -> list[int]:
+        """Up to CLAIM_BATCH hinted slots, most urgent first; else a scan of the ring; else sleep."""
+        # after STARVATION_LIMIT urgent claims in a row, look at the others first once, so
+        # background work cannot starve
+        order = PRIORITY_ORDER
         if self._consecutive_urgent >= STARVATION_LIMIT:
-            order = order[Priority.NORMAL :] + order[: Priority.NORMAL]
+            order = STARVATION_ORDER
             self._consecutive_urgent = 0
+        candidates: list[int] = []
         for priority in order:
-            try:
-                slot = self.hints[priority].popleft()
-            except IndexError:
-                continue
-            self._consecutive_urgent = self._consecutive_urgent + 1 if priority <= Priority.HIGH else 0
-            return slot
-        with self.lock:  # heartbeat: a device-owned counter, advanced while idle polling
-            self.image[ControlWord.HEARTBEAT] = (int(self.image[ControlWord.HEARTBEAT]) + 1) & MASK32
-        schedulable = np.flatnonzero(np.isin(self._status_column, list(SCHEDULABLE)))
-        if len(schedulable):
-            # skip paused tenants' slots (they stay PUBLISHED): else the first one would hide
-            # every slot after it from the scan, and workers would spin on it
-            tenants = self._tenant_column[schedulable]
-            masks = self.image[self.layout.tenant_masks : self.layout.tenant_masks + self.layout.tenants]
-            enabled = (tenants >= self.layout.tenants) | (masks[np.minimum(tenants, self.layout.tenants - 1)] != 0)
-            schedulable = schedulable[enabled]
-        if len(schedulable):
-            # partitions are laid out in priority order, so the lowest index is the most urgent
-            return int(schedulable[0])
+            queue = self.hints[priority]
+            while queue and len(candidates) < CLAIM_BATCH:
+                try:
+                    candidates.append(queue.popleft())
+                except IndexError:  # another worker emptied it
+                    break
+            if candidates:
+                urgent = priority <= Priority.HIGH
+                self._consecutive_urgent = self._consecutive_urgent + len(candidates) if urgent else 0
+                return candidates
+        now = time.monotonic()
+        if now - self._last_scan >= SCAN_INTERVAL_S:  # the safety net for anything a hint missed
+            self._last_scan = now
+            found = self._scan()
+            if found:
+                return found
         with self.wake:
             if not any(self.hints) and not self.image[ControlWord.SHUTDOWN]:
                 self._sleeping += 1
                 self.wake.wait(SCAN_INTERVAL_S)
                 self._sleeping -= 1
-        return None
+        return []
 
-    def _claim(self, slot: int) -> bool:
-        base = self.layout.ring + slot * SLOT_WORDS
+    def _scan(self) -> list[int]:
+        with self.lock:  # heartbeat: a device-owned counter, advanced on every scan of the ring
+            self.image[ControlWord.HEARTBEAT] = (int(self.image[ControlWord.HEARTBEAT]) + 1) & MASK32
+        schedulable = np.flatnonzero(np.isin(self._status_column, SCHEDULABLE_LIST))
+        if len(schedulable):
+            # skip paused tenants' slots (they stay PUBLISHED): else the first one would hide
+            # every slot after it from the scan, and workers would spin on it
+            schedulable = schedulable[self._tenant_enabled(self._ring[schedulable, SlotWord.TENANT])]
+        # partitions are laid out in priority order, so the lowest index is the most urgent
+        return schedulable[:CLAIM_BATCH].tolist()
+
+    def _tenant_enabled(self, tenants: np.ndarray) -> np.ndarray:
+        """Claimable by tenant: enabled, or out of range (claimed, then faulted BAD_TENANT)."""
+        count = self.layout.tenants
+        masks = self.image[self.layout.tenant_masks : self.layout.tenant_masks + count]
+        return (tenants >= count) | (masks[np.minimum(tenants, count - 1)] != 0)
+
+    def _claim_many(self, candidates: list[int]) -> list[int]:
+        """Claim what is still schedulable (the GPU's compare-and-swap, here under the lock).
+
+        A disabled tenant's slot stays PUBLISHED, visible to the host, never stuck CLAIMED.
+        """
+        rows = np.fromiter(dict.fromkeys(candidates), dtype=np.int64)
         with self.lock:
-            if int(self.image[base + SlotWord.STATUS]) not in SCHEDULABLE:
-                return False  # another worker took it, or a stale hint
-            tenant = int(self.image[base + SlotWord.TENANT])
-            # a disabled tenant's slot stays PUBLISHED, visible to the host, never stuck CLAIMED
-            if tenant < self.layout.tenants and not self.image[self.layout.tenant_masks + tenant]:
-                return False
-            self.image[base + SlotWord.STATUS] = SlotState.CLAIMED
-            self.image[ControlWord.CLAIM_COUNT] = (int(self.image[ControlWord.CLAIM_COUNT]) + 1) & MASK32
-        return True
+            states = self._ring[rows, SlotWord.STATUS]
+            claimable = np.isin(states, SCHEDULABLE_LIST) & self._tenant_enabled(self._ring[rows, SlotWord.TENANT])
+            claimed = rows[claimable]
+            self._ring[claimed, SlotWord.STATUS] = SlotState.CLAIMED
+            self.image[ControlWord.CLAIM_COUNT] = (int(self.image[ControlWord.CLAIM_COUNT]) + len(claimed)) & MASK32
+        return claimed.tolist()
 
-    def _run_claimed(self, context: DeviceContext, slot: int) -> None:
-        base = self.layout.ring + slot * SLOT_WORDS
-        words = self.image[base : base + SLOT_WORDS].tolist()
-        opcode, tenant = words[SlotWord.OPCODE], words[SlotWord.TENANT]
-        args = tuple(words[SlotWord.ARG0 :])
+    def _run_one(self, context: DeviceContext, slot: int, row: list[int]) -> tuple[int, int, list[int], bool]:
+        opcode, tenant = row[SlotWord.OPCODE], row[SlotWord.TENANT]
         context.slot, context.tenant = slot, tenant
         try:
             if tenant >= self.layout.tenants:  # bounds-checked: the seed read past its mask table
                 raise SlotFaultRaised(SlotFault.BAD_TENANT, detail=tenant)
-            results = self._execute(context, slot, opcode, args)
-            fault = None
-        except SlotFaultRaised as raised:
-            results, fault = (), raised
+            results = self._execute(context, slot, opcode, tuple(row[SlotWord.ARG0 :]))
+        except SlotFaultRaised as fault:
+            return slot, opcode, [int(fault.code), fault.pc, fault.lane, fault.detail], True
         except Exception:  # a backend bug must not take the worker (and every later slot) down
             self.internal_errors[slot] = traceback.format_exc()
-            results, fault = (), SlotFaultRaised(SlotFault.INTERNAL)
-        self._complete(slot, opcode, results, fault)
+            return slot, opcode, [int(SlotFault.INTERNAL), 0, 0, 0], True
+        padded = [int(r) & MASK32 for r in results] + [0] * (RESULT_WORDS - len(results))
+        return slot, opcode, padded, False
 
-    def _complete(self, slot: int, opcode: int, results: tuple[int, ...], fault: SlotFaultRaised | None) -> None:
-        base = self.layout.ring + slot * SLOT_WORDS
-        if fault is not None:
-            results = (int(fault.code), fault.pc, fault.lane, fault.detail)
-        padded = [int(r) & MASK32 for r in results] + [0] * (4 - len(results))
+    def _complete_many(self, finished: list[tuple[int, int, list[int], bool]]) -> None:
+        """Count, write results, then DONE/FAULT last, for every finished slot."""
+        slots = np.fromiter((f[0] for f in finished), dtype=np.int64, count=len(finished))
+        results = np.array([f[2] for f in finished], dtype=np.uint32)
+        states = np.array([SlotState.FAULT if f[3] else SlotState.DONE for f in finished], dtype=np.uint32)
+        metrics = [self.layout.metrics + m for m in map(metric_index, (f[1] for f in finished)) if m >= 0]
+        faults = sum(1 for f in finished if f[3])
         with self.lock:
-            metric = metric_index(opcode)
-            if metric >= 0:
-                word = self.layout.metrics + metric
-                self.image[word] = (int(self.image[word]) + 1) & MASK32
-            self.image[ControlWord.DONE_COUNT] = (int(self.image[ControlWord.DONE_COUNT]) + 1) & MASK32
-            if fault is not None:
-                self.image[ControlWord.FAULT_COUNT] = (int(self.image[ControlWord.FAULT_COUNT]) + 1) & MASK32
-            self.image[base + SlotWord.RESULT0 : base + SlotWord.RESULT0 + 4] = padded
-            self.image[base + SlotWord.STATUS] = SlotState.FAULT if fault is not None else SlotState.DONE  # last
+            np.add.at(self.image, metrics, np.uint32(1))  # uint32: wraps at 2^32 like the GPU's
+            self.image[ControlWord.DONE_COUNT] = (int(self.image[ControlWord.DONE_COUNT]) + len(finished)) & MASK32
+            if faults:
+                self.image[ControlWord.FAULT_COUNT] = (int(self.image[ControlWord.FAULT_COUNT]) + faults) & MASK32
+            self._ring[slots, SlotWord.RESULT0 :] = results
+            self._ring[slots, SlotWord.STATUS] = states  # status last
         self.on_complete()
 
     # ------------------------------------------------------------------ opcode bodies

@@ -5,6 +5,11 @@ target state | DFA_ACCEPT_BIT when entering it is a match. For speed the table i
 once per program as "codes": code = (2 * state + accepted) * 256, and ``coded[code + byte]`` is
 the next code. The accepted bit rides along in the state, so one step is one add and one take
 (no masking), and matches are counted afterwards over a whole block of steps at once.
+
+Counting walks (``dfa``) over large ranges first go two bytes per step through a pair table:
+``pairs[state * 65536 + u16] = target * 65536 + matches * size`` (size = the table length,
+matches 0..2). ``take(mode="wrap")`` reduces the next index modulo ``size``, which drops the
+match count carried in the code, so a step is still one add and one take for two bytes.
 """
 
 from __future__ import annotations
@@ -20,24 +25,32 @@ ACCEPTED = 256  # the accepted bit of a code
 CODE_SHIFT = 9  # code >> 9 is the state
 VECTOR_MIN_LANES = 32  # below this, a Python loop per lane beats a NumPy call per byte
 PRUNE_SLACK = 4096  # dfae keeps at most ~2x its emit budget of candidate matches in memory
+PAIR = 65536  # pair-table entries per state: one per little-endian u16 of two input bytes
+PAIR_MAX_STATES = 32  # the pair table is 512 KiB per state; beyond this it leaves the caches
+PAIR_MIN_BYTES = 4 << 20  # a walk this long repays building the pair table (once per program)
 
 
-@dataclass(frozen=True)
 class DfaTable:
-    states: int
-    coded: np.ndarray  # intp, 2 * states * 256 entries
-    coded_list: list[int]  # the same, for the per-lane Python walk
+    """A verified DFA table re-encoded for the walks; the pair table is built on first need."""
 
+    def __init__(self, data: bytes) -> None:
+        transitions = np.frombuffer(data, dtype="<u4", offset=4).astype(np.int64).reshape(-1, 256)
+        self.states = transitions.shape[0]
+        self.targets = transitions & (DFA_ACCEPT_BIT - 1)
+        self.accepts = (transitions & DFA_ACCEPT_BIT) != 0
+        next_code = (2 * self.targets + self.accepts) * ACCEPTED
+        self.coded = np.repeat(next_code, 2, axis=0).reshape(-1).astype(np.intp)  # rows (s, 0), (s, 1) agree
+        self.coded_list: list[int] = self.coded.tolist()
+        self._pairs: np.ndarray | None = None
 
-def prepare_dfa(data: bytes) -> DfaTable:
-    """Re-encode a (verified) DFA table for the walks below."""
-    transitions = np.frombuffer(data, dtype="<u4", offset=4).astype(np.int64).reshape(-1, 256)
-    states = transitions.shape[0]
-    target = transitions & (DFA_ACCEPT_BIT - 1)
-    accepted = (transitions & DFA_ACCEPT_BIT) != 0
-    next_code = (2 * target + accepted) * ACCEPTED
-    coded = np.repeat(next_code, 2, axis=0).reshape(-1).astype(np.intp)  # rows of (s, 0) and (s, 1) agree
-    return DfaTable(states, coded, coded.tolist())
+    def pair_table(self) -> np.ndarray:
+        if self._pairs is None:  # racing builders produce equal tables; either one may stay
+            after_first = self.targets  # [state, b0]
+            after_both = self.targets[after_first]  # [state, b0, b1]
+            matches = self.accepts[:, :, None].astype(np.int64) + self.accepts[after_first]
+            pairs = after_both * PAIR + matches * (self.states * PAIR)
+            self._pairs = pairs.transpose(0, 2, 1).reshape(-1).astype(np.intp)  # index b0 + 256 * b1
+        return self._pairs
 
 
 @dataclass
@@ -95,6 +108,60 @@ def walk(
     Returns (end states, match counts mod 2^32, matches) where matches (for dfae, when
     ``keep_matches`` is not None) hold at most the first ``keep_matches`` in emit order.
     """
+    starts, lengths = starts.astype(np.int64), lengths.astype(np.int64)
+    pair_counts: np.ndarray | int = 0
+    if keep_matches is None and table.states <= PAIR_MAX_STATES and int(lengths.sum()) >= PAIR_MIN_BYTES:
+        states, pair_counts, consumed = _pair_walk(table, data, starts, lengths, states)
+        starts, lengths = starts + consumed, lengths - consumed
+    end_states, counts, matches = _byte_walk(table, data, starts, lengths, states, keep_matches)
+    return end_states, ((counts + pair_counts) & 0xFFFFFFFF).astype(np.uint32), matches
+
+
+def _pair_walk(
+    table: DfaTable, data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, states: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two bytes per step while enough lanes have pairs left: (states, matches, bytes consumed)."""
+    pairs = table.pair_table()
+    size = table.states * PAIR
+    ranges = LaneRanges(data, starts, lengths // 2)  # "rows" here are pairs of bytes
+    order = ranges.order
+    code = states.astype(np.intp)[order] * PAIR
+    counts = np.zeros(len(code), dtype=np.int64)
+    row = 0
+    active_lanes = ranges.active(row)
+    while active_lanes >= VECTOR_MIN_LANES:
+        rows = ranges.block_rows(row, active_lanes)
+        words = np.ascontiguousarray(ranges.window(active_lanes, 2 * row, 2 * rows).view("<u2").T)
+        active = ranges.activity(row, rows, active_lanes)
+        trace = np.empty((rows, active_lanes), dtype=np.intp)
+        index = np.empty(active_lanes, dtype=np.intp)
+        previous = code[:active_lanes]
+        for i in range(rows):
+            width = active_lanes if active is None else int(active[i])
+            np.add(previous[:width], words[i, :width], out=index[:width])
+            pairs.take(index[:width], out=trace[i, :width], mode="wrap")
+            if width < active_lanes:  # finished lanes keep their state and match nothing more
+                np.remainder(previous[width:], size, out=trace[i, width:])
+            previous = trace[i]
+        code[:active_lanes] = previous % size
+        counts[:active_lanes] += (trace // size).sum(axis=0)
+        row += rows
+        active_lanes = ranges.active(row)
+    in_caller_order = np.empty_like(order)
+    in_caller_order[order] = np.arange(len(order))
+    consumed = 2 * np.minimum(ranges.lengths, row)
+    return (code // PAIR)[in_caller_order], counts[in_caller_order], consumed[in_caller_order]
+
+
+def _byte_walk(
+    table: DfaTable,
+    data: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    states: np.ndarray,
+    keep_matches: int | None,
+) -> tuple[np.ndarray, np.ndarray, Matches | None]:
+    """One byte per step: (end states in caller order, int64 match counts, matches)."""
     ranges = LaneRanges(data, starts, lengths)
     order = ranges.order
     code = states.astype(np.intp)[order] * (2 * ACCEPTED)
@@ -140,8 +207,8 @@ def walk(
             )
     end_states = np.empty(len(code), dtype=np.uint32)
     end_states[order] = code >> CODE_SHIFT
-    match_counts = np.empty(len(code), dtype=np.uint32)
-    match_counts[order] = counts & 0xFFFFFFFF
+    match_counts = np.empty_like(counts)
+    match_counts[order] = counts
     matches = collector.result(int(counts.sum())) if collector is not None else None
     return end_states, match_counts, matches
 

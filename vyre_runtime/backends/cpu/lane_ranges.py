@@ -57,8 +57,10 @@ class LaneRanges:
     def rows(self, row: int, rows: int, count: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows ``row .. row+rows`` of the first ``count`` lanes as a C-contiguous (rows, count)
         block, and per row how many lanes are active there (None when all ``count`` are)."""
-        block = np.ascontiguousarray(self.window(count, row, rows).T)
+        return np.ascontiguousarray(self.window(count, row, rows).T), self.activity(row, rows, count)
+
+    def activity(self, row: int, rows: int, count: int) -> np.ndarray | None:
+        """Per row of ``row .. row+rows``: active lanes, or None when all first ``count`` are."""
         if self.lengths[count - 1] >= row + rows:
-            return block, None
-        active = np.searchsorted(self._negated, -np.arange(row, row + rows), side="left")
-        return block, active
+            return None
+        return np.searchsorted(self._negated, -np.arange(row, row + rows), side="left")

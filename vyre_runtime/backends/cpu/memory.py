@@ -204,7 +204,7 @@ def _emit(ctx: StepContext) -> Step:
     a, words = ctx.a, ctx.emit_words
 
     def step(m: Machine, lanes: Lanes) -> None:
-        records = np.ascontiguousarray(m.regs[a : a + words, lanes].T)
+        records = m.regs[a : a + words, lanes].T.copy()  # a copy: the registers change later
         m.emits.stage(m.index(lanes), records)
 
     return step

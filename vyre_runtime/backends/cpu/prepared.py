@@ -15,7 +15,7 @@ from enum import IntEnum
 import numpy as np
 
 from vyre_runtime.backends.cpu import alu, collectives, floats, intrinsics, memory
-from vyre_runtime.backends.cpu.dfa_walk import DfaTable, prepare_dfa
+from vyre_runtime.backends.cpu.dfa_walk import DfaTable
 from vyre_runtime.backends.cpu.step import Factory, Step, StepContext
 from vyre_runtime.errors import VerifyError
 from vyre_runtime.vir0 import isa
@@ -94,7 +94,7 @@ def _build(program: Program) -> PreparedProgram:
             raise VerifyError(f"instruction {pc}: opcode byte {instruction.op:#04x} is not a VIR0 instruction")
         info, is_imm = decoded
         if info.imm == Role.DFA_TABLE and instruction.imm not in dfa_tables:
-            dfa_tables[instruction.imm] = prepare_dfa(table_bytes[instruction.imm])
+            dfa_tables[instruction.imm] = DfaTable(table_bytes[instruction.imm])
         kind = CONTROL.get(info.code, Kind.STEP)
         kinds.append(kind)
         if kind != Kind.STEP:
