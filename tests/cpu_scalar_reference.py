@@ -1,9 +1,11 @@
-"""A deliberately naive one-lane VIR0 interpreter: Python ints, one instruction at a time.
+"""A deliberately naive VIR0 interpreter: Python ints, one lane and one instruction at a time.
 
 It shares no code with the NumPy backend (only the plain-Python models in cpu_harness), so a
-differential test of random programs on one lane checks the vectorized implementation against
-a second, obvious reading of docs/VIR0-NOTES.md. With one lane every collective is trivial: the
-lane is its group's only participant.
+differential test of random programs checks the vectorized implementation against a second,
+obvious reading of docs/VIR0-NOTES.md: the scheduling rule is applied literally (per group, the
+live lanes at the smallest pc), collectives read every participant before anyone writes, and
+where the notes leave an order to the backend it follows the CPU backend's documented choice
+(pcs of one step in ascending order, lanes in id order, a step's records sorted by lane).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from cpu_harness import (
 )
 
 from vyre_runtime.vir0.isa import BY_CODE, IMM_FORM, NO_MATCH, FaultCode, SpecialRegister
-from vyre_runtime.vir0.program import Program
+from vyre_runtime.vir0.program import Instruction, Program
 
 
 class LaneFault(Exception):  # noqa: N818 - control flow of the reference only
@@ -47,54 +49,137 @@ def _dfa_rows(table: bytes) -> list[list[int]]:
     return [words[s * 256 : (s + 1) * 256] for s in range(states)]
 
 
-def run_one_lane(program: Program, data: bytes, fuel: int, emit_capacity: int) -> ScalarResult:
-    regs = [0] * program.registers
+COLLECTIVES = ("ballot", "shfl", "radd", "psum")
+
+
+def run_lanes(program: Program, data: bytes, lanes: int, fuel: int, emit_capacity: int) -> ScalarResult:
     buffers = {b.name: [b.init] * b.words for b in program.bindings}
-    names = [b.name for b in program.bindings]
-    tables = [t.data for t in program.tables]
     result = ScalarResult(buffers)
-    special = {
-        SpecialRegister.LANE_ID: 0,
-        SpecialRegister.LANE_COUNT: 1,
-        SpecialRegister.GROUP_LANE: 0,
-        SpecialRegister.GROUP_ID: 0,
-        SpecialRegister.REGION_LEN: len(data),
-        SpecialRegister.OWN_LO: 0,
-        SpecialRegister.OWN_HI: len(data),
-        SpecialRegister.FILE_OFFSET_LO: 0,
-        SpecialRegister.FILE_OFFSET_HI: 0,
-        SpecialRegister.CHUNK_INDEX: 0,
-        SpecialRegister.EMIT_CAPACITY: emit_capacity,
-    }
+    machine = _Machine(program, data, lanes, emit_capacity, result)
+    pcs, fuel_left, alive = [0] * lanes, [fuel] * lanes, [True] * lanes
+    faults: dict[int, tuple[FaultCode, int, int, int]] = {}
 
-    def emit(record: list[int]) -> None:
-        if len(result.records) < emit_capacity:
-            result.records.append(record)
+    def stop(lane: int, fault: tuple[FaultCode, int, int, int] | None) -> None:
+        alive[lane] = False
+        if fault is not None:
+            faults[lane] = fault
+
+    while any(alive):
+        participants = []
+        for first in range(0, lanes, 32):
+            group = [lane for lane in range(first, min(first + 32, lanes)) if alive[lane]]
+            if group:
+                lowest = min(pcs[lane] for lane in group)
+                participants += [lane for lane in group if pcs[lane] == lowest]
+        step_records: list[tuple[int, list[int]]] = []
+        for pc in sorted({pcs[lane] for lane in participants}):
+            at_pc = []
+            for lane in sorted(lane for lane in participants if pcs[lane] == pc):
+                if fuel_left[lane] == 0:
+                    stop(lane, (FaultCode.FUEL_EXHAUSTED, pc, lane, 0))
+                else:
+                    fuel_left[lane] -= 1
+                    result.instructions += 1
+                    at_pc.append(lane)
+            instruction = program.code[pc]
+            if BY_CODE[instruction.op & ~IMM_FORM].name in COLLECTIVES:
+                machine.collective(instruction, at_pc)
+                for lane in at_pc:
+                    pcs[lane] = pc + 1
+                continue
+            for lane in at_pc:
+                outcome = machine.execute(lane, pc, step_records)
+                if isinstance(outcome, int):
+                    pcs[lane] = outcome
+                else:
+                    stop(lane, None if outcome == "exit" else (outcome.code, pc, lane, outcome.detail))
+        step_records.sort(key=lambda item: item[0])  # stable: a lane's own records keep their order
+        for _, record in step_records:
+            machine.append_record(record)
+    if faults:
+        result.fault = faults[min(faults)]
+    return result
+
+
+def run_one_lane(program: Program, data: bytes, fuel: int, emit_capacity: int) -> ScalarResult:
+    return run_lanes(program, data, 1, fuel, emit_capacity)
+
+
+class _Machine:
+    def __init__(self, program: Program, data: bytes, lanes: int, emit_capacity: int, result: ScalarResult) -> None:
+        self.program, self.data, self.lanes, self.emit_capacity, self.result = (
+            program,
+            data,
+            lanes,
+            emit_capacity,
+            result,
+        )
+        self.regs = [[0] * program.registers for _ in range(lanes)]
+        self.names = [b.name for b in program.bindings]
+        self.tables = [t.data for t in program.tables]
+
+    def append_record(self, record: list[int]) -> None:
+        if len(self.result.records) < self.emit_capacity:
+            self.result.records.append(record)
         else:
-            result.dropped += 1
+            self.result.dropped += 1
 
-    def load(source: bytes, address: int, size: int, code: FaultCode) -> int:
-        if address + size > len(source):
-            raise LaneFault(code, address)
-        return int.from_bytes(source[address : address + size], "little")
+    def collective(self, instruction: Instruction, lanes: list[int]) -> None:
+        name = BY_CODE[instruction.op & ~IMM_FORM].name
+        d, a, b = instruction.d, instruction.a, instruction.b
+        before = {lane: list(self.regs[lane]) for lane in lanes}  # every read before any write
+        for lane in lanes:
+            group = [p for p in lanes if p // 32 == lane // 32]
+            if name == "ballot":
+                value = sum(1 << (p % 32) for p in group if before[p][a])
+            elif name == "radd":
+                value = sum(before[p][a] for p in group) & MASK
+            elif name == "psum":
+                value = sum(before[p][a] for p in group if p < lane) & MASK
+            else:
+                source = lane // 32 * 32 + before[lane][b] % 32
+                value = before[source][a] if source in group else before[lane][a]
+            self.regs[lane][d] = value
 
-    def word_index(binding: int, index: int) -> list[int]:
-        words = buffers[names[binding]]
-        if index >= len(words):
-            raise LaneFault(FaultCode.OOB_OUTPUT, index)
-        return words
+    def special(self, lane: int, which: int) -> int:
+        return {
+            SpecialRegister.LANE_ID: lane,
+            SpecialRegister.LANE_COUNT: self.lanes,
+            SpecialRegister.GROUP_LANE: lane % 32,
+            SpecialRegister.GROUP_ID: lane // 32,
+            SpecialRegister.REGION_LEN: len(self.data),
+            SpecialRegister.OWN_LO: 0,
+            SpecialRegister.OWN_HI: len(self.data),
+            SpecialRegister.FILE_OFFSET_LO: 0,
+            SpecialRegister.FILE_OFFSET_HI: 0,
+            SpecialRegister.CHUNK_INDEX: 0,
+            SpecialRegister.EMIT_CAPACITY: self.emit_capacity,
+        }[SpecialRegister(which)]
 
-    def checked_range(start: int, length: int) -> bytes:
-        if start + length > len(data):
-            raise LaneFault(FaultCode.OOB_INPUT, start)
-        return data[start : start + length]
+    def execute(self, lane: int, pc: int, step_records: list[tuple[int, list[int]]]) -> int | str | LaneFault:
+        """Run one non-collective instruction for one lane: the next pc, "exit", or its fault."""
+        program, data, tables, regs = self.program, self.data, self.tables, self.regs[lane]
+        buffers, names = self.result.outputs, self.names
 
-    pc = 0
-    while True:
-        if result.instructions == fuel:
-            result.fault = (FaultCode.FUEL_EXHAUSTED, pc, 0, 0)
-            return result
-        result.instructions += 1
+        def emit(record: list[int]) -> None:
+            step_records.append((lane, record))
+
+        def load(source: bytes, address: int, size: int, code: FaultCode) -> int:
+            if address + size > len(source):
+                raise LaneFault(code, address)
+            return int.from_bytes(source[address : address + size], "little")
+
+        def word_index(binding: int, index: int) -> list[int]:
+            words = buffers[names[binding]]
+            if index >= len(words):
+                raise LaneFault(FaultCode.OOB_OUTPUT, index)
+            return words
+
+        def checked_range(start: int, length: int) -> bytes:
+            if start + length > len(data):
+                raise LaneFault(FaultCode.OOB_INPUT, start)
+            return data[start : start + length]
+
         instruction = program.code[pc]
         info = BY_CODE[instruction.op & ~IMM_FORM]
         name, d, a, b, imm = info.name, instruction.d, instruction.a, instruction.b, instruction.imm
@@ -102,7 +187,7 @@ def run_one_lane(program: Program, data: bytes, fuel: int, emit_capacity: int) -
         next_pc = pc + 1
         try:
             if name == "exit":
-                return result
+                return "exit"
             if name == "trap":
                 raise LaneFault(FaultCode.TRAP, imm)
             if name == "jmp":
@@ -117,7 +202,7 @@ def run_one_lane(program: Program, data: bytes, fuel: int, emit_capacity: int) -
             elif name == "li":
                 regs[d] = imm
             elif name == "sreg":
-                regs[d] = special[SpecialRegister(imm)]
+                regs[d] = self.special(lane, imm)
             elif name == "sel":
                 regs[d] = regs[a] if regs[imm] != 0 else regs[b]
             elif name in INT_BINARY_REFERENCE or name in FLOAT_BINARY_REFERENCE:
@@ -170,12 +255,6 @@ def run_one_lane(program: Program, data: bytes, fuel: int, emit_capacity: int) -
                 regs[d] = old
             elif name == "emit":
                 emit(regs[a : a + program.emit_words])
-            elif name == "ballot":
-                regs[d] = 1 if regs[a] else 0
-            elif name in ("shfl", "radd"):
-                regs[d] = regs[a]  # the only participant: itself (any other source lane is absent)
-            elif name == "psum":
-                regs[d] = 0
             elif name in ("countb", "findb", "findl"):
                 start = regs[a]
                 chunk = checked_range(start, regs[b])
@@ -209,7 +288,5 @@ def run_one_lane(program: Program, data: bytes, fuel: int, emit_capacity: int) -
             else:  # pragma: no cover - a new opcode needs a line here
                 raise AssertionError(f"the scalar reference does not know {name}")
         except LaneFault as fault:
-            result.fault = (fault.code, pc, 0, fault.detail)
-            return result
-        pc = next_pc
-
+            return fault
+        return next_pc

@@ -364,3 +364,10 @@ def test_dfae_capacity_pruning_over_many_lanes_keeps_lane_order() -> None:
     expected = [offset for s, n in zip(starts, lengths, strict=True) for offset in range(s, s + n)][:300]
     assert result.records[:, 0].tolist() == expected
     assert result.dropped == len(DATA) - 300
+
+
+@pytest.mark.parametrize("lanes", [4, 33, 100])
+def test_xxh32_of_many_lanes_sharing_a_range_near_the_region_end(lanes: int) -> None:
+    data = bytes(range(40))
+    expected = [xxh32(data[3:40], 0)] * lanes
+    assert run_xxh32(data, [3] * lanes, [37] * lanes, [0] * lanes) == expected

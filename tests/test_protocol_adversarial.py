@@ -432,9 +432,9 @@ def make_device(image: np.ndarray, registry: Registry | None = None, on_complete
     return CpuDevice(image, LAYOUT, registry or Registry(), workers=0, on_complete=on_complete or (lambda: None))
 
 
-def poll(device: CpuDevice) -> list[int]:
-    """One poll pass: the slots the device would try to claim next ([] after an idle wait)."""
-    return device._next_candidates()
+def scan(device: CpuDevice) -> list[int]:
+    """One scan of the ring's status words: the slots the device would try to claim, in order."""
+    return device._scan()
 
 
 def claim(device: CpuDevice, slot: int) -> bool:
@@ -487,7 +487,7 @@ def test_epoch_and_observable_arithmetic_wrap_at_two_to_the_32(image):
 
 def test_heartbeat_wraps_at_two_to_the_32(image):
     image[ControlWord.HEARTBEAT] = MASK32
-    assert poll(make_device(image)) == []  # an idle poll pass (waits one short scan interval)
+    assert scan(make_device(image)) == []  # an idle pass over the ring
     assert image[ControlWord.HEARTBEAT] == 0
 
 
@@ -529,11 +529,11 @@ def test_the_ring_scan_skips_a_paused_tenants_slot_instead_of_stopping_at_it(two
     publish(image, 0, SlotRequest(BuiltinOpcode.NOP, tenant=0))
     publish(image, 6, SlotRequest(BuiltinOpcode.NOP, tenant=1))
     device = make_device(image)
-    assert poll(device)[0] == 6
+    assert scan(device) == [6]
     assert claim(device, 6)
-    assert poll(device) == []  # only the paused slot is left: wait, do not spin
+    assert scan(device) == []  # only the paused slot is left: wait, do not spin on it
     image[LAYOUT.tenant_masks + 0] = MASK32  # resumed
-    assert poll(device) == [0]
+    assert scan(device) == [0]
 
 
 @pytest.mark.parametrize("tenant", [LAYOUT.tenants, 63, 64, MASK32])

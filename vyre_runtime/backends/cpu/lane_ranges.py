@@ -49,10 +49,10 @@ class LaneRanges:
             if stride >= 0 and starts[-1] + width <= size and (np.diff(starts) == stride).all():
                 # evenly spaced lanes (the common split): a strided view, no index arithmetic
                 view = as_strided(data[int(starts[0]) :], shape=(count, width), strides=(stride, 1), writeable=False)
-                return np.array(view)
-        index = starts[:, None] + np.arange(width, dtype=np.int64)[None, :]
+                return np.ascontiguousarray(view)  # (np.array would keep a stride-0 view's F order)
+        index = np.add.outer(starts, np.arange(width, dtype=np.int64))
         np.minimum(index, size - 1, out=index)
-        return data[index]
+        return np.ascontiguousarray(data[index])  # callers view rows as words: C order, always
 
     def rows(self, row: int, rows: int, count: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows ``row .. row+rows`` of the first ``count`` lanes as a C-contiguous (rows, count)
