@@ -115,6 +115,7 @@ class HostService:
         self.internal_errors: dict[int, str] = {}
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.RLock()
+        self._io_lock = threading.Lock()
         self._wake = threading.Condition()
         self._idle = threading.Condition(self._lock)
         self._running = False
@@ -259,9 +260,10 @@ class HostService:
     # ------------------------------------------------------------------ IO queue and debug log
 
     def service_io(self) -> None:
-        for request in ioqueue.claim_requests(self.image, self.layout):
-            ok, result = self._load(request)
-            ioqueue.complete(self.image, self.layout, request.entry, ok, result)
+        with self._io_lock:  # one host thread claims and answers IO requests (docs/PROTOCOL.md)
+            for request in ioqueue.claim_requests(self.image, self.layout):
+                ok, result = self._load(request)
+                ioqueue.complete(self.image, self.layout, request.entry, ok, result)
 
     def _load(self, request: ioqueue.IoRequest) -> tuple[bool, int]:
         loader = self.registry.resources.get(request.resource)
@@ -283,8 +285,9 @@ class HostService:
         return True, request.nbytes
 
     def answer_all_io_with_shutdown(self) -> None:
-        for request in ioqueue.claim_requests(self.image, self.layout):
-            ioqueue.complete(self.image, self.layout, request.entry, False, ioqueue.IoError.SHUTTING_DOWN)
+        with self._io_lock:
+            for request in ioqueue.claim_requests(self.image, self.layout):
+                ioqueue.complete(self.image, self.layout, request.entry, False, ioqueue.IoError.SHUTTING_DOWN)
 
     def drain_debug(self) -> list[debuglog.DebugRecord]:
         with self._lock:

@@ -137,6 +137,10 @@ def write_slots(image: np.ndarray, layout: Layout, indices: list[int], requests:
     """Publish validated requests into EMPTY slots: every payload first, then every status."""
     ring = ring_view(image, layout)
     rows = np.asarray(indices, dtype=np.int64)
+    if len(rows) != len(requests):
+        raise ProtocolError(f"{len(rows)} slot indices for {len(requests)} requests")
+    if len(np.unique(rows)) != len(rows):
+        raise ProtocolError("a slot index appears twice in one publication; one request would be lost")
     if len(rows) and (rows.min() < 0 or rows.max() >= layout.slots):
         raise ProtocolError(f"slot indices must lie in 0..{layout.slots - 1}")
     states = ring[rows, SlotWord.STATUS]

@@ -24,12 +24,13 @@ import numpy as np
 from vyre_runtime.backends.cpu.builtins import SIMPLE_BODIES, DeviceContext, SlotFaultRaised, packed_slot
 from vyre_runtime.errors import DispatchError
 from vyre_runtime.protocol import ioqueue
-from vyre_runtime.protocol.codec import ring_view
+from vyre_runtime.protocol.codec import check_image, ring_view
 from vyre_runtime.protocol.layout import (
     RESULT_WORDS,
     SCHEDULABLE,
     SLOT_WORDS,
     ControlWord,
+    DeviceState,
     Layout,
     Priority,
     SlotFault,
@@ -81,7 +82,8 @@ class CpuDevice:
     # ------------------------------------------------------------------ host-facing
 
     def start(self) -> None:
-        self.image[ControlWord.DEVICE_STATE] = 1
+        check_image(self.image, self.layout)  # a device refuses an image built from other constants
+        self.image[ControlWord.DEVICE_STATE] = DeviceState.SERVING
         for thread in self._threads:
             thread.start()
 
@@ -102,7 +104,7 @@ class CpuDevice:
             thread.join(max(0.0, deadline - time.monotonic()))
         alive = any(thread.is_alive() for thread in self._threads)
         if not alive:
-            self.image[ControlWord.DEVICE_STATE] = 2
+            self.image[ControlWord.DEVICE_STATE] = DeviceState.EXITED
         return not alive
 
     # ------------------------------------------------------------------ worker loop
