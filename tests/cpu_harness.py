@@ -2,7 +2,7 @@
 
 Deliberately independent of the assembler (written concurrently): programs are built from
 ``Instruction`` tuples. Also plain-Python reference models (slow, obvious) of the arithmetic and
-the range intrinsics, written from docs/VIR0-NOTES.md rather than from the implementation.
+the range intrinsics, written from docs/VIR0.md rather than from the implementation.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 It shares no code with the NumPy backend (only the plain-Python models in cpu_harness), so a
 differential test of random programs checks the vectorized implementation against a second,
-obvious reading of docs/VIR0-NOTES.md: the scheduling rule is applied literally (per group, the
+obvious reading of docs/VIR0.md: the scheduling rule is applied literally (per group, the
 live lanes at the smallest pc), collectives read every participant before anyone writes, and
 where the notes leave an order to the backend it follows the CPU backend's documented choice
 (pcs of one step in ascending order, lanes in id order, a step's records sorted by lane).

@@ -1,4 +1,4 @@
-"""CPU interpreter: loads, stores, atomics, emit and bindings (docs/VIR0-NOTES.md, "Memory", "Emit")."""
+"""CPU interpreter: loads, stores, atomics, emit and bindings (docs/VIR0.md §8.6-8.8)."""
 
 from __future__ import annotations
 

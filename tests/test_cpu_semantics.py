@@ -1,4 +1,4 @@
-"""CPU interpreter: instruction semantics (docs/VIR0-NOTES.md), one behaviour per test.
+"""CPU interpreter: instruction semantics (docs/VIR0.md), one behaviour per test.
 
 Arithmetic is checked lane-parallel: lane i loads operand pair i from tables, applies the
 instruction, stores the result, and the whole column is compared with a plain-Python model.

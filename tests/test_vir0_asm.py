@@ -1,4 +1,4 @@
-"""VIR0 assembly text: the syntax of docs/VIR0-NOTES.md, its errors, `.dfa`, and the builder."""
+"""VIR0 assembly text: the syntax of docs/VIR0.md, its errors, `.dfa`, and the builder."""
 
 from __future__ import annotations
 
@@ -390,7 +390,7 @@ def test_errors_carry_the_source_name_for_the_cli() -> None:
 
 
 def _run_dfa(table: bytes, data: bytes) -> int:
-    """The `dfa` intrinsic's count, as docs/VIR0-NOTES.md defines it."""
+    """The `dfa` intrinsic's count, as docs/VIR0.md defines it."""
     state, count = 0, 0
     for byte in data:
         transition = struct.unpack_from("<I", table, 4 + 4 * (256 * state + byte))[0]

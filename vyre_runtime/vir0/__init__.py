@@ -1,4 +1,4 @@
-"""VIR0: the bytecode language of vyre-runtime (docs/VIR0.md, docs/VIR0-NOTES.md).
+"""VIR0: the bytecode language of vyre-runtime (docs/VIR0.md).
 
 Text goes in through ``assemble`` (or Python through ``ProgramBuilder``), bytes come out of
 ``encode``; untrusted bytes become a runnable Program only through ``load`` (decode + verify).

@@ -1,6 +1,6 @@
 """VIR0 assembly text <-> container bytes (`vyre asm` / `vyre disasm`).
 
-The syntax is fixed in docs/VIR0-NOTES.md, "Assembly text". Nothing here lists instructions:
+The syntax is fixed in docs/VIR0.md §13. Nothing here lists instructions:
 an instruction's operands are the fields isa.OPCODES marks as used, in the order d, a, b, imm
 (``operand_fields``), and each operand is read or printed according to its Role. A binary op
 whose last operand is a number is assembled in its immediate form (op | IMM_FORM).

@@ -2,7 +2,7 @@
 
 An Aho-Corasick automaton is built over the patterns and expanded into a full DFA: every state
 has all 256 transitions, so the `dfa` intrinsic needs one table load per input byte and no
-failure links at run time. Table layout (docs/VIR0-NOTES.md, "Intrinsics"): u32 n_states, then
+failure links at run time. Table layout (docs/VIR0.md §9): u32 n_states, then
 n_states x 256 u32 transitions, each the target state with DFA_ACCEPT_BIT set when the target
 accepts, i.e. when at least one pattern is a suffix of the bytes consumed so far. Start state 0.
 """

@@ -2,7 +2,7 @@
 
 Each operation is a pure function of uint32 lane vectors (the immediate form passes its imm as a
 1-element array, which broadcasts), so the same code serves both forms. Edge cases follow
-docs/VIR0-NOTES.md, "Integers": divisions never trap, shifts >= the width give 0 (or the sign
+docs/VIR0.md §8.3: divisions never trap, shifts >= the width give 0 (or the sign
 for sar), rotates use the amount mod 32, clz/ctz(0) = 32, comparisons give 0 or 1.
 """
 

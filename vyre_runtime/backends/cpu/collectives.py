@@ -1,7 +1,7 @@
 """Lane-group collectives: ballot, shfl, radd, psum over the participants of a step.
 
 The participants of a group are the lanes of that group executing this instruction in this step
-(docs/VIR0-NOTES.md, "Collectives"); the scheduler hands a step exactly those lanes, sorted, so a
+(docs/VIR0.md §8.9); the scheduler hands a step exactly those lanes, sorted, so a
 group's participants are a contiguous run of the lane array.
 """
 

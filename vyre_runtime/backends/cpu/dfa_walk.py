@@ -1,6 +1,6 @@
 """DFA walks (``dfa`` / ``dfae``) over many lanes' byte ranges at once.
 
-Table layout (docs/VIR0-NOTES.md): u32 n_states, then n_states x 256 u32 transitions, each the
+Table layout (docs/VIR0.md): u32 n_states, then n_states x 256 u32 transitions, each the
 target state | DFA_ACCEPT_BIT when entering it is a match. For speed the table is re-encoded
 once per program as "codes": code = (2 * state + accepted) * 256, and ``coded[code + byte]`` is
 the next code. The accepted bit rides along in the state, so one step is one add and one take

@@ -1,6 +1,6 @@
 """The run's hit buffer: records appended by ``emit`` and ``dfae``, bounded by the capacity C.
 
-Order (docs/VIR0-NOTES.md, "Emit"): the CPU backend appends in step order, then lane id order.
+Order (docs/VIR0.md §8.8): the CPU backend appends in step order, then lane id order.
 Within one scheduler step several instructions may emit (divergent groups at different pcs), so
 records are staged per step and sorted by lane (stably: a lane's own records keep their order)
 when the step ends. A record that does not fit is counted in ``dropped``, never silently lost.

@@ -2,7 +2,7 @@
 
 NumPy float32 ufuncs compute in binary32 with round-to-nearest-even and no flush-to-zero, so
 fadd/fsub/fmul/fdiv/fsqrt are the IEEE results; what NumPy leaves open is fixed here
-(docs/VIR0-NOTES.md, "Floats"): every NaN an arithmetic op produces becomes CANONICAL_NAN,
+(docs/VIR0.md §8.4): every NaN an arithmetic op produces becomes CANONICAL_NAN,
 fmin/fmax follow the one-NaN and signed-zero rules, conversions to integers saturate. The run
 silences NumPy's floating-point warnings once (``np.errstate`` around the whole run).
 """

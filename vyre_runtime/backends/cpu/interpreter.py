@@ -1,6 +1,6 @@
 """The scheduler: steps lanes through a prepared program under the VIR0 scheduling rule.
 
-Rule (docs/VIR0-NOTES.md, "Lane state and scheduling"): per group of 32 lanes, the live lanes at
+Rule (docs/VIR0.md §7.3): per group of 32 lanes, the live lanes at
 the group's smallest pc execute that instruction together. Two modes implement it:
 
 - uniform: every live lane is at one pc (the common case: no divergence, or reconverged). One

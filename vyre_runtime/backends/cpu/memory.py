@@ -1,7 +1,7 @@
 """Loads, stores, atomics and emit, vectorized over lanes, every access bounds-checked.
 
 A lane whose access is out of bounds faults and the instruction has no effect for it; the other
-lanes of the step proceed (docs/VIR0-NOTES.md, "Memory"). Atomics are applied as if serialized
+lanes of the step proceed (docs/VIR0.md §8.6-8.7). Atomics are applied as if serialized
 in lane id order, so they are linearizable and deterministic on the CPU.
 """
 
