@@ -49,9 +49,14 @@ def _per_lane_search(search: Search) -> Factory:
             lanes, start, length = checked_range(m, lanes, a, b, pc)
             if not len(start):
                 return
-            region = m.region_bytes
             ends = (start.astype(I64) + length).tolist()
-            found = [search(region, operand, first, last) for first, last in zip(start.tolist(), ends)]
+            if search is _count:  # NumPy's vectorized compare counts ~3x faster than bytes.count
+                data = m.input
+                spans = zip(start.tolist(), ends)
+                found = [int(np.count_nonzero(data[first:last] == operand)) for first, last in spans]
+            else:
+                region = m.region_bytes
+                found = [search(region, operand, first, last) for first, last in zip(start.tolist(), ends)]
             m.regs[d, lanes] = (np.array(found, dtype=I64) & NO_MATCH).astype(U32)  # -1 -> NO_MATCH
 
         return step
