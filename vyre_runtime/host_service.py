@@ -101,16 +101,22 @@ class _Pending:
     opcode: int
     future: Future
     published_ns: int
-    run: tuple[int, int] | None  # (context, region) handles of a RUN_PROGRAM
+    run: tuple[int, int, int] | None  # (program, context, region) handles of a RUN_PROGRAM
 
 
 class HostService:
     def __init__(
-        self, image: np.ndarray, layout: Layout, registry: Registry, release_slots: Callable[[list[int]], None]
+        self,
+        image: np.ndarray,
+        layout: Layout,
+        registry: Registry,
+        device: Any,
+        release_slots: Callable[[list[int]], None],
     ):
         self.image = image
         self.layout = layout
         self.registry = registry
+        self.device = device
         self.release_slots = release_slots
         self.internal_errors: dict[int, str] = {}
         self._pending: dict[int, _Pending] = {}
@@ -130,7 +136,6 @@ class HostService:
         self._ring = ring_view(image, layout)
         self._status_column = self._ring[:, SlotWord.STATUS]
         self._debug: list[debuglog.DebugRecord] = []
-        self.device_errors: Callable[[int], str | None] = lambda slot: None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -179,7 +184,9 @@ class HostService:
 
     # ------------------------------------------------------------------ slots
 
-    def track(self, slots: list[int], requests: list[Any], futures: list[Future], run: tuple[int, int] | None) -> None:
+    def track(
+        self, slots: list[int], requests: list[Any], futures: list[Future], run: tuple[int, int, int] | None
+    ) -> None:
         """Remember what each slot's future waits for; called before the slots are published."""
         now = time.perf_counter_ns()
         with self._lock:
@@ -223,16 +230,19 @@ class HostService:
     def _resolve(self, slot: int, pending: _Pending, outcome: SlotOutcome) -> None:
         future = pending.future
         if outcome.fault is not None and outcome.fault.code == SlotFault.INTERNAL:
-            detail = self.device_errors(slot) or "no traceback recorded"
+            detail = self.device.internal_errors.pop(slot, None) or "no traceback recorded"
             future.set_exception(BackendError(f"the backend failed on slot {slot}: {detail}", "please report this bug"))
         elif pending.run is not None:
-            context_handle, region_handle = pending.run
-            context = self.registry.contexts.get(context_handle)
-            self.registry.release_run(context_handle, region_handle)
-            run = getattr(context, "result", None)
+            program_handle, context_handle, region_handle = pending.run
+            run = self.device.run_result(program_handle, context_handle)
+            self.release_run(context_handle, region_handle)
             future.set_result(_run_outcome(run, outcome.fault))
         else:
             future.set_result(outcome)
+
+    def release_run(self, context: int, region: int) -> None:
+        self.device.run_released(context, region)
+        self.registry.release_run(context, region)
 
     def wait_idle(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -253,7 +263,7 @@ class HostService:
                         BackendError(f"slot {slot}: {reason}", "publish it again on a new Megakernel")
                     )
                 if pending.run is not None:
-                    self.registry.release_run(*pending.run)
+                    self.release_run(*pending.run[1:])
             self._pending.clear()
             self._idle.notify_all()
 

@@ -58,7 +58,6 @@ class Megakernel:
         if full_ring not in FULL_RING_POLICIES:
             raise DispatchError(f"full_ring={full_ring!r}; choose one of {FULL_RING_POLICIES}")
         self.layout = Layout(slots, tenants, observables, debug_records, io_entries)
-        self.image = codec.new_image(self.layout)
         self.registry = Registry()
         self.full_ring = full_ring
         self.publish_timeout = publish_timeout
@@ -70,12 +69,18 @@ class Megakernel:
         # a more urgent partition lends slots to less urgent work but keeps a quarter (>= 1) free
         self._reserve = [max(1, (offsets[p + 1] - offsets[p]) // 4) for p in Priority]
         self._free_changed = threading.Condition()
-        self.service = HostService(self.image, self.layout, self.registry, self._release_slots)
-        self.device = open_backend(backend, self.image, self.layout, self.registry, workers, self.service.notify)
+        # the backend owns the image's memory (host-mapped on CUDA); completions wake the service
+        self.device = open_backend(backend, self.layout, self.registry, workers, lambda: self.service.notify())
+        self.image = self.device.image
         self.backend = self.device.name
-        self.service.device_errors = lambda slot: self.device.internal_errors.pop(slot, None)
+        self.service = HostService(self.image, self.layout, self.registry, self.device, self._release_slots)
         self.service.start()
-        self.device.start()
+        try:
+            self.device.start()
+        except BaseException:
+            self.service.stop()
+            self.device.close()
+            raise
 
     # ------------------------------------------------------------------ context manager
 
@@ -97,15 +102,20 @@ class Megakernel:
             verify(program)
         else:
             raise DispatchError(f"cannot register a {type(program).__name__}", "pass a vir0 Program or its bytes")
-        return self.registry.add_program(program)
+        handle = self.registry.add_program(program)
+        self.device.program_registered(handle)
+        return handle
 
     def bind_opcode(self, opcode: int, program_handle: int, tenant: int = 0) -> None:
         """Make user opcode ``opcode`` (inside ``tenant``'s window) run ``program_handle``."""
         self.registry.bind_opcode(opcode, program_handle, tenant)
+        self.device.opcode_bound(opcode, program_handle)
 
     def register_dfa(self, table: bytes) -> int:
         """A DFA table (vir0.compile_patterns) for DFA_STEP slots; returns its handle."""
-        return self.registry.add_dfa(table)
+        handle = self.registry.add_dfa(table)
+        self.device.dfa_registered(handle)
+        return handle
 
     def register_resource(self, resource: int, source: bytes | ResourceLoader) -> None:
         """What LOAD_MISS of ``resource`` loads: bytes, or a function (offset, nbytes) -> bytes."""
@@ -198,13 +208,14 @@ class Megakernel:
         request = SlotRequest(BuiltinOpcode.RUN_PROGRAM, args, tenant, Priority(priority))
         try:
             request.validate(self.layout)
-            return self._publish_validated([request], timeout, run=(context, region))[0]
+            self.device.run_prepared(handle, context, region)
+            return self._publish_validated([request], timeout, run=(handle, context, region))[0]
         except BaseException:
-            self.registry.release_run(context, region)
+            self.service.release_run(context, region)
             raise
 
     def _publish_validated(
-        self, requests: list[SlotRequest], timeout: float | None, run: tuple[int, int] | None = None
+        self, requests: list[SlotRequest], timeout: float | None, run: tuple[int, int, int] | None = None
     ) -> list[Future]:
         if self._closed or self.image[ControlWord.SHUTDOWN]:
             raise BackendError("this Megakernel is shut down", "create a new Megakernel")
@@ -312,6 +323,8 @@ class Megakernel:
         stopped = self.device.stop(max(0.1, deadline - time.monotonic()))
         self.service.stop()
         self.service.cancel_outstanding("the Megakernel shut down before this slot completed")
+        if stopped:
+            self.device.close()  # frees device memory; a busy worker keeps its memory alive
         with self._free_changed:
             self._free_changed.notify_all()
         if not stopped:

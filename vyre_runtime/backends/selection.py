@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-import numpy as np
-
+from vyre_runtime.backends.base import Device
 from vyre_runtime.errors import BackendError
+from vyre_runtime.protocol.codec import new_image
 from vyre_runtime.protocol.layout import Layout
 from vyre_runtime.registry import Registry
 
@@ -28,12 +28,11 @@ def default_workers() -> int:
 
 def open_backend(
     name: str,
-    image: np.ndarray,
     layout: Layout,
     registry: Registry,
     workers: int | None,
     on_complete: Callable[[], None],
-):
+) -> Device:
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}", f"choose one of {', '.join(BACKENDS)}")
     if name == "cuda":
@@ -44,5 +43,4 @@ def open_backend(
         raise BackendError(f"workers={workers}; allowed 1..256")
     from vyre_runtime.backends.cpu.device import CpuDevice
 
-    device = CpuDevice(image, layout, registry, workers or default_workers(), on_complete)
-    return device
+    return CpuDevice(new_image(layout), layout, registry, workers or default_workers(), on_complete)

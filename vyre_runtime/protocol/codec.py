@@ -40,7 +40,12 @@ def words_from_bytes(buffer: bytes | bytearray | memoryview, expected_words: int
 
 def new_image(layout: Layout) -> np.ndarray:
     """A fresh shared image: zeroed, geometry and digest written, every tenant enabled."""
-    image = np.zeros(layout.total_words, dtype=np.uint32)
+    return init_image(np.zeros(layout.total_words, dtype=np.uint32), layout)
+
+
+def init_image(image: np.ndarray, layout: Layout) -> np.ndarray:
+    """Initialise ``image`` (e.g. host-mapped memory a backend allocated) in place, as new_image."""
+    image[:] = 0
     image[ControlWord.LAYOUT_DIGEST] = layout_digest()
     image[ControlWord.SLOT_COUNT] = layout.slots
     image[ControlWord.TENANT_COUNT] = layout.tenants
@@ -243,6 +248,7 @@ __all__ = [
     "counter_delta",
     "decode_packed",
     "encode_packed",
+    "init_image",
     "new_image",
     "read_slot",
     "ring_view",

@@ -18,6 +18,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -93,6 +94,29 @@ class CpuDevice:
         with self.wake:
             if self._sleeping:  # busy workers pick hints up on their own; only wake idle ones
                 self.wake.notify(len(slots))
+
+    # The CPU device reads the registry directly: nothing to stage or upload.
+    def program_registered(self, handle: int) -> None:
+        pass
+
+    def dfa_registered(self, handle: int) -> None:
+        pass
+
+    def opcode_bound(self, opcode: int, program: int) -> None:
+        pass
+
+    def run_prepared(self, program: int, context: int, region: int) -> None:
+        pass
+
+    def run_result(self, program: int, context: int) -> Any:
+        run = self.registry.contexts.get(context)
+        return None if run is None else run.result
+
+    def run_released(self, context: int, region: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def stop(self, timeout: float) -> bool:
         """Set SHUTDOWN, wake everyone, join within ``timeout``; False if a worker is still busy."""

@@ -1,0 +1,49 @@
+"""What a backend device offers the host API (Megakernel / HostService).
+
+The ring in ``image`` is the whole work protocol (docs/PROTOCOL.md); these hooks only move the
+host-side tables a slot's handles refer to (Registry) to where the device can read them, and
+bring a run's results back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Device(Protocol):
+    name: str  # "cpu" or "cuda"
+    image: np.ndarray  # the shared protocol image, u32 words, in memory the device can reach
+    internal_errors: dict[int, str]  # slot -> description of a backend failure on it (FAULT INTERNAL)
+
+    def start(self) -> None:
+        """Begin serving the ring (launch workers / the resident kernel)."""
+
+    def ring_doorbell(self, slots: list[int], priorities: list[int]) -> None:
+        """A hint that these slots were just published; never needed for correctness."""
+
+    def stop(self, timeout: float) -> bool:
+        """Set SHUTDOWN and wait up to ``timeout``; False if the device is still busy."""
+
+    def close(self) -> None:
+        """Release device resources after a successful stop."""
+
+    def program_registered(self, handle: int) -> None:
+        """Make registry.programs[handle] readable by the device (upload code and tables)."""
+
+    def dfa_registered(self, handle: int) -> None:
+        """Make registry.dfas[handle] readable by the device."""
+
+    def opcode_bound(self, opcode: int, program: int) -> None:
+        """A user opcode now runs ``program``."""
+
+    def run_prepared(self, program: int, context: int, region: int) -> None:
+        """Before a RUN_PROGRAM slot is published: stage its context and data region."""
+
+    def run_result(self, program: int, context: int) -> Any:
+        """After the slot completed: the run's result (outputs, records, dropped, instructions), or
+        None if the program never ran (the slot faulted on a bad handle or argument)."""
+
+    def run_released(self, context: int, region: int) -> None:
+        """The host is done with this run: recycle its staging memory."""

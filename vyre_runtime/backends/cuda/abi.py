@@ -1,0 +1,103 @@
+"""The CUDA backend's device-side records, defined once as NumPy structured dtypes.
+
+The host fills these records in host-mapped (or device) memory and a slot's u32 handles select
+them; the generated header (header.py) turns each dtype into a C struct with the same field
+order, sizes and offsets, and a static_assert per offset, so host and kernel cannot disagree.
+
+Tables are arrays of records indexed by ``handle % capacity``; every record starts with the
+handle it holds, so the kernel detects a stale or unknown handle (FAULT BAD_HANDLE) instead of
+reading someone else's record.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vyre_runtime.vir0.isa import MAX_BINDINGS
+
+# A read-only table of a program: bytes in device memory.
+TABLE = np.dtype([("pointer", "<u8"), ("length", "<u4"), ("dfa_states", "<u4")], align=True)
+
+# An output binding declaration; `global_pointer` is the persistent buffer of a GLOBAL binding.
+BINDING = np.dtype(
+    [("words", "<u4"), ("scope", "<u4"), ("init", "<u4"), ("reserved", "<u4"), ("global_pointer", "<u8")],
+    align=True,
+)
+
+# A registered program: code and tables in device memory, bindings inline.
+PROGRAM = np.dtype(
+    [
+        ("handle", "<u4"),
+        ("instructions", "<u4"),
+        ("registers", "<u4"),
+        ("emit_words", "<u4"),
+        ("fuel", "<u4"),
+        ("lanes", "<u4"),
+        ("table_count", "<u4"),
+        ("binding_count", "<u4"),
+        ("code", "<u8"),  # instructions, 8 bytes each, exactly as in the container
+        ("tables", "<u8"),  # TABLE[table_count]
+        ("bindings", BINDING, (MAX_BINDINGS,)),
+    ],
+    align=True,
+)
+
+# One run's parameters (host-written) and results (device-written), in host-mapped memory.
+CONTEXT = np.dtype(
+    [
+        ("handle", "<u4"),
+        ("fuel", "<u4"),  # 0: the program's default
+        ("emit_capacity", "<u4"),
+        ("emitted", "<u4"),  # device: records written (atomic)
+        ("dropped", "<u4"),  # device: records refused (atomic)
+        ("fault_lane", "<u4"),  # device: lowest faulting lane, 0xFFFFFFFF if none
+        ("fault_code", "<u4"),
+        ("fault_pc", "<u4"),
+        ("fault_detail", "<u4"),
+        ("reserved", "<u4"),
+        ("instructions", "<u8"),  # device: lane-instructions executed (fuel consumed)
+        ("records", "<u8"),  # u32[emit_capacity * emit_words]
+        ("outputs", "<u8", (MAX_BINDINGS,)),  # u32 buffer per RUN binding (host pre-fills init)
+    ],
+    align=True,
+)
+
+# A data region the kernel may read: device memory or host-mapped memory.
+REGION = np.dtype([("handle", "<u4"), ("reserved", "<u4"), ("pointer", "<u8"), ("length", "<u8")], align=True)
+
+RECORDS = {"Table": TABLE, "Binding": BINDING, "Program": PROGRAM, "Context": CONTEXT, "Region": REGION}
+
+NO_FAULT_LANE = 0xFFFFFFFF
+
+# A DFA table registered for the DFA_STEP built-in, in device memory.
+DFA = np.dtype([("handle", "<u4"), ("states", "<u4"), ("transitions", "<u8")], align=True)
+
+# The kernel's one parameter, passed by value: where everything is, and the geometry.
+PARAMS = np.dtype(
+    [
+        ("image", "<u8"),  # the shared protocol image (host-mapped), u32 words
+        ("programs", "<u8"),
+        ("contexts", "<u8"),
+        ("regions", "<u8"),
+        ("dfas", "<u8"),
+        ("program_capacity", "<u4"),
+        ("context_capacity", "<u4"),
+        ("region_capacity", "<u4"),
+        ("dfa_capacity", "<u4"),
+        ("slots", "<u4"),
+        ("ring", "<u4"),  # word offsets inside the image (protocol.layout.Layout)
+        ("tenants", "<u4"),
+        ("tenant_masks", "<u4"),
+        ("metrics", "<u4"),
+        ("observables", "<u4"),
+        ("observable_count", "<u4"),
+        ("debug_log", "<u4"),
+        ("debug_capacity", "<u4"),
+        ("io_queue", "<u4"),
+        ("io_entries", "<u4"),
+        ("idle_sleep_ns", "<u4"),  # back-off ceiling of an idle block
+    ],
+    align=True,
+)
+
+RECORDS.update({"Dfa": DFA, "Params": PARAMS})
