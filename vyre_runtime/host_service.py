@@ -225,6 +225,10 @@ class HostService:
         self.release_slots(finished.tolist())
         for slot, pending, outcome in resolved:  # outside the lock: callbacks may publish
             self._resolve(slot, pending, outcome)
+        with self._caller_wake:  # a caller may be waiting for a future this thread resolved
+            self.completions += 1
+            if self._callers_waiting:
+                self._caller_wake.notify_all()
         return len(resolved)
 
     def _resolve(self, slot: int, pending: _Pending, outcome: SlotOutcome) -> None:
