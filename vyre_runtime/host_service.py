@@ -26,6 +26,10 @@ from vyre_runtime.stats import LatencyWindow, Stats, read_device_counters
 
 SERVICE_INTERVAL_S = 0.05
 CALLER_POLL_S = 0.01  # a waiting caller re-checks at least this often
+POLL_INTERVAL_S = 0.0005  # the service thread's poll of a device that cannot signal, while busy
+SPIN_LIMIT = 20_000  # status-word checks a waiting caller spins through before it sleeps
+SPIN_SLEEP_S = 0.00002
+FINISHED_STATES = (SlotState.DONE, SlotState.FAULT)
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,11 @@ class SlotFuture(Future):
     def __init__(self, service: HostService) -> None:
         super().__init__()
         self._service = service
+        self.slot = -1  # set when the slot is tracked
 
     def _drive(self, timeout: float | None) -> float | None:
+        if not self._service.device_signals:
+            return self._spin(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done():
             seen = self._service.completions
@@ -87,6 +94,23 @@ class SlotFuture(Future):
                 break
             wait = CALLER_POLL_S if remaining is None else min(remaining, CALLER_POLL_S)
             self._service.wait_for_completion(seen, wait)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def _spin(self, timeout: float | None) -> float | None:
+        """A device that cannot signal (a GPU): watch this slot's status word, reap when it is
+        DONE or FAULT. Spins briefly (microsecond round trips), then sleeps in short steps."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        status = self._service.status_column
+        spins = 0
+        while not self.done():
+            if self.slot >= 0 and status[self.slot] in FINISHED_STATES:
+                self._service.reap()
+                continue
+            spins += 1
+            if spins > SPIN_LIMIT:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                time.sleep(SPIN_SLEEP_S)
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def result(self, timeout: float | None = None) -> Any:
@@ -117,6 +141,8 @@ class HostService:
         self.layout = layout
         self.registry = registry
         self.device = device
+        # the CPU device calls notify() on completion; a GPU cannot call Python, so it is polled
+        self.device_signals = getattr(device, "completion_signal", True)
         self.release_slots = release_slots
         self.internal_errors: dict[int, str] = {}
         self._pending: dict[int, _Pending] = {}
@@ -135,6 +161,7 @@ class HostService:
         self._published = self._completed = self._faulted = 0
         self._ring = ring_view(image, layout)
         self._status_column = self._ring[:, SlotWord.STATUS]
+        self.status_column = self._status_column
         self._debug: list[debuglog.DebugRecord] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -176,7 +203,9 @@ class HostService:
             with self._wake:
                 if not self._work_waiting:
                     self._sleeping = True
-                    self._wake.wait(SERVICE_INTERVAL_S)
+                    # a device that cannot signal is polled often while work is in flight
+                    busy_poll = not self.device_signals and self._pending
+                    self._wake.wait(POLL_INTERVAL_S if busy_poll else SERVICE_INTERVAL_S)
                     self._sleeping = False
             self._work_waiting = False
             self.reap()
@@ -192,6 +221,8 @@ class HostService:
         with self._lock:
             for slot, request, future in zip(slots, requests, futures):
                 self._pending[slot] = _Pending(request.opcode, future, now, run)
+                if isinstance(future, SlotFuture):
+                    future.slot = slot
             self._published += len(slots)
 
     def reap(self) -> int:

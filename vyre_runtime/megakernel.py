@@ -28,7 +28,7 @@ from vyre_runtime.errors import BackendError, DispatchError, ProtocolError, Ring
 from vyre_runtime.host_service import HostService, SlotFuture, SlotOutcome
 from vyre_runtime.protocol import codec, debuglog
 from vyre_runtime.protocol.codec import SlotRequest
-from vyre_runtime.protocol.layout import ControlWord, Layout, Priority
+from vyre_runtime.protocol.layout import MAX_DOORBELLS, ControlWord, Layout, Priority
 from vyre_runtime.protocol.opcodes import BuiltinOpcode
 from vyre_runtime.registry import Registry, ResourceLoader
 from vyre_runtime.stats import Stats
@@ -57,7 +57,8 @@ class Megakernel:
     ) -> None:
         if full_ring not in FULL_RING_POLICIES:
             raise DispatchError(f"full_ring={full_ring!r}; choose one of {FULL_RING_POLICIES}")
-        self.layout = Layout(slots, tenants, observables, debug_records, io_entries)
+        doorbells = min(MAX_DOORBELLS, 1 << max(0, (slots - 1).bit_length()) if isinstance(slots, int) else 1)
+        self.layout = Layout(slots, tenants, observables, debug_records, io_entries, doorbells)
         self.registry = Registry()
         self.full_ring = full_ring
         self.publish_timeout = publish_timeout
@@ -69,6 +70,7 @@ class Megakernel:
         # a more urgent partition lends slots to less urgent work but keeps a quarter (>= 1) free
         self._reserve = [max(1, (offsets[p + 1] - offsets[p]) // 4) for p in Priority]
         self._free_changed = threading.Condition()
+        self._doorbell_lock = threading.Lock()
         # the backend owns the image's memory (host-mapped on CUDA); completions wake the service
         self.device = open_backend(backend, self.layout, self.registry, workers, lambda: self.service.notify())
         self.image = self.device.image
@@ -223,6 +225,8 @@ class Megakernel:
         futures: list[Future] = [SlotFuture(self.service) for _ in requests]
         self.service.track(slots, requests, futures, run)
         codec.write_slots(self.image, self.layout, slots, requests)
+        with self._doorbell_lock:  # host threads share the doorbell's tail (a host-owned word)
+            codec.ring_doorbell(self.image, self.layout, slots)
         self.device.ring_doorbell(slots, [int(r.priority) for r in requests])
         return futures
 

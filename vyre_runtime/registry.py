@@ -49,17 +49,46 @@ class Registry:
     dfas: dict[int, np.ndarray] = field(default_factory=dict)  # handle -> (states, 256) uint32
     opcode_programs: dict[int, int] = field(default_factory=dict)  # user opcode -> program handle
     resources: dict[int, ResourceLoader] = field(default_factory=dict)
+    # A backend whose device finds a record at index `handle % capacity` (the CUDA tables) sets
+    # the capacity per kind ("program", "context", "region", "dfa"); a new handle of that kind
+    # then never lands on an index a live handle of the same kind holds (see _new_handle).
+    index_capacity: dict[str, int] = field(default_factory=dict)
     _next: int = 1
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _live_indices: dict[str, set[int]] = field(default_factory=dict)
 
-    def _new_handle(self) -> int:
+    def _new_handle(self, kind: str) -> int:
+        """The next handle; with an index capacity for ``kind``, the next whose index is free.
+
+        One counter serves every kind, so a long-lived context would otherwise collide with a
+        later one after `capacity` handles: skipping occupied indices keeps `handle % capacity`
+        unique among live handles of a kind (at most `capacity` are live at once).
+        """
         with self._lock:
-            handle = self._next
-            self._next = self._next + 1 if self._next < MAX_HANDLE else 1
+            capacity = self.index_capacity.get(kind)
+            live = self._live_indices.setdefault(kind, set())
+            if capacity is not None and len(live) >= capacity:
+                raise DispatchError(
+                    f"all {capacity} {kind} records of this device are in use",
+                    "wait for runs to complete (or register fewer programs / DFAs on one Megakernel)",
+                )
+            while True:
+                handle = self._next
+                self._next = self._next + 1 if self._next < MAX_HANDLE else 1
+                if capacity is None or handle % capacity not in live:
+                    break
+            if capacity is not None:
+                live.add(handle % capacity)
             return handle
 
+    def _forget_handle(self, kind: str, handle: int) -> None:
+        capacity = self.index_capacity.get(kind)
+        if capacity is not None:
+            with self._lock:
+                self._live_indices.get(kind, set()).discard(handle % capacity)
+
     def add_program(self, program: Program) -> int:
-        handle = self._new_handle()
+        handle = self._new_handle("program")
         buffers = {
             b.name: np.full(b.words, b.init, dtype=np.uint32) for b in program.bindings if b.scope == Scope.GLOBAL
         }
@@ -67,12 +96,12 @@ class Registry:
         return handle
 
     def add_context(self, fuel: int | None, emit_capacity: int) -> int:
-        handle = self._new_handle()
+        handle = self._new_handle("context")
         self.contexts[handle] = RunContext(handle, fuel, emit_capacity)
         return handle
 
     def add_region(self, data: Any) -> int:
-        handle = self._new_handle()
+        handle = self._new_handle("region")
         self.regions[handle] = data
         return handle
 
@@ -83,7 +112,7 @@ class Registry:
             states = dfa_state_count(table)
         except ValueError as error:
             raise DispatchError(f"not a valid DFA table: {error}", "build it with vir0.compile_patterns") from None
-        handle = self._new_handle()
+        handle = self._new_handle("dfa")
         self.dfas[handle] = np.frombuffer(table, dtype="<u4", offset=4).reshape(states, 256).copy()
         return handle
 
@@ -103,5 +132,7 @@ class Registry:
         self.resources[resource] = loader
 
     def release_run(self, context: int, region: int) -> None:
-        self.contexts.pop(context, None)
-        self.regions.pop(region, None)
+        if self.contexts.pop(context, None) is not None:
+            self._forget_handle("context", context)
+        if self.regions.pop(region, None) is not None:
+            self._forget_handle("region", region)

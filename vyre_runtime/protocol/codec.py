@@ -52,6 +52,7 @@ def init_image(image: np.ndarray, layout: Layout) -> np.ndarray:
     image[ControlWord.OBSERVABLE_COUNT] = layout.observables
     image[ControlWord.DEBUG_CAPACITY] = layout.debug_records
     image[ControlWord.IO_ENTRIES] = layout.io_entries
+    image[ControlWord.DOORBELL_CAPACITY] = layout.doorbells
     offsets = layout.priority_offsets()
     image[ControlWord.PRIORITY_OFFSETS : ControlWord.PRIORITY_OFFSETS + len(offsets)] = offsets
     image[layout.tenant_masks : layout.tenant_masks + layout.tenants] = 0xFFFFFFFF
@@ -71,6 +72,7 @@ def check_image(image: np.ndarray, layout: Layout) -> None:
         ControlWord.OBSERVABLE_COUNT: layout.observables,
         ControlWord.DEBUG_CAPACITY: layout.debug_records,
         ControlWord.IO_ENTRIES: layout.io_entries,
+        ControlWord.DOORBELL_CAPACITY: layout.doorbells,
     }
     for word, value in geometry.items():
         if int(image[word]) != value:
@@ -234,6 +236,25 @@ def decode_packed(args: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
     return ops
 
 
+def ring_doorbell(image: np.ndarray, layout: Layout, slots: list[int]) -> int:
+    """Host side: hint that ``slots`` were just published, so a device need not scan the ring.
+
+    Entries go at DOORBELL_TAIL (host-owned), then the tail moves (entries first, tail last).
+    When the device has not consumed enough entries (DOORBELL_HEAD) the rest are left out: a
+    hint is an optimisation, the device's periodic scan of the status words still finds every
+    slot. Returns how many hints were written. The caller serialises host threads.
+    """
+    tail = int(image[ControlWord.DOORBELL_TAIL])
+    head = int(image[ControlWord.DOORBELL_HEAD])
+    room = layout.doorbells - ((tail - head) & 0xFFFFFFFF)
+    count = max(0, min(room, len(slots)))
+    if count:
+        positions = (tail + np.arange(count, dtype=np.int64)) % layout.doorbells
+        image[layout.doorbell + positions] = slots[:count]
+        image[ControlWord.DOORBELL_TAIL] = (tail + count) & 0xFFFFFFFF
+    return count
+
+
 def counter_delta(before: int, after: int) -> int:
     """Increments between two reads of a wrapping u32 counter (fewer than 2^32 in between)."""
     return (after - before) & 0xFFFFFFFF
@@ -251,6 +272,7 @@ __all__ = [
     "init_image",
     "new_image",
     "read_slot",
+    "ring_doorbell",
     "ring_view",
     "words_from_bytes",
     "write_slot",

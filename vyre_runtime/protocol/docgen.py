@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from vyre_runtime.protocol import layout, opcodes
-from vyre_runtime.protocol.codec import SlotRequest, encode_packed, new_image, write_slot
+from vyre_runtime.protocol.codec import SlotRequest, encode_packed, new_image, ring_doorbell, write_slot
 from vyre_runtime.protocol.layout import (
     ARGS_PER_SLOT,
     DEBUG_RECORD_WORDS,
@@ -89,8 +89,9 @@ FORMULAS: tuple[Formula, ...] = (
         "debug_log + DEBUG_HEADER_WORDS + debug_records * DEBUG_RECORD_WORDS",
         "io_entries * IO_ENTRY_WORDS",
     ),
+    Formula("doorbell", "doorbell", "io_queue + io_entries * IO_ENTRY_WORDS", "doorbells"),
 )
-TOTAL_FORMULA = "io_queue + io_entries * IO_ENTRY_WORDS"
+TOTAL_FORMULA = "doorbell + doorbells"
 
 ADDRESS_FORMULAS: tuple[tuple[str, str], ...] = (
     ("tenant mask of tenant `t`", "tenant_masks + t"),
@@ -102,6 +103,7 @@ ADDRESS_FORMULAS: tuple[tuple[str, str], ...] = (
         "debug_log + DEBUG_HEADER_WORDS + (p % debug_records) * DEBUG_RECORD_WORDS",
     ),
     ("word `w` of IO entry `e`", "io_queue + e * IO_ENTRY_WORDS + w"),
+    ("doorbell entry at position `p` (any u32)", "doorbell + p % doorbells"),
 )
 
 
@@ -118,6 +120,7 @@ def formula_environment(geometry: Layout) -> dict[str, object]:
         "observables": geometry.observables,
         "debug_records": geometry.debug_records,
         "io_entries": geometry.io_entries,
+        "doorbells": geometry.doorbells,
         "align16": align16,
         "CONTROL_HEADER_WORDS": layout.CONTROL_HEADER_WORDS,
         "METRIC_WORDS": opcodes.METRIC_WORDS,
@@ -210,6 +213,15 @@ CONTROL_DOC: dict[ControlWord, tuple[str, str]] = {  # owner, meaning
         "host-initialised",
         "first slot of each priority partition, CRITICAL .. BACKGROUND, then SLOT_COUNT",
     ),
+    ControlWord.DOORBELL_TAIL: (
+        "host",
+        "doorbell entries written so far (u32, wraps); stored after the entries it covers (see The doorbell)",
+    ),
+    ControlWord.DOORBELL_HEAD: (
+        "device",
+        "doorbell entries consumed so far (u32, wraps); the host only reads it",
+    ),
+    ControlWord.DOORBELL_CAPACITY: ("host-initialised", "`Layout.doorbells` (a power of two)"),
 }
 
 DEVICE_STATE_DOC: dict[DeviceState, str] = {
@@ -378,6 +390,7 @@ def constants() -> tuple[Constant, ...]:
         Constant("MAX_OBSERVABLES", layout.MAX_OBSERVABLES, "`Layout.observables` range 1 .. this"),
         Constant("MAX_DEBUG_RECORDS", layout.MAX_DEBUG_RECORDS, "`Layout.debug_records` range 1 .. this, power of 2"),
         Constant("MAX_IO_ENTRIES", layout.MAX_IO_ENTRIES, "`Layout.io_entries` range 1 .. this"),
+        Constant("MAX_DOORBELLS", layout.MAX_DOORBELLS, "`Layout.doorbells` range 1 .. this, power of 2"),
         Constant("BUILTIN_LIMIT", opcodes.BUILTIN_LIMIT, "opcodes below this are built-ins or reserved for them"),
         Constant("USER_OPCODE_BASE", opcodes.USER_OPCODE_BASE, "first user opcode"),
         Constant("USER_OPCODE_COUNT", opcodes.USER_OPCODE_COUNT, "user opcodes"),
@@ -430,7 +443,8 @@ def regions_markdown() -> str:
     rows.append(("end (`total_words`)", f"`{TOTAL_FORMULA}`", "—", str(total), "—", f"`{4 * total:#07x}`"))
     header = ("region", "first word", "words", "first word in `Layout()`", "words in `Layout()`", "byte offset")
     geometry = ", ".join(f"{name}={getattr(default, name)}" for name in ("slots", "tenants", "observables",
-                                                                          "debug_records", "io_entries"))  # fmt: skip
+                                                                          "debug_records", "io_entries",
+                                                                          "doorbells"))  # fmt: skip
     addresses = _table(
         ("word", "formula", "example in `Layout()`"),
         [
@@ -611,6 +625,9 @@ def example_markdown() -> str:
     request = SlotRequest(BuiltinOpcode.ATOMIC_ADD, (7, 5), tenant=0, priority=Priority.HIGH)
     request.validate(geometry)
     write_slot(image, geometry, index, request)
+    before_doorbell = image.copy()
+    rung = ring_doorbell(image, geometry, [index])
+    assert rung == 1
     base = geometry.slot(index)
     names = ["STATUS", "OPCODE", "TENANT", "PRIORITY", *(f"ARG{i}" for i in range(ARGS_PER_SLOT))]
     published = image[base : base + SLOT_WORDS].tolist()
@@ -624,6 +641,15 @@ def example_markdown() -> str:
             name += f" = RESULT{word - SlotWord.RESULT0}"
         rows.append((str(base + word), f"`{4 * (base + word):#07x}`", name, _hex(published[word]), _hex(done[word])))
     slot = _table(("word", "byte offset", "slot word", "published", "after DONE"), rows)
+    changed = [int(w) for w in (image != before_doorbell).nonzero()[0]]
+    entry, tail = geometry.doorbell, int(ControlWord.DOORBELL_TAIL)
+    assert changed == [tail, entry], changed  # ring_doorbell touched exactly the entry and the tail
+    doorbell_rows = [
+        ("1", str(entry), f"`{4 * entry:#07x}`", "doorbell entry at position `p = 0` (`doorbell + p % doorbells`)",
+         str(int(image[entry]))),
+        ("2", str(tail), f"`{4 * tail:#07x}`", "`DOORBELL_TAIL` (after the store fence)", str(int(image[tail]))),
+    ]  # fmt: skip
+    doorbell = _table(("store", "word", "byte offset", "what", "value"), doorbell_rows)
     ops = [(BuiltinOpcode.STORE_U32, (3, 0xAB)), (BuiltinOpcode.NOP, ()), (BuiltinOpcode.ATOMIC_ADD, (3, 1))]
     packed = encode_packed(ops)
     metadata_words = (1 + 3 * len(ops) + 3) // 4
@@ -639,6 +665,12 @@ def example_markdown() -> str:
         f"a device worker claims the slot (STATUS becomes CLAIMED), adds 5, writes RESULT0 = 41 (`0x29`) and "
         f"zeros, fences, then writes DONE. The host copies the results, then writes EMPTY.\n\n"
         + slot
+        + f"\n**Its doorbell hint.** Right after the status store the host rings the doorbell "
+        f"(`codec.ring_doorbell`) of the fresh image (`DOORBELL_TAIL = DOORBELL_HEAD = 0`, "
+        f"`DOORBELL_CAPACITY = {geometry.doorbells}`): one entry, then the tail.\n\n"
+        + doorbell
+        + f"\nA device that polls `DOORBELL_TAIL` reads 1, takes entry 0 (slot {index}), claims slot {index} "
+        f"by its status CAS as usual, then stores `DOORBELL_HEAD = 1`.\n"
         + f"\n**A packed slot.** `encode_packed([{op_text}])`: metadata bytes `{raw.hex(' ')}` (count "
         f"{len(ops)}, then `(opcode, first argument word, argument count)` per op, zero padded to "
         f"{metadata_words} words), then the arguments:\n\n" + _table(("word", "value", "part"), packed_rows)

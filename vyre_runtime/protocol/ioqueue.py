@@ -38,7 +38,7 @@ def _entry_base(layout: Layout, entry: int) -> int:
 
 def post_request(image: np.ndarray, layout: Layout, resource: int, offset: int, nbytes: int, destination: int) -> int:
     """Device side (caller holds the claim lock): the entry used, or -1 when every entry is busy."""
-    states = image[layout.io_queue + IoWord.STATUS : layout.total_words : IO_ENTRY_WORDS]
+    states = image[layout.io_queue + IoWord.STATUS : layout.doorbell : IO_ENTRY_WORDS]
     free = np.flatnonzero(states == IoState.EMPTY)
     if len(free) == 0:
         return -1
@@ -71,7 +71,7 @@ def take_answer(image: np.ndarray, layout: Layout, entry: int) -> tuple[bool, in
 def claim_requests(image: np.ndarray, layout: Layout) -> list[IoRequest]:
     """Host side: claim every PUBLISHED entry. A malformed one is answered ERROR at once."""
     claimed = []
-    states = image[layout.io_queue + IoWord.STATUS : layout.total_words : IO_ENTRY_WORDS]
+    states = image[layout.io_queue + IoWord.STATUS : layout.doorbell : IO_ENTRY_WORDS]
     for entry in np.flatnonzero(states == IoState.PUBLISHED).tolist():
         base = _entry_base(layout, entry)
         image[base + IoWord.STATUS] = IoState.CLAIMED

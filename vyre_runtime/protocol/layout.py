@@ -38,6 +38,7 @@ MAX_SLOTS = 1 << 20
 MAX_OBSERVABLES = 1 << 20
 MAX_DEBUG_RECORDS = 1 << 16
 MAX_IO_ENTRIES = 1024
+MAX_DOORBELLS = 1 << 16
 
 
 class SlotWord(IntEnum):
@@ -108,6 +109,9 @@ class ControlWord(IntEnum):
     IO_ENTRIES = 13
     DEBUG_READ_CURSOR = 14  # host-owned: debug records below it are consumed
     PRIORITY_OFFSETS = 16  # host-owned, 6 words: first slot of each priority partition, then SLOT_COUNT
+    DOORBELL_TAIL = 22  # host-owned: doorbell entries written so far (wraps at 2^32)
+    DOORBELL_HEAD = 23  # device-owned: doorbell entries consumed so far
+    DOORBELL_CAPACITY = 24  # host-initialised geometry
 
 
 PRIORITY_OFFSET_WORDS = len(Priority) + 1
@@ -197,6 +201,7 @@ class Layout:
     observables: int = 256
     debug_records: int = 256
     io_entries: int = 64
+    doorbells: int = 4096  # hint entries: "slot N was just published" (a power of two)
 
     def __post_init__(self) -> None:
         for name, value, limit in (
@@ -205,12 +210,15 @@ class Layout:
             ("observables", self.observables, MAX_OBSERVABLES),
             ("debug_records", self.debug_records, MAX_DEBUG_RECORDS),
             ("io_entries", self.io_entries, MAX_IO_ENTRIES),
+            ("doorbells", self.doorbells, MAX_DOORBELLS),
         ):
             if not isinstance(value, int) or not 1 <= value <= limit:
                 raise ProtocolError(f"layout {name}={value!r} is out of range 1..{limit}")
         if self.debug_records & (self.debug_records - 1):
             # record position = cursor % capacity must stay continuous when the u32 cursor wraps
             raise ProtocolError(f"layout debug_records={self.debug_records} must be a power of two")
+        if self.doorbells & (self.doorbells - 1):
+            raise ProtocolError(f"layout doorbells={self.doorbells} must be a power of two")
 
     @cached_property  # offsets are read on every slot: compute once
     def tenant_masks(self) -> int:
@@ -237,8 +245,12 @@ class Layout:
         return self.debug_log + DebugWord.HEADER_WORDS + self.debug_records * DEBUG_RECORD_WORDS
 
     @cached_property
-    def total_words(self) -> int:
+    def doorbell(self) -> int:
         return self.io_queue + self.io_entries * IO_ENTRY_WORDS
+
+    @cached_property
+    def total_words(self) -> int:
+        return self.doorbell + self.doorbells
 
     def slot(self, index: int) -> int:
         """Word offset of slot ``index``; bounds-checked."""
@@ -256,6 +268,7 @@ class Layout:
             ("ring", self.ring, self.slots * SLOT_WORDS),
             ("debug_log", self.debug_log, DebugWord.HEADER_WORDS + self.debug_records * DEBUG_RECORD_WORDS),
             ("io_queue", self.io_queue, self.io_entries * IO_ENTRY_WORDS),
+            ("doorbell", self.doorbell, self.doorbells),
         ]
 
     @cached_property

@@ -210,6 +210,8 @@ class CpuDevice:
         """
         rows = np.fromiter(dict.fromkeys(candidates), dtype=np.int64)
         with self.lock:
+            # this device takes hints in-process (ring_doorbell): consume the shared doorbell too
+            self.image[ControlWord.DOORBELL_HEAD] = self.image[ControlWord.DOORBELL_TAIL]
             states = self._ring[rows, SlotWord.STATUS]
             claimable = np.isin(states, SCHEDULABLE_LIST) & self._tenant_enabled(self._ring[rows, SlotWord.TENANT])
             claimed = rows[claimable]

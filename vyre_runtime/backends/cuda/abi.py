@@ -80,6 +80,7 @@ PARAMS = np.dtype(
         ("contexts", "<u8"),
         ("regions", "<u8"),
         ("dfas", "<u8"),
+        ("user_programs", "<u8"),  # u32[USER_OPCODE_COUNT]: program handle bound to each user opcode
         ("program_capacity", "<u4"),
         ("context_capacity", "<u4"),
         ("region_capacity", "<u4"),
@@ -95,7 +96,10 @@ PARAMS = np.dtype(
         ("debug_capacity", "<u4"),
         ("io_queue", "<u4"),
         ("io_entries", "<u4"),
+        ("doorbell", "<u4"),
+        ("doorbells", "<u4"),
         ("idle_sleep_ns", "<u4"),  # back-off ceiling of an idle block
+        ("scan_interval_ns", "<u4"),  # how often the dispatcher scans every status word anyway
     ],
     align=True,
 )

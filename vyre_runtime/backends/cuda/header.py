@@ -113,6 +113,8 @@ def generate() -> str:
     lines += _enum_block(layout.IoWord, "IW_")
     lines += _enum_block(layout.IoState, "IS_")
     lines += _enum_block(layout.IoOp, "IO_OP_")
+    lines += _enum_block(layout.IoError, "IE_")
+    lines += _enum_block(layout.RunArg, "RA_")
     lines += _enum_block(opcodes.BuiltinOpcode, "BI_")
     lines += [f"#define METRIC_{op.name} {index}u" for op, index in opcodes.BUILTIN_METRIC_INDEX.items()]
     packable = sum(1 << int(op) for op in opcodes.PACKABLE)

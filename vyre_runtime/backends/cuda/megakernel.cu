@@ -1,0 +1,1046 @@
+// vyre persistent megakernel: a resident VIR0 interpreter serving the slot ring.
+//
+// Launched once. Block 0 is the dispatcher: its first warp scans the ring in host-mapped memory,
+// claims schedulable slots (it is the only claimer, so a plain store of CLAIMED suffices: the
+// host never writes a PUBLISHED slot) and pushes them onto a work queue in device memory. Every
+// other block is a worker: it pops a slot, runs it (a built-in, or a VIR0 program with its
+// threads as lanes), writes the results, fences, and publishes DONE or FAULT last.
+// Semantics: docs/VIR0.md (bit-exact with the CPU backend) and docs/PROTOCOL.md.
+// Every protocol and ISA number comes from the generated vyre_abi.h.
+
+typedef unsigned int uint32_t;
+typedef int int32_t;
+typedef unsigned long long uint64_t;
+typedef long long int64_t;
+#define offsetof(type, member) __builtin_offsetof(type, member)
+
+#include "vyre_abi.h"
+
+#define VYRE_BLOCK_THREADS 256
+#define QUEUE_CAPACITY 4096u        // claimed slots waiting for a worker block
+#define STAGE_WORDS 8192u           // run-scope outputs up to this size live in shared memory
+#define MAX_TABLES 64u
+#define FULL_MASK 0xffffffffu
+#define NO_LANE 0xffffffffu
+#define IO_SHUTDOWN_GRACE_CYCLES (2000000000ull)
+
+extern "C" __device__ uint32_t vyre_isa_digest = VYRE_ISA_DIGEST;
+extern "C" __device__ uint32_t vyre_layout_digest = VYRE_LAYOUT_DIGEST;
+extern "C" __device__ uint32_t vyre_block_threads = VYRE_BLOCK_THREADS;
+
+// Dispatcher -> worker queue, in device memory. The host zeroes it before every launch; the last
+// block to exit zeroes it too.
+struct QueueState {
+    uint32_t head;       // next entry a worker takes (workers CAS it)
+    uint32_t tail;       // one past the last entry the dispatcher published
+    uint32_t shutdown;   // mirror of the SHUTDOWN control word, so workers never poll PCIe
+    uint32_t exited;     // blocks that have returned
+    uint32_t entries[QUEUE_CAPACITY];
+};
+extern "C" {
+__device__ QueueState vyre_queue;
+}
+
+// ------------------------------------------------------------------ memory ordering helpers
+
+__device__ __forceinline__ uint32_t load_acquire(const uint32_t* p) {
+    uint32_t v;
+    asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void store_release(uint32_t* p, uint32_t v) {
+    asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint32_t load_volatile(const uint32_t* p) { return *(const volatile uint32_t*)p; }
+__device__ __forceinline__ void store_volatile(uint32_t* p, uint32_t v) { *(volatile uint32_t*)p = v; }
+
+// ------------------------------------------------------------------ per-run state (one block)
+
+struct RunShared {
+    const unsigned char* input;
+    uint64_t region_len;
+    uint32_t own_lo, own_hi, file_lo, file_hi, chunk, lanes, fuel, emit_capacity, emit_words;
+    uint32_t instructions_total, registers;
+    const uint2* code;
+    uint32_t emitted, dropped;          // shared counters of the hit buffer
+    uint32_t* records;
+    uint32_t fault_lane, fault_code, fault_pc, fault_detail;
+    uint64_t instructions;
+    uint32_t table_count, binding_count;
+    const unsigned char* table_ptr[MAX_TABLES];
+    uint32_t table_len[MAX_TABLES];
+    uint32_t table_states[MAX_TABLES];
+    uint32_t* bind_ptr[VIR0_MAX_BINDINGS];   // generic: shared staging or global memory
+    uint32_t bind_words[VIR0_MAX_BINDINGS];
+    uint32_t* bind_home[VIR0_MAX_BINDINGS];  // where a staged run binding is written back
+    uint32_t staged;
+};
+
+struct Lane {
+    uint32_t r[VIR0_MAX_REGISTERS];
+    uint32_t pc, fuel, id;
+    bool live;
+    // the lowest-lane fault this thread saw (its lanes are processed in increasing order)
+    uint32_t fault_lane, fault_code, fault_pc, fault_detail;
+    uint64_t instructions;
+};
+
+__device__ __forceinline__ void lane_fault(Lane& L, uint32_t code, uint32_t detail) {
+    if (L.fault_lane == NO_LANE) {
+        L.fault_lane = L.id;
+        L.fault_code = code;
+        L.fault_pc = L.pc;
+        L.fault_detail = detail;
+    }
+    L.live = false;
+}
+
+// ------------------------------------------------------------------ f32 helpers (docs/VIR0.md §8.4)
+
+__device__ __forceinline__ uint32_t canon(float f) {
+    uint32_t b = __float_as_uint(f);
+    return (f != f) ? VIR0_CANONICAL_NAN : b;
+}
+__device__ __forceinline__ bool is_nan_bits(uint32_t b) { return (b & 0x7f800000u) == 0x7f800000u && (b & 0x7fffffu); }
+__device__ __forceinline__ uint32_t fminmax(uint32_t a, uint32_t b, bool want_min) {
+    bool an = is_nan_bits(a), bn = is_nan_bits(b);
+    if (an && bn) return VIR0_CANONICAL_NAN;
+    if (an) return b;
+    if (bn) return a;
+    float fa = __uint_as_float(a), fb = __uint_as_float(b);
+    if (fa == fb) return want_min ? (a | b) : (a & b);  // only +0/-0 differ in bits: -0 < +0
+    if (want_min) return fa < fb ? a : b;
+    return fa > fb ? a : b;
+}
+
+// ------------------------------------------------------------------ hashes
+
+__device__ __forceinline__ uint32_t rotl32(uint32_t x, uint32_t r) { return (x << r) | (x >> ((32u - r) & 31u)); }
+
+__device__ uint32_t xxh32_range(const unsigned char* p, uint32_t n, uint32_t seed) {
+    const uint32_t P1 = 0x9E3779B1u, P2 = 0x85EBCA77u, P3 = 0xC2B2AE3Du, P4 = 0x27D4EB2Fu, P5 = 0x165667B1u;
+    uint32_t i = 0, h;
+    if (n >= 16) {
+        uint32_t v1 = seed + P1 + P2, v2 = seed + P2, v3 = seed, v4 = seed - P1;
+        for (; i + 16 <= n; i += 16) {
+            uint32_t w[4];
+            for (int k = 0; k < 4; k++) {
+                const unsigned char* q = p + i + 4 * k;
+                w[k] = q[0] | (q[1] << 8) | (q[2] << 16) | ((uint32_t)q[3] << 24);
+            }
+            v1 = rotl32(v1 + w[0] * P2, 13) * P1;
+            v2 = rotl32(v2 + w[1] * P2, 13) * P1;
+            v3 = rotl32(v3 + w[2] * P2, 13) * P1;
+            v4 = rotl32(v4 + w[3] * P2, 13) * P1;
+        }
+        h = rotl32(v1, 1) + rotl32(v2, 7) + rotl32(v3, 12) + rotl32(v4, 18);
+    } else {
+        h = seed + P5;
+    }
+    h += n;
+    for (; i + 4 <= n; i += 4) {
+        const unsigned char* q = p + i;
+        uint32_t w = q[0] | (q[1] << 8) | (q[2] << 16) | ((uint32_t)q[3] << 24);
+        h = rotl32(h + w * P3, 17) * P4;
+    }
+    for (; i < n; i++) h = rotl32(h + p[i] * P5, 11) * P1;
+    h ^= h >> 15;
+    h *= P2;
+    h ^= h >> 13;
+    h *= P3;
+    h ^= h >> 16;
+    return h;
+}
+
+// ------------------------------------------------------------------ emit
+
+__device__ __forceinline__ void emit_record(RunShared& S, const uint32_t* words) {
+    uint32_t index = atomicAdd(&S.emitted, 1u);
+    if (index < S.emit_capacity) {
+        uint32_t* out = S.records + (uint64_t)index * S.emit_words;
+        for (uint32_t k = 0; k < S.emit_words; k++) out[k] = words[k];
+    } else {
+        atomicAdd(&S.dropped, 1u);
+    }
+}
+
+// ------------------------------------------------------------------ the interpreter step
+
+__device__ __forceinline__ bool range_ok(RunShared& S, Lane& L, uint32_t start, uint32_t len) {
+    if ((uint64_t)start + len > S.region_len) {
+        lane_fault(L, FAULT_OOB_INPUT, start);
+        return false;
+    }
+    return true;
+}
+
+__device__ __forceinline__ bool input_load(RunShared& S, Lane& L, uint32_t address, uint32_t size, uint32_t& out) {
+    if ((uint64_t)address + size > S.region_len) {
+        lane_fault(L, FAULT_OOB_INPUT, address);
+        return false;
+    }
+    const unsigned char* q = S.input + address;
+    uint32_t v = q[0];
+    if (size > 1) v |= (uint32_t)q[1] << 8;
+    if (size > 2) v |= ((uint32_t)q[2] << 16) | ((uint32_t)q[3] << 24);
+    out = v;
+    return true;
+}
+
+__device__ __forceinline__ bool table_load(RunShared& S, Lane& L, uint32_t t, uint32_t address, uint32_t size,
+                                           uint32_t& out) {
+    if ((uint64_t)address + size > S.table_len[t]) {
+        lane_fault(L, FAULT_OOB_TABLE, address);
+        return false;
+    }
+    const unsigned char* q = S.table_ptr[t] + address;
+    uint32_t v = q[0];
+    if (size > 1) v |= (uint32_t)q[1] << 8;
+    if (size > 2) v |= ((uint32_t)q[2] << 16) | ((uint32_t)q[3] << 24);
+    out = v;
+    return true;
+}
+
+__device__ __forceinline__ uint32_t* binding_word(RunShared& S, Lane& L, uint32_t binding, uint32_t index) {
+    if (index >= S.bind_words[binding]) {
+        lane_fault(L, FAULT_OOB_OUTPUT, index);
+        return nullptr;
+    }
+    return S.bind_ptr[binding] + index;
+}
+
+__device__ __forceinline__ uint32_t special(RunShared& S, Lane& L, uint32_t which) {
+    switch (which) {
+        case SR_LANE_ID: return L.id;
+        case SR_LANE_COUNT: return S.lanes;
+        case SR_GROUP_LANE: return L.id & 31u;
+        case SR_GROUP_ID: return L.id >> 5;
+        case SR_REGION_LEN: return (uint32_t)S.region_len;
+        case SR_OWN_LO: return S.own_lo;
+        case SR_OWN_HI: return S.own_hi;
+        case SR_FILE_OFFSET_LO: return S.file_lo;
+        case SR_FILE_OFFSET_HI: return S.file_hi;
+        case SR_CHUNK_INDEX: return S.chunk;
+        case SR_EMIT_CAPACITY: return S.emit_capacity;
+    }
+    return 0;
+}
+
+__device__ __forceinline__ uint32_t int_binary(uint32_t op, uint32_t a, uint32_t b) {
+    int32_t sa = (int32_t)a, sb = (int32_t)b;
+    switch (op) {
+        case OP_ADD: return a + b;
+        case OP_SUB: return a - b;
+        case OP_MUL: return a * b;
+        case OP_MULHU: return __umulhi(a, b);
+        case OP_MULHS: return (uint32_t)__mulhi(sa, sb);
+        case OP_DIVU: return b == 0 ? 0xffffffffu : a / b;
+        case OP_DIVS:
+            if (b == 0) return 0xffffffffu;
+            if (a == 0x80000000u && b == 0xffffffffu) return 0x80000000u;
+            return (uint32_t)(sa / sb);
+        case OP_REMU: return b == 0 ? a : a % b;
+        case OP_REMS:
+            if (b == 0) return a;
+            if (a == 0x80000000u && b == 0xffffffffu) return 0;
+            return (uint32_t)(sa % sb);
+        case OP_AND: return a & b;
+        case OP_OR: return a | b;
+        case OP_XOR: return a ^ b;
+        case OP_SHL: return b >= 32 ? 0u : a << b;
+        case OP_SHR: return b >= 32 ? 0u : a >> b;
+        case OP_SAR: return b >= 32 ? (sa < 0 ? 0xffffffffu : 0u) : (uint32_t)(sa >> b);
+        case OP_ROTL: return rotl32(a, b & 31u);
+        case OP_ROTR: return (a >> (b & 31u)) | (a << ((32u - (b & 31u)) & 31u));
+        case OP_MINU: return a < b ? a : b;
+        case OP_MINS: return sa < sb ? a : b;
+        case OP_MAXU: return a > b ? a : b;
+        case OP_MAXS: return sa > sb ? a : b;
+        case OP_EQ: return a == b;
+        case OP_NE: return a != b;
+        case OP_LTU: return a < b;
+        case OP_LTS: return sa < sb;
+        case OP_LEU: return a <= b;
+        case OP_LES: return sa <= sb;
+        case OP_GTU: return a > b;
+        case OP_GTS: return sa > sb;
+        case OP_GEU: return a >= b;
+        case OP_GES: return sa >= sb;
+    }
+    return 0;
+}
+
+__device__ __forceinline__ uint32_t float_binary(uint32_t op, uint32_t a, uint32_t b) {
+    float fa = __uint_as_float(a), fb = __uint_as_float(b);
+    switch (op) {
+        case OP_FADD: return canon(__fadd_rn(fa, fb));
+        case OP_FSUB: return canon(__fsub_rn(fa, fb));
+        case OP_FMUL: return canon(__fmul_rn(fa, fb));
+        case OP_FDIV: return canon(__fdiv_rn(fa, fb));
+        case OP_FMIN: return fminmax(a, b, true);
+        case OP_FMAX: return fminmax(a, b, false);
+        case OP_FLT: return fa < fb;
+        case OP_FLE: return fa <= fb;
+        case OP_FEQ: return fa == fb;
+    }
+    return 0;
+}
+
+__device__ __forceinline__ uint32_t unary(uint32_t op, uint32_t a) {
+    float fa = __uint_as_float(a);
+    switch (op) {
+        case OP_NOT: return ~a;
+        case OP_NEG: return 0u - a;
+        case OP_POPCNT: return __popc(a);
+        case OP_CLZ: return __clz(a);
+        case OP_CTZ: return a ? (uint32_t)(__ffs(a) - 1) : 32u;
+        case OP_BSWAP: return __byte_perm(a, 0, 0x0123);
+        case OP_FSQRT: return canon(__fsqrt_rn(fa));
+        case OP_FNEG: return a ^ 0x80000000u;
+        case OP_FABS: return a & 0x7fffffffu;
+        case OP_ITOF: return __float_as_uint(__int2float_rn((int32_t)a));
+        case OP_UTOF: return __float_as_uint(__uint2float_rn(a));
+        case OP_FTOI: return (uint32_t)__float2int_rz(fa);   // saturating; NaN -> 0 (PTX cvt.rzi)
+        case OP_FTOU: return __float2uint_rz(fa);             // saturating; NaN, negatives -> 0
+    }
+    return 0;
+}
+
+__device__ __forceinline__ uint32_t atomic_op(uint32_t op, uint32_t* w, uint32_t value, uint32_t compare) {
+    switch (op) {
+        case OP_ATADD: return atomicAdd(w, value);
+        case OP_ATMIN: return atomicMin(w, value);
+        case OP_ATMAX: return atomicMax(w, value);
+        case OP_ATAND: return atomicAnd(w, value);
+        case OP_ATOR: return atomicOr(w, value);
+        case OP_ATXOR: return atomicXor(w, value);
+        case OP_ATXCHG: return atomicExch(w, value);
+        case OP_ATCAS: return atomicCAS(w, compare, value);
+    }
+    return 0;
+}
+
+// One scheduler step of a warp: the instruction at `pc` for the participating lanes.
+// `op` is warp-uniform, so collectives are reached by every thread of the warp.
+__device__ void execute(RunShared& S, Lane& L, bool part, uint32_t participants, uint2 ins) {
+    uint32_t op_byte = ins.x & 0xffu, d = (ins.x >> 8) & 0xffu, a = (ins.x >> 16) & 0xffu, b = ins.x >> 24;
+    uint32_t imm = ins.y;
+    bool imm_form = (op_byte & VIR0_IMM_FORM) != 0;
+    uint32_t op = op_byte & ~VIR0_IMM_FORM;
+    uint32_t next = L.pc + 1;
+    uint32_t* r = L.r;
+
+    // collectives first: every thread of the warp takes part in the shuffle / vote
+    switch (op) {
+        case OP_BALLOT: {
+            uint32_t mask = __ballot_sync(FULL_MASK, part && r[a] != 0);
+            if (part) { r[d] = mask; L.pc = next; }
+            return;
+        }
+        case OP_SHFL: {
+            uint32_t source = r[b] & 31u;
+            uint32_t value = __shfl_sync(FULL_MASK, r[a], source);
+            if (part) { r[d] = ((participants >> source) & 1u) ? value : r[a]; L.pc = next; }
+            return;
+        }
+        case OP_RADD: {
+            uint32_t sum = __reduce_add_sync(FULL_MASK, part ? r[a] : 0u);
+            if (part) { r[d] = sum; L.pc = next; }
+            return;
+        }
+        case OP_PSUM: {
+            uint32_t own = part ? r[a] : 0u, scan = own;
+            uint32_t lane = threadIdx.x & 31u;
+            for (uint32_t offset = 1; offset < 32; offset <<= 1) {
+                uint32_t up = __shfl_up_sync(FULL_MASK, scan, offset);
+                if (lane >= offset) scan += up;
+            }
+            if (part) { r[d] = scan - own; L.pc = next; }
+            return;
+        }
+    }
+    if (!part) return;
+
+    if (op >= OP_ADD && op <= OP_GES) {
+        r[d] = int_binary(op, r[a], imm_form ? imm : r[b]);
+    } else if (op >= OP_FADD && op <= OP_FEQ) {
+        r[d] = float_binary(op, r[a], imm_form ? imm : r[b]);
+    } else if ((op >= OP_NOT && op <= OP_BSWAP) || (op >= OP_FSQRT && op <= OP_FTOU)) {
+        r[d] = unary(op, r[a]);
+    } else {
+        switch (op) {
+            case OP_NOP: break;
+            case OP_EXIT: L.live = false; return;
+            case OP_TRAP: lane_fault(L, FAULT_TRAP, imm); return;
+            case OP_JMP: next = imm; break;
+            case OP_JZ: if (r[a] == 0) next = imm; break;
+            case OP_JNZ: if (r[a] != 0) next = imm; break;
+            case OP_MOV: r[d] = r[a]; break;
+            case OP_LI: r[d] = imm; break;
+            case OP_SREG: r[d] = special(S, L, imm); break;
+            case OP_SEL: { uint32_t c = r[imm]; r[d] = c ? r[a] : r[b]; break; }
+            case OP_ADD64: case OP_SUB64: case OP_MUL64: {
+                uint64_t x = r[a] | ((uint64_t)r[a + 1] << 32), y = r[b] | ((uint64_t)r[b + 1] << 32);
+                uint64_t z = op == OP_ADD64 ? x + y : op == OP_SUB64 ? x - y : x * y;
+                r[d] = (uint32_t)z; r[d + 1] = (uint32_t)(z >> 32);
+                break;
+            }
+            case OP_SHL64: case OP_SHR64: {
+                uint64_t x = r[a] | ((uint64_t)r[a + 1] << 32);
+                uint32_t s = r[b];
+                uint64_t z = s >= 64 ? 0ull : (op == OP_SHL64 ? x << s : x >> s);
+                r[d] = (uint32_t)z; r[d + 1] = (uint32_t)(z >> 32);
+                break;
+            }
+            case OP_LTU64: case OP_EQ64: {
+                uint64_t x = r[a] | ((uint64_t)r[a + 1] << 32), y = r[b] | ((uint64_t)r[b + 1] << 32);
+                r[d] = op == OP_LTU64 ? (x < y) : (x == y);
+                break;
+            }
+            case OP_MULWU: {
+                uint64_t z = (uint64_t)r[a] * r[b];
+                r[d] = (uint32_t)z; r[d + 1] = (uint32_t)(z >> 32);
+                break;
+            }
+            case OP_LDI8: case OP_LDI16: case OP_LDI32: {
+                uint32_t v, size = op == OP_LDI8 ? 1 : op == OP_LDI16 ? 2 : 4;
+                if (!input_load(S, L, r[a] + imm, size, v)) return;
+                r[d] = v;
+                break;
+            }
+            case OP_LDT8: case OP_LDT16: case OP_LDT32: {
+                uint32_t v, size = op == OP_LDT8 ? 1 : op == OP_LDT16 ? 2 : 4;
+                if (!table_load(S, L, b, r[a] + imm, size, v)) return;
+                r[d] = v;
+                break;
+            }
+            case OP_LDO: { uint32_t* w = binding_word(S, L, b, r[a] + imm); if (!w) return; r[d] = *(volatile uint32_t*)w; break; }
+            case OP_STO: { uint32_t* w = binding_word(S, L, b, r[a] + imm); if (!w) return; *(volatile uint32_t*)w = r[d]; break; }
+            case OP_BLEN: r[d] = S.bind_words[b]; break;
+            case OP_TLEN: r[d] = S.table_len[b]; break;
+            case OP_ATADD: case OP_ATMIN: case OP_ATMAX: case OP_ATAND: case OP_ATOR: case OP_ATXOR:
+            case OP_ATXCHG: case OP_ATCAS: {
+                uint32_t* w = binding_word(S, L, imm, r[a]);
+                if (!w) return;
+                r[d] = atomic_op(op, w, r[b], r[d]);
+                break;
+            }
+            case OP_EMIT: emit_record(S, &r[a]); break;
+            case OP_COUNTB: case OP_FINDB: {
+                uint32_t start = r[a], len = r[b];
+                if (!range_ok(S, L, start, len)) return;
+                const unsigned char* p = S.input;
+                uint32_t result = op == OP_COUNTB ? 0u : VIR0_NO_MATCH;
+                for (uint32_t i = start; i < start + len; i++) {
+                    if (p[i] == imm) {
+                        if (op == OP_FINDB) { result = i; break; }
+                        result++;
+                    }
+                }
+                r[d] = result;
+                break;
+            }
+            case OP_FINDL: {
+                uint32_t start = r[a], len = r[b];
+                if (!range_ok(S, L, start, len)) return;
+                const unsigned char* lit = S.table_ptr[imm];
+                uint32_t n = S.table_len[imm], result = VIR0_NO_MATCH;
+                if (n <= len) {
+                    for (uint32_t p = start; p + n <= start + len; p++) {
+                        uint32_t k = 0;
+                        while (k < n && S.input[p + k] == lit[k]) k++;
+                        if (k == n) { result = p; break; }
+                    }
+                }
+                r[d] = result;
+                break;
+            }
+            case OP_FNV: {
+                uint32_t start = r[a], len = r[b];
+                if (!range_ok(S, L, start, len)) return;
+                uint32_t h = r[d];
+                for (uint32_t i = start; i < start + len; i++) h = (h ^ S.input[i]) * 16777619u;
+                r[d] = h;
+                break;
+            }
+            case OP_XXH32: {
+                uint32_t start = r[a], len = r[b];
+                if (!range_ok(S, L, start, len)) return;
+                r[d] = xxh32_range(S.input + start, len, r[d]);
+                break;
+            }
+            case OP_HIST: {
+                uint32_t start = r[a], len = r[b], base = r[d];
+                if (!range_ok(S, L, start, len)) return;
+                if ((uint64_t)base + 256 > S.bind_words[imm]) { lane_fault(L, FAULT_OOB_OUTPUT, base); return; }
+                uint32_t* words = S.bind_ptr[imm] + base;
+                for (uint32_t i = start; i < start + len; i++) atomicAdd(&words[S.input[i]], 1u);
+                break;
+            }
+            case OP_DFA: case OP_DFAE: {
+                uint32_t start = r[a], len = r[b], state = r[d];
+                if (!range_ok(S, L, start, len)) return;
+                if (state >= S.table_states[imm]) { lane_fault(L, FAULT_OOB_TABLE, state); return; }
+                const uint32_t* t = (const uint32_t*)(S.table_ptr[imm] + 4);
+                uint32_t count = 0;
+                uint32_t record[VIR0_MAX_EMIT_WORDS];
+                for (uint32_t k = 0; k < VIR0_MAX_EMIT_WORDS; k++) record[k] = 0;
+                for (uint32_t i = start; i < start + len; i++) {
+                    uint32_t transition = t[state * 256u + S.input[i]];
+                    state = transition & 0x7fffffffu;
+                    if (transition & VIR0_DFA_ACCEPT_BIT) {
+                        count++;
+                        if (op == OP_DFAE) {
+                            record[0] = i;
+                            if (S.emit_words > 1) record[1] = state;
+                            emit_record(S, record);
+                        }
+                    }
+                }
+                r[d] = state;
+                r[d + 1] = count;
+                break;
+            }
+            default:
+                lane_fault(L, FAULT_BAD_INSTRUCTION, op_byte);
+                return;
+        }
+    }
+    L.pc = next;
+}
+
+// Run lanes of one batch: each thread is one lane; each warp is one lane group.
+__device__ void run_batch(RunShared& S, Lane& L) {
+    for (uint32_t i = 0; i < S.registers; i++) L.r[i] = 0;
+    L.pc = 0;
+    L.fuel = S.fuel;
+    while (true) {
+        uint32_t my_pc = L.live ? L.pc : 0xffffffffu;
+        uint32_t pc = __reduce_min_sync(FULL_MASK, my_pc);
+        if (pc == 0xffffffffu) break;
+        bool part = L.live && L.pc == pc;
+        if (part && L.fuel == 0) {  // out of fuel: the lane faults and is not a participant
+            lane_fault(L, FAULT_FUEL_EXHAUSTED, 0);
+            part = false;
+        }
+        uint32_t participants = __ballot_sync(FULL_MASK, part);
+        if (participants == 0) continue;
+        if (part) {
+            L.fuel--;
+            L.instructions++;
+        }
+        uint2 ins = S.code[pc];
+        execute(S, L, part, participants, ins);
+    }
+}
+
+__device__ void run_program(RunShared& S) {
+    Lane L;
+    L.fault_lane = NO_LANE;
+    L.instructions = 0;
+    uint32_t batches = (S.lanes + blockDim.x - 1) / blockDim.x;
+    for (uint32_t batch = 0; batch < batches; batch++) {
+        L.id = batch * blockDim.x + threadIdx.x;
+        L.live = L.id < S.lanes;
+        run_batch(S, L);
+    }
+    // the run's fault is the lowest faulting lane's (docs/VIR0.md §7.5)
+    if (L.fault_lane != NO_LANE) atomicMin(&S.fault_lane, L.fault_lane);
+    atomicAdd((unsigned long long*)&S.instructions, (unsigned long long)L.instructions);
+    __syncthreads();
+    if (L.fault_lane != NO_LANE && L.fault_lane == S.fault_lane) {
+        S.fault_code = L.fault_code;
+        S.fault_pc = L.fault_pc;
+        S.fault_detail = L.fault_detail;
+    }
+    __syncthreads();
+}
+
+// ------------------------------------------------------------------ slot execution
+
+struct SlotShared {
+    uint32_t words[SLOT_WORDS];
+    uint32_t results[RESULT_WORDS];
+    uint32_t fault;   // SlotFault code, 0 = none
+    uint32_t index;
+};
+
+__device__ __forceinline__ uint32_t* observable(const Params& p, uint32_t first, uint32_t count, SlotShared& T) {
+    if ((uint64_t)first + count > p.observable_count) {
+        T.fault = SF_BAD_ARGUMENT;
+        T.results[3] = first;
+        return nullptr;
+    }
+    return (uint32_t*)p.image + p.observables + first;
+}
+
+// Built-ins run on thread 0 of the block. Returns false when the slot faulted (T.fault set).
+__device__ bool run_builtin(const Params& p, uint32_t op, const uint32_t* args, SlotShared& T);
+
+__device__ bool builtin_simple(const Params& p, uint32_t op, const uint32_t* args, SlotShared& T) {
+    uint32_t* image = (uint32_t*)p.image;
+    switch (op) {
+        case BI_NOP: return true;
+        case BI_STORE_U32: { uint32_t* w = observable(p, args[0], 1, T); if (!w) return false; store_volatile(w, args[1]); return true; }
+        case BI_ATOMIC_ADD: { uint32_t* w = observable(p, args[0], 1, T); if (!w) return false; T.results[0] = atomicAdd_system(w, args[1]); return true; }
+        case BI_LOAD_U32: {
+            uint32_t* s = observable(p, args[0], 1, T); if (!s) return false;
+            uint32_t* d = observable(p, args[1], 1, T); if (!d) return false;
+            uint32_t v = load_volatile(s); store_volatile(d, v); T.results[0] = v; return true;
+        }
+        case BI_COMPARE_SWAP: { uint32_t* w = observable(p, args[0], 1, T); if (!w) return false; T.results[0] = atomicCAS_system(w, args[1], args[2]); return true; }
+        case BI_MEMCPY: {
+            uint32_t* s = observable(p, args[0], args[2], T); if (!s) return false;
+            uint32_t* d = observable(p, args[1], args[2], T); if (!d) return false;
+            if (d < s) { for (uint32_t i = 0; i < args[2]; i++) store_volatile(d + i, load_volatile(s + i)); }
+            else { for (uint32_t i = args[2]; i > 0; i--) store_volatile(d + i - 1, load_volatile(s + i - 1)); }
+            T.results[0] = args[2];
+            return true;
+        }
+        case BI_DFA_STEP: {
+            const Dfa* dfa = ((const Dfa*)p.dfas) + (args[0] % p.dfa_capacity);
+            if (args[0] == 0 || load_volatile(&dfa->handle) != args[0]) { T.fault = SF_BAD_HANDLE; T.results[3] = args[0]; return false; }
+            uint32_t state = args[1], n = args[2];
+            if (n > 36) { T.fault = SF_BAD_ARGUMENT; T.results[3] = n; return false; }
+            if (state >= dfa->states) { T.fault = SF_BAD_ARGUMENT; T.results[3] = state; return false; }
+            const uint32_t* t = (const uint32_t*)dfa->transitions;
+            uint32_t matches = 0;
+            for (uint32_t i = 0; i < n; i++) {
+                uint32_t byte = (args[3 + i / 4] >> (8 * (i % 4))) & 0xffu;
+                uint32_t transition = t[state * 256u + byte];
+                state = transition & 0x7fffffffu;
+                matches += transition >> 31;
+            }
+            T.results[0] = state; T.results[1] = matches;
+            return true;
+        }
+        case BI_BATCH_FENCE:
+            T.results[0] = atomicAdd_system(&image[CW_EPOCH], 1u) + 1u;
+            store_volatile(&image[CW_LAST_FENCE_TAG], args[1]);
+            return true;
+        case BI_PRINTF: {
+            uint32_t* header = image + p.debug_log;
+            T.results[0] = 0;
+            while (true) {  // reserve a record with CAS among device threads; never past capacity
+                uint32_t write = load_volatile(&header[DW_WRITE_CURSOR]);
+                uint32_t read = load_volatile(&image[CW_DEBUG_READ_CURSOR]);
+                if (write - read >= p.debug_capacity) { atomicAdd_system(&header[DW_DROPPED], 1u); return true; }
+                if (atomicCAS_system(&header[DW_WRITE_CURSOR], write, write + 1u) == write) {
+                    uint32_t* rec = header + DW_HEADER_WORDS + (write % p.debug_capacity) * DEBUG_RECORD_WORDS;
+                    rec[1] = args[0]; rec[2] = args[1]; rec[3] = args[2]; rec[4] = T.index;
+                    rec[5] = T.words[SW_TENANT]; rec[6] = 0; rec[7] = 0;
+                    __threadfence_system();
+                    store_release(&rec[0], write + 1u);  // sequence last: the record is complete
+                    T.results[0] = 1;
+                    return true;
+                }
+            }
+        }
+        case BI_SHUTDOWN:
+            store_volatile(&image[CW_SHUTDOWN], 1u);
+            store_volatile(&vyre_queue.shutdown, 1u);
+            return true;
+    }
+    T.fault = SF_BAD_OPCODE;
+    T.results[3] = op;
+    return false;
+}
+
+__device__ bool builtin_packed(const Params& p, const uint32_t* args, SlotShared& T) {
+    const unsigned char* meta = (const unsigned char*)args;
+    uint32_t count = meta[0];
+    if (count < 1 || count > MAX_PACKED_OPS) { T.fault = SF_BAD_PACKED; return false; }
+    uint32_t metadata_words = (1 + 3 * count + 3) / 4;
+    for (uint32_t i = 0; i < count; i++) {  // validate everything before running anything
+        uint32_t op = meta[1 + 3 * i], first = meta[2 + 3 * i], length = meta[3 + 3 * i];
+        if (!((PACKABLE_MASK >> op) & 1u) || op >= 32 || first < metadata_words || first + length > ARGS_PER_SLOT) {
+            T.fault = SF_BAD_PACKED;
+            return false;
+        }
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t op = meta[1 + 3 * i], first = meta[2 + 3 * i], length = meta[3 + 3 * i];
+        uint32_t inner[ARGS_PER_SLOT];
+        for (uint32_t k = 0; k < ARGS_PER_SLOT; k++) inner[k] = k < length ? args[first + k] : 0u;
+        for (uint32_t k = 0; k < RESULT_WORDS; k++) T.results[k] = 0;
+        if (!builtin_simple(p, op, inner, T)) return false;
+    }
+    return true;
+}
+
+__device__ bool builtin_load_miss(const Params& p, const uint32_t* args, SlotShared& T) {
+    uint32_t* image = (uint32_t*)p.image;
+    uint32_t resource = args[0], nbytes = args[3], destination = args[4];
+    if (nbytes == 0 || (uint64_t)destination + (nbytes + 3) / 4 > p.observable_count) {
+        T.fault = SF_BAD_ARGUMENT; T.results[3] = nbytes; return false;
+    }
+    uint32_t* entry = nullptr;
+    while (entry == nullptr) {  // take an EMPTY entry among device threads
+        for (uint32_t e = 0; e < p.io_entries && entry == nullptr; e++) {
+            uint32_t* candidate = image + p.io_queue + e * IO_ENTRY_WORDS;
+            if (load_volatile(&candidate[IW_STATUS]) == IS_EMPTY &&
+                atomicCAS_system(&candidate[IW_STATUS], IS_EMPTY, IS_RESERVED) == IS_EMPTY) entry = candidate;
+        }
+        if (entry == nullptr) {
+            if (load_volatile(&vyre_queue.shutdown)) { T.fault = SF_CANCELLED; return false; }
+            __nanosleep(1000);
+        }
+    }
+    entry[IW_OP] = IO_OP_READ; entry[IW_RESOURCE] = resource; entry[IW_OFFSET_LO] = args[1];
+    entry[IW_OFFSET_HI] = args[2]; entry[IW_BYTES] = nbytes; entry[IW_DESTINATION] = destination; entry[IW_RESULT] = 0;
+    __threadfence_system();
+    store_release(&entry[IW_STATUS], IS_PUBLISHED);
+    store_release(&image[p.ring + T.index * SLOT_WORDS + SW_STATUS], ST_WAIT_IO);
+    long long shutdown_seen = 0;
+    uint32_t state;
+    while (true) {  // the host answers every claimed request, ERROR included
+        state = load_acquire(&entry[IW_STATUS]);
+        if (state == IS_OK || state == IS_ERROR) break;
+        if (load_volatile(&vyre_queue.shutdown)) {
+            if (!shutdown_seen) shutdown_seen = clock64();
+            else if (clock64() - shutdown_seen > (long long)IO_SHUTDOWN_GRACE_CYCLES) { T.fault = SF_CANCELLED; return false; }
+        }
+        __nanosleep(2000);
+    }
+    uint32_t result = load_volatile(&entry[IW_RESULT]);
+    store_release(&entry[IW_STATUS], IS_EMPTY);
+    if (state == IS_ERROR) { T.fault = SF_IO_ERROR; T.results[3] = result; return false; }
+    T.results[0] = result;
+    return true;
+}
+
+__device__ bool run_builtin(const Params& p, uint32_t op, const uint32_t* args, SlotShared& T) {
+    if (op == BI_PACKED_SLOT) return builtin_packed(p, args, T);
+    if (op == BI_LOAD_MISS) return builtin_load_miss(p, args, T);
+    return builtin_simple(p, op, args, T);
+}
+
+// RUN_PROGRAM (and user opcodes): all threads of the block. `args` = RUN_PROGRAM args from PROGRAM.
+__device__ void run_program_slot(const Params& p, uint32_t program_handle, const uint32_t* args, SlotShared& T,
+                                 RunShared& S, uint32_t* stage) {
+    __shared__ const Program* s_program;
+    __shared__ Context* s_context;
+    __shared__ bool s_ok;
+    if (threadIdx.x == 0) {
+        s_ok = false;
+        const Program* program = ((const Program*)p.programs) + (program_handle % p.program_capacity);
+        uint32_t context_handle = args[RA_CONTEXT], region_handle = args[RA_REGION];
+        Context* context = ((Context*)p.contexts) + (context_handle % p.context_capacity);
+        const Region* region = ((const Region*)p.regions) + (region_handle % p.region_capacity);
+        uint64_t offset = args[RA_OFFSET_LO] | ((uint64_t)args[RA_OFFSET_HI] << 32);
+        uint32_t length = args[RA_LENGTH];
+        if (program_handle == 0 || load_volatile(&program->handle) != program_handle) {
+            T.fault = SF_BAD_HANDLE; T.results[3] = program_handle;
+        } else if (context_handle == 0 || load_volatile(&context->handle) != context_handle) {
+            T.fault = SF_BAD_HANDLE; T.results[3] = context_handle;
+        } else if (region_handle == 0 || load_volatile(&region->handle) != region_handle) {
+            T.fault = SF_BAD_HANDLE; T.results[3] = region_handle;
+        } else if (offset + length > region->length || args[RA_OWN_LO] > args[RA_OWN_HI] || args[RA_OWN_HI] > length) {
+            T.fault = SF_BAD_ARGUMENT; T.results[3] = args[RA_OFFSET_LO];
+        } else {
+            uint32_t lanes = args[RA_LANES] ? args[RA_LANES] : program->lanes;
+            if (lanes > (1u << 20)) {
+                T.fault = SF_BAD_ARGUMENT; T.results[3] = lanes;
+            } else {
+                s_ok = true;
+                s_program = program;
+                s_context = context;
+                S.input = (const unsigned char*)region->pointer + offset;
+                S.region_len = length;
+                S.own_lo = args[RA_OWN_LO]; S.own_hi = args[RA_OWN_HI];
+                S.file_lo = args[RA_FILE_OFFSET_LO]; S.file_hi = args[RA_FILE_OFFSET_HI];
+                S.chunk = args[RA_CHUNK_INDEX]; S.lanes = lanes;
+                S.fuel = context->fuel ? context->fuel : program->fuel;
+                S.emit_capacity = context->emit_capacity; S.emit_words = program->emit_words;
+                S.records = (uint32_t*)context->records;
+                S.registers = program->registers;
+                S.code = (const uint2*)program->code;
+                S.table_count = program->table_count; S.binding_count = program->binding_count;
+                S.emitted = 0; S.dropped = 0; S.fault_lane = NO_LANE; S.instructions = 0;
+                uint32_t run_words = 0;
+                for (uint32_t i = 0; i < S.binding_count; i++)
+                    if (program->bindings[i].scope == SCOPE_RUN) run_words += program->bindings[i].words;
+                S.staged = run_words <= STAGE_WORDS;
+            }
+        }
+    }
+    __syncthreads();
+    if (!s_ok) return;
+    const Program* program = s_program;
+    Context* context = s_context;
+    // tables and bindings, one thread each
+    if (threadIdx.x < S.table_count) {
+        const Table* t = ((const Table*)program->tables) + threadIdx.x;
+        S.table_ptr[threadIdx.x] = (const unsigned char*)t->pointer;
+        S.table_len[threadIdx.x] = t->length;
+        S.table_states[threadIdx.x] = t->dfa_states;
+    }
+    if (threadIdx.x == 0) {
+        uint32_t offset = 0;
+        for (uint32_t i = 0; i < S.binding_count; i++) {
+            const Binding& binding = program->bindings[i];
+            S.bind_words[i] = binding.words;
+            if (binding.scope == SCOPE_GLOBAL) {
+                S.bind_ptr[i] = (uint32_t*)binding.global_pointer;
+                S.bind_home[i] = nullptr;
+            } else {
+                S.bind_home[i] = (uint32_t*)context->outputs[i];
+                S.bind_ptr[i] = S.staged ? stage + offset : S.bind_home[i];
+                offset += binding.words;
+            }
+        }
+    }
+    __syncthreads();
+    if (S.staged) {  // run outputs start as the host's init-filled buffers
+        for (uint32_t i = 0; i < S.binding_count; i++)
+            if (S.bind_home[i])
+                for (uint32_t w = threadIdx.x; w < S.bind_words[i]; w += blockDim.x) S.bind_ptr[i][w] = S.bind_home[i][w];
+        __syncthreads();
+    }
+    run_program(S);
+    if (S.staged) {
+        for (uint32_t i = 0; i < S.binding_count; i++)
+            if (S.bind_home[i])
+                for (uint32_t w = threadIdx.x; w < S.bind_words[i]; w += blockDim.x) S.bind_home[i][w] = S.bind_ptr[i][w];
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        uint32_t emitted = S.emitted < S.emit_capacity ? S.emitted : S.emit_capacity;
+        context->emitted = emitted;
+        context->dropped = S.dropped;
+        context->instructions = S.instructions;
+        context->fault_code = S.fault_code;
+        context->fault_pc = S.fault_pc;
+        context->fault_detail = S.fault_detail;
+        context->fault_lane = S.fault_lane;
+        if (S.fault_lane != NO_LANE) {
+            T.fault = S.fault_code;
+            T.results[0] = S.fault_code; T.results[1] = S.fault_pc; T.results[2] = S.fault_lane; T.results[3] = S.fault_detail;
+        } else {
+            T.results[0] = emitted; T.results[1] = S.dropped;
+            T.results[2] = (uint32_t)S.instructions; T.results[3] = (uint32_t)(S.instructions >> 32);
+        }
+    }
+}
+
+__device__ void complete_slot(const Params& p, SlotShared& T) {
+    uint32_t* image = (uint32_t*)p.image;
+    uint32_t* slot = image + p.ring + T.index * SLOT_WORDS;
+    uint32_t op = T.words[SW_OPCODE];
+    if (T.fault && T.fault > FAULT_BAD_INSTRUCTION) {  // slot faults carry code, 0, 0, detail
+        T.results[0] = T.fault; T.results[1] = 0; T.results[2] = 0;
+    }
+    for (uint32_t k = 0; k < RESULT_WORDS; k++) slot[SW_RESULT0 + k] = T.results[k];
+    uint32_t metric = 0xffffffffu;
+    if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) metric = USER_METRIC_BASE + op - USER_OPCODE_BASE;
+    else if (op == BI_SHUTDOWN) metric = METRIC_SHUTDOWN;
+    else if (op <= BI_RUN_PROGRAM) metric = op;  // built-in metric index = its opcode (generated tables agree)
+    if (metric != 0xffffffffu) atomicAdd_system(&image[p.metrics + metric], 1u);
+    atomicAdd_system(&image[CW_DONE_COUNT], 1u);
+    if (T.fault) atomicAdd_system(&image[CW_FAULT_COUNT], 1u);
+    __threadfence_system();
+    store_release(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);  // status last
+}
+
+__device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunShared& S, uint32_t* stage) {
+    uint32_t* slot = (uint32_t*)p.image + p.ring + index * SLOT_WORDS;
+    if (threadIdx.x < SLOT_WORDS) T.words[threadIdx.x] = load_volatile(&slot[threadIdx.x]);
+    if (threadIdx.x < RESULT_WORDS) T.results[threadIdx.x] = 0;
+    if (threadIdx.x == 0) { T.fault = 0; T.index = index; }
+    __syncthreads();
+    uint32_t op = T.words[SW_OPCODE], tenant = T.words[SW_TENANT];
+    const uint32_t* args = &T.words[SW_ARG0];
+    if (tenant >= p.tenants) {  // bounds-checked: the seed read past its tenant-mask table
+        if (threadIdx.x == 0) { T.fault = SF_BAD_TENANT; T.results[3] = tenant; }
+    } else if (op == BI_RUN_PROGRAM) {
+        run_program_slot(p, args[RA_PROGRAM], args, T, S, stage);
+    } else if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) {
+        uint32_t program = load_volatile(((const uint32_t*)p.user_programs) + (op - USER_OPCODE_BASE));
+        if (program == 0) {
+            if (threadIdx.x == 0) { T.fault = SF_BAD_OPCODE; T.results[3] = op; }
+        } else {
+            // a user opcode's arguments are RUN_PROGRAM's without the program word
+            __shared__ uint32_t shifted[ARGS_PER_SLOT];
+            if (threadIdx.x < ARGS_PER_SLOT) shifted[threadIdx.x] = threadIdx.x == 0 ? program : args[threadIdx.x - 1];
+            __syncthreads();
+            run_program_slot(p, program, shifted, T, S, stage);
+        }
+    } else if (threadIdx.x == 0) {
+        run_builtin(p, op, args, T);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) complete_slot(p, T);
+    __syncthreads();
+}
+
+// ------------------------------------------------------------------ dispatcher (block 0, warp 0)
+
+// Each lane offers one slot index (or NO_LANE). Claims every offered slot that is still
+// schedulable and whose tenant is enabled, pushing it onto the work queue in lane order.
+// Returns false when the queue filled up. Only the dispatcher claims, so a plain store of
+// CLAIMED suffices (the host never writes a PUBLISHED slot; docs/PROTOCOL.md, claims).
+__device__ bool claim_offered(const Params& p, uint32_t index, uint32_t& claimed) {
+    uint32_t* image = (uint32_t*)p.image;
+    uint32_t lane = threadIdx.x & 31u;
+    // the same slot may be offered twice (a repeated hint): only its lowest lane goes on
+    uint32_t same = __match_any_sync(FULL_MASK, index);
+    bool found = index != NO_LANE && (__ffs(same) - 1) == (int)lane;
+    if (found) {
+        uint32_t* slot = image + p.ring + index * SLOT_WORDS;
+        uint32_t state = load_acquire(&slot[SW_STATUS]);
+        found = state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE;
+        if (found) {
+            // a paused tenant's slot stays PUBLISHED, visible to the host, never stuck CLAIMED;
+            // an out-of-range tenant is claimed, and faulted BAD_TENANT by its worker
+            uint32_t tenant = load_volatile(&slot[SW_TENANT]);
+            found = tenant >= p.tenants || load_volatile(&image[p.tenant_masks + tenant]) != 0;
+        }
+    }
+    uint32_t mask = __ballot_sync(FULL_MASK, found);
+    if (mask == 0) return true;
+    uint32_t tail = 0, room = 0;
+    if (lane == 0) {
+        tail = load_volatile(&vyre_queue.tail);
+        room = QUEUE_CAPACITY - (tail - load_volatile(&vyre_queue.head));
+    }
+    tail = __shfl_sync(FULL_MASK, tail, 0);
+    room = __shfl_sync(FULL_MASK, room, 0);
+    uint32_t offered = __popc(mask);
+    uint32_t take = offered < room ? offered : room;
+    uint32_t rank = __popc(mask & ((1u << lane) - 1u));
+    if (found && rank < take) {
+        store_volatile(&image[p.ring + index * SLOT_WORDS + SW_STATUS], ST_CLAIMED);
+        vyre_queue.entries[(tail + rank) % QUEUE_CAPACITY] = index;
+    }
+    __syncwarp();
+    if (lane == 0 && take) {
+        __threadfence();
+        store_volatile(&vyre_queue.tail, tail + take);
+        atomicAdd_system(&image[CW_CLAIM_COUNT], take);
+    }
+    __syncwarp();
+    claimed += take;
+    return take == offered;
+}
+
+__device__ void dispatch(const Params& p) {
+    uint32_t* image = (uint32_t*)p.image;
+    uint32_t lane = threadIdx.x & 31u;
+    uint32_t sleep_ns = 32;
+    uint32_t heartbeat = load_volatile(&image[CW_HEARTBEAT]);
+    uint32_t head = load_volatile(&image[CW_DOORBELL_HEAD]);
+    long long last_scan = 0;
+    const long long scan_cycles = (long long)p.scan_interval_ns * 2;  // ~2 cycles per ns on an H100
+    while (true) {
+        uint32_t stop = 0, tail = 0;
+        if (lane == 0) {
+            stop = load_volatile(&image[CW_SHUTDOWN]);
+            tail = load_acquire(&image[CW_DOORBELL_TAIL]);
+            store_volatile(&image[CW_HEARTBEAT], ++heartbeat);
+        }
+        stop = __shfl_sync(FULL_MASK, stop, 0);
+        tail = __shfl_sync(FULL_MASK, tail, 0);
+        if (stop) {
+            if (lane == 0) { store_volatile(&vyre_queue.shutdown, 1u); __threadfence(); }
+            return;
+        }
+        uint32_t claimed = 0;
+        bool room = true;
+        // 1. the doorbell: the slots the host just published (docs/PROTOCOL.md, Doorbell)
+        uint32_t pending = tail - head;
+        if (pending > p.doorbells) pending = p.doorbells;  // a corrupt tail cannot make us read garbage
+        for (uint32_t i = 0; i < pending && room; i += 32) {
+            uint32_t index = NO_LANE;
+            if (i + lane < pending) {
+                index = load_volatile(&image[p.doorbell + (head + i + lane) % p.doorbells]);
+                if (index >= p.slots) index = NO_LANE;
+            }
+            room = claim_offered(p, index, claimed);
+        }
+        if (pending && room) {
+            head += pending;
+            if (lane == 0) store_volatile(&image[CW_DOORBELL_HEAD], head);
+        }
+        // 2. now and then, every status word: finds slots whose hint did not fit
+        long long now = clock64();
+        if (room && now - last_scan > scan_cycles) {
+            last_scan = now;
+            for (uint32_t base = 0; base < p.slots && room; base += 32)
+                room = claim_offered(p, base + lane < p.slots ? base + lane : NO_LANE, claimed);
+        }
+        if (claimed) {
+            sleep_ns = 32;
+        } else {
+            __nanosleep(sleep_ns);
+            sleep_ns = sleep_ns * 2 < p.idle_sleep_ns ? sleep_ns * 2 : p.idle_sleep_ns;
+        }
+    }
+}
+
+// ------------------------------------------------------------------ worker blocks
+
+__device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* stage) {
+    __shared__ uint32_t s_index;
+    __shared__ uint32_t s_stop;
+    uint32_t sleep_ns = 32;
+    while (true) {
+        if (threadIdx.x == 0) {
+            s_stop = 0;
+            s_index = 0xffffffffu;
+            while (true) {
+                uint32_t head = load_volatile(&vyre_queue.head);
+                uint32_t tail = load_volatile(&vyre_queue.tail);
+                if (head != tail) {
+                    if (atomicCAS(&vyre_queue.head, head, head + 1u) == head) {
+                        __threadfence();
+                        s_index = load_volatile(&vyre_queue.entries[head % QUEUE_CAPACITY]);
+                        sleep_ns = 32;
+                        break;
+                    }
+                } else if (load_volatile(&vyre_queue.shutdown)) {  // drained and told to stop
+                    s_stop = 1;
+                    break;
+                } else {
+                    __nanosleep(sleep_ns);
+                    sleep_ns = sleep_ns * 2 < p.idle_sleep_ns ? sleep_ns * 2 : p.idle_sleep_ns;
+                }
+            }
+        }
+        __syncthreads();
+        if (s_stop) return;
+        serve_slot(p, s_index, T, S, stage);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(VYRE_BLOCK_THREADS) vyre_megakernel(Params p) {
+    __shared__ SlotShared T;
+    __shared__ RunShared S;
+    __shared__ uint32_t stage[STAGE_WORDS];
+    uint32_t* image = (uint32_t*)p.image;
+    bool refused = load_volatile(&image[CW_LAYOUT_DIGEST]) != VYRE_LAYOUT_DIGEST ||
+                   load_volatile(&image[CW_SLOT_COUNT]) != p.slots ||
+                   load_volatile(&image[CW_TENANT_COUNT]) != p.tenants ||
+                   load_volatile(&image[CW_OBSERVABLE_COUNT]) != p.observable_count ||
+                   load_volatile(&image[CW_DEBUG_CAPACITY]) != p.debug_capacity ||
+                   load_volatile(&image[CW_IO_ENTRIES]) != p.io_entries ||
+                   load_volatile(&image[CW_DOORBELL_CAPACITY]) != p.doorbells || gridDim.x < 2;
+    if (refused) {
+        if (blockIdx.x == 0 && threadIdx.x == 0) store_release(&image[CW_DEVICE_STATE], DS_REFUSED);
+        return;
+    }
+    if (blockIdx.x == 0) {
+        if (threadIdx.x == 0) store_release(&image[CW_DEVICE_STATE], DS_SERVING);
+        if (threadIdx.x < 32) dispatch(p);
+    } else {
+        work(p, T, S, stage);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicAdd(&vyre_queue.exited, 1u) == gridDim.x - 1) {  // the last block out
+            vyre_queue.head = 0; vyre_queue.tail = 0; vyre_queue.shutdown = 0; vyre_queue.exited = 0;
+            __threadfence_system();
+            store_release(&image[CW_DEVICE_STATE], DS_EXITED);
+        }
+    }
+}
