@@ -23,6 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from vyre_runtime.megakernel import Megakernel  # noqa: E402
 from vyre_runtime.protocol.codec import SlotRequest  # noqa: E402
@@ -83,6 +84,7 @@ def direct_calls(count: int) -> dict[str, float]:
 
 
 def batched(mk: Megakernel, total: int, batch_size: int = 63) -> dict[str, float]:
+    """mk.batch: a Future per slot, a BATCH_FENCE per batch."""
     requests = [SlotRequest(BuiltinOpcode.NOP)] * batch_size
     started = time.perf_counter()
     futures = []
@@ -97,6 +99,14 @@ def batched(mk: Megakernel, total: int, batch_size: int = 63) -> dict[str, float
     return {"slots_per_s": sent / seconds, "slots": sent, "batch": batch_size}
 
 
+def bulk(mk: Megakernel, total: int) -> dict[str, float]:
+    """mk.publish_bulk: vectorized publication, completions counted per ticket."""
+    started = time.perf_counter()
+    ticket = mk.publish_bulk(BuiltinOpcode.NOP, count=total)
+    assert ticket.wait(timeout=300) and ticket.faulted == 0
+    return {"slots_per_s": total / (time.perf_counter() - started), "slots": total}
+
+
 def git_commit() -> str:
     completed = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return completed.stdout.strip() or "unknown"
@@ -107,6 +117,7 @@ def main() -> int:
     parser.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--round-trips", type=int, default=3000)
     parser.add_argument("--batched", type=int, default=200_000)
+    parser.add_argument("--bulk", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int)
     args = parser.parse_args()
     rows: dict[str, dict[str, float]] = {}
@@ -116,14 +127,19 @@ def main() -> int:
         rows["nop round trip (future.result)"] = round_trips(mk, args.round_trips)
         rows["RUN_PROGRAM tiny, round trip"] = program_round_trips(mk, args.round_trips)
         rows["batched nop (63 + fence)"] = batched(mk, args.batched)
-    rows["baseline: direct call per task"] = direct_calls(args.round_trips)
+        rows["bulk nop (publish_bulk)"] = bulk(mk, args.bulk)
+    rows["baseline: direct call per task (CPU interpreter)"] = direct_calls(args.round_trips)
+    if backend == "cuda":
+        from cuda_baselines import measure
+
+        rows.update(measure(args.round_trips))
     print(f"backend: {backend}")
-    print(f"{'case':<34}{'p50 us':>10}{'p99 us':>10}{'per second':>14}")
+    print(f"{'case':<48}{'p50 us':>10}{'p99 us':>10}{'per second':>14}")
     for name, row in rows.items():
         per_second = row.get("per_s", row.get("slots_per_s", 0.0))
         p50 = f"{row['p50_us']:.1f}" if "p50_us" in row else "-"
         p99 = f"{row['p99_us']:.1f}" if "p99_us" in row else "-"
-        print(f"{name:<34}{p50:>10}{p99:>10}{per_second:>14,.0f}")
+        print(f"{name:<48}{p50:>10}{p99:>10}{per_second:>14,.0f}")
     document = {
         "bench": "dispatch",
         "backend": backend,

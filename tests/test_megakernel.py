@@ -303,3 +303,25 @@ def test_many_producers_complete_every_slot_exactly_once():
     assert stats.metrics.get("NOP", 0) == counts["nop"] and stats.metrics.get("RUN_PROGRAM", 0) == counts["run"]
     assert stats.metrics["ATOMIC_ADD"] == counts["add"]
     assert int(megakernel.observables()[0]) == counts["add"]
+
+
+def test_bulk_publication_counts_every_completion_and_samples_faults(mk):
+    ticket = mk.publish_bulk(BuiltinOpcode.ATOMIC_ADD, np.array([[3, 2]] * 5000, dtype=np.uint32))
+    assert ticket.wait(60) and ticket.completed == 5000 and ticket.faulted == 0
+    assert mk.observables()[3] == 10000
+    bad = mk.publish_bulk(BuiltinOpcode.STORE_U32, np.array([[100000, 1]] * 40, dtype=np.uint32))
+    assert bad.wait(10) and bad.faulted == 40
+    assert len(bad.fault_samples) == 16 and bad.fault_samples[0][1].code == SlotFault.BAD_ARGUMENT
+    assert mk.stats().in_flight == 0 and mk.stats().metrics["ATOMIC_ADD"] == 5000
+
+
+def test_bulk_publication_rejects_bad_arguments_before_writing(mk):
+    with pytest.raises(DispatchError, match="u32"):
+        mk.publish_bulk(BuiltinOpcode.STORE_U32, np.array([[1, -1]]))
+    with pytest.raises(DispatchError, match="shape"):
+        mk.publish_bulk(BuiltinOpcode.STORE_U32, np.zeros((2, 13), dtype=np.uint32))
+    with pytest.raises(DispatchError, match="in bulk"):
+        mk.publish_bulk(BuiltinOpcode.RUN_PROGRAM, count=3)
+    with pytest.raises(ProtocolError):
+        mk.publish_bulk(0x0ABC, count=3)
+    assert mk.stats().published == 0

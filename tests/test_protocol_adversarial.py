@@ -1,5 +1,5 @@
 """Adversarial tests at every boundary of the ring protocol, at protocol level: codec, debug log,
-IO queue and the CPU device's state-machine steps called directly on an image, no threads.
+IO queue, doorbell and the CPU device's state-machine steps called directly on an image, no threads.
 
 `RecordingImage` logs every store into the image in order, so "status last" is checked as a
 fact about the sequence of stores, not inferred from the final contents.
@@ -24,6 +24,7 @@ from vyre_runtime.protocol.codec import (
     encode_packed,
     new_image,
     read_slot,
+    ring_doorbell,
     words_from_bytes,
     write_slot,
 )
@@ -51,7 +52,7 @@ from vyre_runtime.vir0.dfa import compile_patterns
 from vyre_runtime.vir0.program import Instruction, Program
 
 MASK32 = 0xFFFFFFFF
-LAYOUT = Layout(slots=8, tenants=2, observables=16, debug_records=4, io_entries=2)
+LAYOUT = Layout(slots=8, tenants=2, observables=16, debug_records=4, io_entries=2, doorbells=4)
 
 
 class RecordingImage(np.ndarray):
@@ -439,6 +440,11 @@ def scan(device: CpuDevice) -> list[int]:
 
 def claim(device: CpuDevice, slot: int) -> bool:
     return device._claim_many([slot]) == [slot]
+
+
+def claim_hinted(device: CpuDevice, slots: list[int]) -> list[int]:
+    """One claim attempt on hinted slots (stale or duplicated ones included): the slots claimed."""
+    return device._claim_many(slots)
 
 
 def run_claimed(device: CpuDevice, slot: int) -> None:
@@ -1013,3 +1019,163 @@ def test_a_load_miss_that_finds_the_queue_full_at_shutdown_is_cancelled(image):
     image[ControlWord.SHUTDOWN] = 1
     run_load_miss(image, (7, 0, 0, 4, 0), lambda request: pytest.fail("nothing to claim"))
     assert read_slot(image, LAYOUT, 0).results == (SlotFault.CANCELLED, 0, 0, 0)
+
+
+# ================================================================ doorbell
+
+TAIL, HEAD = int(ControlWord.DOORBELL_TAIL), int(ControlWord.DOORBELL_HEAD)
+
+
+def doorbell_entries(image: np.ndarray) -> list[int]:
+    return image[LAYOUT.doorbell : LAYOUT.doorbell + LAYOUT.doorbells].tolist()
+
+
+def set_doorbell(image: np.ndarray, head: int, tail: int) -> None:
+    image[HEAD], image[TAIL] = head & MASK32, tail & MASK32
+
+
+def test_ringing_writes_the_entries_first_and_the_tail_last(image):
+    before = image.copy()
+    recording = RecordingImage(image)
+    assert ring_doorbell(recording, LAYOUT, [5, 2, 7]) == 3
+    region = range(LAYOUT.doorbell, LAYOUT.doorbell + LAYOUT.doorbells)
+    assert recording.stores[-1] == (TAIL,)  # the tail, last and once
+    assert recording.stores[:-1] and all(word in region for store in recording.stores[:-1] for word in store)
+    assert doorbell_entries(image) == [5, 2, 7, 0]
+    assert (image[TAIL], image[HEAD]) == (3, 0)  # the head is the device's: never written by the host
+    changed = np.flatnonzero(image != before).tolist()
+    assert changed == [TAIL, LAYOUT.doorbell, LAYOUT.doorbell + 1, LAYOUT.doorbell + 2]
+
+
+def test_ringing_no_slots_writes_nothing(image):
+    recording = RecordingImage(image)
+    assert ring_doorbell(recording, LAYOUT, []) == 0
+    assert recording.stores == []
+
+
+@pytest.mark.parametrize("pending", [1, 2, 3])
+@pytest.mark.parametrize("head", [0, 10, MASK32 - 1])
+def test_a_nearly_full_doorbell_takes_the_first_slots_that_fit_and_returns_the_count(image, head, pending):
+    set_doorbell(image, head, head + pending)
+    room = LAYOUT.doorbells - pending
+    offered = [100, 101, 102, 103, 104]
+    assert ring_doorbell(image, LAYOUT, offered) == room
+    assert image[TAIL] == (head + pending + room) & MASK32 == (head + LAYOUT.doorbells) & MASK32
+    assert image[HEAD] == head
+    for k, slot in enumerate(offered[:room]):
+        assert image[LAYOUT.doorbell + (head + pending + k) % LAYOUT.doorbells] == slot
+    assert not set(offered[room:]) & set(doorbell_entries(image))  # dropped: left to the scan
+
+
+@pytest.mark.parametrize(("head", "tail"), [(0, 4), (9, 13), (MASK32 - 1, 2), (MASK32, 3), (MASK32 - 4, MASK32)])
+def test_a_full_doorbell_writes_nothing_not_even_the_tail(image, head, tail):
+    set_doorbell(image, head, tail)
+    assert (tail - head) & MASK32 == LAYOUT.doorbells
+    before = image.copy()
+    recording = RecordingImage(image)
+    assert ring_doorbell(recording, LAYOUT, [1, 2]) == 0
+    assert recording.stores == []
+    assert np.array_equal(image, before)
+
+
+def test_positions_wrap_around_the_region(image):
+    set_doorbell(image, 2, 2)
+    assert ring_doorbell(image, LAYOUT, [11, 12, 13]) == 3  # positions 2, 3, 4 = entries 2, 3, 0
+    assert doorbell_entries(image) == [13, 0, 11, 12]
+    assert image[TAIL] == 5
+    image[HEAD] = 5  # the device consumed all three
+    assert ring_doorbell(image, LAYOUT, [14, 15, 16, 17]) == 4  # positions 5 .. 8 = entries 1, 2, 3, 0
+    assert doorbell_entries(image) == [17, 14, 15, 16]
+    assert image[TAIL] == 9
+
+
+def test_the_u32_tail_wraps_at_two_to_the_32(image):
+    # the example of docs/PROTOCOL.md 4.7: two pending, room for two of three slots
+    set_doorbell(image, MASK32 - 2, MASK32)
+    assert ring_doorbell(image, LAYOUT, [5, 6, 7]) == 2
+    assert image[LAYOUT.doorbell + 3] == 5  # position 2^32 - 1
+    assert image[LAYOUT.doorbell + 0] == 6  # position 0
+    assert image[TAIL] == 1
+    assert 7 not in doorbell_entries(image)
+    image[HEAD] = 1  # consumed across the wrap
+    assert ring_doorbell(image, LAYOUT, [7]) == 1
+    assert (image[LAYOUT.doorbell + 1], image[TAIL]) == (7, 2)
+
+
+def test_a_consumer_moving_the_head_frees_room(image):
+    assert ring_doorbell(image, LAYOUT, [1, 2, 3, 4]) == 4
+    assert ring_doorbell(image, LAYOUT, [5]) == 0  # full
+    image[HEAD] = 2  # the device took entries 0 and 1
+    assert ring_doorbell(image, LAYOUT, [5, 6, 7]) == 2
+    assert doorbell_entries(image) == [5, 6, 3, 4]  # the pending entries 2 and 3 are untouched
+    assert image[TAIL] == 6
+    assert ring_doorbell(image, LAYOUT, [7]) == 0
+    image[HEAD] = 6
+    assert ring_doorbell(image, LAYOUT, [7]) == 1
+    assert (doorbell_entries(image)[2], image[TAIL]) == (7, 7)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, MASK32),
+    st.lists(st.tuples(st.booleans(), st.integers(0, 2 * LAYOUT.doorbells)), max_size=40),
+)
+def test_the_doorbell_never_overwrites_a_pending_entry_and_loses_no_hint_it_accepted(start, steps):
+    """A model run: the host rings, a device consumes any number; from any u32 start."""
+    image = new_image(LAYOUT)
+    set_doorbell(image, start, start)
+    pending: list[int] = []  # the hints accepted and not yet consumed, oldest first
+    next_slot = 0
+    for ring, n in steps:
+        head, tail = int(image[HEAD]), int(image[TAIL])
+        if ring:
+            offered = [(next_slot + k) % LAYOUT.slots for k in range(n)]
+            next_slot += n
+            written = ring_doorbell(image, LAYOUT, offered)
+            assert written == min(n, LAYOUT.doorbells - len(pending))
+            pending += offered[:written]
+        else:
+            taken = min(n, (tail - head) & MASK32)
+            got = [int(image[LAYOUT.doorbell + (head + k) % LAYOUT.doorbells]) for k in range(taken)]
+            assert got == pending[:taken]
+            del pending[:taken]
+            image[HEAD] = (head + taken) & MASK32
+        assert (int(image[TAIL]) - int(image[HEAD])) & MASK32 == len(pending) <= LAYOUT.doorbells
+        head = int(image[HEAD])
+        assert [int(image[LAYOUT.doorbell + (head + k) % LAYOUT.doorbells]) for k in range(len(pending))] == pending
+
+
+def test_the_cpu_device_consumes_the_doorbell_and_claims_a_duplicated_hint_once(image):
+    publish(image, 3, SlotRequest(BuiltinOpcode.NOP))
+    publish(image, 5, SlotRequest(BuiltinOpcode.NOP))
+    assert ring_doorbell(image, LAYOUT, [3, 5, 3]) == 3  # slot 3 hinted twice
+    device = make_device(image)
+    assert claim_hinted(device, [3, 5, 3]) == [3, 5]
+    assert image[HEAD] == image[TAIL] == 3
+    assert image[ControlWord.CLAIM_COUNT] == 2
+    assert ring_doorbell(image, LAYOUT, [3]) == 1  # a stale hint: slot 3 is CLAIMED now
+    assert claim_hinted(device, [3]) == []
+    assert image[HEAD] == image[TAIL] == 4  # consumed anyway
+    assert read_slot(image, LAYOUT, 3).state == SlotState.CLAIMED
+    assert image[ControlWord.CLAIM_COUNT] == 2
+
+
+def test_a_hint_dropped_by_a_full_doorbell_is_found_by_the_scan(image):
+    set_doorbell(image, 7, 7 + LAYOUT.doorbells)  # full: the device has consumed nothing
+    publish(image, 6, SlotRequest(BuiltinOpcode.NOP))
+    assert ring_doorbell(image, LAYOUT, [6]) == 0
+    device = make_device(image)
+    assert scan(device) == [6]  # the periodic scan: delayed, never lost
+    assert claim(device, 6)
+
+
+def test_a_hinted_slot_of_a_paused_tenant_stays_published_and_the_scan_finds_it_later(two_tenants):
+    image = two_tenants
+    publish(image, 1, SlotRequest(BuiltinOpcode.NOP, tenant=0))
+    assert ring_doorbell(image, LAYOUT, [1]) == 1
+    device = make_device(image)
+    assert claim_hinted(device, [1]) == []
+    assert image[HEAD] == image[TAIL] == 1  # the hint is consumed ...
+    assert read_slot(image, LAYOUT, 1).state == SlotState.PUBLISHED  # ... the slot is not
+    image[LAYOUT.tenant_masks + 0] = MASK32  # resumed
+    assert scan(device) == [1]

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from vyre_runtime.backends.cpu import builtins
 from vyre_runtime.protocol import debuglog, docgen, ioqueue
-from vyre_runtime.protocol.codec import new_image
+from vyre_runtime.protocol.codec import new_image, ring_doorbell
 from vyre_runtime.protocol.layout import (
     DEBUG_RECORD_WORDS,
+    MAX_DOORBELLS,
     MAX_IO_ENTRIES,
     MAX_OBSERVABLES,
     MAX_SLOTS,
@@ -72,6 +73,7 @@ layouts = st.builds(
     observables=st.integers(1, MAX_OBSERVABLES),
     debug_records=st.integers(0, 16).map(lambda exponent: 1 << exponent),
     io_entries=st.integers(1, MAX_IO_ENTRIES),
+    doorbells=st.integers(0, MAX_DOORBELLS.bit_length() - 1).map(lambda exponent: 1 << exponent),
 )
 
 
@@ -106,6 +108,33 @@ def test_the_printed_address_formulas_agree_with_the_code(layout: Layout, data: 
     assert docgen.evaluate(formulas["tenant mask of tenant `t`"], env, t=0) == layout.tenant_masks
     assert docgen.evaluate(formulas["metric counter `i`"], env, i=0) == layout.metrics
     assert docgen.evaluate(formulas["observable word `i`"], env, i=0) == layout.observable_base
+    doorbell_entry = docgen.evaluate(formulas["doorbell entry at position `p` (any u32)"], env, p=position)
+    assert doorbell_entry == layout.doorbell + position % layout.doorbells
+    assert layout.doorbell <= doorbell_entry < layout.total_words
+
+
+@pytest.mark.parametrize("tail", [0, 3, 7, 8, 0xFFFFFFFE, 0xFFFFFFFF])
+def test_the_printed_doorbell_address_is_where_ring_doorbell_writes(tail: int) -> None:
+    layout = Layout(slots=16, doorbells=8)
+    image = new_image(layout)
+    image[ControlWord.DOORBELL_TAIL] = image[ControlWord.DOORBELL_HEAD] = tail
+    assert ring_doorbell(image, layout, [11, 12]) == 2
+    formula = dict(docgen.ADDRESS_FORMULAS)["doorbell entry at position `p` (any u32)"]
+    env = docgen.formula_environment(layout)
+    for k, slot in enumerate([11, 12]):
+        position = (tail + k) & 0xFFFFFFFF
+        assert image[docgen.evaluate(formula, env, p=position)] == slot
+
+
+def test_the_doorbell_section_names_its_words_and_the_host_function() -> None:
+    text = _doc_text()
+    assert "### 4.7 The doorbell" in text
+    section = text[text.index("### 4.7 The doorbell") : text.index("## 5. Opcodes")]
+    for name in ("DOORBELL_TAIL", "DOORBELL_HEAD", "DOORBELL_CAPACITY", "codec.ring_doorbell", "fallback scan"):
+        assert name in section
+    rows = [f"| control: `{word.name}` |" for word in (ControlWord.DOORBELL_TAIL, ControlWord.DOORBELL_HEAD,
+                                                      ControlWord.DOORBELL_CAPACITY)]  # fmt: skip
+    assert all(row in text for row in rows), "the ownership table (3.1) lacks a doorbell word"
 
 
 def test_documented_dfa_step_limit_is_the_devices() -> None:
@@ -166,3 +195,7 @@ def test_the_worked_example_slot_is_what_write_slot_writes() -> None:
     block = docgen.extract_block(_doc_text(), "example")
     assert "| ARG8 = RESULT0 | `0x0` | `0x29` |" in block
     assert f"| STATUS | `{int(SlotState.PUBLISHED):#x}` | `{int(SlotState.DONE):#x}` |" in block
+    # ... and its doorbell hint is what codec.ring_doorbell writes: the entry, then the tail
+    entry = Layout().doorbell
+    assert f"| 1 | {entry} | `{4 * entry:#07x}` |" in block and "| 207 |" in block
+    assert f"| 2 | {int(ControlWord.DOORBELL_TAIL)} |" in block

@@ -7,6 +7,8 @@ changing the pinned value here, regenerating the document
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from enum import IntEnum
 from itertools import pairwise
 
@@ -25,6 +27,7 @@ from vyre_runtime.protocol.layout import (
     DEBUG_RECORD_WORDS,
     IO_ENTRY_WORDS,
     MAX_DEBUG_RECORDS,
+    MAX_DOORBELLS,
     MAX_IO_ENTRIES,
     MAX_OBSERVABLES,
     MAX_SLOTS,
@@ -60,7 +63,7 @@ from vyre_runtime.vir0.isa import FaultCode
 
 # Update only together with docs/PROTOCOL.md and the CUDA header: a device built from the old
 # constants must not load against a host built from the new ones.
-PINNED_LAYOUT_DIGEST = 0x1689DA28
+PINNED_LAYOUT_DIGEST = 0x957812C7
 
 
 def members(enum: type[IntEnum]) -> dict[str, int]:
@@ -114,6 +117,9 @@ def test_control_words_are_pinned():
         "IO_ENTRIES": 13,
         "DEBUG_READ_CURSOR": 14,
         "PRIORITY_OFFSETS": 16,
+        "DOORBELL_TAIL": 22,
+        "DOORBELL_HEAD": 23,
+        "DOORBELL_CAPACITY": 24,
     }
     assert (CONTROL_HEADER_WORDS, PRIORITY_OFFSET_WORDS) == (64, 6)
 
@@ -240,7 +246,7 @@ def test_metric_indices_are_pinned():
 
 
 def test_default_layout_regions_are_pinned():
-    assert Layout() == Layout(slots=1024, tenants=1, observables=256, debug_records=256, io_entries=64)
+    assert Layout() == Layout(slots=1024, tenants=1, observables=256, debug_records=256, io_entries=64, doorbells=4096)
     assert Layout().regions() == [
         ("control", 0, 64),
         ("tenant_masks", 64, 1),
@@ -249,8 +255,9 @@ def test_default_layout_regions_are_pinned():
         ("ring", 1376, 16384),
         ("debug_log", 17760, 2052),
         ("io_queue", 19812, 512),
+        ("doorbell", 20324, 4096),
     ]
-    assert Layout().total_words == 20324
+    assert Layout().total_words == 24420
     assert Layout().priority_offsets() == [0, 204, 408, 616, 820, 1024]
 
 
@@ -261,6 +268,7 @@ layouts = st.builds(
     observables=st.integers(1, MAX_OBSERVABLES),
     debug_records=st.integers(0, 16).map(lambda exponent: 1 << exponent),
     io_entries=st.integers(1, MAX_IO_ENTRIES),
+    doorbells=st.integers(0, 16).map(lambda exponent: 1 << exponent),
 )
 
 
@@ -276,6 +284,7 @@ def test_regions_are_in_order_and_never_overlap(layout):
         "ring",
         "debug_log",
         "io_queue",
+        "doorbell",
     ]
     assert regions[0][1] == 0
     for (_, first, count), (name, next_first, _) in pairwise(regions):
@@ -289,6 +298,10 @@ def test_regions_are_in_order_and_never_overlap(layout):
     assert regions[4][2] == layout.slots * SLOT_WORDS
     assert regions[5][2] == DebugWord.HEADER_WORDS + layout.debug_records * DEBUG_RECORD_WORDS
     assert regions[6][2] == layout.io_entries * IO_ENTRY_WORDS
+    assert regions[7] == ("doorbell", layout.doorbell, layout.doorbells)
+    assert layout.doorbell == layout.io_queue + layout.io_entries * IO_ENTRY_WORDS  # right after the IO queue
+    assert layout.total_words == layout.doorbell + layout.doorbells  # and the doorbell ends the image
+    assert layout.doorbell % 4 == 0  # 16-byte aligned, like the IO entries
 
 
 @settings(max_examples=300, deadline=None)
@@ -328,6 +341,7 @@ LIMITS = {
     "observables": MAX_OBSERVABLES,
     "debug_records": MAX_DEBUG_RECORDS,
     "io_entries": MAX_IO_ENTRIES,
+    "doorbells": MAX_DOORBELLS,
 }
 
 
@@ -351,6 +365,26 @@ def test_debug_capacity_must_be_a_power_of_two(records):
         Layout(debug_records=records)
 
 
+@pytest.mark.parametrize("doorbells", [3, 6, 100, 4095, MAX_DOORBELLS - 1])
+def test_doorbell_capacity_must_be_a_power_of_two(doorbells):
+    # an entry lives at position mod capacity: continuous across the u32 wrap only for a power of two
+    with pytest.raises(ProtocolError, match=rf"doorbells={doorbells} must be a power of two"):
+        Layout(doorbells=doorbells)
+
+
+@pytest.mark.parametrize("doorbells", [0, -4, MAX_DOORBELLS + 1, MAX_DOORBELLS * 2, 4.0, "4096", None])
+def test_doorbell_capacity_outside_one_to_the_maximum_is_rejected(doorbells):
+    with pytest.raises(ProtocolError, match=re.escape(f"doorbells={doorbells!r} is out of range 1..{MAX_DOORBELLS}")):
+        Layout(doorbells=doorbells)
+
+
+@pytest.mark.parametrize("exponent", range(17))
+def test_every_power_of_two_doorbell_capacity_up_to_the_maximum_is_accepted(exponent):
+    layout = Layout(doorbells=1 << exponent)
+    assert layout.regions()[-1] == ("doorbell", layout.doorbell, 1 << exponent)
+    assert layout.total_words == Layout(doorbells=1).total_words + (1 << exponent) - 1
+
+
 def test_limits_are_pinned():
     assert LIMITS == {
         "slots": 1 << 20,
@@ -358,8 +392,10 @@ def test_limits_are_pinned():
         "observables": 1 << 20,
         "debug_records": 1 << 16,
         "io_entries": 1024,
+        "doorbells": 1 << 16,
     }
     assert MAX_DEBUG_RECORDS & (MAX_DEBUG_RECORDS - 1) == 0
+    assert MAX_DOORBELLS & (MAX_DOORBELLS - 1) == 0
 
 
 def test_largest_layout_still_addresses_with_32_bit_word_offsets():
@@ -379,7 +415,7 @@ def test_layout_digest_is_stable_and_pinned():
 
 
 # Geometry limits are host-side validation: the device reads the geometry from control words.
-HOST_ONLY_CONSTANTS = {"MAX_SLOTS", "MAX_OBSERVABLES", "MAX_DEBUG_RECORDS", "MAX_IO_ENTRIES"}
+HOST_ONLY_CONSTANTS = {"MAX_SLOTS", "MAX_OBSERVABLES", "MAX_DEBUG_RECORDS", "MAX_IO_ENTRIES", "MAX_DOORBELLS"}
 
 
 def wire_constants() -> list[str]:
@@ -436,12 +472,13 @@ def test_changing_the_packable_set_changes_the_digest(monkeypatch):
 
 
 def test_new_image_writes_digest_geometry_partitions_and_enables_every_tenant():
-    layout = Layout(slots=10, tenants=3, observables=5, debug_records=4, io_entries=2)
+    layout = Layout(slots=10, tenants=3, observables=5, debug_records=4, io_entries=2, doorbells=8)
     image = new_image(layout)
     assert image.dtype == np.uint32 and image.shape == (layout.total_words,)
     expected = np.zeros(layout.total_words, dtype=np.uint32)
     expected[ControlWord.LAYOUT_DIGEST] = layout_digest()
     expected[ControlWord.SLOT_COUNT : ControlWord.IO_ENTRIES + 1] = [10, 3, 5, 4, 2]
+    expected[ControlWord.DOORBELL_CAPACITY] = 8  # DOORBELL_TAIL, DOORBELL_HEAD and the entries start at 0
     expected[ControlWord.PRIORITY_OFFSETS : ControlWord.PRIORITY_OFFSETS + 6] = [0, 2, 4, 6, 8, 10]
     expected[layout.tenant_masks : layout.tenant_masks + 3] = 0xFFFFFFFF
     assert np.array_equal(image, expected)
@@ -450,7 +487,7 @@ def test_new_image_writes_digest_geometry_partitions_and_enables_every_tenant():
 
 @pytest.fixture
 def small() -> tuple[Layout, np.ndarray]:
-    layout = Layout(slots=10, tenants=3, observables=5, debug_records=4, io_entries=2)
+    layout = Layout(slots=10, tenants=3, observables=5, debug_records=4, io_entries=2, doorbells=8)
     return layout, new_image(layout)
 
 
@@ -496,6 +533,7 @@ def test_check_image_rejects_a_wrong_digest(small):
         ControlWord.OBSERVABLE_COUNT,
         ControlWord.DEBUG_CAPACITY,
         ControlWord.IO_ENTRIES,
+        ControlWord.DOORBELL_CAPACITY,
     ],
 )
 def test_check_image_rejects_geometry_that_disagrees_with_the_layout(small, word):
@@ -505,8 +543,17 @@ def test_check_image_rejects_geometry_that_disagrees_with_the_layout(small, word
         check_image(image, layout)
 
 
-def test_an_image_is_only_valid_for_its_own_layout(small):
-    _, image = small
-    other = Layout(slots=11, tenants=3, observables=5, debug_records=4, io_entries=2)
+@pytest.mark.parametrize(("name", "value"), [("slots", 11), ("doorbells", 16), ("doorbells", 4)])
+def test_an_image_is_only_valid_for_its_own_layout(small, name, value):
+    layout, image = small
+    other = replace(layout, **{name: value})
     with pytest.raises(ProtocolError):
         check_image(image, other)
+
+
+def test_check_image_accepts_a_doorbell_in_use(small):
+    layout, image = small  # the tail, the head and the entries are live words, not geometry
+    image[ControlWord.DOORBELL_TAIL] = 0xFFFFFFFF
+    image[ControlWord.DOORBELL_HEAD] = 0xFFFFFFFB
+    image[layout.doorbell : layout.total_words] = np.arange(layout.doorbells)
+    check_image(image, layout)

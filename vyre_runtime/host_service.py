@@ -120,6 +120,40 @@ class SlotFuture(Future):
         return super().exception(self._drive(timeout))
 
 
+class BulkTicket:
+    """Completion of many slots published at once (Megakernel.publish_bulk): counts, not futures.
+
+    A Future per slot costs microseconds of Python; bulk work (millions of tiny slots) is
+    tracked by counting completions per ticket instead, with the first faults kept as samples.
+    """
+
+    MAX_FAULT_SAMPLES = 16
+
+    def __init__(self, service: HostService, ticket_id: int, total: int) -> None:
+        self._service = service
+        self.id = ticket_id
+        self.total = total
+        self.completed = 0
+        self.faulted = 0
+        self.fault_samples: list[tuple[int, SlotFaultInfo]] = []  # (slot, fault)
+        self.published = 0  # slots written so far (publication may block on a full ring)
+        self.cancelled = 0  # slots that never completed because the Megakernel shut down
+
+    @property
+    def done(self) -> bool:
+        return self.completed + self.cancelled >= self.total
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Reap until every slot of the ticket completed; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done:
+            if not self._service.reap():
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                time.sleep(SPIN_SLEEP_S if not self._service.device_signals else 0.0005)
+        return True
+
+
 @dataclass
 class _Pending:
     opcode: int
@@ -146,6 +180,10 @@ class HostService:
         self.release_slots = release_slots
         self.internal_errors: dict[int, str] = {}
         self._pending: dict[int, _Pending] = {}
+        self._bulk_ticket = np.zeros(layout.slots, dtype=np.int64)  # slot -> ticket id, 0 = none
+        self._bulk_in_flight = 0
+        self._tickets: dict[int, BulkTicket] = {}
+        self._next_ticket = 0
         self._lock = threading.RLock()
         self._io_lock = threading.Lock()
         self._wake = threading.Condition()
@@ -204,7 +242,7 @@ class HostService:
                 if not self._work_waiting:
                     self._sleeping = True
                     # a device that cannot signal is polled often while work is in flight
-                    busy_poll = not self.device_signals and self._pending
+                    busy_poll = not self.device_signals and (self._pending or self._bulk_in_flight)
                     self._wake.wait(POLL_INTERVAL_S if busy_poll else SERVICE_INTERVAL_S)
                     self._sleeping = False
             self._work_waiting = False
@@ -225,6 +263,41 @@ class HostService:
                     future.slot = slot
             self._published += len(slots)
 
+    def new_ticket(self, total: int) -> BulkTicket:
+        with self._lock:
+            self._next_ticket += 1
+            ticket = BulkTicket(self, self._next_ticket, total)
+            self._tickets[ticket.id] = ticket
+            return ticket
+
+    def track_bulk(self, slots: np.ndarray, ticket: BulkTicket) -> None:
+        """Bulk slots are counted per ticket on completion, without a Future each."""
+        with self._lock:
+            self._bulk_ticket[slots] = ticket.id
+            self._published += len(slots)
+            self._bulk_in_flight += len(slots)
+            ticket.published += len(slots)
+
+    def _reap_bulk(self, slots: np.ndarray, rows: np.ndarray, tickets: np.ndarray) -> None:
+        faulted = rows[:, SlotWord.STATUS] == SlotState.FAULT
+        self._bulk_ticket[slots] = 0
+        self._bulk_in_flight -= len(slots)
+        self._completed += len(slots)
+        self._faulted += int(faulted.sum())
+        for ticket_id, count in zip(*np.unique(tickets, return_counts=True)):
+            ticket = self._tickets[int(ticket_id)]
+            ticket.completed += int(count)
+            mine = tickets == ticket_id
+            faults = np.flatnonzero(mine & faulted)
+            ticket.faulted += len(faults)
+            for index in faults[: max(0, BulkTicket.MAX_FAULT_SAMPLES - len(ticket.fault_samples))].tolist():
+                code, pc, lane, detail = rows[index, SlotWord.RESULT0 :].tolist()
+                known = code in SlotFault.__members__.values()
+                info = SlotFaultInfo(SlotFault(code) if known else SlotFault.INTERNAL, pc, lane, detail)
+                ticket.fault_samples.append((int(slots[index]), info))
+            if ticket.done:
+                del self._tickets[ticket.id]
+
     def reap(self) -> int:
         """Copy out every DONE/FAULT slot's results, hand the slot back (EMPTY), resolve futures."""
         with self._lock:
@@ -235,6 +308,15 @@ class HostService:
                 return 0
             rows = self._ring[finished].copy()  # results are copied out before the slot is handed back
             self._ring[finished, SlotWord.STATUS] = SlotState.EMPTY
+            every_finished = finished
+            tickets = self._bulk_ticket[finished]
+            bulk = tickets != 0
+            if bulk.any():
+                self._reap_bulk(finished[bulk], rows[bulk], tickets[bulk])
+                reaped_bulk = int(bulk.sum())
+                finished, rows = finished[~bulk], rows[~bulk]
+            else:
+                reaped_bulk = 0
             now = time.perf_counter_ns()
             resolved = []
             for slot, row in zip(finished.tolist(), rows.tolist()):
@@ -251,16 +333,16 @@ class HostService:
                     fault = SlotFaultInfo(SlotFault(code) if known else SlotFault.INTERNAL, pc, lane, detail)
                 results = tuple(row[SlotWord.RESULT0 :])
                 resolved.append((slot, pending, SlotOutcome(slot, row[SlotWord.OPCODE], results, fault)))
-            if not self._pending:
+            if not self._pending and not self._bulk_in_flight:
                 self._idle.notify_all()
-        self.release_slots(finished.tolist())
+        self.release_slots(every_finished.tolist())
         for slot, pending, outcome in resolved:  # outside the lock: callbacks may publish
             self._resolve(slot, pending, outcome)
         with self._caller_wake:  # a caller may be waiting for a future this thread resolved
             self.completions += 1
             if self._callers_waiting:
                 self._caller_wake.notify_all()
-        return len(resolved)
+        return len(resolved) + reaped_bulk
 
     def _resolve(self, slot: int, pending: _Pending, outcome: SlotOutcome) -> None:
         future = pending.future
@@ -282,7 +364,7 @@ class HostService:
     def wait_idle(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
-            while self._pending:
+            while self._pending or self._bulk_in_flight:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -300,6 +382,11 @@ class HostService:
                 if pending.run is not None:
                     self.release_run(*pending.run[1:])
             self._pending.clear()
+            for ticket in self._tickets.values():  # bulk slots never ran: they count as cancelled
+                ticket.cancelled = ticket.total - ticket.completed
+            self._tickets.clear()
+            self._bulk_ticket[:] = 0
+            self._bulk_in_flight = 0
             self._idle.notify_all()
 
     # ------------------------------------------------------------------ IO queue and debug log
@@ -348,7 +435,7 @@ class HostService:
                 "published": self._published,
                 "completed": self._completed,
                 "faulted": self._faulted,
-                "in_flight": len(self._pending),
+                "in_flight": len(self._pending) + self._bulk_in_flight,
                 "latency_us": self._latency.summary(),
             }
         return Stats(

@@ -25,10 +25,10 @@ import numpy as np
 
 from vyre_runtime.backends.selection import open_backend
 from vyre_runtime.errors import BackendError, DispatchError, ProtocolError, RingFullError
-from vyre_runtime.host_service import HostService, SlotFuture, SlotOutcome
+from vyre_runtime.host_service import BulkTicket, HostService, SlotFuture, SlotOutcome
 from vyre_runtime.protocol import codec, debuglog
 from vyre_runtime.protocol.codec import SlotRequest
-from vyre_runtime.protocol.layout import MAX_DOORBELLS, ControlWord, Layout, Priority
+from vyre_runtime.protocol.layout import ARGS_PER_SLOT, MAX_DOORBELLS, ControlWord, Layout, Priority
 from vyre_runtime.protocol.opcodes import BuiltinOpcode
 from vyre_runtime.registry import Registry, ResourceLoader
 from vyre_runtime.stats import Stats
@@ -216,6 +216,58 @@ class Megakernel:
             self.service.release_run(context, region)
             raise
 
+    def publish_bulk(
+        self,
+        opcode: int,
+        args: np.ndarray | Sequence[Sequence[int]] | None = None,
+        *,
+        count: int | None = None,
+        tenant: int = 0,
+        priority: Priority = Priority.NORMAL,
+        timeout: float | None = None,
+    ) -> BulkTicket:
+        """Publish many slots of one built-in or user opcode, one argument row each.
+
+        For throughput: no Future per slot; the returned ticket counts completions and faults
+        (``ticket.wait()``). Blocks while the ring is full (or raises, per ``full_ring``).
+        """
+        rows = np.zeros((count or 0, 0), dtype=np.uint32) if args is None else np.asarray(args)
+        if rows.ndim != 2 or rows.shape[1] > ARGS_PER_SLOT:
+            raise DispatchError(f"args must be an (n, k) array with k <= {ARGS_PER_SLOT}, got shape {rows.shape}")
+        if rows.size and (rows.min() < 0 or rows.max() > 0xFFFFFFFF):
+            raise DispatchError("every argument must be a u32 (0..2^32-1)")
+        rows = rows.astype(np.uint32)
+        if opcode in (BuiltinOpcode.RUN_PROGRAM, BuiltinOpcode.SHUTDOWN):
+            raise DispatchError(f"opcode {opcode:#x} cannot be published in bulk", "use submit() or shutdown()")
+        SlotRequest(int(opcode), (), tenant, Priority(priority)).validate(self.layout)
+        if self._closed or self.image[ControlWord.SHUTDOWN]:
+            raise BackendError("this Megakernel is shut down", "create a new Megakernel")
+        ticket = self.service.new_ticket(len(rows))
+        sent = 0
+        while sent < len(rows):
+            slots = self._allocate_up_to(Priority(priority), len(rows) - sent, timeout)
+            batch = np.asarray(slots, dtype=np.int64)
+            self.service.track_bulk(batch, ticket)
+            codec.write_uniform_slots(
+                self.image, self.layout, batch, opcode, tenant, int(priority), rows[sent : sent + len(slots)]
+            )
+            with self._doorbell_lock:
+                codec.ring_doorbell(self.image, self.layout, slots)
+            self.device.ring_doorbell(slots, [int(priority)] * len(slots))
+            sent += len(slots)
+        return ticket
+
+    def _allocate_up_to(self, priority: Priority, wanted: int, timeout: float | None) -> list[int]:
+        """At least one and at most ``wanted`` free slots, waiting (or raising) like _allocate."""
+        first = self._allocate([priority], timeout)
+        with self._free_changed:
+            while len(first) < wanted:
+                taken = self._take_one(priority)
+                if taken is None:
+                    break
+                first.append(taken[1])
+        return first
+
     def _publish_validated(
         self, requests: list[SlotRequest], timeout: float | None, run: tuple[int, int, int] | None = None
     ) -> list[Future]:
@@ -338,4 +390,4 @@ class Megakernel:
             )
 
 
-__all__ = ["Megakernel", "SlotOutcome", "SlotRequest"]
+__all__ = ["BulkTicket", "Megakernel", "SlotOutcome", "SlotRequest"]

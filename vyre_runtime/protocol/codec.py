@@ -158,6 +158,25 @@ def write_slots(image: np.ndarray, layout: Layout, indices: list[int], requests:
     ring[rows, SlotWord.STATUS] = SlotState.PUBLISHED  # status last, as in write_slot
 
 
+def write_uniform_slots(
+    image: np.ndarray, layout: Layout, indices: np.ndarray, opcode: int, tenant: int, priority: int, args: np.ndarray
+) -> None:
+    """Publish one validated opcode into many EMPTY slots, one argument row each (vectorized)."""
+    ring = ring_view(image, layout)
+    rows = np.asarray(indices, dtype=np.int64)
+    states = ring[rows, SlotWord.STATUS]
+    busy = np.flatnonzero(states != SlotState.EMPTY)
+    if len(busy):
+        raise _refuse_busy(int(rows[busy[0]]), int(states[busy[0]]))
+    payload = np.zeros((len(rows), SLOT_WORDS - 1), dtype=np.uint32)
+    payload[:, 0] = opcode
+    payload[:, 1] = tenant
+    payload[:, 2] = priority
+    payload[:, 3 : 3 + args.shape[1]] = args
+    ring[rows, 1:] = payload
+    ring[rows, SlotWord.STATUS] = SlotState.PUBLISHED  # status last
+
+
 @dataclass(frozen=True)
 class SlotView:
     index: int
@@ -277,4 +296,5 @@ __all__ = [
     "words_from_bytes",
     "write_slot",
     "write_slots",
+    "write_uniform_slots",
 ]

@@ -214,7 +214,11 @@ def compile_source(
     started = time.perf_counter()
     program = _call(
         nvrtc.nvrtcCreateProgram(
-            source.encode(), name.encode(), 2, [header_text.encode(), PRELUDE.encode()], [HEADER_NAME.encode(), PRELUDE_NAME.encode()]
+            source.encode(),
+            name.encode(),
+            2,
+            [header_text.encode(), PRELUDE.encode()],
+            [HEADER_NAME.encode(), PRELUDE_NAME.encode()],
         ),
         "nvrtcCreateProgram",
     )
@@ -264,7 +268,9 @@ def compile_megakernel(arch: str = DEFAULT_ARCH) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vyre_runtime.backends.cuda.build", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vyre_runtime.backends.cuda.build", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--arch", default=DEFAULT_ARCH, help="target GPU architecture (default: sm_90)")
     parser.add_argument("--no-cache", action="store_true", help="compile even if a cached cubin exists")
     parser.add_argument("--source", help="compile this .cu instead of the packaged megakernel.cu")
