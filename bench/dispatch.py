@@ -59,6 +59,16 @@ def round_trips(mk: Megakernel, count: int) -> dict[str, float]:
     return percentiles(samples)
 
 
+def channel_round_trips(mk: Megakernel, count: int) -> dict[str, float]:
+    samples = []
+    with mk.channel() as channel:
+        for _ in range(count):
+            started = time.perf_counter_ns()
+            channel.call(BuiltinOpcode.NOP)
+            samples.append(time.perf_counter_ns() - started)
+    return percentiles(samples)
+
+
 def program_round_trips(mk: Megakernel, count: int) -> dict[str, float]:
     handle = mk.register_program(TINY)
     data = b"x" * 64
@@ -125,6 +135,7 @@ def main() -> int:
         backend = mk.backend
         round_trips(mk, 200)  # warm up threads and caches
         rows["nop round trip (future.result)"] = round_trips(mk, args.round_trips)
+        rows["nop round trip (channel.call)"] = channel_round_trips(mk, args.round_trips)
         rows["RUN_PROGRAM tiny, round trip"] = program_round_trips(mk, args.round_trips)
         rows["batched nop (63 + fence)"] = batched(mk, args.batched)
         rows["bulk nop (publish_bulk)"] = bulk(mk, args.bulk)

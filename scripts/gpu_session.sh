@@ -20,6 +20,7 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   echo "gpu tests exit $?" >> "$OUT/gpu-tests.txt"
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
+  timeout 120 python3 bench/roundtrip_breakdown.py --backend cuda > "$OUT/breakdown.txt" 2>&1
   timeout 300 python3 bench/dispatch.py --backend cuda > "$OUT/dispatch-cuda.txt" 2>&1
   cp bench/results/dispatch-cuda.json "$OUT/" 2>/dev/null
 fi

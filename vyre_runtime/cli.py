@@ -181,6 +181,88 @@ def command_run(args: argparse.Namespace) -> int:
     return EXIT_FAULTS if any(r.faults for r in results) else EXIT_OK
 
 
+def _reason(error: Exception) -> str:
+    return error.one_line() if isinstance(error, VyreError) else f"{type(error).__name__}: {error}"
+
+
+def command_doctor(args: argparse.Namespace) -> int:
+    """What this machine can run: one line per check, "ok", "missing" or "failed: reason"."""
+    import platform
+    import time
+
+    from vyre_runtime.protocol.opcodes import BuiltinOpcode
+
+    failed = False
+
+    def line(check: str, status: str, detail: str = "") -> None:
+        nonlocal failed
+        failed = failed or status == "failed"
+        print(f"{check:<20} {status}" + (f": {detail}" if detail else ""))
+
+    def round_trip(backend: str) -> str:
+        started = time.perf_counter()
+        with Megakernel(backend=backend, slots=64) as megakernel:
+            opened = time.perf_counter() - started
+            begun = time.perf_counter()
+            outcome = megakernel.publish(BuiltinOpcode.NOP).result(timeout=10)
+            if not outcome.ok:
+                raise VyreError(f"NOP ended {outcome.fault.describe()}")
+            shape = ""
+            if backend == "cuda":
+                shape = f", grid {megakernel.device.grid} x {megakernel.device.block} threads"
+            return f"started in {opened:.2f} s, NOP in {(time.perf_counter() - begun) * 1e3:.2f} ms{shape}"
+
+    line("python", "ok", platform.python_version())
+    line("numpy", "ok", np.__version__)
+    try:
+        line("cpu backend", "ok", round_trip("cpu"))
+    except Exception as error:  # the doctor reports every failure as a line, never a traceback
+        line("cpu backend", "failed", _reason(error))
+    try:
+        import cuda.bindings
+    except ImportError:
+        line("cuda-bindings", "missing", "install vyre-runtime[cuda] for the CUDA backend")
+        return EXIT_FAULTS if failed else EXIT_OK
+    line("cuda-bindings", "ok", cuda.bindings.__version__)
+    from vyre_runtime.backends.cuda import build, driver
+
+    info = None
+    try:
+        info = driver.device_info(0)
+    except VyreError as error:
+        line("gpu", "missing", error.message)
+    else:
+        mapped = "yes" if info.can_map_host_memory else "NO (the ring cannot live in host memory)"
+        detail = (
+            f"{info.name}, {info.sm_count} SMs, compute capability {info.compute_capability[0]}."
+            f"{info.compute_capability[1]} ({info.arch}), driver CUDA {info.driver_version_text}, "
+            f"mapped host memory {mapped}"
+        )
+        line("gpu", "ok" if info.can_map_host_memory else "failed", detail)
+    try:
+        version = ".".join(map(str, build.nvrtc_version()))
+    except VyreError as error:
+        line("nvrtc", "missing", error.message)
+        return EXIT_FAULTS if failed else EXIT_OK
+    line("nvrtc", "ok", version)
+    arch = info.arch if info is not None else build.DEFAULT_ARCH
+    try:
+        built = build.build_megakernel(arch)
+        how = "from the cache" if built.cached else f"compiled in {built.seconds:.2f} s"
+        line(f"megakernel {arch}", "ok", f"{len(built.cubin)} bytes, {how}")
+    except VyreError as error:
+        line(f"megakernel {arch}", "failed", error.message)
+        return EXIT_FAULTS
+    if info is None or not info.can_map_host_memory:
+        line("megakernel start", "missing", "no usable GPU")
+        return EXIT_FAULTS if failed else EXIT_OK
+    try:
+        line("megakernel start", "ok", round_trip("cuda"))
+    except Exception as error:
+        line("megakernel start", "failed", _reason(error))
+    return EXIT_FAULTS if failed else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vyre", description="Run VIR0 programs over byte streams.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--emit-capacity", type=int, default=65536, help="records kept per chunk")
     run_parser.add_argument("--max-records", type=int, default=10, help="records to print (human output)")
     run_parser.set_defaults(handler=command_run)
+
+    doctor_parser = commands.add_parser("doctor", help="check the backends, the GPU and the kernel build")
+    doctor_parser.set_defaults(handler=command_doctor)
     return parser
 
 

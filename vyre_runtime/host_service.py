@@ -182,6 +182,7 @@ class HostService:
         self._pending: dict[int, _Pending] = {}
         self._bulk_ticket = np.zeros(layout.slots, dtype=np.int64)  # slot -> ticket id, 0 = none
         self._bulk_in_flight = 0
+        self.reserved = np.zeros(layout.slots, dtype=bool)  # channel slots: their owner reaps them
         self._tickets: dict[int, BulkTicket] = {}
         self._next_ticket = 0
         self._lock = threading.RLock()
@@ -263,6 +264,13 @@ class HostService:
                     future.slot = slot
             self._published += len(slots)
 
+    def count_channel_call(self, nanoseconds: int, faulted: bool) -> None:
+        with self._lock:
+            self._published += 1
+            self._completed += 1
+            self._faulted += faulted
+            self._latency.add(nanoseconds)
+
     def new_ticket(self, total: int) -> BulkTicket:
         with self._lock:
             self._next_ticket += 1
@@ -302,7 +310,7 @@ class HostService:
         """Copy out every DONE/FAULT slot's results, hand the slot back (EMPTY), resolve futures."""
         with self._lock:
             finished = np.flatnonzero(
-                (self._status_column == SlotState.DONE) | (self._status_column == SlotState.FAULT)
+                ((self._status_column == SlotState.DONE) | (self._status_column == SlotState.FAULT)) & ~self.reserved
             )
             if len(finished) == 0:
                 return 0

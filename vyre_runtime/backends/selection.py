@@ -18,8 +18,36 @@ BACKENDS = ("auto", "cpu", "cuda")
 
 
 def cuda_unavailable_reason() -> str | None:
-    """Why the CUDA backend cannot be used here, or None if it can."""
-    return "the CUDA backend is not built yet (issue: the CUDA persistent megakernel)"
+    """Why the CUDA backend cannot be used here, or None if it can (cached: asked once a process)."""
+    global _cuda_reason
+    if _cuda_reason is _UNKNOWN:
+        _cuda_reason = _probe_cuda()
+    return _cuda_reason  # type: ignore[return-value]
+
+
+_UNKNOWN = object()
+_cuda_reason: object = _UNKNOWN
+
+
+def _probe_cuda() -> str | None:
+    try:
+        from vyre_runtime.backends.cuda import driver
+    except ImportError:
+        return "the cuda-bindings package is not installed: install vyre-runtime[cuda]"
+    try:
+        info = driver.device_info(0)
+    except BackendError as error:  # no driver library, no GPU, a driver too old
+        return error.message
+    if not info.can_map_host_memory:
+        return f"{info.name} cannot map host memory, which the ring lives in"
+    return None
+
+
+def _cuda_kernel_resident() -> bool:
+    """A process serves one resident CUDA megakernel at a time (see cuda/device.py)."""
+    from vyre_runtime.backends.cuda.device import kernel_resident
+
+    return kernel_resident()
 
 
 def default_workers() -> int:
@@ -39,6 +67,12 @@ def open_backend(
         reason = cuda_unavailable_reason()
         if reason:
             raise BackendError(f"backend 'cuda' is not available: {reason}", "use backend='cpu' or 'auto'")
+    if name == "auto":
+        name = "cuda" if cuda_unavailable_reason() is None and not _cuda_kernel_resident() else "cpu"
+    if name == "cuda":
+        from vyre_runtime.backends.cuda.device import CudaDevice
+
+        return CudaDevice(layout, registry, on_complete)
     if workers is not None and not 1 <= workers <= 256:
         raise BackendError(f"workers={workers}; allowed 1..256")
     from vyre_runtime.backends.cpu.device import CpuDevice

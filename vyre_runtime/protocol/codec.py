@@ -267,7 +267,10 @@ def ring_doorbell(image: np.ndarray, layout: Layout, slots: list[int]) -> int:
     head = int(image[ControlWord.DOORBELL_HEAD])
     room = layout.doorbells - ((tail - head) & 0xFFFFFFFF)
     count = max(0, min(room, len(slots)))
-    if count:
+    if count == 1:  # the latency path: scalar stores
+        image[layout.doorbell + tail % layout.doorbells] = slots[0]
+        image[ControlWord.DOORBELL_TAIL] = (tail + 1) & 0xFFFFFFFF
+    elif count:
         positions = (tail + np.arange(count, dtype=np.int64)) % layout.doorbells
         image[layout.doorbell + positions] = slots[:count]
         image[ControlWord.DOORBELL_TAIL] = (tail + count) & 0xFFFFFFFF

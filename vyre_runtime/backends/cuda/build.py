@@ -70,7 +70,8 @@ typedef short int16_t;
 typedef int int32_t;
 typedef long long int64_t;
 #ifndef offsetof
-#define offsetof(type, member) __builtin_offsetof(type, member)
+// __builtin_offsetof is unknown to NVRTC 13.0; EDG's __INTADDR__ is a constant in 13.0 and 13.5
+#define offsetof(type, member) __INTADDR__(&(((type*)0)->member))
 #endif
 """
 
@@ -184,9 +185,11 @@ def _store(directory: Path, result: BuildResult) -> None:
 
 def _program_log(nvrtc, program) -> str:
     size = _call(nvrtc.nvrtcGetProgramLogSize(program), "nvrtcGetProgramLogSize")
-    buffer = b" " * size
+    # NVRTC writes into the buffer: it must be a fresh writable one. (`b" " * 1` would be
+    # CPython's shared one-byte b" ", and every b" " in the process would become b"\0".)
+    buffer = bytearray(size)
     _call(nvrtc.nvrtcGetProgramLog(program, buffer), "nvrtcGetProgramLog")
-    return buffer.rstrip(b"\0 ").decode(errors="replace").strip()
+    return bytes(buffer).rstrip(b"\0 ").decode(errors="replace").strip()
 
 
 def compile_source(
@@ -239,8 +242,9 @@ def compile_source(
             for symbol, expression in expressions.items()
         }
         size = _call(nvrtc.nvrtcGetCUBINSize(program), "nvrtcGetCUBINSize")
-        cubin = b" " * size
-        _call(nvrtc.nvrtcGetCUBIN(program, cubin), "nvrtcGetCUBIN")
+        buffer = bytearray(size)  # writable and never shared (see _program_log)
+        _call(nvrtc.nvrtcGetCUBIN(program, buffer), "nvrtcGetCUBIN")
+        cubin = bytes(buffer)
     finally:
         nvrtc.nvrtcDestroyProgram(program)
     result = BuildResult(cubin, log, arch, key, names, cached=False, seconds=time.perf_counter() - started)

@@ -8,12 +8,8 @@
 // Semantics: docs/VIR0.md (bit-exact with the CPU backend) and docs/PROTOCOL.md.
 // Every protocol and ISA number comes from the generated vyre_abi.h.
 
-typedef unsigned int uint32_t;
-typedef int int32_t;
-typedef unsigned long long uint64_t;
-typedef long long int64_t;
-#define offsetof(type, member) __builtin_offsetof(type, member)
-
+// The fixed-width integer types and offsetof come from the prelude build.py pre-includes
+// (NVRTC has no system headers).
 #include "vyre_abi.h"
 
 #define VYRE_BLOCK_THREADS 256
@@ -23,6 +19,8 @@ typedef long long int64_t;
 #define FULL_MASK 0xffffffffu
 #define NO_LANE 0xffffffffu
 #define IO_SHUTDOWN_GRACE_CYCLES (2000000000ull)
+#define DISPATCH_SLEEP_CAP_NS 256u  // idle back-off ceiling of the dispatcher
+#define WORKER_SLEEP_CAP_NS 512u    // idle back-off ceiling of a worker (it polls device memory)
 
 extern "C" __device__ uint32_t vyre_isa_digest = VYRE_ISA_DIGEST;
 extern "C" __device__ uint32_t vyre_layout_digest = VYRE_LAYOUT_DIGEST;
@@ -972,7 +970,8 @@ __device__ void dispatch(const Params& p) {
             sleep_ns = 32;
         } else {
             __nanosleep(sleep_ns);
-            sleep_ns = sleep_ns * 2 < p.idle_sleep_ns ? sleep_ns * 2 : p.idle_sleep_ns;
+            // the dispatcher polls one word (the doorbell tail): it can afford to look often
+            sleep_ns = sleep_ns * 2 < DISPATCH_SLEEP_CAP_NS ? sleep_ns * 2 : DISPATCH_SLEEP_CAP_NS;
         }
     }
 }
@@ -1002,7 +1001,8 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                     break;
                 } else {
                     __nanosleep(sleep_ns);
-                    sleep_ns = sleep_ns * 2 < p.idle_sleep_ns ? sleep_ns * 2 : p.idle_sleep_ns;
+                    uint32_t cap = p.idle_sleep_ns < WORKER_SLEEP_CAP_NS ? p.idle_sleep_ns : WORKER_SLEEP_CAP_NS;
+                    sleep_ns = sleep_ns * 2 < cap ? sleep_ns * 2 : cap;
                 }
             }
         }

@@ -1,0 +1,21 @@
+"""`vyre doctor`: one line per check, each "ok", "missing" or "failed", and it never hangs."""
+
+from __future__ import annotations
+
+from vyre_runtime.backends.selection import cuda_unavailable_reason
+from vyre_runtime.cli import main
+
+
+def test_doctor_reports_every_check_on_its_own_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("VYRE_CACHE_DIR", str(tmp_path))
+    status = main(["doctor"])
+    lines = capsys.readouterr().out.splitlines()
+    checks = {line.split()[0]: line for line in lines}
+    assert {"python", "numpy", "cpu", "cuda-bindings"} <= set(checks)
+    assert checks["cpu"].split()[2].startswith("ok")
+    for line in lines:
+        assert line[21:].split(":")[0] in ("ok", "missing", "failed"), line
+    if cuda_unavailable_reason() is not None and "cuda-bindings        ok" in checks["cuda-bindings"]:
+        assert checks["gpu"][21:].startswith("missing")
+        assert any(line.startswith("megakernel sm_90") and line[21:].startswith("ok") for line in lines)
+    assert status == (1 if any(line[21:].startswith("failed") for line in lines) else 0)

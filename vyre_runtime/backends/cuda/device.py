@@ -1,0 +1,629 @@
+"""The CUDA backend's device: one resident megakernel serving the ring in host-mapped memory.
+
+The host side of docs/PROTOCOL.md on a GPU. Everything the kernel reads or writes while it runs
+is host-mapped memory registered at construction (the image, the record tables) or staged per
+run (arena.py); code, tables and DFAs live in device memory, uploaded on a non-blocking side
+stream with a bounded wait. The kernel is launched once (`start`), told to stop through the
+SHUTDOWN word (`stop`), and only then is anything unpinned or freed (`close`): no free and no
+implicitly synchronising call while it runs (DESIGN.md, invariants).
+
+One resident megakernel per process: loading a module waits for a running kernel (measured on
+an H100: cuModuleLoadData blocks until it exits, as do cuMemFree and cuMemHostUnregister), so a
+second CUDA device is refused while one is resident, and `backend="auto"` then takes the CPU.
+
+Records: the kernel finds the record of handle h at index `h % capacity` of its table and checks
+that the record holds h (abi.py). The registry never hands out a handle whose index a live
+handle of the same kind holds (Registry.index_capacity), and a record is written fields first,
+`handle` last, so the kernel sees either no record or a whole one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vyre_runtime.backends.cpu.results import Fault, RunResult
+from vyre_runtime.backends.cuda import abi, build, driver, header
+from vyre_runtime.backends.cuda.arena import Chunk, StagingArena
+from vyre_runtime.errors import BackendError, DispatchError
+from vyre_runtime.protocol import codec
+from vyre_runtime.protocol.layout import ControlWord, DeviceState, Layout, layout_digest
+from vyre_runtime.protocol.opcodes import USER_OPCODE_BASE, USER_OPCODE_COUNT
+from vyre_runtime.registry import Registry
+from vyre_runtime.vir0.isa import MAX_BINDINGS, FaultCode, Scope
+from vyre_runtime.vir0.program import encode_code
+from vyre_runtime.vir0.verify import dfa_state_count
+
+PROGRAM_CAPACITY = 1024
+DFA_CAPACITY = 256
+SPARE_RUN_RECORDS = 1024  # contexts/regions beyond one per slot: submitters waiting for a slot hold one
+START_TIMEOUT_S = 10.0  # launch -> DEVICE_STATE SERVING
+EXIT_GRACE_S = 2.0  # a kernel told to stop after a failed start
+COPY_TIMEOUT_S = 10.0  # one upload or download on the side stream
+IDLE_SLEEP_NS = 2000
+SCAN_INTERVAL_NS = 1_000_000  # the dispatcher reads every status word this often anyway
+MAX_RECORD_BYTES = 1 << 30  # records staged for one run
+QUEUE_GLOBAL = "vyre_queue"  # the kernel's device-memory work queue, zeroed before each launch
+ALIGN = 16  # code, TABLE records and table bytes in a program's device block
+FAULT_CODES = frozenset(int(code) for code in FaultCode)
+
+# Kernels launched and not yet seen to exit, process-wide. Freeing memory may wait for every
+# kernel of the context, a resident one included, so a device closing while another device's
+# kernel still runs hands its memory to the last one out (`_release`).
+_live_kernels: set[int] = set()
+_deferred: list[Any] = []
+_process_lock = threading.Lock()
+
+
+def kernel_resident() -> bool:
+    """Whether a megakernel launched by this process may still be running."""
+    with _process_lock:
+        return bool(_live_kernels)
+
+
+def _refuse_second_kernel() -> None:
+    # Loading a module while a resident kernel runs waits for that kernel (it never ends), the
+    # kernel's work queue is a module global, and the first kernel holds the SMs: one per process.
+    if kernel_resident():
+        raise BackendError(
+            "a CUDA megakernel is already resident in this process; a second one cannot load beside it",
+            "shut the other Megakernel down first, or share it (backend='auto' falls back to the CPU)",
+        )
+
+
+@dataclass
+class _StagedRun:
+    program: int
+    emit_words: int
+    emit_capacity: int
+    outputs: dict[int, Chunk] = field(default_factory=dict)  # binding index -> RUN buffer
+    records: Chunk | None = None
+
+
+def _align(offset: int) -> int:
+    return -(-offset // ALIGN) * ALIGN
+
+
+class CudaDevice:
+    name = "cuda"
+    completion_signal = False  # the GPU cannot call Python: the host polls the ring
+
+    def __init__(
+        self,
+        layout: Layout,
+        registry: Registry,
+        on_complete: Callable[[], None],
+        *,
+        sm_reserve: float = 0.1,
+        arch: str | None = None,
+        ordinal: int = 0,
+        idle_sleep_ns: int = IDLE_SLEEP_NS,
+        scan_interval_ns: int = SCAN_INTERVAL_NS,
+    ) -> None:
+        if not 0.0 <= sm_reserve < 1.0:
+            raise BackendError(f"sm_reserve={sm_reserve}; allowed 0 <= sm_reserve < 1 (a share of the SMs)")
+        _refuse_second_kernel()
+        self.layout = layout
+        self.registry = registry
+        self.on_complete = on_complete  # unused: nothing on the GPU can call it
+        self.sm_reserve = sm_reserve
+        self.idle_sleep_ns = idle_sleep_ns
+        self.scan_interval_ns = scan_interval_ns
+        self.internal_errors: dict[int, str] = {}
+        self.host_bytes_copied = 0  # region bytes copied into staging (zero-copy regions add none)
+        self.grid = self.block = 0
+        self.close_errors: list[Exception] = []
+        self._lock = threading.Lock()
+        self._upload_lock = threading.Lock()
+        self._mapped: list[driver.MappedMemory] = []
+        self._device_memory: list[driver.DeviceMemory] = []
+        self._runs: dict[int, _StagedRun] = {}
+        self._region_chunks: dict[int, Chunk | None] = {}
+        self._global_pointers: dict[int, dict[int, int]] = {}  # program -> binding index -> pointer
+        self._module: driver.Module | None = None
+        self._kernel_stream: driver.Stream | None = None
+        self._argument: driver.StructArgument | None = None
+        self._launched = self._exited = self._closed = False
+        self.context = driver.Context(ordinal)
+        try:
+            self.info = driver.device_info(ordinal)
+            if not self.info.can_map_host_memory:
+                raise BackendError(
+                    f"{self.info.name} cannot map host memory, which the ring lives in", "use backend='cpu'"
+                )
+            self.arch = arch or self.info.arch
+            self._side_stream = driver.Stream()
+            self.arena = StagingArena()
+            image_memory = self._map(layout.total_words * 4)
+            self._image_pointer = image_memory.device_pointer
+            self.image = image_memory.view(np.uint32, layout.total_words)
+            codec.init_image(self.image, layout)
+            run_records = layout.slots + SPARE_RUN_RECORDS
+            self.capacities = {"program": PROGRAM_CAPACITY, "context": run_records, "region": run_records}
+            self.capacities["dfa"] = DFA_CAPACITY
+            self.programs, self._programs_pointer = self._table(abi.PROGRAM, PROGRAM_CAPACITY)
+            self.contexts, self._contexts_pointer = self._table(abi.CONTEXT, run_records)
+            self.regions, self._regions_pointer = self._table(abi.REGION, run_records)
+            self.dfas, self._dfas_pointer = self._table(abi.DFA, DFA_CAPACITY)
+            self.user_programs, self._user_programs_pointer = self._table(np.dtype("<u4"), USER_OPCODE_COUNT)
+            self._empty_region = self.arena.allocate(1)  # a valid address for 0-byte regions
+        except BaseException:
+            self._release()
+            raise
+        registry.index_capacity.update(self.capacities)
+
+    # ------------------------------------------------------------------ memory helpers
+
+    def _map(self, nbytes: int) -> driver.MappedMemory:
+        memory = driver.MappedMemory(nbytes)
+        self._mapped.append(memory)
+        return memory
+
+    def _table(self, dtype: np.dtype, capacity: int) -> tuple[np.ndarray, int]:
+        memory = self._map(dtype.itemsize * capacity)
+        return memory.view(dtype, capacity), memory.device_pointer
+
+    def _device_allocate(self, nbytes: int) -> driver.DeviceMemory:
+        self.context.enter()
+        memory = driver.DeviceMemory(nbytes)
+        with self._lock:
+            self._device_memory.append(memory)  # freed in close(), never while the kernel runs
+        return memory
+
+    def _device_copy(self, memory: driver.DeviceMemory, data: bytes | np.ndarray) -> None:
+        """Copy to device memory on the non-blocking side stream and wait for it, bounded."""
+        with self._upload_lock:  # one waiter at a time on the shared side stream
+            driver.upload(self._side_stream, memory.pointer, data, COPY_TIMEOUT_S)
+
+    def _device_address(self, data: Any) -> tuple[int | None, int]:
+        """(device address, bytes) of a region the kernel can read in place, else (None, bytes)."""
+        try:
+            pointer, nbytes = driver.host_pointer_of(data)
+        except (ValueError, TypeError, BufferError):  # not C-contiguous: it will be copied
+            return None, memoryview(data).nbytes
+        if nbytes == 0:
+            return self._empty_region.device_pointer, 0
+        for memory in self._mapped + self.arena.blocks:
+            if memory.registered and memory.contains(pointer, nbytes):
+                return memory.device_address(pointer), nbytes
+        return driver.mapped_device_pointer(pointer, nbytes), nbytes
+
+    def _write_record(self, table: np.ndarray, handle: int, kind: str, values: dict[str, Any]) -> None:
+        """Fill the record of ``handle``: every field first, ``handle`` last (the kernel's check)."""
+        index = handle % len(table)
+        current = int(table["handle"][index])
+        if current not in (0, handle):
+            raise BackendError(
+                f"{kind} record {index} still holds handle {current}; handle {handle} cannot take it",
+                "please report this bug (the registry should never hand out a live index)",
+            )
+        staged = np.zeros((), dtype=table.dtype)
+        for name, value in values.items():
+            staged[name] = value
+        table["handle"][index] = 0  # invalid while it changes
+        table[index] = staged  # handle still 0 in `staged`
+        table["handle"][index] = handle  # last
+
+    # ------------------------------------------------------------------ registration
+
+    def program_registered(self, handle: int) -> None:
+        entry = self.registry.programs[handle]
+        program = entry.program
+        code = encode_code(program.code)
+        tables = np.zeros(len(program.tables), dtype=abi.TABLE)
+        offset = _align(len(code))
+        tables_offset = offset
+        offset = _align(offset + tables.nbytes)
+        placed = []
+        for table in program.tables:
+            placed.append(offset)
+            offset = _align(offset + len(table.data))
+        blob = bytearray(max(offset, ALIGN))
+        blob[: len(code)] = code
+        for index, (table, start) in enumerate(zip(program.tables, placed)):
+            blob[start : start + len(table.data)] = table.data
+            try:
+                states = dfa_state_count(table.data)
+            except ValueError:
+                states = 0
+            tables[index] = (0, len(table.data), states)  # pointer filled in below
+        # one device block: code, TABLE records, table bytes; the records hold addresses inside
+        # the block, so it is allocated before they are filled in, and copied last
+        memory = self._device_allocate(len(blob))
+        for index, start in enumerate(placed):
+            tables["pointer"][index] = memory.pointer + start
+        blob[tables_offset : tables_offset + tables.nbytes] = tables.tobytes()
+        self._device_copy(memory, bytes(blob))
+        bindings = np.zeros(MAX_BINDINGS, dtype=abi.BINDING)
+        pointers: dict[int, int] = {}
+        for index, binding in enumerate(program.bindings):
+            global_pointer = 0
+            if binding.scope == Scope.GLOBAL:
+                chunk = self.arena.allocate(binding.words * 4)  # lives until close()
+                view = chunk.view(np.uint32, binding.words)
+                view[:] = entry.global_buffers.get(binding.name, np.full(binding.words, binding.init, np.uint32))
+                entry.global_buffers[binding.name] = view  # host readers see the device's updates live
+                global_pointer = pointers[index] = chunk.device_pointer
+            bindings[index] = (binding.words, int(binding.scope), binding.init, 0, global_pointer)
+        self._global_pointers[handle] = pointers
+        self._write_record(
+            self.programs,
+            handle,
+            "program",
+            {
+                "instructions": len(program.code),
+                "registers": program.registers,
+                "emit_words": program.emit_words,
+                "fuel": program.fuel,
+                "lanes": program.lanes,
+                "table_count": len(program.tables),
+                "binding_count": len(program.bindings),
+                "code": memory.pointer,
+                "tables": memory.pointer + tables_offset,
+                "bindings": bindings,
+            },
+        )
+
+    def dfa_registered(self, handle: int) -> None:
+        transitions = np.ascontiguousarray(self.registry.dfas[handle], dtype="<u4")
+        memory = self._device_allocate(transitions.nbytes)
+        self._device_copy(memory, transitions)
+        values = {"states": transitions.shape[0], "transitions": memory.pointer}
+        self._write_record(self.dfas, handle, "DFA", values)
+
+    def opcode_bound(self, opcode: int, program: int) -> None:
+        self.user_programs[opcode - USER_OPCODE_BASE] = program  # one aligned u32 store
+
+    # ------------------------------------------------------------------ runs
+
+    def run_prepared(self, program: int, context: int, region: int) -> None:
+        entry = self.registry.programs[program].program
+        run = self.registry.contexts[context]
+        record_bytes = run.emit_capacity * entry.emit_words * 4
+        if record_bytes > MAX_RECORD_BYTES:
+            raise DispatchError(
+                f"emit_capacity {run.emit_capacity} x {entry.emit_words} words needs {record_bytes} bytes of "
+                f"records; the CUDA backend stages at most {MAX_RECORD_BYTES} per run",
+                "lower emit_capacity",
+            )
+        self.context.enter()  # growing the arena registers memory
+        staged = _StagedRun(program, entry.emit_words, run.emit_capacity)
+        with self._lock:
+            self._runs[context] = staged  # before anything can fail: run_released returns it all
+        outputs = np.zeros(MAX_BINDINGS, dtype="<u8")
+        globals_ = self._global_pointers.get(program, {})
+        for index, binding in enumerate(entry.bindings):
+            if binding.scope == Scope.GLOBAL:
+                outputs[index] = globals_.get(index, 0)
+                continue
+            chunk = staged.outputs[index] = self.arena.allocate(binding.words * 4)
+            chunk.view(np.uint32, binding.words)[:] = binding.init
+            outputs[index] = chunk.device_pointer
+        if record_bytes:
+            staged.records = self.arena.allocate(record_bytes)
+        records_pointer = staged.records.device_pointer if staged.records else 0
+        self._write_record(
+            self.contexts,
+            context,
+            "context",
+            {
+                "fuel": run.fuel or 0,
+                "emit_capacity": run.emit_capacity,
+                "fault_lane": abi.NO_FAULT_LANE,
+                "records": records_pointer,
+                "outputs": outputs,
+            },
+        )
+        self._stage_region(region)
+
+    def _stage_region(self, region: int) -> None:
+        data = self.registry.regions[region]
+        pointer, nbytes = self._device_address(data)
+        chunk = None
+        if pointer is None:  # pageable memory: copy it into staging the kernel can read
+            chunk = self.arena.allocate(nbytes)
+            source = data if _contiguous(data) else memoryview(data).tobytes()
+            chunk.view(np.uint8, nbytes)[:] = np.frombuffer(source, np.uint8)
+            pointer = chunk.device_pointer
+            with self._lock:
+                self.host_bytes_copied += nbytes
+        with self._lock:
+            self._region_chunks[region] = chunk
+        self._write_record(self.regions, region, "region", {"pointer": pointer, "length": nbytes})
+
+    def run_result(self, program: int, context: int) -> RunResult | None:
+        with self._lock:
+            staged = self._runs.get(context)
+        index = context % len(self.contexts)
+        if staged is None or int(self.contexts["handle"][index]) != context:
+            return None
+        record = self.contexts[index].copy()  # one read of the device-written fields
+        instructions, fault_lane = int(record["instructions"]), int(record["fault_lane"])
+        if instructions == 0 and fault_lane == abi.NO_FAULT_LANE:
+            return None  # the slot faulted before the program ran (handle, argument)
+        entry = self.registry.programs[program]
+        outputs = {}
+        for index_, binding in enumerate(entry.program.bindings):
+            if binding.scope == Scope.GLOBAL:
+                outputs[binding.name] = np.array(entry.global_buffers[binding.name], dtype=np.uint32)
+            else:
+                outputs[binding.name] = staged.outputs[index_].view(np.uint32, binding.words).copy()
+        words = staged.emit_words
+        emitted = min(int(record["emitted"]), staged.emit_capacity)
+        if staged.records is not None and emitted:
+            records = staged.records.view(np.uint32, emitted * words).reshape(emitted, words).copy()
+        else:
+            records = np.zeros((0, words), dtype=np.uint32)
+        fault = None
+        if fault_lane != abi.NO_FAULT_LANE:
+            code = int(record["fault_code"])
+            fault = Fault(
+                FaultCode(code) if code in FAULT_CODES else code,  # type: ignore[arg-type]
+                int(record["fault_pc"]),
+                fault_lane,
+                int(record["fault_detail"]),
+            )
+        return RunResult(
+            outputs=outputs,
+            records=records,
+            dropped=int(record["dropped"]),
+            fault=fault,
+            lanes=0,  # the kernel does not report the lane count it ran (see the report to the lead)
+            instructions=instructions,
+        )
+
+    def run_released(self, context: int, region: int) -> None:
+        with self._lock:
+            staged = self._runs.pop(context, None)
+            region_chunk = self._region_chunks.pop(region, None)
+        for table, handle in ((self.contexts, context), (self.regions, region)):
+            index = handle % len(table)
+            if int(table["handle"][index]) == handle:
+                table["handle"][index] = 0
+        chunks = [] if staged is None else [*staged.outputs.values(), staged.records]
+        for chunk in [*chunks, region_chunk]:
+            if chunk is not None:
+                self.arena.release(chunk)
+
+    def ring_doorbell(self, slots: list[int], priorities: list[int]) -> None:
+        pass  # the kernel reads the image's doorbell (Megakernel writes it) and scans the ring
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _params(self, module: driver.Module) -> np.ndarray:
+        layout = self.layout
+        values = {
+            "image": self._image_pointer,
+            "programs": self._programs_pointer,
+            "contexts": self._contexts_pointer,
+            "regions": self._regions_pointer,
+            "dfas": self._dfas_pointer,
+            "user_programs": self._user_programs_pointer,
+            "program_capacity": len(self.programs),
+            "context_capacity": len(self.contexts),
+            "region_capacity": len(self.regions),
+            "dfa_capacity": len(self.dfas),
+            "slots": layout.slots,
+            "ring": layout.ring,
+            "tenants": layout.tenants,
+            "tenant_masks": layout.tenant_masks,
+            "metrics": layout.metrics,
+            "observables": layout.observable_base,
+            "observable_count": layout.observables,
+            "debug_log": layout.debug_log,
+            "debug_capacity": layout.debug_records,
+            "io_queue": layout.io_queue,
+            "io_entries": layout.io_entries,
+            "doorbell": getattr(layout, "doorbell", 0),
+            "doorbells": getattr(layout, "doorbells", 0),
+            "idle_sleep_ns": self.idle_sleep_ns,
+            "scan_interval_ns": self.scan_interval_ns,
+        }
+        missing = [name for name in abi.PARAMS.names if name not in values and not name.startswith("reserved")]
+        if missing:
+            raise BackendError(
+                f"the kernel's Params has fields the host does not fill: {', '.join(missing)}",
+                "update CudaDevice._params in vyre_runtime/backends/cuda/device.py with abi.PARAMS",
+            )
+        params = np.zeros(1, dtype=abi.PARAMS)
+        for name in abi.PARAMS.names:
+            params[name] = values.get(name, 0)
+        return params
+
+    def start(self) -> None:
+        """Build (or take from the cache) the kernel, check its digests, launch it, wait for SERVING."""
+        self.context.enter()
+        codec.check_image(self.image, self.layout)
+        _refuse_second_kernel()
+        built = build.build_megakernel(self.arch)
+        module = self._module = driver.Module(built.cubin)
+        names = built.names
+        for symbol, expected, what in (
+            (build.ISA_DIGEST_GLOBAL, header.isa_digest(), "ISA (vir0/isa.py)"),
+            (build.LAYOUT_DIGEST_GLOBAL, layout_digest(), "protocol layout"),
+        ):
+            found = module.read_u32(names[symbol], self._side_stream, COPY_TIMEOUT_S)
+            if found != expected:
+                raise BackendError(
+                    f"the loaded kernel was built for another {what}: digest {found:#010x}, this host {expected:#010x}",
+                    "clear the cubin cache ($VYRE_CACHE_DIR/cubin) and rebuild",
+                )
+        self.block = module.read_u32(names[build.BLOCK_THREADS_GLOBAL], self._side_stream, COPY_TIMEOUT_S)
+        function = module.function(names[build.KERNEL_FUNCTION])
+        self._zero_queue(module)
+        per_sm = driver.max_active_blocks_per_sm(function, self.block)
+        if per_sm < 1:
+            raise BackendError(
+                f"the megakernel cannot run one block of {self.block} threads on an SM of {self.info.name}",
+                "reduce the kernel's registers or shared memory (see the NVRTC build log)",
+            )
+        usable_sms = max(1, int(self.info.sm_count * (1.0 - self.sm_reserve)))
+        self.grid = max(2, per_sm * usable_sms)  # block 0 dispatches; every other block works
+        self._argument = driver.StructArgument(self._params(module))
+        self._kernel_stream = driver.Stream()
+        driver.launch(function, self.grid, self.block, self._kernel_stream, self._argument)
+        with _process_lock:
+            self._launched = True
+            _live_kernels.add(id(self))
+        try:
+            self._wait_serving()
+        except BaseException:
+            self._abandon_start()
+            raise
+
+    def _zero_queue(self, module: driver.Module) -> None:
+        try:
+            pointer, nbytes = module.global_address(QUEUE_GLOBAL)
+        except BackendError:
+            return  # a kernel without a device-side queue
+        driver.upload(self._side_stream, pointer, np.zeros(nbytes, dtype=np.uint8), COPY_TIMEOUT_S)
+
+    def _wait_serving(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        pause = 1e-4
+        while True:
+            state = int(self.image[ControlWord.DEVICE_STATE])
+            if state == DeviceState.SERVING:
+                return
+            if state == DeviceState.REFUSED:
+                raise BackendError(
+                    "the megakernel refused this image: its layout digest or geometry differs from the kernel's",
+                    "rebuild the kernel from this vyre-runtime (clear $VYRE_CACHE_DIR/cubin)",
+                )
+            if self._kernel_finished():
+                raise BackendError("the megakernel exited before it began serving", "run `vyre doctor`")
+            if time.monotonic() >= deadline:
+                raise BackendError(
+                    f"the megakernel did not begin serving within {START_TIMEOUT_S:.0f} s (grid {self.grid}, "
+                    f"block {self.block})",
+                    "another program may hold the GPU's SMs; check `nvidia-smi`, or lower the GPU's load",
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+
+    def _abandon_start(self) -> None:
+        """After a failed start: tell a launched kernel to stop and give it a moment."""
+        self.image[ControlWord.SHUTDOWN] = 1
+        deadline = time.monotonic() + EXIT_GRACE_S
+        while time.monotonic() < deadline and not self._kernel_finished():
+            time.sleep(0.001)
+
+    def _kernel_finished(self) -> bool:
+        """True once the kernel is no longer running (exited, or killed by a sticky error)."""
+        if not self._launched or self._exited:
+            return True
+        try:
+            finished = self._kernel_stream.query()
+        except BackendError:
+            finished = True  # a sticky error ended it
+        if finished:
+            with _process_lock:
+                self._exited = True
+                _live_kernels.discard(id(self))
+        return finished
+
+    def stop(self, timeout: float) -> bool:
+        """Set SHUTDOWN and poll (never synchronize) until the kernel exits or ``timeout``."""
+        self.image[ControlWord.SHUTDOWN] = 1
+        if self._launched and not self._closed:
+            self.context.enter()  # cuStreamQuery from whichever thread shuts down
+        deadline = time.monotonic() + timeout
+        pause = 1e-4
+        while not self._kernel_finished():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+        return True
+
+    def health(self) -> str | None:
+        """None while all is well; else one sentence on what is wrong with the device."""
+        if int(self.image[ControlWord.DEVICE_STATE]) == DeviceState.REFUSED:
+            return "the megakernel refused the image (layout digest or geometry mismatch) and is not serving"
+        if not self._launched or self._closed:
+            return None
+        self.context.enter()
+        status = self._kernel_stream.status()
+        if status == driver.NOT_READY:
+            return None
+        if status == driver.SUCCESS:
+            if self.image[ControlWord.SHUTDOWN]:
+                return None
+            return "the megakernel exited although no shutdown was requested; nothing serves the ring"
+        return (
+            f"the GPU reported {driver.error_name(status)}: the megakernel is dead and the CUDA context is "
+            "unusable; restart the process"
+        )
+
+    def close(self) -> None:
+        """Unpin and free everything, once the kernel has exited; a kernel still running keeps
+        its memory (leaked rather than pulled from under it)."""
+        if self._closed:
+            return
+        if not self._kernel_finished():
+            return  # stop() failed: freeing now could wait forever on the resident kernel
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        resources: list[Any] = [self._module, *self._device_memory, *self._mapped, getattr(self, "arena", None)]
+        resources += [getattr(self, "_side_stream", None), self._kernel_stream]
+        resources = [r for r in resources if r is not None]
+        self._module, self._device_memory, self._mapped = None, [], []
+        self._snapshot_globals()
+        try:
+            self.context.enter()  # this thread frees: the context must be current here
+        except BackendError as error:
+            self.close_errors.append(error)
+        with _process_lock:
+            others_running = bool(_live_kernels - {id(self)})
+            if others_running:
+                _deferred.extend(resources)
+                resources = []
+            else:
+                resources, _deferred[:] = [*_deferred, *resources], []
+        for resource in resources:
+            self.close_errors += _free(resource)
+        try:
+            self.context.release()
+        except BackendError as error:
+            self.close_errors.append(error)
+
+    def _snapshot_globals(self) -> None:
+        """Global buffers become plain host arrays again (their mapped views stay valid too)."""
+        for entry in self.registry.programs.values():
+            for name, buffer in entry.global_buffers.items():
+                entry.global_buffers[name] = np.array(buffer, dtype=np.uint32)
+
+
+def _contiguous(data: Any) -> bool:
+    try:
+        return memoryview(data).c_contiguous
+    except TypeError:
+        return False
+
+
+def _free(resource: Any) -> list[Exception]:
+    """Release one resource, best effort: close() must finish even in a broken context."""
+    try:
+        if isinstance(resource, StagingArena):
+            return resource.unregister_all()
+        if isinstance(resource, driver.MappedMemory):
+            resource.unregister()
+        elif isinstance(resource, driver.DeviceMemory):
+            resource.free()
+        elif isinstance(resource, driver.Module):
+            resource.unload()
+        elif isinstance(resource, driver.Stream):
+            resource.destroy()
+    except Exception as error:
+        return [error]
+    return []
+
+
+__all__ = ["CudaDevice", "kernel_resident"]
