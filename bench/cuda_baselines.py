@@ -51,7 +51,7 @@ def measure(round_trips: int = 3000, async_launches: int = 20000, graph_replays:
     options = [f"--gpu-architecture=sm_{major}{minor}".encode()]
     _check(nvrtc.nvrtcCompileProgram(program, len(options), options), "nvrtcCompileProgram")
     size = _check(nvrtc.nvrtcGetCUBINSize(program), "nvrtcGetCUBINSize")
-    cubin = b" " * size
+    cubin = bytearray(size)  # a fresh buffer: NVRTC writes into it
     _check(nvrtc.nvrtcGetCUBIN(program, cubin), "nvrtcGetCUBIN")
     module = _check(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
     function = _check(driver.cuModuleGetFunction(module, b"empty_kernel"), "cuModuleGetFunction")

@@ -19,7 +19,7 @@ import numpy as np
 from vyre_runtime.errors import BackendError
 from vyre_runtime.protocol import debuglog, ioqueue
 from vyre_runtime.protocol.codec import ring_view
-from vyre_runtime.protocol.layout import Layout, SlotFault, SlotState, SlotWord
+from vyre_runtime.protocol.layout import ControlWord, Layout, SlotFault, SlotState, SlotWord
 from vyre_runtime.protocol.opcodes import BuiltinOpcode
 from vyre_runtime.registry import Registry
 from vyre_runtime.stats import LatencyWindow, Stats, read_device_counters
@@ -30,6 +30,7 @@ POLL_INTERVAL_S = 0.0005  # the service thread's poll of a device that cannot si
 SPIN_LIMIT = 20_000  # status-word checks a waiting caller spins through before it sleeps
 SPIN_SLEEP_S = 0.00002
 FINISHED_STATES = (SlotState.DONE, SlotState.FAULT)
+COUNTER_SETTLE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -378,6 +379,11 @@ class HostService:
                     return False
                 self._idle.wait(min(remaining, 0.05) if remaining is not None else 0.05)
                 self.reap()
+        # a GPU adds to its counters just after publishing DONE (docs/PROTOCOL.md, counters):
+        # once idle, give them a moment to land so stats() right after wait() is exact
+        settle = time.monotonic() + COUNTER_SETTLE_S
+        while int(self.image[ControlWord.DONE_COUNT]) != self._completed & 0xFFFFFFFF and time.monotonic() < settle:
+            time.sleep(0.0001)
         return True
 
     def cancel_outstanding(self, reason: str) -> None:

@@ -54,7 +54,7 @@ CONTEXT = np.dtype(
         ("fault_code", "<u4"),
         ("fault_pc", "<u4"),
         ("fault_detail", "<u4"),
-        ("reserved", "<u4"),
+        ("lanes", "<u4"),  # device: lanes the run used
         ("instructions", "<u8"),  # device: lane-instructions executed (fuel consumed)
         ("records", "<u8"),  # u32[emit_capacity * emit_words]
         ("outputs", "<u8", (MAX_BINDINGS,)),  # u32 buffer per RUN binding (host pre-fills init)

@@ -373,7 +373,7 @@ class CudaDevice:
             records=records,
             dropped=int(record["dropped"]),
             fault=fault,
-            lanes=0,  # the kernel does not report the lane count it ran (see the report to the lead)
+            lanes=int(record["lanes"]),
             instructions=instructions,
         )
 

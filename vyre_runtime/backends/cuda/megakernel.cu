@@ -14,6 +14,7 @@
 
 #define VYRE_BLOCK_THREADS 256
 #define QUEUE_CAPACITY 4096u        // claimed slots waiting for a worker block
+#define QUEUE_ENTRY_WORDS 20u       // slot index, 3 spare, then the slot's 16 words
 #define STAGE_WORDS 8192u           // run-scope outputs up to this size live in shared memory
 #define MAX_TABLES 64u
 #define FULL_MASK 0xffffffffu
@@ -33,7 +34,9 @@ struct QueueState {
     uint32_t tail;       // one past the last entry the dispatcher published
     uint32_t shutdown;   // mirror of the SHUTDOWN control word, so workers never poll PCIe
     uint32_t exited;     // blocks that have returned
-    uint32_t entries[QUEUE_CAPACITY];
+    // entry = the slot index, then a copy of its 16 words taken at claim time, so a worker
+    // reads its work from device memory instead of another PCIe round trip
+    uint32_t entries[QUEUE_CAPACITY][QUEUE_ENTRY_WORDS];
 };
 extern "C" {
 __device__ QueueState vyre_queue;
@@ -50,6 +53,12 @@ __device__ __forceinline__ void store_release(uint32_t* p, uint32_t v) {
     asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 __device__ __forceinline__ uint32_t load_volatile(const uint32_t* p) { return *(const volatile uint32_t*)p; }
+__device__ __forceinline__ uint4 load_volatile4(const void* p) {  // one 16-byte read, never cached
+    uint4 v;
+    asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p) : "memory");
+    return v;
+}
 __device__ __forceinline__ void store_volatile(uint32_t* p, uint32_t v) { *(volatile uint32_t*)p = v; }
 
 // ------------------------------------------------------------------ per-run state (one block)
@@ -556,7 +565,7 @@ __device__ void run_program(RunShared& S) {
 
 // ------------------------------------------------------------------ slot execution
 
-struct SlotShared {
+struct __align__(16) SlotShared {  // words[] is filled with 16-byte stores
     uint32_t words[SLOT_WORDS];
     uint32_t results[RESULT_WORDS];
     uint32_t fault;   // SlotFault code, 0 = none
@@ -807,6 +816,7 @@ __device__ void run_program_slot(const Params& p, uint32_t program_handle, const
         context->emitted = emitted;
         context->dropped = S.dropped;
         context->instructions = S.instructions;
+        context->lanes = S.lanes;
         context->fault_code = S.fault_code;
         context->fault_pc = S.fault_pc;
         context->fault_detail = S.fault_detail;
@@ -829,6 +839,10 @@ __device__ void complete_slot(const Params& p, SlotShared& T) {
         T.results[0] = T.fault; T.results[1] = 0; T.results[2] = 0;
     }
     for (uint32_t k = 0; k < RESULT_WORDS; k++) slot[SW_RESULT0 + k] = T.results[k];
+    // results, then the status with release semantics (status last: docs/PROTOCOL.md)
+    store_release(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);
+    // counters after the status: fire-and-forget reductions over PCIe that the round trip does
+    // not wait for; they are exact once the device is idle (docs/PROTOCOL.md, counters)
     uint32_t metric = 0xffffffffu;
     if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) metric = USER_METRIC_BASE + op - USER_OPCODE_BASE;
     else if (op == BI_SHUTDOWN) metric = METRIC_SHUTDOWN;
@@ -836,13 +850,9 @@ __device__ void complete_slot(const Params& p, SlotShared& T) {
     if (metric != 0xffffffffu) atomicAdd_system(&image[p.metrics + metric], 1u);
     atomicAdd_system(&image[CW_DONE_COUNT], 1u);
     if (T.fault) atomicAdd_system(&image[CW_FAULT_COUNT], 1u);
-    __threadfence_system();
-    store_release(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);  // status last
 }
 
 __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunShared& S, uint32_t* stage) {
-    uint32_t* slot = (uint32_t*)p.image + p.ring + index * SLOT_WORDS;
-    if (threadIdx.x < SLOT_WORDS) T.words[threadIdx.x] = load_volatile(&slot[threadIdx.x]);
     if (threadIdx.x < RESULT_WORDS) T.results[threadIdx.x] = 0;
     if (threadIdx.x == 0) { T.fault = 0; T.index = index; }
     __syncthreads();
@@ -883,14 +893,19 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t& claimed
     // the same slot may be offered twice (a repeated hint): only its lowest lane goes on
     uint32_t same = __match_any_sync(FULL_MASK, index);
     bool found = index != NO_LANE && (__ffs(same) - 1) == (int)lane;
+    uint4 head_words = make_uint4(0, 0, 0, 0);
     if (found) {
         uint32_t* slot = image + p.ring + index * SLOT_WORDS;
-        uint32_t state = load_acquire(&slot[SW_STATUS]);
+        // status, opcode, tenant, priority in one read; the host wrote status last, and a read
+        // that sees it PUBLISHED sees the words written before it (docs/PROTOCOL.md, publication)
+        head_words = load_volatile4(slot);
+        uint32_t state = head_words.x;
         found = state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE;
         if (found) {
+            __threadfence_system();  // acquire: nothing of the payload is read before the status
             // a paused tenant's slot stays PUBLISHED, visible to the host, never stuck CLAIMED;
             // an out-of-range tenant is claimed, and faulted BAD_TENANT by its worker
-            uint32_t tenant = load_volatile(&slot[SW_TENANT]);
+            uint32_t tenant = head_words.z;
             found = tenant >= p.tenants || load_volatile(&image[p.tenant_masks + tenant]) != 0;
         }
     }
@@ -907,8 +922,17 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t& claimed
     uint32_t take = offered < room ? offered : room;
     uint32_t rank = __popc(mask & ((1u << lane) - 1u));
     if (found && rank < take) {
+        const uint4* slot = (const uint4*)(image + p.ring + index * SLOT_WORDS);
+        // the 12 argument words, three reads in flight together
+        uint4 a0 = load_volatile4(slot + 1), a1 = load_volatile4(slot + 2), a2 = load_volatile4(slot + 3);
         store_volatile(&image[p.ring + index * SLOT_WORDS + SW_STATUS], ST_CLAIMED);
-        vyre_queue.entries[(tail + rank) % QUEUE_CAPACITY] = index;
+        uint4* entry = (uint4*)vyre_queue.entries[(tail + rank) % QUEUE_CAPACITY];
+        head_words.x = ST_CLAIMED;
+        entry[0] = make_uint4(index, 0, 0, 0);
+        entry[1] = head_words;
+        entry[2] = a0;
+        entry[3] = a1;
+        entry[4] = a2;
     }
     __syncwarp();
     if (lane == 0 && take) {
@@ -990,9 +1014,16 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                 uint32_t head = load_volatile(&vyre_queue.head);
                 uint32_t tail = load_volatile(&vyre_queue.tail);
                 if (head != tail) {
+                    __threadfence();  // the entries below `tail` are written before `tail`
+                    // copy the entry BEFORE taking it: once head moves past it, the dispatcher
+                    // may reuse its place for a new slot
+                    const uint4* entry = (const uint4*)vyre_queue.entries[head % QUEUE_CAPACITY];
+                    uint4 e0 = load_volatile4(entry), e1 = load_volatile4(entry + 1), e2 = load_volatile4(entry + 2);
+                    uint4 e3 = load_volatile4(entry + 3), e4 = load_volatile4(entry + 4);
                     if (atomicCAS(&vyre_queue.head, head, head + 1u) == head) {
-                        __threadfence();
-                        s_index = load_volatile(&vyre_queue.entries[head % QUEUE_CAPACITY]);
+                        s_index = e0.x;
+                        uint4* words = (uint4*)T.words;
+                        words[0] = e1; words[1] = e2; words[2] = e3; words[3] = e4;
                         sleep_ns = 32;
                         break;
                     }
