@@ -53,7 +53,7 @@ def measure(round_trips: int = 3000, async_launches: int = 20000, graph_replays:
     size = _check(nvrtc.nvrtcGetCUBINSize(program), "nvrtcGetCUBINSize")
     cubin = bytearray(size)  # a fresh buffer: NVRTC writes into it
     _check(nvrtc.nvrtcGetCUBIN(program, cubin), "nvrtcGetCUBIN")
-    module = _check(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
+    module = _check(driver.cuModuleLoadData(bytes(cubin)), "cuModuleLoadData")
     function = _check(driver.cuModuleGetFunction(module, b"empty_kernel"), "cuModuleGetFunction")
     stream = _check(driver.cuStreamCreate(driver.CUstream_flags.CU_STREAM_NON_BLOCKING), "cuStreamCreate")
     argument = ctypes.c_uint64(0)
