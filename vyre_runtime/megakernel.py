@@ -31,6 +31,7 @@ from vyre_runtime.protocol.codec import SlotRequest
 from vyre_runtime.protocol.layout import (
     ARGS_PER_SLOT,
     MAX_DOORBELLS,
+    SLOT_WORDS,
     ControlWord,
     Layout,
     Priority,
@@ -428,6 +429,7 @@ class Channel:
         self._priority = priority
         self._base = megakernel.layout.slot(slot)
         self._closed = False
+        self._validated: set[int] = set()
 
     def __enter__(self) -> Channel:
         return self
@@ -439,13 +441,21 @@ class Channel:
         mk = self._megakernel
         if self._closed or mk._closed:
             raise BackendError("this channel is closed", "open a new one with Megakernel.channel()")
-        request = SlotRequest(int(opcode), tuple(int(a) for a in args), self._tenant, self._priority)
-        request.validate(mk.layout)
-        if opcode == BuiltinOpcode.RUN_PROGRAM:
-            raise DispatchError("RUN_PROGRAM goes through submit(), which stages its data", "use Megakernel.submit")
+        if opcode not in self._validated:  # validate an opcode once per channel, then trust it
+            SlotRequest(int(opcode), (), self._tenant, self._priority).validate(mk.layout)
+            if opcode == BuiltinOpcode.RUN_PROGRAM:
+                raise DispatchError("RUN_PROGRAM goes through submit(), which stages its data", "use submit()")
+            self._validated.add(opcode)
+        if len(args) > ARGS_PER_SLOT or any(not 0 <= a <= 0xFFFFFFFF for a in args):
+            raise ProtocolError(f"arguments {tuple(args)!r}: at most {ARGS_PER_SLOT} u32 words")
         image, base = mk.image, self._base
         started = time.perf_counter_ns()
-        codec.write_slot(image, mk.layout, self.slot, request)
+        if image[base] != SlotState.EMPTY:
+            raise ProtocolError(f"channel slot {self.slot} is not EMPTY; a previous call was abandoned")
+        payload = [opcode, self._tenant, self._priority, *args]
+        image[base + 1 : base + 4 + len(args)] = payload  # payload first ...
+        image[base + 4 + len(args) : base + SLOT_WORDS] = 0  # (no stale arguments)
+        image[base] = SlotState.PUBLISHED  # ... status last (docs/PROTOCOL.md, publication)
         with mk._doorbell_lock:
             codec.ring_doorbell(image, mk.layout, [self.slot])
         mk.device.ring_doorbell([self.slot], [int(self._priority)])

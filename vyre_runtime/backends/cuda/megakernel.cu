@@ -887,7 +887,15 @@ __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunSh
 // schedulable and whose tenant is enabled, pushing it onto the work queue in lane order.
 // Returns false when the queue filled up. Only the dispatcher claims, so a plain store of
 // CLAIMED suffices (the host never writes a PUBLISHED slot; docs/PROTOCOL.md, claims).
-__device__ bool claim_offered(const Params& p, uint32_t index, uint32_t& claimed) {
+// Tenant-mask words of tenants `lane` and `lane + 32`, read in parallel by the warp (<= 64 tenants).
+__device__ __forceinline__ void load_masks(const Params& p, uint32_t lane, uint32_t& low, uint32_t& high) {
+    const uint32_t* masks = (const uint32_t*)p.image + p.tenant_masks;
+    low = lane < p.tenants ? load_volatile(masks + lane) : 0u;
+    high = lane + 32 < p.tenants ? load_volatile(masks + lane + 32) : 0u;
+}
+
+__device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low, uint32_t mask_high,
+                              uint32_t& claimed) {
     uint32_t* image = (uint32_t*)p.image;
     uint32_t lane = threadIdx.x & 31u;
     // the same slot may be offered twice (a repeated hint): only its lowest lane goes on
@@ -901,14 +909,14 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t& claimed
         head_words = load_volatile4(slot);
         uint32_t state = head_words.x;
         found = state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE;
-        if (found) {
-            __threadfence_system();  // acquire: nothing of the payload is read before the status
-            // a paused tenant's slot stays PUBLISHED, visible to the host, never stuck CLAIMED;
-            // an out-of-range tenant is claimed, and faulted BAD_TENANT by its worker
-            uint32_t tenant = head_words.z;
-            found = tenant >= p.tenants || load_volatile(&image[p.tenant_masks + tenant]) != 0;
-        }
+        if (found) __threadfence_system();  // acquire: nothing of the payload is read before the status
     }
+    // a paused tenant's slot stays PUBLISHED, visible to the host, never stuck CLAIMED; an
+    // out-of-range tenant is claimed, and faulted BAD_TENANT by its worker
+    uint32_t tenant = found ? head_words.z : 0u;
+    uint32_t low = __shfl_sync(FULL_MASK, mask_low, tenant & 31u);
+    uint32_t high = __shfl_sync(FULL_MASK, mask_high, tenant & 31u);
+    if (found && tenant < p.tenants) found = (tenant < 32 ? low : high) != 0;
     uint32_t mask = __ballot_sync(FULL_MASK, found);
     if (mask == 0) return true;
     uint32_t tail = 0, room = 0;
@@ -955,13 +963,14 @@ __device__ void dispatch(const Params& p) {
     const long long scan_cycles = (long long)p.scan_interval_ns * 2;  // ~2 cycles per ns on an H100
     while (true) {
         uint32_t stop = 0, tail = 0;
-        if (lane == 0) {
+        if (lane == 0) {  // two lanes: both reads in flight at once
             stop = load_volatile(&image[CW_SHUTDOWN]);
-            tail = load_acquire(&image[CW_DOORBELL_TAIL]);
             store_volatile(&image[CW_HEARTBEAT], ++heartbeat);
+        } else if (lane == 1) {
+            tail = load_acquire(&image[CW_DOORBELL_TAIL]);
         }
         stop = __shfl_sync(FULL_MASK, stop, 0);
-        tail = __shfl_sync(FULL_MASK, tail, 0);
+        tail = __shfl_sync(FULL_MASK, tail, 1);
         if (stop) {
             if (lane == 0) { store_volatile(&vyre_queue.shutdown, 1u); __threadfence(); }
             return;
@@ -971,13 +980,15 @@ __device__ void dispatch(const Params& p) {
         // 1. the doorbell: the slots the host just published (docs/PROTOCOL.md, Doorbell)
         uint32_t pending = tail - head;
         if (pending > p.doorbells) pending = p.doorbells;  // a corrupt tail cannot make us read garbage
+        uint32_t mask_low = 0, mask_high = 0;
+        if (pending) load_masks(p, lane, mask_low, mask_high);  // in flight with the entries
         for (uint32_t i = 0; i < pending && room; i += 32) {
             uint32_t index = NO_LANE;
             if (i + lane < pending) {
                 index = load_volatile(&image[p.doorbell + (head + i + lane) % p.doorbells]);
                 if (index >= p.slots) index = NO_LANE;
             }
-            room = claim_offered(p, index, claimed);
+            room = claim_offered(p, index, mask_low, mask_high, claimed);
         }
         if (pending && room) {
             head += pending;
@@ -987,8 +998,9 @@ __device__ void dispatch(const Params& p) {
         long long now = clock64();
         if (room && now - last_scan > scan_cycles) {
             last_scan = now;
+            load_masks(p, lane, mask_low, mask_high);
             for (uint32_t base = 0; base < p.slots && room; base += 32)
-                room = claim_offered(p, base + lane < p.slots ? base + lane : NO_LANE, claimed);
+                room = claim_offered(p, base + lane < p.slots ? base + lane : NO_LANE, mask_low, mask_high, claimed);
         }
         if (claimed) {
             sleep_ns = 32;
