@@ -325,3 +325,19 @@ def test_bulk_publication_rejects_bad_arguments_before_writing(mk):
     with pytest.raises(ProtocolError):
         mk.publish_bulk(0x0ABC, count=3)
     assert mk.stats().published == 0
+
+
+def test_channel_calls_run_synchronously_on_a_reserved_slot(mk):
+    with mk.channel() as channel:
+        assert channel.call(BuiltinOpcode.STORE_U32, (7, 40)).ok
+        assert channel.call(BuiltinOpcode.ATOMIC_ADD, (7, 2)).results[0] == 40
+        fault = channel.call(BuiltinOpcode.STORE_U32, (10**6, 1)).fault
+        assert fault is not None and fault.code == SlotFault.BAD_ARGUMENT
+        assert mk.publish(BuiltinOpcode.NOP).result(5).ok  # the reaper leaves the channel's slot alone
+        with pytest.raises(ProtocolError):
+            channel.call(BuiltinOpcode.NOP, (1,) * 13)
+        with pytest.raises(DispatchError, match="submit"):
+            channel.call(BuiltinOpcode.RUN_PROGRAM, ())
+    with pytest.raises(BackendError, match="closed"):
+        channel.call(BuiltinOpcode.NOP)
+    assert mk.observables()[7] == 42 and mk.stats().completed == 4
