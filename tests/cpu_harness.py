@@ -297,41 +297,6 @@ INTERESTING_F32 = [
 # ---------------------------------------------------------------- range intrinsics reference
 
 
-def fnv1a(data: bytes, h: int) -> int:
-    for byte in data:
-        h = ((h ^ byte) * 16777619) & MASK
-    return h
-
-
-def xxh32(data: bytes, seed: int) -> int:
-    p1, p2, p3, p4, p5 = 0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1
-
-    def round_(acc: int, word: int) -> int:
-        return (_rotl((acc + word * p2) & MASK, 13) * p1) & MASK
-
-    n, i = len(data), 0
-    if n >= 16:
-        v = [(seed + p1 + p2) & MASK, (seed + p2) & MASK, seed, (seed - p1) & MASK]
-        while i + 16 <= n:
-            v = [round_(v[k], int.from_bytes(data[i + 4 * k : i + 4 * k + 4], "little")) for k in range(4)]
-            i += 16
-        h = (_rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12) + _rotl(v[3], 18)) & MASK
-    else:
-        h = (seed + p5) & MASK
-    h = (h + n) & MASK
-    while i + 4 <= n:
-        h = (_rotl((h + int.from_bytes(data[i : i + 4], "little") * p3) & MASK, 17) * p4) & MASK
-        i += 4
-    while i < n:
-        h = (_rotl((h + data[i] * p5) & MASK, 11) * p1) & MASK
-        i += 1
-    h ^= h >> 15
-    h = (h * p2) & MASK
-    h ^= h >> 13
-    h = (h * p3) & MASK
-    return h ^ (h >> 16)
-
-
 def dfa_table(transitions: Sequence[Sequence[int]]) -> bytes:
     """A DFA table from per-state lists of 256 raw transitions (target | DFA_ACCEPT_BIT)."""
     flat = [t for row in transitions for t in row]

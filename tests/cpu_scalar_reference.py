@@ -20,9 +20,9 @@ from cpu_harness import (
     INT_UNARY_REFERENCE,
     MASK,
     dfa_walk,
-    fnv1a,
-    xxh32,
 )
+from references import fnv1a32 as fnv1a
+from references import xxh32
 
 from vyre_runtime.vir0.isa import BY_CODE, IMM_FORM, NO_MATCH, FaultCode, SpecialRegister
 from vyre_runtime.vir0.program import Instruction, Program

@@ -13,13 +13,13 @@ from cpu_harness import (
     MASK,
     dfa_table,
     dfa_walk,
-    fnv1a,
     op,
     per_lane_program,
     random_dfa,
     run,
-    xxh32,
 )
+from references import fnv1a32 as fnv1a
+from references import xxh32
 
 from vyre_runtime.backends.cpu import dfa_walk as dfa_walk_module
 from vyre_runtime.vir0.isa import DFA_ACCEPT_BIT, NO_MATCH, FaultCode

@@ -25,6 +25,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple
 
+from vyre_runtime.docblocks import add_mode_arguments, write_or_check
 from vyre_runtime.protocol import layout, opcodes
 from vyre_runtime.protocol.codec import SlotRequest, encode_packed, new_image, ring_doorbell, write_slot
 from vyre_runtime.protocol.layout import (
@@ -738,32 +739,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m vyre_runtime.protocol.docgen",
         description="Print (or rewrite in place) the generated blocks of docs/PROTOCOL.md.",
     )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="rewrite every generated block of the document in place")
-    mode.add_argument("--check", action="store_true", help="exit 1 if the document's generated blocks are stale")
-    parser.add_argument("--doc", type=Path, default=DOC_PATH, help=f"the document (default: {DOC_PATH})")
+    add_mode_arguments(parser, DOC_PATH)
     args = parser.parse_args(argv)
     if not (args.write or args.check):
         for block in BLOCKS:
             sys.stdout.write(f"{begin_marker(block.name)}\n{block.render()}{end_marker(block.name)}\n\n")
         return 0
-    try:
-        text = args.doc.read_text(encoding="utf-8")
-        updated = render_document(text)
-    except (OSError, ValueError) as error:
-        print(f"docgen: {args.doc}: {error}", file=sys.stderr)
-        return 1
-    if args.check:
-        if updated != text:
-            print(f"docgen: {args.doc} is out of date; run `{REGENERATE_COMMAND}`", file=sys.stderr)
-            return 1
-        return 0
-    if updated != text:
-        args.doc.write_text(updated, encoding="utf-8")
-        print(f"docgen: rewrote the generated blocks of {args.doc}")
-    else:
-        print(f"docgen: {args.doc} is already up to date")
-    return 0
+    return write_or_check(args, render_document, REGENERATE_COMMAND)
 
 
 if __name__ == "__main__":
