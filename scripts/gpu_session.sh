@@ -19,6 +19,14 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   timeout 400 python3 -m pytest -q -m gpu -x tests/test_cuda_backend.py tests/test_differential.py > "$OUT/gpu-tests.txt" 2>&1
   echo "gpu tests exit $?" >> "$OUT/gpu-tests.txt"
 fi
+if [ "$what" = soak ]; then
+  VYRE_DIFFERENTIAL_SEEDS=3000 timeout 300 python3 -m pytest -q -m gpu tests/test_cuda_backend.py -k random > "$OUT/soak.txt" 2>&1
+  echo "soak exit $?" >> "$OUT/soak.txt"
+  VYRE_DIFFERENTIAL_SEEDS=40 timeout 500 compute-sanitizer --tool memcheck --print-limit 20 \
+    python3 -m pytest -q -m gpu tests/test_cuda_backend.py -k "examples or faulting or random or builtins or unregistered" \
+    > "$OUT/memcheck.txt" 2>&1
+  echo "memcheck exit $?" >> "$OUT/memcheck.txt"
+fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   timeout 120 python3 bench/roundtrip_breakdown.py --backend cuda > "$OUT/breakdown.txt" 2>&1
   timeout 300 python3 bench/dispatch.py --backend cuda > "$OUT/dispatch-cuda.txt" 2>&1

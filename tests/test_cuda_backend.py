@@ -3,6 +3,7 @@ the CPU backend and reproduces its results bit for bit (skipped cleanly without 
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ if _REASON is not None:
 Op = isa.Op
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NEEDLES = [b"vyre", b"error", b"warning", b"fatal", b"panic", b"\n", b"\n\n"]
-DIFFERENTIAL_SEEDS = 300
+DIFFERENTIAL_SEEDS = int(os.environ.get("VYRE_DIFFERENTIAL_SEEDS", "300"))  # longer soaks on a GPU machine
 
 
 def counting_program() -> Program:
