@@ -341,3 +341,15 @@ def test_channel_calls_run_synchronously_on_a_reserved_slot(mk):
     with pytest.raises(BackendError, match="closed"):
         channel.call(BuiltinOpcode.NOP)
     assert mk.observables()[7] == 42 and mk.stats().completed == 4
+
+
+def test_an_unregistered_program_faults_bad_handle_and_frees_its_handle(mk):
+    handle = mk.register_program(counting_program())
+    assert mk.submit(handle, b"abc").result(10).ok
+    mk.unregister_program(handle)
+    with pytest.raises(DispatchError, match="not registered"):
+        mk.submit(handle, b"abc")
+    with pytest.raises(DispatchError, match="not registered"):
+        mk.unregister_program(handle)
+    args = (handle, 999, 999, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    assert mk.publish(BuiltinOpcode.RUN_PROGRAM, args).result(5).fault.code == SlotFault.BAD_HANDLE

@@ -366,6 +366,10 @@ class HostService:
         else:
             future.set_result(outcome)
 
+    def program_in_flight(self, program: int) -> bool:
+        with self._lock:
+            return any(p.run is not None and p.run[0] == program for p in self._pending.values())
+
     def release_run(self, context: int, region: int) -> None:
         self.device.run_released(context, region)
         self.registry.release_run(context, region)

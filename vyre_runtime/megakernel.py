@@ -119,6 +119,17 @@ class Megakernel:
         self.device.program_registered(handle)
         return handle
 
+    def unregister_program(self, handle: int) -> None:
+        """Release a program's handle (and its device record); refused while runs of it are in
+        flight. Its global buffers stay readable through any views already taken."""
+        if self.service.program_in_flight(handle):
+            raise DispatchError(f"program {handle} has runs in flight", "wait for them before unregistering")
+        bound = [op for op, program in self.registry.opcode_programs.items() if program == handle]
+        self.registry.remove_program(handle)
+        for opcode in bound:
+            self.device.opcode_bound(opcode, 0)
+        self.device.program_unregistered(handle)
+
     def bind_opcode(self, opcode: int, program_handle: int, tenant: int = 0) -> None:
         """Make user opcode ``opcode`` (inside ``tenant``'s window) run ``program_handle``."""
         self.registry.bind_opcode(opcode, program_handle, tenant)

@@ -131,6 +131,14 @@ class Registry:
             raise DispatchError(f"resource id {resource} is not a u32")
         self.resources[resource] = loader
 
+    def remove_program(self, handle: int) -> None:
+        """Forget a program and every user opcode bound to it."""
+        if self.programs.pop(handle, None) is None:
+            raise DispatchError(f"program handle {handle} is not registered", "use register_program's handle")
+        self._forget_handle("program", handle)
+        for opcode in [op for op, bound in self.opcode_programs.items() if bound == handle]:
+            del self.opcode_programs[opcode]
+
     def release_run(self, context: int, region: int) -> None:
         if self.contexts.pop(context, None) is not None:
             self._forget_handle("context", context)

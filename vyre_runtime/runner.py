@@ -143,7 +143,8 @@ def run_file(program: Program, path: str, options: RunOptions, megakernel: Megak
         while in_flight:
             merge_oldest()
         result.outputs = {name: acc.result() for name, acc in accumulators.items()}
-        result.outputs.update(megakernel.registry.programs[handle].global_buffers)
+        result.outputs.update({k: v.copy() for k, v in megakernel.registry.programs[handle].global_buffers.items()})
+        megakernel.unregister_program(handle)  # one registration per file: release it
         if record_parts:
             result.records = np.concatenate(record_parts)
             result.record_chunks = np.concatenate(chunk_parts)

@@ -32,6 +32,9 @@ class Device(Protocol):
     def program_registered(self, handle: int) -> None:
         """Make registry.programs[handle] readable by the device (upload code and tables)."""
 
+    def program_unregistered(self, handle: int) -> None:
+        """The program is gone: the device must treat its handle as unknown (BAD_HANDLE)."""
+
     def dfa_registered(self, handle: int) -> None:
         """Make registry.dfas[handle] readable by the device."""
 

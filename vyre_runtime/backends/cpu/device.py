@@ -102,6 +102,9 @@ class CpuDevice:
     def dfa_registered(self, handle: int) -> None:
         pass
 
+    def program_unregistered(self, handle: int) -> None:
+        pass
+
     def opcode_bound(self, opcode: int, program: int) -> None:
         pass
 

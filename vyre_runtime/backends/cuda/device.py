@@ -269,6 +269,12 @@ class CudaDevice:
             },
         )
 
+    def program_unregistered(self, handle: int) -> None:
+        # the record's handle goes to 0 first, so the kernel answers BAD_HANDLE from now on; its
+        # device memory cannot be freed while the kernel runs (cuMemFree synchronizes), so it
+        # stays with the device until close()
+        self.programs["handle"][handle % len(self.programs)] = 0
+
     def dfa_registered(self, handle: int) -> None:
         transitions = np.ascontiguousarray(self.registry.dfas[handle], dtype="<u4")
         memory = self._device_allocate(transitions.nbytes)
