@@ -29,7 +29,7 @@ extern "C" __device__ uint32_t vyre_block_threads = VYRE_BLOCK_THREADS;
 
 // Dispatcher -> worker queue, in device memory. The host zeroes it before every launch; the last
 // block to exit zeroes it too.
-struct QueueState {
+struct __align__(16) QueueState {  // entries are read and written with 16-byte accesses
     uint32_t head;       // next entry a worker takes (workers CAS it)
     uint32_t tail;       // one past the last entry the dispatcher published
     uint32_t shutdown;   // mirror of the SHUTDOWN control word, so workers never poll PCIe
