@@ -7,6 +7,9 @@
 // threads as lanes), writes the results, fences, and publishes DONE or FAULT last.
 // Semantics: docs/VIR0.md (bit-exact with the CPU backend) and docs/PROTOCOL.md.
 // Every protocol and ISA number comes from the generated vyre_abi.h.
+// Atomics on the image (host-mapped memory) are device-scope: only GPU threads ever
+// read-modify-write those words (the host only reads them), and the H100 has no host-native
+// atomics, so system-scope atomics there are invalid (compute-sanitizer flags them).
 
 // The fixed-width integer types and offsetof come from the prelude build.py pre-includes
 // (NVRTC has no system headers).
@@ -589,13 +592,13 @@ __device__ bool builtin_simple(const Params& p, uint32_t op, const uint32_t* arg
     switch (op) {
         case BI_NOP: return true;
         case BI_STORE_U32: { uint32_t* w = observable(p, args[0], 1, T); if (!w) return false; store_volatile(w, args[1]); return true; }
-        case BI_ATOMIC_ADD: { uint32_t* w = observable(p, args[0], 1, T); if (!w) return false; T.results[0] = atomicAdd_system(w, args[1]); return true; }
+        case BI_ATOMIC_ADD: { uint32_t* w = observable(p, args[0], 1, T); if (!w) return false; T.results[0] = atomicAdd(w, args[1]); return true; }
         case BI_LOAD_U32: {
             uint32_t* s = observable(p, args[0], 1, T); if (!s) return false;
             uint32_t* d = observable(p, args[1], 1, T); if (!d) return false;
             uint32_t v = load_volatile(s); store_volatile(d, v); T.results[0] = v; return true;
         }
-        case BI_COMPARE_SWAP: { uint32_t* w = observable(p, args[0], 1, T); if (!w) return false; T.results[0] = atomicCAS_system(w, args[1], args[2]); return true; }
+        case BI_COMPARE_SWAP: { uint32_t* w = observable(p, args[0], 1, T); if (!w) return false; T.results[0] = atomicCAS(w, args[1], args[2]); return true; }
         case BI_MEMCPY: {
             uint32_t* s = observable(p, args[0], args[2], T); if (!s) return false;
             uint32_t* d = observable(p, args[1], args[2], T); if (!d) return false;
@@ -622,7 +625,7 @@ __device__ bool builtin_simple(const Params& p, uint32_t op, const uint32_t* arg
             return true;
         }
         case BI_BATCH_FENCE:
-            T.results[0] = atomicAdd_system(&image[CW_EPOCH], 1u) + 1u;
+            T.results[0] = atomicAdd(&image[CW_EPOCH], 1u) + 1u;
             store_volatile(&image[CW_LAST_FENCE_TAG], args[1]);
             return true;
         case BI_PRINTF: {
@@ -631,8 +634,8 @@ __device__ bool builtin_simple(const Params& p, uint32_t op, const uint32_t* arg
             while (true) {  // reserve a record with CAS among device threads; never past capacity
                 uint32_t write = load_volatile(&header[DW_WRITE_CURSOR]);
                 uint32_t read = load_volatile(&image[CW_DEBUG_READ_CURSOR]);
-                if (write - read >= p.debug_capacity) { atomicAdd_system(&header[DW_DROPPED], 1u); return true; }
-                if (atomicCAS_system(&header[DW_WRITE_CURSOR], write, write + 1u) == write) {
+                if (write - read >= p.debug_capacity) { atomicAdd(&header[DW_DROPPED], 1u); return true; }
+                if (atomicCAS(&header[DW_WRITE_CURSOR], write, write + 1u) == write) {
                     uint32_t* rec = header + DW_HEADER_WORDS + (write % p.debug_capacity) * DEBUG_RECORD_WORDS;
                     rec[1] = args[0]; rec[2] = args[1]; rec[3] = args[2]; rec[4] = T.index;
                     rec[5] = T.words[SW_TENANT]; rec[6] = 0; rec[7] = 0;
@@ -686,7 +689,7 @@ __device__ bool builtin_load_miss(const Params& p, const uint32_t* args, SlotSha
         for (uint32_t e = 0; e < p.io_entries && entry == nullptr; e++) {
             uint32_t* candidate = image + p.io_queue + e * IO_ENTRY_WORDS;
             if (load_volatile(&candidate[IW_STATUS]) == IS_EMPTY &&
-                atomicCAS_system(&candidate[IW_STATUS], IS_EMPTY, IS_RESERVED) == IS_EMPTY) entry = candidate;
+                atomicCAS(&candidate[IW_STATUS], IS_EMPTY, IS_RESERVED) == IS_EMPTY) entry = candidate;
         }
         if (entry == nullptr) {
             if (load_volatile(&vyre_queue.shutdown)) { T.fault = SF_CANCELLED; return false; }
@@ -847,9 +850,9 @@ __device__ void complete_slot(const Params& p, SlotShared& T) {
     if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) metric = USER_METRIC_BASE + op - USER_OPCODE_BASE;
     else if (op == BI_SHUTDOWN) metric = METRIC_SHUTDOWN;
     else if (op <= BI_RUN_PROGRAM) metric = op;  // built-in metric index = its opcode (generated tables agree)
-    if (metric != 0xffffffffu) atomicAdd_system(&image[p.metrics + metric], 1u);
-    atomicAdd_system(&image[CW_DONE_COUNT], 1u);
-    if (T.fault) atomicAdd_system(&image[CW_FAULT_COUNT], 1u);
+    if (metric != 0xffffffffu) atomicAdd(&image[p.metrics + metric], 1u);
+    atomicAdd(&image[CW_DONE_COUNT], 1u);
+    if (T.fault) atomicAdd(&image[CW_FAULT_COUNT], 1u);
 }
 
 __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunShared& S, uint32_t* stage) {
@@ -946,7 +949,7 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     if (lane == 0 && take) {
         __threadfence();
         store_volatile(&vyre_queue.tail, tail + take);
-        atomicAdd_system(&image[CW_CLAIM_COUNT], take);
+        atomicAdd(&image[CW_CLAIM_COUNT], take);
     }
     __syncwarp();
     claimed += take;
