@@ -25,7 +25,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple
 
-from vyre_runtime.docblocks import add_mode_arguments, write_or_check
+from vyre_runtime.docblocks import add_mode_arguments, markdown_table, write_or_check
 from vyre_runtime.protocol import layout, opcodes
 from vyre_runtime.protocol.codec import SlotRequest, encode_packed, new_image, ring_doorbell, write_slot
 from vyre_runtime.protocol.layout import (
@@ -411,16 +411,6 @@ def _described(mapping: dict, enum: type[IntEnum]) -> None:
         raise RuntimeError(f"vyre_runtime/protocol/docgen.py has no description of {enum.__name__} {missing}; add one")
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_cell(str(cell)) for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def _hex(value: int) -> str:
     return f"`{value:#010x}`" if value > 0xFFFF else f"`{value:#x}`"
 
@@ -446,7 +436,7 @@ def regions_markdown() -> str:
     geometry = ", ".join(f"{name}={getattr(default, name)}" for name in ("slots", "tenants", "observables",
                                                                           "debug_records", "io_entries",
                                                                           "doorbells"))  # fmt: skip
-    addresses = _table(
+    addresses = markdown_table(
         ("word", "formula", "example in `Layout()`"),
         [
             (what, f"`{expression}`", str(evaluate(expression, env, t=0, i=5, w=SlotWord.ARG0, p=300, e=1)))
@@ -456,7 +446,7 @@ def regions_markdown() -> str:
     return (
         f"`align16(x) = (x + 15) & ~15`. The worked example is the default geometry `Layout()` ({geometry}): "
         f"{total} words, {4 * total} bytes.\n\n"
-        + _table(header, rows)
+        + markdown_table(header, rows)
         + "\nAddressing inside the regions (examples: `t = 0`, `i = 5`, `w = ARG0`, `p = 300`, `e = 1`):\n\n"
         + addresses
     )
@@ -464,7 +454,7 @@ def regions_markdown() -> str:
 
 def constants_markdown() -> str:
     rows = [(f"`{c.name}`", _dec_hex(c.value), c.meaning) for c in constants()]
-    return _table(("constant", "value", "meaning"), rows)
+    return markdown_table(("constant", "value", "meaning"), rows)
 
 
 def _enum_rows(enum: type[IntEnum], doc: dict, columns: int) -> list[tuple[str, ...]]:
@@ -480,11 +470,11 @@ def _enum_rows(enum: type[IntEnum], doc: dict, columns: int) -> list[tuple[str, 
 
 def slot_markdown() -> str:
     _described(SLOT_WORDS_DOC, SlotWord)
-    words = _table(
+    words = markdown_table(
         ("word", "name", "written by", "meaning"),
         [(f"{SLOT_WORDS_DOC[w][0]}", f"`{w.name}`", *SLOT_WORDS_DOC[w][1:]) for w in SlotWord],
     )
-    states = _table(("value", "state", "written by", "meaning"), _enum_rows(SlotState, SLOT_STATES_DOC, 2))
+    states = markdown_table(("value", "state", "written by", "meaning"), _enum_rows(SlotState, SLOT_STATES_DOC, 2))
     schedulable = ", ".join(s.name for s in sorted(layout.SCHEDULABLE))
     in_flight = ", ".join(s.name for s in sorted(layout.IN_FLIGHT))
     return (
@@ -500,7 +490,7 @@ def priorities_markdown() -> str:
     _described(PRIORITY_DOC, Priority)
     offsets = Layout().priority_offsets()
     rows = [(str(int(p)), f"`{p.name}`", f"{offsets[p]} .. {offsets[p + 1] - 1}", PRIORITY_DOC[p]) for p in Priority]
-    return _table(("value", "priority", "partition in `Layout()`", "service"), rows)
+    return markdown_table(("value", "priority", "partition in `Layout()`", "service"), rows)
 
 
 def control_markdown() -> str:
@@ -520,8 +510,8 @@ def control_markdown() -> str:
         else:
             runs.append(str(word))
     rows.append((", ".join(runs), "reserved", "nobody", "zero; a device must not depend on them"))
-    states = _table(("value", "DeviceState", "meaning"), _enum_rows(DeviceState, DEVICE_STATE_DOC, 1))
-    return _table(("word", "name", "written by", "meaning"), rows) + "\n" + states
+    states = markdown_table(("value", "DeviceState", "meaning"), _enum_rows(DeviceState, DEVICE_STATE_DOC, 1))
+    return markdown_table(("word", "name", "written by", "meaning"), rows) + "\n" + states
 
 
 def opcode_space_markdown() -> str:
@@ -536,7 +526,7 @@ def opcode_space_markdown() -> str:
         (f"{_hex(base + count)} .. {_hex(0xFFFFFFFE)}", "not assigned", "rejected by the host; FAULT BAD_OPCODE"),
         (_hex(int(BuiltinOpcode.SHUTDOWN)), "SHUTDOWN", "all ones, so a zeroed slot can never mean shutdown"),
     ]  # fmt: skip
-    return _table(("opcodes", "what", "rule"), rows)
+    return markdown_table(("opcodes", "what", "rule"), rows)
 
 
 def builtins_markdown() -> str:
@@ -547,7 +537,7 @@ def builtins_markdown() -> str:
         packable = "yes" if op in opcodes.PACKABLE else "no"
         rows.append((_hex(int(op)), f"`{op.name}`", doc.args, doc.results, doc.faults, packable, doc.effect))
     header = ("opcode", "name", "argument words", "result words", "faults (detail)", "packable", "effect")
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def run_args_markdown() -> str:
@@ -556,12 +546,12 @@ def run_args_markdown() -> str:
         (f"`ARG{int(a)}`", "—" if a == RunArg.PROGRAM else f"`ARG{int(a) - 1}`", f"`{a.name}`", RUN_ARG_DOC[a])
         for a in RunArg
     ]
-    return _table(("RUN_PROGRAM", "user opcode", "name", "meaning"), rows)
+    return markdown_table(("RUN_PROGRAM", "user opcode", "name", "meaning"), rows)
 
 
 def faults_markdown() -> str:
     rows = _enum_rows(SlotFault, FAULT_DOC, 2)
-    return _table(("code", "name", "cause", "detail (`RESULT3`)"), rows)
+    return markdown_table(("code", "name", "cause", "detail (`RESULT3`)"), rows)
 
 
 def metrics_markdown() -> str:
@@ -577,28 +567,28 @@ def metrics_markdown() -> str:
             f"({_hex(base)} .. {_hex(base + count - 1)})",
         )
     )
-    return _table(("metric index", "counts completions (DONE or FAULT) of"), rows)
+    return markdown_table(("metric index", "counts completions (DONE or FAULT) of"), rows)
 
 
 def debug_log_markdown() -> str:
     _described(DEBUG_WORD_DOC, DebugWord)
-    header = _table(
+    header = markdown_table(
         ("word", "name", "written by", "meaning"),
         [(str(int(w)), f"`{w.name}`", *DEBUG_WORD_DOC[w]) for w in DebugWord],
     )
     assert len(DEBUG_RECORD_DOC) == DEBUG_RECORD_WORDS
-    record = _table(("record word", "content"), [(str(i), text) for i, text in enumerate(DEBUG_RECORD_DOC)])
+    record = markdown_table(("record word", "content"), [(str(i), text) for i, text in enumerate(DEBUG_RECORD_DOC)])
     return "Header, at `debug_log`:\n\n" + header + "\nEach record (written by the device):\n\n" + record
 
 
 def io_queue_markdown() -> str:
     _described(IO_WORD_DOC, IoWord)
-    words = _table(
+    words = markdown_table(
         ("word", "name", "written by", "meaning"), [(str(int(w)), f"`{w.name}`", *IO_WORD_DOC[w]) for w in IoWord]
     )
-    states = _table(("value", "IoState", "written by", "meaning"), _enum_rows(IoState, IO_STATE_DOC, 2))
-    ops = _table(("value", "IoOp", "meaning"), _enum_rows(IoOp, IO_OP_DOC, 1))
-    errors = _table(("value", "IoError", "meaning"), _enum_rows(IoError, IO_ERROR_DOC, 1))
+    states = markdown_table(("value", "IoState", "written by", "meaning"), _enum_rows(IoState, IO_STATE_DOC, 2))
+    ops = markdown_table(("value", "IoOp", "meaning"), _enum_rows(IoOp, IO_OP_DOC, 1))
+    errors = markdown_table(("value", "IoError", "meaning"), _enum_rows(IoError, IO_ERROR_DOC, 1))
     return words + "\n" + states + "\n" + ops + "\n" + errors
 
 
@@ -641,7 +631,7 @@ def example_markdown() -> str:
         if word >= SlotWord.RESULT0:
             name += f" = RESULT{word - SlotWord.RESULT0}"
         rows.append((str(base + word), f"`{4 * (base + word):#07x}`", name, _hex(published[word]), _hex(done[word])))
-    slot = _table(("word", "byte offset", "slot word", "published", "after DONE"), rows)
+    slot = markdown_table(("word", "byte offset", "slot word", "published", "after DONE"), rows)
     changed = [int(w) for w in (image != before_doorbell).nonzero()[0]]
     entry, tail = geometry.doorbell, int(ControlWord.DOORBELL_TAIL)
     assert changed == [tail, entry], changed  # ring_doorbell touched exactly the entry and the tail
@@ -650,7 +640,7 @@ def example_markdown() -> str:
          str(int(image[entry]))),
         ("2", str(tail), f"`{4 * tail:#07x}`", "`DOORBELL_TAIL` (after the store fence)", str(int(image[tail]))),
     ]  # fmt: skip
-    doorbell = _table(("store", "word", "byte offset", "what", "value"), doorbell_rows)
+    doorbell = markdown_table(("store", "word", "byte offset", "what", "value"), doorbell_rows)
     ops = [(BuiltinOpcode.STORE_U32, (3, 0xAB)), (BuiltinOpcode.NOP, ()), (BuiltinOpcode.ATOMIC_ADD, (3, 1))]
     packed = encode_packed(ops)
     metadata_words = (1 + 3 * len(ops) + 3) // 4
@@ -674,7 +664,7 @@ def example_markdown() -> str:
         f"by its status CAS as usual, then stores `DOORBELL_HEAD = 1`.\n"
         + f"\n**A packed slot.** `encode_packed([{op_text}])`: metadata bytes `{raw.hex(' ')}` (count "
         f"{len(ops)}, then `(opcode, first argument word, argument count)` per op, zero padded to "
-        f"{metadata_words} words), then the arguments:\n\n" + _table(("word", "value", "part"), packed_rows)
+        f"{metadata_words} words), then the arguments:\n\n" + markdown_table(("word", "value", "part"), packed_rows)
     )
 
 

@@ -27,7 +27,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple
 
-from vyre_runtime.docblocks import add_mode_arguments, write_or_check
+from vyre_runtime.docblocks import add_mode_arguments, markdown_table, write_or_check
 from vyre_runtime.vir0 import container, isa
 from vyre_runtime.vir0.isa import (
     Combine,
@@ -191,16 +191,6 @@ def _described(mapping: dict, members: Sequence, what: str) -> None:
         raise RuntimeError(f"vyre_runtime/vir0/docgen.py has no description of {what} {', '.join(missing)}; add one")
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def _format_value(value: int, style: str) -> str:
     if style == "hex":
         return f"`{value:#0{10 if value > 0xFFFF else 4}X}`".replace("0X", "0x")
@@ -272,7 +262,7 @@ def _opcode_tables() -> str:
             for info in infos
         ]
         out.append(f"#### {CLASS_TITLES[op_class]}\n\n")
-        out.append(_table(("code", "mnemonic", "operands", "imm form", "semantics"), rows))
+        out.append(markdown_table(("code", "mnemonic", "operands", "imm form", "semantics"), rows))
         out.append("\n")
     return "".join(out)
 
@@ -280,27 +270,27 @@ def _opcode_tables() -> str:
 def _role_table() -> str:
     _described(ROLE_DESCRIPTIONS, list(Role), "operand role")
     rows = [(str(int(role)), role.name, _role_tokens(role), ROLE_DESCRIPTIONS[role]) for role in Role]
-    return _table(("role", "name", "operand", "static rule"), rows)
+    return markdown_table(("role", "name", "operand", "static rule"), rows)
 
 
 def _enum_table(enum: type[IntEnum], descriptions: dict, what: str, assembly_names: bool) -> str:
     _described(descriptions, list(enum), what)
     header = ("value", "assembly name" if assembly_names else "name", "meaning")
     rows = [(str(int(m)), f"`{m.name.lower()}`" if assembly_names else m.name, descriptions[m]) for m in enum]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _fault_table() -> str:
     _described(FAULT_DESCRIPTIONS, list(FaultCode), "fault code")
     rows = [(str(int(code)), code.name, *FAULT_DESCRIPTIONS[code]) for code in FaultCode]
-    return _table(("code", "name", "cause", "detail"), rows)
+    return markdown_table(("code", "name", "cause", "detail"), rows)
 
 
 def _limits_table() -> str:
     rows = [
         (f"`{limit.name}`", _format_value(getattr(isa, limit.name), limit.style), limit.meaning) for limit in LIMITS
     ]
-    return _table(("constant", "value", "meaning"), rows)
+    return markdown_table(("constant", "value", "meaning"), rows)
 
 
 def _defaults_table() -> str:
@@ -312,7 +302,7 @@ def _defaults_table() -> str:
         if field.default is not dataclasses.MISSING:
             value = field.default.name.lower() if isinstance(field.default, IntEnum) else str(field.default)
             rows.append((f"binding `{field.name}`", "`.binding`", value))
-    return _table(("field", "directive", "default"), rows)
+    return markdown_table(("field", "directive", "default"), rows)
 
 
 def _container_table() -> str:
@@ -326,7 +316,7 @@ def _container_table() -> str:
         )
         for kind in container.SectionKind
     ]
-    return _table(("kind", "name", "required", "contents"), rows)
+    return markdown_table(("kind", "name", "required", "contents"), rows)
 
 
 def _container_constants() -> str:
@@ -339,7 +329,7 @@ def _container_constants() -> str:
         ("TABLES index entry bytes", str(container.TABLE_INDEX_ENTRY.size)),
         ("BINDINGS entry bytes", str(container.BINDING_ENTRY.size)),
     ]
-    return _table(("constant", "value"), rows)
+    return markdown_table(("constant", "value"), rows)
 
 
 def opcode_table_markdown() -> str:
@@ -554,7 +544,10 @@ def example_markdown() -> str:
         "```python\n" + source + "```\n\n"
         f"The container is {len(blob)} bytes (a {container.HEADER.size}-byte header and a "
         f"{len(blob) - container.HEADER.size}-byte body); its digest is\n`{digest}`.\n\n"
-        "```text\n" + "\n".join(raw) + "\n```\n\n" + _table(("file offset", "body offset", "bytes", "field"), rows)
+        "```text\n"
+        + "\n".join(raw)
+        + "\n```\n\n"
+        + markdown_table(("file offset", "body offset", "bytes", "field"), rows)
     )
 
 
