@@ -46,6 +46,8 @@ START_TIMEOUT_S = 10.0  # launch -> DEVICE_STATE SERVING
 EXIT_GRACE_S = 2.0  # a kernel told to stop after a failed start
 COPY_TIMEOUT_S = 10.0  # one upload or download on the side stream
 IDLE_SLEEP_NS = 2000
+DEVICE_POOL_BYTES = 64 << 20  # device memory for programs' code and tables, taken before launch
+POOL_ALIGNMENT = 256
 SCAN_INTERVAL_NS = 1_000_000  # the dispatcher reads every status word this often anyway
 MAX_RECORD_BYTES = 1 << 30  # records staged for one run
 QUEUE_GLOBAL = "vyre_queue"  # the kernel's device-memory work queue, zeroed before each launch
@@ -77,6 +79,14 @@ def _refuse_second_kernel() -> None:
 
 
 @dataclass
+@dataclass(frozen=True)
+class PoolBlock:
+    """A piece of the device pool (code or a table); freed with the pool in close()."""
+
+    pointer: int
+    nbytes: int
+
+
 class _StagedRun:
     program: int
     emit_words: int
@@ -104,6 +114,7 @@ class CudaDevice:
         ordinal: int = 0,
         idle_sleep_ns: int = IDLE_SLEEP_NS,
         scan_interval_ns: int = SCAN_INTERVAL_NS,
+        device_pool_bytes: int = DEVICE_POOL_BYTES,
     ) -> None:
         if not 0.0 <= sm_reserve < 1.0:
             raise BackendError(f"sm_reserve={sm_reserve}; allowed 0 <= sm_reserve < 1 (a share of the SMs)")
@@ -122,6 +133,7 @@ class CudaDevice:
         self._upload_lock = threading.Lock()
         self._mapped: list[driver.MappedMemory] = []
         self._device_memory: list[driver.DeviceMemory] = []
+        self._pool: driver.DeviceMemory | None = None
         self._runs: dict[int, _StagedRun] = {}
         self._region_chunks: dict[int, Chunk | None] = {}
         self._global_pointers: dict[int, dict[int, int]] = {}  # program -> binding index -> pointer
@@ -139,6 +151,9 @@ class CudaDevice:
             self.arch = arch or self.info.arch
             self._side_stream = driver.Stream()
             self.arena = StagingArena()
+            self.arena.release(self.arena.allocate(1))  # its first block exists before the launch
+            self._pool = driver.DeviceMemory(device_pool_bytes) if device_pool_bytes else None
+            self._pool_used = 0
             image_memory = self._map(layout.total_words * 4)
             self._image_pointer = image_memory.device_pointer
             self.image = image_memory.view(np.uint32, layout.total_words)
@@ -168,7 +183,16 @@ class CudaDevice:
         memory = self._map(dtype.itemsize * capacity)
         return memory.view(dtype, capacity), memory.device_pointer
 
-    def _device_allocate(self, nbytes: int) -> driver.DeviceMemory:
+    def _device_allocate(self, nbytes: int) -> driver.DeviceMemory | PoolBlock:
+        """Device memory for code and tables: carved from the pool allocated before the launch
+        (so tools like compute-sanitizer, which know the allocations of launch time, see every
+        access in bounds); a fresh cuMemAlloc only when the pool is used up."""
+        with self._lock:
+            size = (max(1, nbytes) + POOL_ALIGNMENT - 1) // POOL_ALIGNMENT * POOL_ALIGNMENT
+            if self._pool is not None and self._pool_used + size <= self._pool.nbytes:
+                block = PoolBlock(self._pool.pointer + self._pool_used, nbytes)
+                self._pool_used += size
+                return block
         self.context.enter()
         memory = driver.DeviceMemory(nbytes)
         with self._lock:
@@ -577,10 +601,16 @@ class CudaDevice:
         self._release()
 
     def _release(self) -> None:
-        resources: list[Any] = [self._module, *self._device_memory, *self._mapped, getattr(self, "arena", None)]
+        resources: list[Any] = [
+            self._module,
+            *self._device_memory,
+            self._pool,
+            *self._mapped,
+            getattr(self, "arena", None),
+        ]
         resources += [getattr(self, "_side_stream", None), self._kernel_stream]
         resources = [r for r in resources if r is not None]
-        self._module, self._device_memory, self._mapped = None, [], []
+        self._module, self._device_memory, self._mapped, self._pool = None, [], [], None
         self._snapshot_globals()
         try:
             self.context.enter()  # this thread frees: the context must be current here
