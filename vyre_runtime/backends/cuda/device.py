@@ -78,7 +78,6 @@ def _refuse_second_kernel() -> None:
         )
 
 
-@dataclass
 @dataclass(frozen=True)
 class PoolBlock:
     """A piece of the device pool (code or a table); freed with the pool in close()."""
@@ -87,6 +86,7 @@ class PoolBlock:
     nbytes: int
 
 
+@dataclass
 class _StagedRun:
     program: int
     emit_words: int
