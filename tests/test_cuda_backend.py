@@ -60,11 +60,19 @@ def faulting_program(kind: str) -> Program:
     return Program(name=f"faulty_{kind}", registers=2, lanes=4, code=body)
 
 
+# Under compute-sanitizer the kernel runs many times slower: give shutdown a longer deadline
+# there, or one test's kernel stays resident and every later test is refused.
+SHUTDOWN_S = float(os.environ.get("VYRE_GPU_SHUTDOWN_S", "10"))
+
+
 @pytest.fixture
 def gpu():
     """A fresh Megakernel per test: a process holds one resident CUDA megakernel at a time."""
-    with Megakernel(backend="cuda", slots=256, tenants=4) as megakernel:
+    megakernel = Megakernel(backend="cuda", slots=256, tenants=4)
+    try:
         yield megakernel
+    finally:
+        megakernel.shutdown(timeout=SHUTDOWN_S)
 
 
 @pytest.fixture(scope="module")
