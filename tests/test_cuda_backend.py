@@ -3,6 +3,7 @@ the CPU backend and reproduces its results bit for bit (skipped cleanly without 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -65,14 +66,21 @@ def faulting_program(kind: str) -> Program:
 SHUTDOWN_S = float(os.environ.get("VYRE_GPU_SHUTDOWN_S", "10"))
 
 
-@pytest.fixture
-def gpu():
-    """A fresh Megakernel per test: a process holds one resident CUDA megakernel at a time."""
-    megakernel = Megakernel(backend="cuda", slots=256, tenants=4)
+@contextlib.contextmanager
+def resident(**options):
+    """A CUDA Megakernel shut down with SHUTDOWN_S (a process holds one resident kernel)."""
+    megakernel = Megakernel(backend="cuda", **options)
     try:
         yield megakernel
     finally:
         megakernel.shutdown(timeout=SHUTDOWN_S)
+
+
+@pytest.fixture
+def gpu():
+    """A fresh Megakernel per test: a process holds one resident CUDA megakernel at a time."""
+    with resident(slots=256, tenants=4) as megakernel:
+        yield megakernel
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +96,7 @@ def test_the_megakernel_starts_serves_a_nop_and_stops_within_its_deadline():
     assert int(megakernel.image[ControlWord.DEVICE_STATE]) == DeviceState.SERVING
     assert megakernel.device.health() is None and megakernel.device.grid >= 2
     assert megakernel.publish(BuiltinOpcode.NOP).result(10).ok
-    megakernel.shutdown(timeout=10)
+    megakernel.shutdown(timeout=SHUTDOWN_S)
     assert int(megakernel.image[ControlWord.DEVICE_STATE]) == DeviceState.EXITED
     assert megakernel.device.close_errors == []
     assert time.monotonic() - started < 60
@@ -133,7 +141,7 @@ def test_batch_fence_counts_an_epoch_and_keeps_its_tag(gpu):
 
 
 def test_printf_records_reach_the_host_and_overflow_is_counted():
-    with Megakernel(backend="cuda", slots=64, debug_records=4) as megakernel:
+    with resident(slots=64, debug_records=4) as megakernel:
         futures = [megakernel.publish(BuiltinOpcode.PRINTF, (1, i, 0)) for i in range(6)]
         assert [f.result(5).results[0] for f in futures].count(1) == 4
         assert megakernel.stats().debug_dropped == 2
@@ -270,7 +278,7 @@ def test_every_example_matches_the_cpu_backend(gpu, cpu, path):
 
 def test_random_programs_match_the_cpu_backend_bit_for_bit():
     """tests/differential.py: programs whose results docs/VIR0.md fully determines."""
-    with Megakernel(backend="cuda", slots=256) as gpu, Megakernel(backend="cpu", slots=256, workers=2) as cpu:
+    with resident(slots=256) as gpu, Megakernel(backend="cpu", slots=256, workers=2) as cpu:
         for seed in range(DIFFERENTIAL_SEEDS):
             program, data, capacity = deterministic_case(seed)
             handles = [mk.register_program(program) for mk in (gpu, cpu)]
