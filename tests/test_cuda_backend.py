@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from differential import comparable, deterministic_case
+from host_programs import counting_program, faulting_program
 
 from vyre_runtime.backends.selection import cuda_unavailable_reason
 from vyre_runtime.errors import BackendError
@@ -32,33 +33,6 @@ Op = isa.Op
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NEEDLES = [b"vyre", b"error", b"warning", b"fatal", b"panic", b"\n", b"\n\n"]
 DIFFERENTIAL_SEEDS = int(os.environ.get("VYRE_DIFFERENTIAL_SEEDS", "300"))  # longer soaks on a GPU machine
-
-
-def counting_program() -> Program:
-    """Every lane adds 1 to `hits` and the region length to `bytes`."""
-    return Program(
-        name="counter",
-        registers=4,
-        lanes=8,
-        bindings=(Binding("hits", 1), Binding("bytes", 1)),
-        code=(
-            Instruction(Op.LI, d=0, imm=1),
-            Instruction(Op.LI, d=1, imm=0),
-            Instruction(Op.ATADD, d=2, a=1, b=0, imm=0),
-            Instruction(Op.SREG, d=3, imm=isa.SpecialRegister.REGION_LEN),
-            Instruction(Op.ATADD, d=2, a=1, b=3, imm=1),
-            Instruction(Op.EXIT),
-        ),
-    )
-
-
-def faulting_program(kind: str) -> Program:
-    body = {
-        "oob": (Instruction(Op.LI, d=0, imm=1 << 30), Instruction(Op.LDI8, d=1, a=0), Instruction(Op.EXIT)),
-        "fuel": (Instruction(Op.JMP, imm=0),),
-        "trap": (Instruction(Op.TRAP, imm=1234),),
-    }[kind]
-    return Program(name=f"faulty_{kind}", registers=2, lanes=4, code=body)
 
 
 # Under compute-sanitizer the kernel runs many times slower: give shutdown a longer deadline

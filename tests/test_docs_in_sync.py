@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from vyre_runtime import docblocks
 from vyre_runtime.vir0 import container, docgen, isa
 from vyre_runtime.vir0.verify import verify
 
@@ -24,12 +25,12 @@ def _doc_text() -> str:
 
 
 def test_reference_tables_in_vir0_md_match_the_isa() -> None:
-    block = docgen.extract_block(_doc_text(), docgen.TABLES_BEGIN, docgen.TABLES_END)
+    block = docblocks.extract_block(_doc_text(), docgen.TABLES_BEGIN, docgen.TABLES_END)
     assert block == docgen.opcode_table_markdown(), REGENERATE
 
 
 def test_worked_example_bytes_in_vir0_md_match_the_container_encoder() -> None:
-    block = docgen.extract_block(_doc_text(), docgen.EXAMPLE_BEGIN, docgen.EXAMPLE_END)
+    block = docblocks.extract_block(_doc_text(), docgen.EXAMPLE_BEGIN, docgen.EXAMPLE_END)
     assert block == docgen.example_markdown(), REGENERATE
 
 

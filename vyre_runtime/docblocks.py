@@ -45,3 +45,26 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _marker_span(text: str, begin: str, end: str) -> tuple[int, int]:
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == begin]
+    ends = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == end]
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise ValueError(f"expected exactly one line {begin!r} followed by one line {end!r}")
+    first = sum(len(line) for line in lines[: starts[0] + 1])
+    last = sum(len(line) for line in lines[: ends[0]])
+    return first, last
+
+
+def extract_block(text: str, begin: str, end: str) -> str:
+    """The text between the marker lines ``begin`` and ``end`` (markers excluded)."""
+    first, last = _marker_span(text, begin, end)
+    return text[first:last]
+
+
+def replace_block(text: str, begin: str, end: str, content: str) -> str:
+    """``text`` with the lines between the marker lines ``begin`` and ``end`` replaced by ``content``."""
+    first, last = _marker_span(text, begin, end)
+    return text[:first] + content + text[last:]

@@ -25,6 +25,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple
 
+from vyre_runtime import docblocks
 from vyre_runtime.docblocks import add_mode_arguments, markdown_table, write_or_check
 from vyre_runtime.protocol import layout, opcodes
 from vyre_runtime.protocol.codec import SlotRequest, encode_packed, new_image, ring_doorbell, write_slot
@@ -694,27 +695,13 @@ BLOCKS: tuple[GeneratedBlock, ...] = (
 # ---------------------------------------------------------------- splicing blocks into the document
 
 
-def _marker_span(text: str, name: str) -> tuple[int, int]:
-    begin, end = begin_marker(name), end_marker(name)
-    lines = text.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == begin]
-    ends = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == end]
-    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        raise ValueError(f"expected exactly one line {begin!r} followed by one line {end!r}")
-    first = sum(len(line) for line in lines[: starts[0] + 1])
-    last = sum(len(line) for line in lines[: ends[0]])
-    return first, last
-
-
 def extract_block(text: str, name: str) -> str:
     """The text between the markers of block ``name`` (markers excluded)."""
-    first, last = _marker_span(text, name)
-    return text[first:last]
+    return docblocks.extract_block(text, begin_marker(name), end_marker(name))
 
 
 def replace_block(text: str, name: str, content: str) -> str:
-    first, last = _marker_span(text, name)
-    return text[:first] + content + text[last:]
+    return docblocks.replace_block(text, begin_marker(name), end_marker(name), content)
 
 
 def render_document(text: str) -> str:

@@ -27,7 +27,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple
 
-from vyre_runtime.docblocks import add_mode_arguments, markdown_table, write_or_check
+from vyre_runtime.docblocks import add_mode_arguments, markdown_table, replace_block, write_or_check
 from vyre_runtime.vir0 import container, isa
 from vyre_runtime.vir0.isa import (
     Combine,
@@ -564,29 +564,6 @@ BLOCKS: tuple[GeneratedBlock, ...] = (
     GeneratedBlock(TABLES_BEGIN, TABLES_END, opcode_table_markdown),
     GeneratedBlock(EXAMPLE_BEGIN, EXAMPLE_END, example_markdown),
 )
-
-
-def _marker_span(text: str, begin: str, end: str) -> tuple[int, int]:
-    lines = text.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == begin]
-    ends = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == end]
-    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        raise ValueError(f"expected exactly one line {begin!r} followed by one line {end!r}")
-    first = sum(len(line) for line in lines[: starts[0] + 1])
-    last = sum(len(line) for line in lines[: ends[0]])
-    return first, last
-
-
-def extract_block(text: str, begin: str, end: str) -> str:
-    """The text between the marker lines ``begin`` and ``end`` (markers excluded)."""
-    first, last = _marker_span(text, begin, end)
-    return text[first:last]
-
-
-def replace_block(text: str, begin: str, end: str, content: str) -> str:
-    """``text`` with the lines between the marker lines ``begin`` and ``end`` replaced by ``content``."""
-    first, last = _marker_span(text, begin, end)
-    return text[:first] + content + text[last:]
 
 
 def render_document(text: str) -> str:
