@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One complete GPU-machine session (the H100 of the device tool): install the carried wheels,
 # report the machine, run the GPU tests, then the CUDA benchmarks. Logs land under $OUT.
-#   bash scripts/gpu_session.sh [tests|bench|all]
+#   bash scripts/gpu_session.sh [tests|soak|memcheck|bench|all]
 set -u
 what=${1:-all}
 OUT=${OUT:-/tmp/vyre-out}
@@ -22,6 +22,8 @@ fi
 if [ "$what" = soak ]; then
   VYRE_DIFFERENTIAL_SEEDS=3000 timeout 300 python3 -m pytest -q -m gpu tests/test_cuda_backend.py -k random > "$OUT/soak.txt" 2>&1
   echo "soak exit $?" >> "$OUT/soak.txt"
+fi
+if [ "$what" = memcheck ]; then
   VYRE_DIFFERENTIAL_SEEDS=40 VYRE_GPU_SHUTDOWN_S=120 timeout 500 \
     compute-sanitizer --tool memcheck --report-api-errors no --print-limit 20 \
     python3 -m pytest -q -m gpu tests/test_cuda_backend.py \
