@@ -263,6 +263,38 @@ def command_doctor(args: argparse.Namespace) -> int:
     return EXIT_FAULTS if failed else EXIT_OK
 
 
+def command_cache(args: argparse.Namespace) -> int:
+    """`vyre cache stats|clear|path`: the build cache's disk store (vyre_runtime/cache.py)."""
+    from vyre_runtime import cache
+
+    try:
+        root = cache.cache_root()
+    except RuntimeError:
+        raise InputError("no cache directory: the home directory is unknown", f"set ${cache.CACHE_ENV}") from None
+    store = cache.BuildCache(root)
+    if args.cache_command == "path":
+        print(root)
+    elif args.cache_command == "clear":
+        if args.kind is not None and not cache.KIND.match(args.kind):
+            raise InputError(f"{args.kind!r} is not a cache kind", "name a kind that `vyre cache stats` lists")
+        removed, size = store.clear(args.kind)
+        print(f"removed {removed} files ({size:,} bytes) from {root}" + (f" (kind {args.kind})" if args.kind else ""))
+    else:
+        usage = store.disk_usage()
+        if args.json:
+            kinds = {kind: {"entries": u.entries, "bytes": u.bytes} for kind, u in usage.items()}
+            total = {"entries": sum(u.entries for u in usage.values()), "bytes": sum(u.bytes for u in usage.values())}
+            json.dump({"root": str(root), "kinds": kinds, **total}, sys.stdout)
+            sys.stdout.write("\n")
+            return EXIT_OK
+        print(f"cache root: {root}" + ("" if root.is_dir() else " (not created yet)"))
+        print(f"{'kind':<12}{'entries':>10}{'bytes':>16}")
+        for kind, u in usage.items():
+            print(f"{kind:<12}{u.entries:>10}{u.bytes:>16,}")
+        print(f"{'total':<12}{sum(u.entries for u in usage.values()):>10}{sum(u.bytes for u in usage.values()):>16,}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vyre", description="Run VIR0 programs over byte streams.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -296,6 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor_parser = commands.add_parser("doctor", help="check the backends, the GPU and the kernel build")
     doctor_parser.set_defaults(handler=command_doctor)
+
+    cache_parser = commands.add_parser("cache", help="inspect or clear the build cache (compiled kernels)")
+    cache_commands = cache_parser.add_subparsers(dest="cache_command", required=True)
+    stats_parser = cache_commands.add_parser("stats", help="entries and bytes on disk, per kind")
+    stats_parser.add_argument("--json", action="store_true", help="print machine-readable statistics")
+    clear_parser = cache_commands.add_parser("clear", help="remove cached entries")
+    clear_parser.add_argument("--kind", help="remove only this kind (e.g. cubin)")
+    cache_commands.add_parser("path", help="print the cache's root directory")
+    cache_parser.set_defaults(handler=command_cache)
     return parser
 
 

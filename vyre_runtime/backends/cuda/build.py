@@ -6,9 +6,11 @@ process. NVRTC from the `nvidia-cuda-nvrtc` wheel has no system headers (`<cstdi
 `<cuda/atomic>` do not exist there), so a small prelude (`vyre_nvrtc_prelude.h`: fixed-width
 integer types and `offsetof`) is pre-included in every compile.
 
-The cubin is cached under ``$VYRE_CACHE_DIR/cubin`` (default ``~/.cache/vyre-runtime/cubin``),
-keyed by BLAKE3 of everything that determines it: kernel source, header, prelude, options,
-architecture and NVRTC version. No GPU is needed to build (CI compiles the kernel on every run).
+The cubin goes through the build cache (vyre_runtime/cache.py: memory, then
+``$VYRE_CACHE_DIR/cubin``, default ``~/.cache/vyre-runtime/cubin``), keyed by BLAKE3 of
+everything that determines it: kernel source and file name, header, prelude, options,
+architecture, NVRTC version and the exported symbols. No GPU is needed to build (CI compiles the
+kernel on every run).
 
     python -m vyre_runtime.backends.cuda.build [--arch sm_90] [--no-cache] [--source PATH]
 """
@@ -16,7 +18,6 @@ architecture and NVRTC version. No GPU is needed to build (CI compiles the kerne
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -24,18 +25,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import blake3
-
+from vyre_runtime import cache
 from vyre_runtime.backends.cuda import header
 from vyre_runtime.errors import BackendError
 
 KERNEL_SOURCE = Path(__file__).with_name("megakernel.cu")
 SOURCE_OVERRIDE_ENV = "VYRE_MEGAKERNEL_SOURCE"  # development: build another .cu in its place
-CACHE_ENV = "VYRE_CACHE_DIR"
+CACHE_ENV = cache.CACHE_ENV  # overrides the cache's root directory
+CACHE_KIND = "cubin"
 HEADER_NAME = "vyre_abi.h"
 PRELUDE_NAME = "vyre_nvrtc_prelude.h"
 DEFAULT_ARCH = "sm_90"
-CACHE_FORMAT = b"vyre-cubin-1"
 
 # Bit-exact floats (docs/VIR0.md, "CUDA floats"): no FMA contraction, no flush to zero, IEEE
 # division and square root; never --use_fast_math.
@@ -138,49 +138,17 @@ def check_arch(arch: str) -> None:
         )
 
 
-def cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root) if root else Path.home() / ".cache" / "vyre-runtime") / "cubin"
-
-
 def kernel_source_path() -> Path:
     override = os.environ.get(SOURCE_OVERRIDE_ENV)
     return Path(override) if override else KERNEL_SOURCE
 
 
-def cache_key(source: str, header_text: str, arch: str, symbols: tuple[str, ...]) -> str:
-    hasher = blake3.blake3(CACHE_FORMAT)
+def cache_key(source: str, header_text: str, arch: str, symbols: tuple[str, ...], name: str = "megakernel.cu") -> str:
+    """The cubin's cache key: everything NVRTC's output depends on (-lineinfo records ``name``)."""
     version = ".".join(map(str, nvrtc_version()))
-    for part in (source, header_text, PRELUDE, "\0".join(OPTIONS), arch, version, "\0".join(symbols)):
-        data = part.encode()
-        hasher.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: no ambiguity
-    return hasher.hexdigest()
-
-
-def _load_cached(directory: Path, key: str, arch: str) -> BuildResult | None:
-    try:
-        meta = json.loads((directory / f"{key}.json").read_text())
-        cubin = (directory / f"{key}.cubin").read_bytes()
-    except (OSError, ValueError):
-        return None
-    if not cubin.startswith(b"\x7fELF") or not isinstance(meta.get("names"), dict):
-        return None
-    return BuildResult(cubin, str(meta.get("log", "")), arch, key, dict(meta["names"]), cached=True)
-
-
-def _store(directory: Path, result: BuildResult) -> None:
-    """Best effort: a read-only or full cache directory only costs a recompile next time."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        for suffix, data in (
-            (".cubin", result.cubin),
-            (".json", json.dumps({"log": result.log, "names": result.names, "arch": result.arch}).encode()),
-        ):
-            temporary = directory / f"{result.key}{suffix}.{os.getpid()}.tmp"
-            temporary.write_bytes(data)
-            os.replace(temporary, directory / f"{result.key}{suffix}")  # .json last: it marks the entry whole
-    except OSError:
-        pass
+    options = "\0".join(OPTIONS)  # NUL never occurs inside an option or a symbol: joins are unambiguous
+    parts = (source, name, header_text, PRELUDE, options, arch, version, "\0".join(symbols))
+    return cache.cache_key(*parts, kind=CACHE_KIND)
 
 
 def _program_log(nvrtc, program) -> str:
@@ -203,18 +171,36 @@ def compile_source(
     """Compile CUDA C++ ``source`` (which may include vyre_abi.h) into a cubin for ``arch``.
 
     ``symbols`` are kernels (``name``) and __device__ globals (``&name`` is added for those
-    whose name does not equal a kernel's) whose lowered names the result reports.
+    whose name does not equal a kernel's) whose lowered names the result reports. With
+    ``use_cache`` the build cache answers first and keeps what NVRTC builds; without, NVRTC
+    always runs and nothing is stored.
     """
-    nvrtc = _nvrtc()
     check_arch(arch)
     header_text = header.generate()
-    key = cache_key(source, header_text, arch, symbols)
-    directory = cache_dir()
-    if use_cache:
-        cached = _load_cached(directory, key, arch)
-        if cached is not None:
-            return cached
+    key = cache_key(source, header_text, arch, symbols, name)
     started = time.perf_counter()
+
+    def build() -> tuple[bytes, dict]:
+        cubin, log, names = _compile(source, arch, symbols, name, header_text)
+        return cubin, {"log": log, "names": names, "arch": arch}
+
+    if use_cache:
+        cubin, meta, how = cache.default_cache().get_or_build(CACHE_KIND, key, build)
+    else:
+        (cubin, meta), how = build(), "built"
+    names = meta.get("names")
+    if how != "built" and not (cubin.startswith(b"\x7fELF") and isinstance(names, dict) and set(symbols) <= set(names)):
+        (cubin, meta), how = build(), "built"  # a well-formed entry this version did not write: replace it
+        cache.default_cache().put(CACHE_KIND, key, cubin, meta)
+    seconds = time.perf_counter() - started
+    return BuildResult(cubin, str(meta["log"]), arch, key, dict(meta["names"]), cached=how != "built", seconds=seconds)
+
+
+def _compile(
+    source: str, arch: str, symbols: tuple[str, ...], name: str, header_text: str
+) -> tuple[bytes, str, dict[str, str]]:
+    """NVRTC itself: (cubin, log, symbol -> lowered name)."""
+    nvrtc = _nvrtc()
     program = _call(
         nvrtc.nvrtcCreateProgram(
             source.encode(),
@@ -244,13 +230,9 @@ def compile_source(
         size = _call(nvrtc.nvrtcGetCUBINSize(program), "nvrtcGetCUBINSize")
         buffer = bytearray(size)  # writable and never shared (see _program_log)
         _call(nvrtc.nvrtcGetCUBIN(program, buffer), "nvrtcGetCUBIN")
-        cubin = bytes(buffer)
+        return bytes(buffer), log, names
     finally:
         nvrtc.nvrtcDestroyProgram(program)
-    result = BuildResult(cubin, log, arch, key, names, cached=False, seconds=time.perf_counter() - started)
-    if use_cache:
-        _store(directory, result)
-    return result
 
 
 def build_megakernel(arch: str = DEFAULT_ARCH, *, use_cache: bool = True) -> BuildResult:
