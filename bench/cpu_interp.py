@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from vyre_runtime.chunking import parse_size  # noqa: E402
 from vyre_runtime.cli import load_program_file  # noqa: E402
+from vyre_runtime.ingest.stream import StreamOptions, run_file  # noqa: E402
 from vyre_runtime.megakernel import Megakernel  # noqa: E402
-from vyre_runtime.runner import RunOptions, run_file  # noqa: E402
 from vyre_runtime.vir0.dfa import compile_patterns  # noqa: E402
 
 FNV_PRIME = np.uint32(16777619)
@@ -189,7 +189,7 @@ def main() -> int:
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "cpu_interp.json"))
     args = parser.parse_args()
     size = parse_size(args.size)
-    options = RunOptions(chunk_size=parse_size(args.chunk_size))
+    options = StreamOptions(chunk_size=parse_size(args.chunk_size))
     text = make_text(size)
     selected = [c for c in CASES if not args.only or c in args.only.split(",")]
     rows = []

@@ -66,8 +66,8 @@ def test_run_json_is_machine_readable(tmp_path, capsys):
     data.write_bytes(b"vyre at 0, vyre again\n")
     assert run_cli("run", str(EXAMPLES / "literal_search.vasm"), str(data), "--json") == 0
     document = json.loads(capsys.readouterr().out)
-    result = document["files"][0]
-    assert document["backend"] in ("cpu", "cuda") and len(document["blake3"]) == 64  # "auto"
+    result = document["files"][0]["results"][0]
+    assert document["backend"] in ("cpu", "cuda") and len(document["programs"][0]["blake3"]) == 64  # "auto"
     assert result["outputs"]["matches"] == [2]
     assert sorted(r[0] for r in result["records"]) == [0, 11]
 
@@ -78,7 +78,7 @@ def test_faulting_chunk_is_reported_and_other_chunks_still_count(tmp_path, capsy
     data = tmp_path / "data.bin"
     data.write_bytes(bytes(300))
     assert run_cli("run", str(source), str(data), "--chunk-size", "100", "--json") == 1
-    result = json.loads(capsys.readouterr().out)["files"][0]
+    result = json.loads(capsys.readouterr().out)["files"][0]["results"][0]
     assert result["outputs"]["seen"] == [8]  # 4 lanes x the 2 chunks that did not fault
     [fault] = result["faults"]
     assert fault["chunk"] == 1 and fault["code"] == "TRAP" and fault["detail"] == 77 and fault["lane"] == 0
@@ -87,9 +87,8 @@ def test_faulting_chunk_is_reported_and_other_chunks_still_count(tmp_path, capsy
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["run", "{examples}/line_count.vasm", "{tmp}/missing.txt"], "cannot open"),
         (["run", "{tmp}/missing.vasm", "{tmp}"], "cannot read"),
-        (["run", "{examples}/line_count.vasm", "{tmp}"], "directory"),
+        (["run", "{examples}/line_count.vasm", "{tmp}/empty"], "no files"),
         (["verify", "{tmp}/garbage.vir0"], "malformed VIR0 program"),
         (["verify", "{tmp}/bad.vasm"], "line 2"),
         (["run", "{examples}/line_count.vasm", "{examples}/line_count.vasm", "--chunk-size", "lots"], "size"),
@@ -98,12 +97,44 @@ def test_faulting_chunk_is_reported_and_other_chunks_still_count(tmp_path, capsy
 )
 def test_user_errors_are_one_line_with_a_fix(tmp_path, capsys, argv, expected):
     (tmp_path / "garbage.vir0").write_bytes(b"VIR0" + bytes(60))
+    (tmp_path / "empty").mkdir()
     (tmp_path / "bad.vasm").write_text(".program bad\n    frobnicate r1, r2\n    exit\n")
     argv = [a.format(examples=EXAMPLES, tmp=tmp_path) for a in argv]
     assert run_cli(*argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("vyre: error:") and "(fix:" in err and expected in err
+
+
+def test_unreadable_input_is_reported_and_the_other_inputs_still_run(tmp_path, capsys):
+    data = tmp_path / "log.txt"
+    data.write_bytes(b"a\nb\n")
+    code = run_cli("run", str(EXAMPLES / "line_count.vasm"), str(tmp_path / "missing.txt"), str(data))
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "lines = 2" in captured.out
+    assert captured.err.startswith("vyre: error: cannot open") and "(fix:" in captured.err
+
+
+def test_several_programs_run_over_one_read_of_each_input(tmp_path, capsys):
+    data = tmp_path / "log.txt"
+    data.write_bytes(b"vyre\nvyre\nx\n")
+    argv = [str(EXAMPLES / "line_count.vasm"), str(EXAMPLES / "literal_search.vasm"), str(data), "--json"]
+    assert run_cli("run", *argv) == 0
+    document = json.loads(capsys.readouterr().out)
+    [line_count, search] = document["files"][0]["results"]
+    assert line_count["outputs"]["lines"] == [3] and search["outputs"]["matches"] == [2]
+    assert document["stats"]["bytes_read"] == len(data.read_bytes())
+
+
+def test_directories_are_walked_in_sorted_order(tmp_path, capsys):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "2.txt").write_bytes(b"\n")
+    (tmp_path / "a.txt").write_bytes(b"\n\n")
+    assert run_cli("run", str(EXAMPLES / "line_count.vasm"), str(tmp_path), "--json") == 0
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert [Path(f["path"]).name for f in files] == ["a.txt", "2.txt"]
+    assert [f["results"][0]["outputs"]["lines"] for f in files] == [[2], [1]]
 
 
 def test_installed_entry_point_never_prints_a_traceback(tmp_path):

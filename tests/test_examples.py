@@ -10,8 +10,8 @@ import pytest
 from references import fnv1a32, literal_offsets, pattern_end_positions, xxh32
 
 from vyre_runtime.cli import load_program_file
+from vyre_runtime.ingest.stream import StreamOptions, run_file
 from vyre_runtime.megakernel import Megakernel
-from vyre_runtime.runner import RunOptions, run_file
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DFA_PATTERNS = [b"error", b"warning", b"fatal", b"panic"]
@@ -42,9 +42,9 @@ def text_with_needles(seed: int, size: int, needles: list[bytes], chunk_size: in
 
 
 @pytest.fixture(params=[(997, None), (4096, 7), (1 << 20, None)], ids=["chunk997", "chunk4096-lanes7", "onechunk"])
-def options(request) -> RunOptions:
+def options(request) -> StreamOptions:
     chunk_size, lanes = request.param
-    return RunOptions(chunk_size=chunk_size, lanes=lanes)
+    return StreamOptions(chunk_size=chunk_size, lanes=lanes)
 
 
 def write(tmp_path: Path, data: bytes) -> str:
@@ -103,7 +103,10 @@ def test_filter_compact_keeps_exactly_the_large_words(tmp_path, megakernel):
     data = words.tobytes() + b"\xff\xff"  # a trailing partial word is ignored
     for chunk_size, lanes in [(4000, None), (1 << 20, 64), (4096, 33)]:
         result = run_file(
-            program("filter_compact.vasm"), write(tmp_path, data), RunOptions(chunk_size, lanes), megakernel
+            program("filter_compact.vasm"),
+            write(tmp_path, data),
+            StreamOptions(chunk_size=chunk_size, lanes=lanes),
+            megakernel,
         )
         kept = np.concatenate(result.outputs["kept"])
         kept = np.sort(kept[kept != 0xFFFFFFFF])

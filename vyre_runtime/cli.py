@@ -14,10 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vyre_runtime.chunking import parse_size
 from vyre_runtime.errors import InputError, VyreError
 from vyre_runtime.megakernel import Megakernel
-from vyre_runtime.runner import DEFAULT_CHUNK_SIZE, FileResult, RunOptions, run_files
 from vyre_runtime.vir0 import container
 from vyre_runtime.vir0.program import Program
 
@@ -95,90 +93,10 @@ def command_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _preview(values: np.ndarray) -> str:
-    if len(values) == 1:
-        return str(int(values[0]))
-    if len(values) <= PREVIEW_ENTRIES:
-        return "[" + ", ".join(str(int(v)) for v in values) + "]"
-    nonzero = np.flatnonzero(values)
-    shown = " ".join(f"[{i}]={int(values[i])}" for i in nonzero[:PREVIEW_ENTRIES])
-    more = f" ... (+{len(nonzero) - PREVIEW_ENTRIES} more, --json for all)" if len(nonzero) > PREVIEW_ENTRIES else ""
-    return f"{len(values)} words, {len(nonzero)} non-zero: {shown}{more}"
-
-
-def _print_human(program: Program, result: FileResult, max_records: int, backend: str) -> None:
-    rate = result.size / result.seconds / 1e6 if result.seconds > 0 else 0.0
-    print(
-        f"{program.name} over {result.path}: {result.size} bytes, {result.chunks} chunks, "
-        f"{backend} backend, {result.seconds:.3f} s ({rate:.1f} MB/s)"
-    )
-    for name, value in result.outputs.items():
-        if isinstance(value, list):
-            print(f"  {name}: {len(value)} chunks")
-            for index, chunk_value in enumerate(value[:max_records]):
-                print(f"    chunk {index}: {_preview(chunk_value)}")
-        else:
-            print(f"  {name} = {_preview(value)}")
-    if program.emit_words:
-        print(f"  records: {len(result.records)} (dropped {result.dropped})")
-        for record in result.records[:max_records]:
-            print("    " + " ".join(str(int(word)) for word in record))
-        if len(result.records) > max_records:
-            print(f"    ... {len(result.records) - max_records} more (--max-records N or --json)")
-    for fault in result.faults:
-        print(f"  FAULT {fault.describe()}")
-
-
-def _json_result(result: FileResult) -> dict:
-    def plain(value: np.ndarray | list[np.ndarray]) -> list:
-        return [v.tolist() for v in value] if isinstance(value, list) else value.tolist()
-
-    return {
-        "path": result.path,
-        "size": result.size,
-        "chunks": result.chunks,
-        "seconds": result.seconds,
-        "outputs": {name: plain(value) for name, value in result.outputs.items()},
-        "records": result.records.tolist(),
-        "record_chunks": result.record_chunks.tolist(),
-        "dropped": result.dropped,
-        "instructions": result.instructions,
-        "faults": [
-            {
-                "chunk": f.chunk.index,
-                "own_start": f.chunk.own_start,
-                "own_end": f.chunk.own_end,
-                "code": f.fault.code.name,
-                "pc": f.fault.pc,
-                "lane": f.fault.lane,
-                "detail": f.fault.detail,
-                "message": f.fault.describe(),
-            }
-            for f in result.faults
-        ],
-    }
-
-
 def command_run(args: argparse.Namespace) -> int:
-    program = load_program_file(args.program)
-    options = RunOptions(
-        chunk_size=parse_size(args.chunk_size),
-        lanes=args.lanes,
-        fuel=args.fuel,
-        emit_capacity=args.emit_capacity,
-    )
-    with Megakernel(backend=args.backend, workers=args.workers) as megakernel:
-        results = run_files(program, args.files, options, megakernel)
-    if args.json:
-        digest = container.program_digest(container.encode(program)).hex()
-        document = {"program": program.name, "blake3": digest, "backend": megakernel.backend}
-        document["files"] = [_json_result(r) for r in results]
-        json.dump(document, sys.stdout, indent=None)
-        sys.stdout.write("\n")
-    else:
-        for result in results:
-            _print_human(program, result, args.max_records, megakernel.backend)
-    return EXIT_FAULTS if any(r.faults for r in results) else EXIT_OK
+    from vyre_runtime import cli_run
+
+    return cli_run.command_run(args, load_program_file)
 
 
 def _reason(error: Exception) -> str:
@@ -313,18 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify_parser.add_argument("program")
     verify_parser.set_defaults(handler=command_verify)
 
-    run_parser = commands.add_parser("run", help="run a program over files, chunk by chunk")
-    run_parser.add_argument("program", help=".vasm source or .vir0 container")
-    run_parser.add_argument("files", nargs="+", metavar="FILE")
-    run_parser.add_argument("--json", action="store_true", help="print machine-readable results")
-    run_parser.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"], help="where programs run")
-    run_parser.add_argument("--workers", type=int, help="CPU backend worker threads (default: up to 4)")
-    run_parser.add_argument("--chunk-size", default=f"{DEFAULT_CHUNK_SIZE >> 20}MiB", help="bytes per chunk")
-    run_parser.add_argument("--lanes", type=int, help="lanes per chunk (default: the program's .lanes)")
-    run_parser.add_argument("--fuel", type=int, help="instruction budget per lane (default: the program's .fuel)")
-    run_parser.add_argument("--emit-capacity", type=int, default=65536, help="records kept per chunk")
-    run_parser.add_argument("--max-records", type=int, default=10, help="records to print (human output)")
-    run_parser.set_defaults(handler=command_run)
+    from vyre_runtime.cli_run import add_run_parser
+
+    add_run_parser(commands, command_run)
 
     doctor_parser = commands.add_parser("doctor", help="check the backends, the GPU and the kernel build")
     doctor_parser.set_defaults(handler=command_doctor)

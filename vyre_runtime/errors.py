@@ -73,3 +73,10 @@ class BackendError(VyreError):
     """A backend cannot start, has stopped, or did not answer within its deadline."""
 
     default_fix = "check `vyre` backend availability; use backend='cpu' where no GPU is usable"
+
+
+class IngestError(VyreError):
+    """A file read or an io_uring syscall failed, or a reader was used out of its contract."""
+
+    default_fix = "check the file and its permissions; where io_uring itself fails, use reader='preadv'"
+    errno: int | None = None  # the errno of the failed syscall, where one failed

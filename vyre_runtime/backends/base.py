@@ -50,3 +50,7 @@ class Device(Protocol):
 
     def run_released(self, context: int, region: int) -> None:
         """The host is done with this run: recycle its staging memory."""
+
+    def host_memory(self, nbytes: int) -> np.ndarray:
+        """Page-aligned host memory (uint8) that regions may lie in and the device reads in place
+        (pinned and device-mapped on CUDA); it lives as long as the device."""

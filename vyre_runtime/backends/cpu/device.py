@@ -13,6 +13,7 @@ optimisation, never a correctness requirement.
 
 from __future__ import annotations
 
+import mmap
 import threading
 import time
 import traceback
@@ -117,6 +118,10 @@ class CpuDevice:
 
     def run_released(self, context: int, region: int) -> None:
         pass
+
+    def host_memory(self, nbytes: int) -> np.ndarray:
+        """Page-aligned anonymous memory (the workers read any host memory)."""
+        return np.frombuffer(mmap.mmap(-1, max(1, nbytes)), dtype=np.uint8)
 
     def close(self) -> None:
         pass

@@ -1,0 +1,508 @@
+"""The stream pipeline: inputs -> reads into arena chunks -> RUN_PROGRAM slots -> merged results.
+
+    free chunk slot --plan--> reads in flight (io_uring READ_FIXED or preadv, matched by
+    user_data) --last read lands--> one RUN_PROGRAM slot per program over the chunk's bytes,
+    in place (GPU-visible arena: no copy) --every run done--> outcomes kept by chunk index,
+    slot freed --input finished--> merged per program in chunk order (results.py)
+
+A slot is reused only after every run over it finished (DESIGN.md, "Exactly once"); the chunk
+plan attributes each byte to one chunk, so a match spanning a boundary is counted once (the
+overlap is read into both neighbours' regions). One thread drives everything: the readers'
+submission sides are single-threaded (reader.py), and the Megakernel's host service resolves
+the run futures on its own thread.
+
+An input that cannot be opened or read (ENOENT, EACCES, EIO, truncated while read) gets its
+error in its FileResult; the others go on and lose nothing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from vyre_runtime.chunking import ChunkPlan
+from vyre_runtime.errors import DispatchError, InputError, VyreError
+from vyre_runtime.ingest.arena import PAGE, Arena, round_up
+from vyre_runtime.ingest.reader import ReadCompletion, Reader, open_reader
+from vyre_runtime.ingest.results import ChunkOutcome, FileResult, ProgramResult, merge
+from vyre_runtime.ingest.sources import Piece, Source
+from vyre_runtime.megakernel import Megakernel
+from vyre_runtime.vir0.isa import MAX_LANES
+from vyre_runtime.vir0.program import Program
+
+DEFAULT_CHUNK_SIZE = 8 << 20
+ProgressCallback = Callable[[int, int], None]  # (bytes read so far, bytes known in total)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    chunk_size: int = DEFAULT_CHUNK_SIZE  # bytes each chunk owns
+    chunks: int = 8  # arena chunk slots: chunks being read or processed at once
+    read_size: int = 1 << 20  # bytes per read; a chunk is filled by several reads in flight
+    queue_depth: int = 64  # reads in flight per ring
+    rings: int = 1  # io_uring instances (inputs are spread over them)
+    reader: str = "auto"  # "auto" | "io_uring" | "preadv"
+    direct: bool = False  # O_DIRECT where the file system allows it
+    sqpoll: bool = False  # a kernel thread polls the submission queue
+    lanes: int | None = None  # None: each program's .lanes
+    fuel: int | None = None  # None: each program's .fuel
+    emit_capacity: int = 65536  # records per chunk and program
+
+    def check(self) -> None:
+        for name in ("chunk_size", "chunks", "read_size", "queue_depth", "rings"):
+            if getattr(self, name) < 1:
+                raise DispatchError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.lanes is not None and not 1 <= self.lanes <= MAX_LANES:
+            raise DispatchError(f"lanes={self.lanes}; allowed 1..{MAX_LANES}")
+        if self.fuel is not None and not 1 <= self.fuel <= 0xFFFFFFFF:
+            raise DispatchError(f"fuel={self.fuel}; allowed 1..2^32-1")
+        if not 0 <= self.emit_capacity <= 0xFFFFFFFF:
+            raise DispatchError(f"emit_capacity={self.emit_capacity}; allowed 0..2^32-1 records")
+        if self.direct and self.read_size % PAGE:
+            raise DispatchError(f"read_size={self.read_size} must be a multiple of {PAGE} with O_DIRECT")
+
+
+@dataclass
+class StreamStats:
+    reader: str = ""
+    fallback_reason: str | None = None
+    bytes_read: int = 0
+    host_bytes_copied: int = 0  # through a host bounce: pipe overlaps, reader and backend staging copies
+    reads: int = 0
+    short_reads: int = 0
+    runs: int = 0
+    seconds: float = 0.0
+
+    @property
+    def gigabytes_per_second(self) -> float:
+        return self.bytes_read / self.seconds / 1e9 if self.seconds else 0.0
+
+
+@dataclass
+class ChunkSlot:
+    index: int  # arena chunk slot
+    source: Source | None = None
+    plan: ChunkPlan | None = None
+    data_offset: int = 0  # where region byte 0 sits in the slot
+    reads_left: int = 0
+    region_end: int = 0  # sequential: the stream position the region reached
+    futures: list[concurrent.futures.Future] = field(default_factory=list)
+
+
+class StreamPipeline:
+    """Stream inputs through ``programs`` on ``megakernel``; see the module docstring."""
+
+    def __init__(
+        self,
+        programs: Sequence[Program],
+        megakernel: Megakernel,
+        options: StreamOptions | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        if not programs:
+            raise DispatchError("a stream needs at least one program")
+        self.programs = list(programs)
+        self.megakernel = megakernel
+        self.options = options or StreamOptions()
+        self.options.check()
+        self.progress = progress
+        self.overlap = max(program.overlap for program in self.programs)
+        self.stats = StreamStats()
+        self._readers: list[Reader] = []
+        self._backlog: list[deque[Piece]] = []
+        self._pieces: dict[int, Piece] = {}
+        self._next_user_data = 1
+        self._free: deque[ChunkSlot] = deque()
+        self._running: list[ChunkSlot] = []
+        self._total_known = 0
+        self._device_copied_before = 0
+
+    # ------------------------------------------------------------------ public
+
+    def run(self, paths: Sequence[str]) -> list[FileResult]:
+        options = self.options
+        started = time.perf_counter()
+        slot_bytes = options.chunk_size + 2 * self.overlap + (2 * PAGE if options.direct else 0)
+        arena = Arena(round_up(slot_bytes, PAGE), options.chunks, self.megakernel.device.host_memory)
+        self.arena = arena
+        self._free = deque(ChunkSlot(i) for i in range(arena.count))
+        self._device_copied_before = getattr(self.megakernel.device, "host_bytes_copied", 0)
+        waiting = deque(
+            Source(i, path, self.overlap, options.chunk_size, options.direct) for i, path in enumerate(paths)
+        )
+        planning: list[Source] = []
+        results: dict[int, FileResult] = {}
+        try:
+            self._open_readers(arena)
+            while waiting or planning or self._busy():
+                self._plan(waiting, planning, results)
+                self._pump()
+                progressed = self._reap_reads(block=not self._running and self._reads_in_flight())
+                progressed |= self._reap_runs()
+                self._finish(planning, results)
+                if not progressed:
+                    self._wait_a_little()
+        finally:
+            self._close_readers()
+        self.stats.seconds = time.perf_counter() - started
+        device_copies = getattr(self.megakernel.device, "host_bytes_copied", 0) - self._device_copied_before
+        self.stats.host_bytes_copied += device_copies + sum(r.host_bytes_copied for r in self._readers)
+        return [results[i] for i in range(len(paths))]
+
+    # ------------------------------------------------------------------ readers
+
+    def _open_readers(self, arena: Arena) -> None:
+        options = self.options
+        for _ in range(options.rings):
+            reader = open_reader(options.reader, options.queue_depth, sqpoll=options.sqpoll)
+            self._readers.append(reader)
+            self._backlog.append(deque())
+            reader.register_buffers(arena.buffers())
+        first = self._readers[0]
+        self.stats.reader, self.stats.fallback_reason = first.name, first.fallback_reason
+
+    def _close_readers(self) -> None:
+        for reader in self._readers:
+            reader.close()
+
+    def _reader_of(self, source: Source) -> int:
+        return source.position % len(self._readers)
+
+    def _reads_in_flight(self) -> bool:
+        return any(reader.in_flight for reader in self._readers)
+
+    def _busy(self) -> bool:
+        return bool(self._pieces or self._running)
+
+    def _queue(self, piece: Piece, source: Source) -> None:
+        self._backlog[self._reader_of(source)].append(piece)
+
+    def _pump(self) -> None:
+        """Hand backlogged reads to their readers as far as each one's depth allows."""
+        for reader, backlog in zip(self._readers, self._backlog):
+            queued = 0
+            while backlog and reader.in_flight < reader.depth:
+                piece = backlog.popleft()
+                user_data = self._next_user_data
+                self._next_user_data += 1
+                self._pieces[user_data] = piece
+                reader.prep_read(piece.file, piece.address, piece.length, piece.offset, user_data, piece.buffer_index)
+                queued += 1
+            if queued:
+                reader.submit()
+                self.stats.reads += queued
+
+    # ------------------------------------------------------------------ planning
+
+    def _plan(self, waiting: deque[Source], planning: list[Source], results: dict[int, FileResult]) -> None:
+        """Give free chunk slots to the next chunks, inputs in order, opening inputs as needed."""
+        while self._free:
+            source = next((s for s in planning if self._can_plan(s)), None)
+            if source is None:
+                if not waiting or len(planning) >= self.options.chunks:
+                    return
+                source = waiting.popleft()
+                self._open(source)
+                planning.append(source)
+                continue
+            if source.sequential:
+                self._start_sequential_chunk(source)
+            else:
+                plan = source.next_plan()
+                if plan is not None:
+                    self._start_positional_chunk(source, plan)
+
+    @staticmethod
+    def _can_plan(source: Source) -> bool:
+        if source.error is not None or source.planning_done:
+            return False
+        return not (source.sequential and source.reading)
+
+    def _open(self, source: Source) -> None:
+        source.started = time.perf_counter()
+        source.open()
+        if source.error is not None:
+            source.planning_done = True
+            return
+        reader = self._readers[self._reader_of(source)]
+        source.handle = reader.add_file(source.fd)
+        source.program_handles = [self.megakernel.register_program(p) for p in self.programs]  # fresh globals
+        source.outcomes = [{} for _ in self.programs]
+        if source.size is not None:
+            self._total_known += source.size
+        if source.size == 0:
+            source.planning_done = True
+
+    def _start_positional_chunk(self, source: Source, plan: ChunkPlan) -> None:
+        slot = self._free.popleft()
+        first, slot.data_offset, length = source.slot_layout(plan)
+        slot.source, slot.plan = source, plan
+        source.slots_busy += 1
+        address = self.arena.chunk_address(slot.index)
+        buffer_index = self.arena.buffer_index(slot.index)
+        read_size = self.options.read_size
+        pieces = []
+        for start in range(0, length, read_size):
+            piece_length = min(read_size, length - start)
+            needed = max(0, min(start + piece_length, slot.data_offset + plan.region_length) - start)
+            pieces.append(
+                Piece(slot, source.handle, first + start, address + start, piece_length, needed, buffer_index)
+            )
+        slot.reads_left = len(pieces)
+        for piece in pieces:
+            self._queue(piece, source)
+
+    def _start_sequential_chunk(self, source: Source) -> None:
+        slot = self._free.popleft()
+        slot.source, slot.plan, slot.data_offset = source, None, 0
+        source.slots_busy += 1
+        source.reading = True
+        region_start = source.sequential_region_start()
+        carry = source.carry
+        if carry:  # the overlap shared with the previous chunk: the pipe cannot be read twice
+            self.arena.chunk(slot.index)[: len(carry)] = memoryview(carry)
+            self.stats.host_bytes_copied += len(carry)
+        slot.region_end = region_start + len(carry)
+        self._read_more_sequential(slot, source)
+
+    def _read_more_sequential(self, slot: ChunkSlot, source: Source) -> None:
+        region_start = source.sequential_region_start()
+        wanted = min(self.options.read_size, source.sequential_target() - slot.region_end)
+        address = self.arena.chunk_address(slot.index) + slot.region_end - region_start
+        slot.reads_left = 1
+        piece = Piece(slot, source.handle, -1, address, wanted, wanted, self.arena.buffer_index(slot.index))
+        self._queue(piece, source)
+
+    # ------------------------------------------------------------------ reads
+
+    def _reap_reads(self, block: bool) -> bool:
+        progressed = False
+        for reader in self._readers:
+            if not reader.in_flight:
+                continue
+            timeout = 0.05 if block and len(self._readers) == 1 else 0.0
+            completions = reader.wait(1 if timeout else 0, timeout=timeout)
+            for completion in completions:
+                self._on_read(completion)
+            progressed |= bool(completions)
+        return progressed
+
+    def _on_read(self, completion: ReadCompletion) -> None:
+        piece = self._pieces.pop(completion.user_data)
+        slot, result = piece.slot, completion.result
+        source = slot.source
+        assert source is not None  # a slot with reads in flight belongs to a source
+        if result >= 0 and result < piece.needed:
+            self.stats.short_reads += 1
+        if source.error is not None:  # the input already failed: just let its slot drain
+            self._read_finished(slot)
+            return
+        if result < 0:
+            where = "the stream" if piece.offset < 0 else f"offset {piece.offset}"
+            self._fail(
+                source,
+                InputError(
+                    f"reading {source.path} at {where} failed: {os.strerror(-result)}",
+                    "check the device or file system (the media may be failing); other files were not affected",
+                ),
+            )
+            self._read_finished(slot)
+            return
+        if source.sequential:
+            self._on_sequential_read(slot, source, piece, result)
+            return
+        arrived = min(result, piece.needed)
+        source.bytes_read += arrived
+        self.stats.bytes_read += arrived
+        if arrived < piece.needed:
+            if result == 0:
+                self._fail(
+                    source,
+                    InputError(
+                        f"{source.path} ended at {piece.offset} bytes while reading; it shrank during the run",
+                        "do not truncate files while vyre reads them",
+                    ),
+                )
+                self._read_finished(slot)
+                return
+            self._read_rest(source, piece, result)
+            return
+        self._read_finished(slot)
+
+    def _read_rest(self, source: Source, piece: Piece, result: int) -> None:
+        """A short positional read: queue the rest (buffered: it is no longer page-aligned)."""
+        file = piece.file
+        if source.direct_active and result % PAGE:
+            reader = self._readers[self._reader_of(source)]
+            if source.buffered_handle < 0:
+                source.buffered_handle = reader.add_file(source.open_buffered())
+            file = source.buffered_handle
+        rest = Piece(
+            piece.slot,
+            file,
+            piece.offset + result,
+            piece.address + result,
+            piece.length - result,
+            piece.needed - result,
+            piece.buffer_index,
+        )
+        self._queue(rest, source)
+
+    def _on_sequential_read(self, slot: ChunkSlot, source: Source, piece: Piece, result: int) -> None:
+        slot.region_end += result
+        source.bytes_read += result
+        self.stats.bytes_read += result
+        at_eof = result == 0
+        if not at_eof and slot.region_end < source.sequential_target():
+            self._read_more_sequential(slot, source)
+            return
+        region_start = source.sequential_region_start()
+        plan = source.sequential_plan(region_start, slot.region_end, at_eof)
+        source.reading = False
+        if at_eof:
+            source.planning_done = True
+            source.size = slot.region_end
+            self._total_known += source.size
+        else:  # hand the shared overlap on to the next chunk
+            next_start = max(0, (source.next_index + 1) * source.chunk_size - source.overlap)
+            chunk = self.arena.chunk(slot.index)
+            source.carry = bytes(chunk[next_start - region_start : slot.region_end - region_start])
+        source.next_index += 1
+        slot.plan = plan
+        self._read_finished(slot)
+
+    def _read_finished(self, slot: ChunkSlot) -> None:
+        slot.reads_left -= 1
+        if slot.reads_left:
+            return
+        source = slot.source
+        assert source is not None
+        if source.error is not None or slot.plan is None:
+            self._release(slot)
+            return
+        self._launch(slot, source, slot.plan)
+        if self.progress is not None:
+            self.progress(self.stats.bytes_read, self._total_known)
+
+    # ------------------------------------------------------------------ runs
+
+    def _launch(self, slot: ChunkSlot, source: Source, plan: ChunkPlan) -> None:
+        """One RUN_PROGRAM per program over the chunk, each with its own overlap's share."""
+        chunk = self.arena.chunk(slot.index)
+        options = self.options
+        try:
+            for program, handle in zip(self.programs, source.program_handles):
+                start = max(plan.region_start, plan.own_start - program.overlap)
+                end = min(plan.region_end, plan.own_end + program.overlap)
+                first = slot.data_offset + start - plan.region_start
+                region = chunk[first : first + end - start]
+                future = self.megakernel.submit(
+                    handle,
+                    region,
+                    lanes=options.lanes,
+                    fuel=options.fuel,
+                    emit_capacity=options.emit_capacity,
+                    own_lo=plan.own_start - start,
+                    own_hi=plan.own_end - start,
+                    file_offset=start,
+                    chunk_index=plan.index,
+                )
+                slot.futures.append(future)
+        except VyreError as error:
+            self._fail(source, error)
+        self.stats.runs += len(slot.futures)
+        source.chunks += 1
+        self._running.append(slot)
+
+    def _reap_runs(self) -> bool:
+        finished = [slot for slot in self._running if all(f.done() for f in slot.futures)]
+        for slot in finished:
+            self._running.remove(slot)
+            source, plan = slot.source, slot.plan
+            assert source is not None and plan is not None
+            for program_index, future in enumerate(slot.futures):
+                try:
+                    outcome = future.result(0)
+                except VyreError as error:  # the backend stopped or failed this run
+                    self._fail(source, error)
+                    continue
+                source.outcomes[program_index][plan.index] = ChunkOutcome(plan, outcome)
+            self._release(slot)
+        return bool(finished)
+
+    def _release(self, slot: ChunkSlot) -> None:
+        source = slot.source
+        assert source is not None
+        source.slots_busy -= 1
+        slot.source, slot.plan, slot.futures, slot.reads_left = None, None, [], 0
+        self._free.append(slot)
+
+    def _wait_a_little(self) -> None:
+        if self._running:
+            futures = [f for f in self._running[0].futures if not f.done()]
+            if futures and not self._reads_in_flight():
+                concurrent.futures.wait(futures, timeout=0.05)
+            elif futures:
+                time.sleep(0.0001)
+        elif self._reads_in_flight() and len(self._readers) > 1:
+            time.sleep(0.0001)
+
+    # ------------------------------------------------------------------ finishing
+
+    def _fail(self, source: Source, error: VyreError) -> None:
+        if source.error is None:
+            source.error = error
+        source.planning_done = True
+
+    def _finish(self, planning: list[Source], results: dict[int, FileResult]) -> None:
+        for source in [s for s in planning if s.planning_done and s.slots_busy == 0]:
+            planning.remove(source)
+            results[source.position] = self._file_result(source)
+
+    def _file_result(self, source: Source) -> FileResult:
+        size = source.size if source.size is not None else source.bytes_read
+        result = FileResult(path=source.path, size=size, error=source.error, note=source.note)
+        registry = self.megakernel.registry
+        for program, handle, outcomes in zip(self.programs, source.program_handles, source.outcomes):
+            global_buffers = {k: v.copy() for k, v in registry.programs[handle].global_buffers.items()}
+            result.programs.append(merge(program, outcomes, global_buffers))
+            self.megakernel.unregister_program(handle)
+        result.chunks = source.chunks
+        if source.handle >= 0 or source.buffered_handle >= 0:
+            reader = self._readers[self._reader_of(source)]
+            for handle in (source.handle, source.buffered_handle):
+                if handle >= 0:
+                    reader.remove_file(handle)
+        source.close()
+        result.seconds = time.perf_counter() - source.started
+        return result
+
+
+def run_files(
+    programs: Sequence[Program],
+    paths: Sequence[str],
+    options: StreamOptions | None = None,
+    megakernel: Megakernel | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[list[FileResult], StreamStats]:
+    """Stream ``paths`` through ``programs``; opens a Megakernel (backend "auto") unless given."""
+    if megakernel is not None:
+        pipeline = StreamPipeline(programs, megakernel, options, progress)
+        return pipeline.run(paths), pipeline.stats
+    with Megakernel(backend="auto") as owned:
+        pipeline = StreamPipeline(programs, owned, options, progress)
+        return pipeline.run(paths), pipeline.stats
+
+
+def run_file(
+    program: Program, path: str, options: StreamOptions | None = None, megakernel: Megakernel | None = None
+) -> ProgramResult:
+    """One program over one file; the file's error (if any) is raised."""
+    results, _ = run_files([program], [path], options, megakernel)
+    if results[0].error is not None:
+        raise results[0].error
+    return results[0].programs[0]
