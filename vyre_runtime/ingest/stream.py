@@ -102,6 +102,7 @@ class StreamPipeline:
         megakernel: Megakernel,
         options: StreamOptions | None = None,
         progress: ProgressCallback | None = None,
+        reader_factory: Callable[[StreamOptions], Reader] | None = None,
     ) -> None:
         if not programs:
             raise DispatchError("a stream needs at least one program")
@@ -110,6 +111,7 @@ class StreamPipeline:
         self.options = options or StreamOptions()
         self.options.check()
         self.progress = progress
+        self.reader_factory = reader_factory or _open_reader  # tests inject faults through a wrapper
         self.overlap = max(program.overlap for program in self.programs)
         self.stats = StreamStats()
         self._readers: list[Reader] = []
@@ -158,7 +160,7 @@ class StreamPipeline:
     def _open_readers(self, arena: Arena) -> None:
         options = self.options
         for _ in range(options.rings):
-            reader = open_reader(options.reader, options.queue_depth, sqpoll=options.sqpoll)
+            reader = self.reader_factory(options)
             self._readers.append(reader)
             self._backlog.append(deque())
             reader.register_buffers(arena.buffers())
@@ -480,6 +482,10 @@ class StreamPipeline:
         source.close()
         result.seconds = time.perf_counter() - source.started
         return result
+
+
+def _open_reader(options: StreamOptions) -> Reader:
+    return open_reader(options.reader, options.queue_depth, sqpoll=options.sqpoll)
 
 
 def run_files(
