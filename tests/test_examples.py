@@ -113,3 +113,18 @@ def test_filter_compact_keeps_exactly_the_large_words(tmp_path, megakernel):
         expected = np.flatnonzero(words >= 0xF0000000)
         np.testing.assert_array_equal(kept, expected)
         assert int(result.outputs["count"][0]) == len(expected)
+
+
+def checksum_reference(data: bytes) -> int:
+    values = np.frombuffer(data, np.uint8).astype(np.uint64)
+    shifts = ((np.arange(len(values)) % 4) * 8).astype(np.uint64)
+    return int((values << shifts).sum() & 0xFFFFFFFF)
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4097, 20_011])
+def test_checksum_sums_every_byte_in_its_place_whatever_the_chunking(tmp_path, options, megakernel, size):
+    data = random.Random(size).randbytes(size)
+    result = run_file(program("checksum.vasm"), write(tmp_path, data), options, megakernel)
+    assert not result.faults
+    assert int(result.outputs["sum"][0]) == checksum_reference(data)
+    assert int(result.outputs["bytes"][0]) == size
