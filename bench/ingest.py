@@ -1,0 +1,270 @@
+"""File -> "consumed by the megakernel" GB/s, next to what a user would pick instead.
+
+    python bench/ingest.py [--backend auto|cpu|cuda] [--size 4GiB] [--dir DIR] [--cold]
+
+One generated file of random bytes on DIR (default: bench/data, on the root file system; tmpfs has
+no O_DIRECT), read warm (page cache) and, with --cold, after dropping the page cache (root only),
+O_DIRECT. Rows, all in one run over the same file:
+- raw io_uring: READ_FIXED into the arena, IOSQE_ASYNC, no consumer (the reading ceiling);
+- vyre stream: the pipeline (io_uring -> arena -> RUN_PROGRAM of examples/checksum.vasm per chunk),
+  "consumed" = the checksum program read every byte; its sum is checked against NumPy's;
+- readinto + cuMemcpyHtoD: a plain loop into a pinned buffer and an async copy to device memory
+  (double-buffered), what a user writes by hand (CUDA only);
+- KvikIO CuFile.pread into device memory, 16 threads, 4 MiB tasks (CUDA only, if kvikio imports).
+Writes bench/results/ingest-<backend>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vyre_runtime.backends.selection import cuda_unavailable_reason  # noqa: E402
+from vyre_runtime.chunking import parse_size  # noqa: E402
+from vyre_runtime.cli import load_program_file  # noqa: E402
+from vyre_runtime.ingest.arena import Arena  # noqa: E402
+from vyre_runtime.ingest.reader import open_reader  # noqa: E402
+from vyre_runtime.ingest.stream import StreamOptions, StreamPipeline  # noqa: E402
+from vyre_runtime.megakernel import Megakernel  # noqa: E402
+
+GB = 1e9
+
+
+def make_file(path: Path, size: int) -> int:
+    """Random bytes (written in 64 MiB pieces); returns the reference checksum."""
+    rng = np.random.default_rng(7)
+    checksum = 0
+    piece = 64 << 20
+    with open(path, "wb") as handle:
+        for start in range(0, size, piece):
+            data = np.frombuffer(rng.bytes(min(piece, size - start)), dtype=np.uint8)
+            checksum = (checksum + place_sum(data, start)) & 0xFFFFFFFF
+            handle.write(data.tobytes())
+    return checksum
+
+
+def place_sum(data: np.ndarray, start: int) -> int:
+    """The checksum program's definition over ``data`` at file offset ``start`` (mod 2^32)."""
+    if start % 4 == 0 and len(data) % 4 == 0:  # whole little-endian words: their plain sum
+        return int(data.view("<u4").sum(dtype=np.uint64) & 0xFFFFFFFF)
+    shifts = ((np.arange(start, start + len(data)) % 4) * 8).astype(np.uint64)
+    return int((data.astype(np.uint64) << shifts).sum() & 0xFFFFFFFF)
+
+
+def drop_caches(path: Path) -> bool:
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        fd = os.open(path, os.O_RDONLY)  # the next best thing: advise this file out
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+        return False
+
+
+def warm(path: Path) -> None:
+    with open(path, "rb", buffering=0) as handle:
+        buffer = bytearray(64 << 20)
+        while handle.readinto(buffer):
+            pass
+
+
+def raw_uring(path: Path, arena: Arena, read_size: int, depth: int, direct: bool) -> float:
+    """GB/s of READ_FIXED into the arena's chunks round robin, nothing consuming the bytes."""
+    flags = os.O_RDONLY | (os.O_DIRECT if direct else 0)
+    fd = os.open(path, flags)
+    size = os.fstat(fd).st_size
+    reader = open_reader("io_uring", depth)
+    try:
+        reader.register_buffers(arena.buffers())
+        handle = reader.add_file(fd)
+        slots = arena.count * (arena.chunk_bytes // read_size)
+        started = time.perf_counter()
+        offset = done = issued = 0
+        while done < size:
+            while offset < size and reader.in_flight < depth:
+                where = issued % slots
+                chunk, within = divmod(where * read_size, arena.chunk_bytes)
+                address = arena.chunk_address(chunk) + within
+                reader.prep_read(handle, address, read_size, offset, issued, arena.buffer_index(chunk))
+                offset += read_size
+                issued += 1
+            reader.submit()
+            for completion in reader.wait(1, timeout=5.0):
+                if completion.result < 0:
+                    raise OSError(-completion.result, os.strerror(-completion.result))
+                done += completion.result
+        seconds = time.perf_counter() - started
+        reader.remove_file(handle)
+        return size / seconds / GB
+    finally:
+        reader.close()
+        os.close(fd)
+
+
+def vyre_stream(megakernel: Megakernel, path: Path, options: StreamOptions, expected: int) -> dict:
+    program = load_program_file(str(ROOT / "examples" / "checksum.vasm"))
+    pipeline = StreamPipeline([program], megakernel, options)
+    [result] = pipeline.run([str(path)])
+    if result.error is not None:
+        raise result.error
+    got = int(result.programs[0].outputs["sum"][0])
+    stats = pipeline.stats
+    return {
+        "gbps": result.size / stats.seconds / GB,
+        "checksum_ok": got == expected,
+        "host_bytes_copied": stats.host_bytes_copied,
+        "reader": stats.reader,
+        "faults": len(result.faults),
+    }
+
+
+def readinto_memcpy(path: Path, chunk: int = 16 << 20) -> float:
+    """readinto a pinned buffer, cuMemcpyHtoDAsync to device memory, two buffers in turn."""
+    from vyre_runtime.backends.cuda import driver
+
+    cu = driver.cu
+    pinned = [driver.MappedMemory(chunk) for _ in range(2)]
+    device = driver.DeviceMemory(2 * chunk)
+    stream = driver.Stream()
+    events = [None, None]
+    try:
+        size = path.stat().st_size
+        started = time.perf_counter()
+        with open(path, "rb", buffering=0) as handle:
+            index = 0
+            while True:
+                if events[index] is not None:
+                    driver.check(cu.cuEventSynchronize(events[index]), "cuEventSynchronize")
+                got = handle.readinto(memoryview(pinned[index].array))
+                if not got:
+                    break
+                target = device.pointer + index * chunk
+                driver.check(
+                    cu.cuMemcpyHtoDAsync(target, pinned[index].host_pointer, got, stream.handle), "cuMemcpyHtoDAsync"
+                )
+                if events[index] is None:
+                    events[index] = driver.check(cu.cuEventCreate(0), "cuEventCreate")
+                driver.check(cu.cuEventRecord(events[index], stream.handle), "cuEventRecord")
+                index ^= 1
+        stream.wait(60.0, "the copies")
+        return size / (time.perf_counter() - started) / GB
+    finally:
+        for memory in pinned:
+            memory.unregister()
+        device.free()
+
+
+def kvikio_pread(path: Path, threads: int = 16, task: int = 4 << 20) -> float | str:
+    try:
+        import cupy
+        import kvikio
+        import kvikio.defaults
+    except Exception as error:  # not installed here: reported, not fatal
+        return f"unavailable: {type(error).__name__}: {error}"
+    kvikio.defaults.set({"num_threads": threads, "task_size": task})
+    size = path.stat().st_size
+    target = cupy.empty(size, dtype=cupy.uint8)
+    with kvikio.CuFile(str(path), "r") as handle:
+        started = time.perf_counter()
+        handle.pread(target).get()  # waits for its own reads and copies (never a device-wide sync)
+        seconds = time.perf_counter() - started
+    del target
+    return size / seconds / GB
+
+
+def best(measure, args: argparse.Namespace) -> float:
+    return max(measure() for _ in range(args.repeat))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--size", default="1GiB")
+    parser.add_argument("--dir", default=str(ROOT / "bench" / "data"))
+    parser.add_argument("--chunk-size", default="4MiB")
+    parser.add_argument("--chunks", type=int, default=32)
+    parser.add_argument("--read-size", default="1MiB")
+    parser.add_argument("--depth", type=int, default=32)
+    parser.add_argument("--lanes", type=int, default=None, help="checksum lanes (default: the program's)")
+    parser.add_argument("--cold", action="store_true", help="also measure after dropping the page cache (O_DIRECT)")
+    parser.add_argument("--repeat", type=int, default=2, help="warm runs of each row (the best is kept)")
+    args = parser.parse_args()
+
+    size, chunk_size, read_size = parse_size(args.size), parse_size(args.chunk_size), parse_size(args.read_size)
+    directory = Path(args.dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"ingest-{size}.bin"
+    started = time.perf_counter()
+    expected = make_file(path, size)
+    print(f"wrote {path} ({size / GB:.2f} GB) in {time.perf_counter() - started:.1f} s")
+    rows: dict[str, dict] = {}
+    options = StreamOptions(
+        chunk_size=chunk_size, chunks=args.chunks, read_size=read_size, queue_depth=args.depth, lanes=args.lanes
+    )
+    cuda = args.backend == "cuda" or (args.backend == "auto" and cuda_unavailable_reason() is None)
+    # plain memory for the raw reads: io_uring pins registered pages itself
+    arena = Arena(chunk_size, args.chunks, lambda n: np.frombuffer(mmap.mmap(-1, n), dtype=np.uint8))
+    warm(path)
+    rows["raw io_uring, warm"] = {"gbps": best(lambda: raw_uring(path, arena, read_size, args.depth, False), args)}
+    if cuda:  # before the megakernel starts: freeing their memory would wait for a resident kernel
+        rows["readinto + cuMemcpyHtoD, warm"] = {"gbps": best(lambda: readinto_memcpy(path), args)}
+        outcomes = [kvikio_pread(path) for _ in range(args.repeat)]
+        numbers = [o for o in outcomes if isinstance(o, float)]
+        rows["KvikIO pread 16 threads 4 MiB, warm"] = {"gbps": max(numbers)} if numbers else {"note": outcomes[0]}
+    with Megakernel(backend=args.backend, slots=1024) as megakernel:
+        backend = megakernel.backend
+        runs = [vyre_stream(megakernel, path, options, expected) for _ in range(args.repeat)]
+        rows["vyre stream (checksum), warm"] = max(runs, key=lambda r: r["gbps"])
+        if args.cold:
+            dropped = drop_caches(path)
+            rows["raw io_uring O_DIRECT, cold"] = {
+                "gbps": raw_uring(path, arena, read_size, args.depth, True),
+                "caches_dropped": dropped,
+            }
+            drop_caches(path)
+            cold = StreamOptions(**{**options.__dict__, "direct": True})
+            rows["vyre stream O_DIRECT (checksum), cold"] = {
+                **vyre_stream(megakernel, path, cold, expected),
+                "caches_dropped": dropped,
+            }
+    print(f"\n{'row':<42}{'GB/s':>8}  notes")
+    for name, row in rows.items():
+        gbps = f"{row['gbps']:.2f}" if "gbps" in row else "-"
+        notes = ", ".join(f"{k}={v}" for k, v in row.items() if k != "gbps")
+        print(f"{name:<42}{gbps:>8}  {notes}")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    document = {
+        "bench": "ingest",
+        "backend": backend,
+        "machine": platform.node(),
+        "commit": commit.stdout.strip(),
+        "size": size,
+        "chunk_size": chunk_size,
+        "chunks": args.chunks,
+        "read_size": read_size,
+        "depth": args.depth,
+        "rows": rows,
+    }
+    out = ROOT / "bench" / "results" / f"ingest-{backend}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(document, indent=2))
+    print(f"wrote {out}")
+    return 0 if all(row.get("checksum_ok", True) for row in rows.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
