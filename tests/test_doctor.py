@@ -19,3 +19,15 @@ def test_doctor_reports_every_check_on_its_own_line(capsys, tmp_path, monkeypatc
         assert checks["gpu"][21:].startswith("missing")
         assert any(line.startswith("megakernel sm_90") and line[21:].startswith("ok") for line in lines)
     assert status == (1 if any(line[21:].startswith("failed") for line in lines) else 0)
+
+
+def test_doctor_reports_io_uring_and_names_the_fallback_when_it_is_off(capsys, monkeypatch):
+    from vyre_runtime.ingest.uring import io_uring_status
+
+    main(["doctor"])
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("io_uring")]
+    assert line[21:].startswith("ok" if io_uring_status()[0] else "missing")
+    monkeypatch.setenv("VYRE_DISABLE_IO_URING", "1")
+    main(["doctor"])
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("io_uring")]
+    assert line[21:].startswith("missing") and "preadv fallback" in line

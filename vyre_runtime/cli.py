@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +136,7 @@ def command_doctor(args: argparse.Namespace) -> int:
         line("cpu backend", "ok", round_trip("cpu"))
     except Exception as error:  # the doctor reports every failure as a line, never a traceback
         line("cpu backend", "failed", _reason(error))
+    _doctor_ingest(line)
     try:
         import cuda.bindings
     except ImportError:
@@ -179,6 +180,38 @@ def command_doctor(args: argparse.Namespace) -> int:
     except Exception as error:
         line("megakernel start", "failed", _reason(error))
     return EXIT_FAULTS if failed else EXIT_OK
+
+
+def _doctor_ingest(line: Callable[..., None]) -> None:
+    """io_uring (and what of it works here) and GPUDirect Storage, for the streaming ingest."""
+    from vyre_runtime.ingest.uring import probe_features
+
+    try:
+        probe = probe_features()
+    except Exception as error:  # the doctor reports, never raises
+        line("io_uring", "failed", _reason(error))
+        return
+    if not probe.get("available"):
+        line("io_uring", "missing", f"{probe.get('reason')}; `vyre run` reads with the preadv fallback")
+    else:
+
+        def yes(key: str) -> str:
+            return "yes" if probe.get(key) else "no"
+
+        memlock = probe.get("memlock_limit")
+        limit = "unlimited" if memlock is None or memlock < 0 else f"{memlock >> 20} MiB"
+        line(
+            "io_uring",
+            "ok",
+            f"kernel {probe.get('kernel')}, READ_FIXED {yes('read_fixed')}, registered buffers "
+            f"{yes('registered_buffers')}, SQPOLL {yes('sqpoll')}, EXT_ARG waits {yes('ext_arg')}, "
+            f"memlock limit {limit}",
+        )
+    nvidia_fs = Path("/proc/driver/nvidia-fs/stats")
+    if nvidia_fs.exists():
+        line("gpudirect storage", "ok", "nvidia-fs is loaded (cuFile could DMA from NVMe to the GPU)")
+    else:
+        line("gpudirect storage", "missing", "nvidia-fs is not loaded: reads land in pinned host memory (zero-copy)")
 
 
 def command_cache(args: argparse.Namespace) -> int:
