@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from vyre_runtime.backends.selection import open_backend
+from vyre_runtime.buffers import DeviceBuffer, HostBuffer, device_region_of
 from vyre_runtime.errors import BackendError, DispatchError, ProtocolError, RingFullError
 from vyre_runtime.host_service import BulkTicket, HostService, SlotFaultInfo, SlotFuture, SlotOutcome
 from vyre_runtime.protocol import codec, debuglog
@@ -201,19 +202,16 @@ class Megakernel:
         priority: Priority = Priority.NORMAL,
         timeout: float | None = None,
     ) -> Future:
-        """Run a program over ``data`` (bytes-like, kept referenced until the run completes).
+        """Run a program over ``data``, kept referenced until the run completes: bytes-like, a
+        DeviceBuffer or a slice of one (``device_buffer``; read in place, no staging), or on CUDA
+        a device array with ``__cuda_array_interface__`` (CuPy, PyTorch; read as its bytes).
 
         The future resolves to the run's result (outputs, records, dropped, fault).
         """
         handle = program if isinstance(program, int) else self.register_program(program)
         if handle not in self.registry.programs:
             raise DispatchError(f"program handle {handle} is not registered", "use register_program's handle")
-        view = (
-            memoryview(data).cast("B")
-            if not isinstance(data, np.ndarray)
-            else memoryview(data.reshape(-1).view(np.uint8))
-        )
-        length = len(view)
+        view, length = self._region_data(data)
         own_hi = length if own_hi is None else own_hi
         if length > 0xFFFFFFFF or not 0 <= own_lo <= own_hi <= length:
             raise DispatchError(f"own range {own_lo}..{own_hi} must lie inside the {length}-byte region")
@@ -237,6 +235,47 @@ class Megakernel:
         except BaseException:
             self.service.release_run(context, region)
             raise
+
+    def device_buffer(self, nbytes: int) -> DeviceBuffer:
+        """``nbytes`` of memory on the device that runs read in place: submit() takes the buffer
+        or a slice of it (``buffer.slice(offset, length)``) as its region, with no staging copy.
+
+        CUDA: device memory (``upload``/``download`` are bounded copies on a non-blocking stream).
+        CPU: a NumPy uint8 array (``buffer.array``). ``free()`` returns it; on CUDA its memory is
+        recycled by later buffers and freed at shutdown, never while the resident kernel runs
+        (vyre_runtime/buffers.py says why)."""
+        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 1:
+            raise DispatchError(f"device_buffer({nbytes!r}): the size must be a positive number of bytes")
+        if self._closed or self.image[ControlWord.SHUTDOWN]:
+            raise BackendError("this Megakernel is shut down", "create a new Megakernel")
+        make = getattr(self.device, "device_buffer", None)
+        if make is None:  # the CPU backend reads host memory: the buffer is a NumPy array
+            return HostBuffer(int(nbytes), self.device)
+        return make(int(nbytes))
+
+    def _region_data(self, data: Any) -> tuple[Any, int]:
+        """What the registry holds for a run's region, and its length in bytes."""
+        region = device_region_of(data)
+        if region is None:  # host bytes: the backend reads them in place or stages a copy
+            view = (
+                memoryview(data).cast("B")
+                if not isinstance(data, np.ndarray)
+                else memoryview(data.reshape(-1).view(np.uint8))
+            )
+            return view, len(view)
+        if region.buffer is not None and region.buffer.owner is not self.device:
+            raise DispatchError(
+                f"this {region.buffer.backend} DeviceBuffer belongs to another Megakernel",
+                "allocate it with this Megakernel's device_buffer()",
+            )
+        if self.device.name == "cuda":
+            return region, region.nbytes
+        if isinstance(region.buffer, HostBuffer):
+            return region.buffer.host_view(region.offset, region.nbytes), region.nbytes
+        raise DispatchError(
+            f"the {self.device.name} backend cannot read GPU memory ({type(data).__name__})",
+            "copy it to the host first (cupy.asnumpy(a), tensor.cpu().numpy()), or use backend='cuda'",
+        )
 
     def publish_bulk(
         self,

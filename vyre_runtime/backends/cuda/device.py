@@ -19,6 +19,7 @@ handle of the same kind holds (Registry.index_capacity), and a record is written
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ import numpy as np
 from vyre_runtime.backends.cpu.results import Fault, RunResult
 from vyre_runtime.backends.cuda import abi, build, driver, header
 from vyre_runtime.backends.cuda.arena import Chunk, StagingArena
+from vyre_runtime.backends.cuda.buffers import BufferPool, CudaBuffer
+from vyre_runtime.buffers import DeviceRegion
 from vyre_runtime.errors import BackendError, DispatchError
 from vyre_runtime.protocol import codec
 from vyre_runtime.protocol.layout import ControlWord, DeviceState, Layout, layout_digest
@@ -45,11 +48,13 @@ SPARE_RUN_RECORDS = 1024  # contexts/regions beyond one per slot: submitters wai
 START_TIMEOUT_S = 10.0  # launch -> DEVICE_STATE SERVING
 EXIT_GRACE_S = 2.0  # a kernel told to stop after a failed start
 COPY_TIMEOUT_S = 10.0  # one upload or download on the side stream
+COPY_MIN_BYTES_PER_S = 1e9  # a DeviceBuffer copy gets COPY_TIMEOUT_S plus its bytes at this rate
 IDLE_SLEEP_NS = 2000
 DEVICE_POOL_BYTES = 64 << 20  # device memory for programs' code and tables, taken before launch
 POOL_ALIGNMENT = 256
 SCAN_INTERVAL_NS = 1_000_000  # the dispatcher reads every status word this often anyway
 MAX_RECORD_BYTES = 1 << 30  # records staged for one run
+GRID_LIMIT_ENV = "VYRE_CUDA_MAX_BLOCKS"  # cap the persistent grid (sanitizer runs, sharing the GPU)
 QUEUE_GLOBAL = "vyre_queue"  # the kernel's device-memory work queue, zeroed before each launch
 ALIGN = 16  # code, TABLE records and table bytes in a program's device block
 FAULT_CODES = frozenset(int(code) for code in FaultCode)
@@ -136,6 +141,8 @@ class CudaDevice:
         self._pool: driver.DeviceMemory | None = None
         self._runs: dict[int, _StagedRun] = {}
         self._region_chunks: dict[int, Chunk | None] = {}
+        self._region_buffers: dict[int, CudaBuffer] = {}  # region -> the DeviceBuffer it reads (held)
+        self._buffer_pool: BufferPool | None = None  # made by the first device_buffer()
         self._global_pointers: dict[int, dict[int, int]] = {}  # program -> binding index -> pointer
         self._module: driver.Module | None = None
         self._kernel_stream: driver.Stream | None = None
@@ -178,6 +185,13 @@ class CudaDevice:
         memory = driver.MappedMemory(nbytes)
         self._mapped.append(memory)
         return memory
+
+    def host_memory(self, nbytes: int) -> np.ndarray:
+        """Pinned, device-mapped host memory (page-aligned) that regions can lie in: the kernel
+        reads it in place over PCIe. It lives until the device closes (unpinning waits for the
+        resident kernel, so it cannot be given back earlier)."""
+        self.context.enter()
+        return self._map(nbytes).array
 
     def _table(self, dtype: np.dtype, capacity: int) -> tuple[np.ndarray, int]:
         memory = self._map(dtype.itemsize * capacity)
@@ -353,6 +367,10 @@ class CudaDevice:
 
     def _stage_region(self, region: int) -> None:
         data = self.registry.regions[region]
+        if isinstance(data, DeviceRegion):  # device memory: the kernel reads it where it lies
+            pointer, nbytes = self._device_region_address(region, data)
+            self._write_record(self.regions, region, "region", {"pointer": pointer, "length": nbytes})
+            return
         pointer, nbytes = self._device_address(data)
         chunk = None
         if pointer is None:  # pageable memory: copy it into staging the kernel can read
@@ -365,6 +383,78 @@ class CudaDevice:
         with self._lock:
             self._region_chunks[region] = chunk
         self._write_record(self.regions, region, "region", {"pointer": pointer, "length": nbytes})
+
+    def _device_region_address(self, region: int, data: DeviceRegion) -> tuple[int, int]:
+        """(device address, bytes) of a region in device memory: a DeviceBuffer of this device
+        (held until the run is released, so free() cannot recycle it under the run), or a foreign
+        device array, checked to lie inside one allocation of this GPU and waited for on the
+        stream its __cuda_array_interface__ names."""
+        buffer = data.buffer
+        if buffer is not None:
+            if not isinstance(buffer, CudaBuffer) or buffer.owner is not self:
+                raise DispatchError(
+                    "this DeviceBuffer belongs to another Megakernel", "allocate it with this one's device_buffer()"
+                )
+            buffer.hold()
+            with self._lock:
+                self._region_buffers[region] = buffer
+            return buffer.device_pointer + data.offset, data.nbytes
+        if data.nbytes == 0:
+            return self._empty_region.device_pointer, 0
+        self.context.enter()
+        found = driver.pointer_range(data.device_pointer)
+        if found is None:
+            raise DispatchError(
+                f"the region at {data.device_pointer:#x} ({type(data.owner).__name__}) is not memory CUDA knows",
+                "pass a CuPy array or PyTorch CUDA tensor of this process, or a DeviceBuffer",
+            )
+        start, size, ordinal = found
+        if ordinal != self.info.ordinal:
+            raise DispatchError(
+                f"the region lives on GPU {ordinal}; this Megakernel runs on GPU {self.info.ordinal}",
+                "move the array to this GPU (cupy.cuda.Device / tensor.to(device))",
+            )
+        if data.device_pointer + data.nbytes > start + size:
+            raise DispatchError(
+                f"the region [{data.device_pointer:#x}, +{data.nbytes}) runs past the end of its allocation",
+                "check the array's shape and dtype",
+            )
+        if data.stream is not None:  # __cuda_array_interface__ v3: the producer's work must be done
+            driver.ForeignStream(data.stream).wait(COPY_TIMEOUT_S, "the array's producer stream")
+        return data.device_pointer, data.nbytes
+
+    # ------------------------------------------------------------------ device buffers
+
+    def device_buffer(self, nbytes: int) -> CudaBuffer:
+        """``nbytes`` of device memory runs read in place (Megakernel.device_buffer; see
+        vyre_runtime/buffers.py and cuda/buffers.py for the lifetime: recycled, freed at close)."""
+        if self._closed:
+            raise BackendError("this CUDA device is closed", "create a new Megakernel")
+        with self._lock:
+            if self._buffer_pool is None:
+                self._buffer_pool = BufferPool(
+                    self, self._allocate_buffer_memory, self._copy_in, self._copy_out, lambda: self._closed
+                )
+            pool = self._buffer_pool
+        return pool.take(nbytes)
+
+    def _allocate_buffer_memory(self, nbytes: int) -> driver.DeviceMemory:
+        self.context.enter()  # cuMemAlloc does not wait for the resident kernel; cuMemFree would
+        memory = driver.DeviceMemory(nbytes)
+        with self._lock:
+            self._device_memory.append(memory)  # freed in close(), never while the kernel runs
+        return memory
+
+    def _copy_in(self, pointer: int, source: np.ndarray) -> None:
+        self.context.enter()
+        with self._upload_lock:  # one waiter at a time on the shared side stream
+            driver.upload(self._side_stream, pointer, source, COPY_TIMEOUT_S + source.nbytes / COPY_MIN_BYTES_PER_S)
+
+    def _copy_out(self, pointer: int, nbytes: int) -> np.ndarray:
+        self.context.enter()
+        with self._upload_lock:
+            timeout = COPY_TIMEOUT_S + nbytes / COPY_MIN_BYTES_PER_S
+            return driver.download_array(self._side_stream, pointer, nbytes, timeout)
 
     def run_result(self, program: int, context: int) -> RunResult | None:
         with self._lock:
@@ -411,10 +501,13 @@ class CudaDevice:
         with self._lock:
             staged = self._runs.pop(context, None)
             region_chunk = self._region_chunks.pop(region, None)
+            region_buffer = self._region_buffers.pop(region, None)
         for table, handle in ((self.contexts, context), (self.regions, region)):
             index = handle % len(table)
             if int(table["handle"][index]) == handle:
                 table["handle"][index] = 0
+        if region_buffer is not None:  # after its record is gone: the buffer may be recycled now
+            region_buffer.unhold()
         chunks = [] if staged is None else [*staged.outputs.values(), staged.records]
         for chunk in [*chunks, region_chunk]:
             if chunk is not None:
@@ -494,6 +587,9 @@ class CudaDevice:
             )
         usable_sms = max(1, int(self.info.sm_count * (1.0 - self.sm_reserve)))
         self.grid = max(2, per_sm * usable_sms)  # block 0 dispatches; every other block works
+        limit = os.environ.get(GRID_LIMIT_ENV)
+        if limit:  # e.g. under compute-sanitizer, where hundreds of polling blocks crawl
+            self.grid = max(2, min(self.grid, int(limit)))
         self._argument = driver.StructArgument(self._params(module))
         self._kernel_stream = driver.Stream()
         driver.launch(function, self.grid, self.block, self._kernel_stream, self._argument)

@@ -252,6 +252,23 @@ def mapped_device_pointer(host_pointer: int, nbytes: int) -> int | None:
     return start if address(last[1]) - start == nbytes - 1 else None
 
 
+def pointer_range(pointer: int) -> tuple[int, int, int] | None:
+    """(start, bytes, device ordinal) of the allocation holding ``pointer``, or None for memory
+    CUDA does not know (not allocated, mapped or registered by a context of this process)."""
+    attributes = cu.CUpointer_attribute
+    values = []
+    for attribute in (
+        attributes.CU_POINTER_ATTRIBUTE_RANGE_START_ADDR,
+        attributes.CU_POINTER_ATTRIBUTE_RANGE_SIZE,
+        attributes.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+    ):
+        status, value = cu.cuPointerGetAttribute(attribute, pointer)
+        if status != SUCCESS:
+            return None  # CUDA_ERROR_INVALID_VALUE: not memory CUDA knows; not sticky
+        values.append(int(value))
+    return values[0], values[1], values[2]
+
+
 # ---------------------------------------------------------------------- streams and copies
 
 
@@ -295,6 +312,17 @@ class Stream:
             check(cu.cuStreamDestroy(handle), "cuStreamDestroy")  # returns at once; frees when idle
 
 
+class ForeignStream(Stream):
+    """A stream someone else created (a CUstream handle, or 1 / 2 for the legacy / per-thread
+    default stream, as __cuda_array_interface__ names them): waited on, never destroyed."""
+
+    def __init__(self, handle: int) -> None:
+        self.handle = cu.CUstream(handle)
+
+    def destroy(self) -> None:
+        pass
+
+
 def upload(stream: Stream, device_pointer: int, data: bytes | np.ndarray, timeout: float) -> None:
     """Copy host bytes to device memory on ``stream`` and wait for it (bounded)."""
     source = np.ascontiguousarray(np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data)
@@ -310,6 +338,15 @@ def download(stream: Stream, device_pointer: int, nbytes: int, timeout: float) -
     check(cu.cuMemcpyDtoHAsync(target, device_pointer, nbytes, stream.handle), "cuMemcpyDtoHAsync")
     stream.wait(timeout, f"download of {nbytes} bytes")
     return target.tobytes()
+
+
+def download_array(stream: Stream, device_pointer: int, nbytes: int, timeout: float) -> np.ndarray:
+    """Like `download`, into a fresh uint8 array (no bytes copy of large reads)."""
+    target = np.empty(nbytes, dtype=np.uint8)
+    if nbytes:
+        check(cu.cuMemcpyDtoHAsync(target, device_pointer, nbytes, stream.handle), "cuMemcpyDtoHAsync")
+        stream.wait(timeout, f"download of {nbytes} bytes")
+    return target
 
 
 # ---------------------------------------------------------------------- modules and launch
@@ -380,6 +417,7 @@ __all__ = [
     "Context",
     "DeviceInfo",
     "DeviceMemory",
+    "ForeignStream",
     "MappedMemory",
     "Module",
     "Stream",
@@ -387,9 +425,11 @@ __all__ = [
     "check",
     "device_info",
     "download",
+    "download_array",
     "error_name",
     "launch",
     "mapped_device_pointer",
     "max_active_blocks_per_sm",
+    "pointer_range",
     "upload",
 ]
