@@ -137,6 +137,7 @@ def readinto_memcpy(path: Path, chunk: int = 16 << 20) -> float:
     from vyre_runtime.backends.cuda import driver
 
     cu = driver.cu
+    driver.Context(0).enter()  # before any allocation: the megakernel is not up yet
     pinned = [driver.MappedMemory(chunk) for _ in range(2)]
     device = driver.DeviceMemory(2 * chunk)
     stream = driver.Stream()

@@ -58,8 +58,10 @@ if [ "$what" = ingest ] || [ "$what" = all ]; then
     ${INGEST_ARGS:-} > "$OUT/ingest-cuda.txt" 2>&1
   echo "ingest bench exit $?" >> "$OUT/ingest-cuda.txt"
   cp bench/results/ingest-cuda.json "$OUT/" 2>/dev/null
+  mkdir -p /tmp/vyre-run && head -c ${RUN_SIZE:-268435456} /tmp/vyre-bench/ingest-*.bin > /tmp/vyre-run/data.bin
+  cp README.md docs/*.md /tmp/vyre-run/
   timeout 120 python3 -m vyre_runtime.cli run examples/line_count.vasm examples/histogram.vasm \
-    examples/literal_search.vasm examples/checksum.vasm /tmp/vyre-bench --backend cuda --lanes 1024 \
+    examples/literal_search.vasm examples/checksum.vasm /tmp/vyre-run --backend cuda --lanes 256 \
     > "$OUT/vyre-run-cuda.txt" 2>&1
   echo "vyre run exit $?" >> "$OUT/vyre-run-cuda.txt"
 fi

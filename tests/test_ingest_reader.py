@@ -420,7 +420,12 @@ def test_auto_falls_back_to_preadv_with_the_reason_when_ring_setup_fails() -> No
     """No fd left under RLIMIT_NOFILE: io_uring_setup fails with EMFILE, and the readers say so."""
     child = subprocess.run(
         [sys.executable, "-c", _NO_FREE_FD_CHILD],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+            ),
+        },
         capture_output=True,
         text=True,
         timeout=60,

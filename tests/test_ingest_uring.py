@@ -168,7 +168,7 @@ with Ring(2) as ring:
 def test_registered_buffers_over_memlock_fail_with_a_memlock_fix() -> None:
     child = subprocess.run(
         [sys.executable, "-c", _MEMLOCK_CHILD],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
         capture_output=True,
         text=True,
         timeout=60,
