@@ -25,7 +25,7 @@ import numpy as np
 
 from vyre_runtime.backends.selection import open_backend
 from vyre_runtime.buffers import DeviceBuffer, HostBuffer, device_region_of
-from vyre_runtime.errors import BackendError, DispatchError, ProtocolError, RingFullError
+from vyre_runtime.errors import BackendError, DispatchError, ProtocolError, RingFullError, VyreError
 from vyre_runtime.host_service import BulkTicket, HostService, SlotFaultInfo, SlotFuture, SlotOutcome
 from vyre_runtime.protocol import codec, debuglog
 from vyre_runtime.protocol.codec import SlotRequest
@@ -101,8 +101,17 @@ class Megakernel:
     def __enter__(self) -> Megakernel:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
+    def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
+        if exc is None:
+            self.shutdown()
+            return
+        # leaving on an error: cancel what is queued, and never let a shutdown problem hide the
+        # error that got us here (it is attached as a note instead)
+        try:
+            self.shutdown(cancel=True)
+        except VyreError as error:
+            if hasattr(exc, "add_note"):  # Python 3.11+
+                exc.add_note(f"while shutting down: {error.one_line()}")
 
     # ------------------------------------------------------------------ registration
 
