@@ -16,6 +16,7 @@ Two kinds of source:
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class Source:
     next_index: int = 0
     carry: bytes = b""  # file bytes [next chunk's region start, stream_position)
     reading: bool = False  # a sequential chunk is being filled (one at a time)
+    ended: bool = False  # a sequential read returned 0: the rest is in ``carry``, never read again
     started: float = 0.0
 
     # ------------------------------------------------------------------ opening
@@ -79,14 +81,8 @@ class Source:
     def open(self) -> None:
         """Open the input; an unreadable one becomes this source's error, not an exception."""
         try:
-            if self.path == STDIN_NAME:
-                self.fd = os.dup(0)
-            else:
-                self.fd = self._open_flags(self.path, direct=self.direct)
+            self.fd = os.dup(0) if self.path == STDIN_NAME else os.open(self.path, os.O_RDONLY)
             info = os.fstat(self.fd)
-        except InputError as error:
-            self.error = error
-            return
         except OSError as error:
             self.error = InputError(f"cannot open {self.path}: {error.strerror}", _open_fix(error))
             return
@@ -97,22 +93,27 @@ class Source:
         if not self.sequential:
             self.size = info.st_size if stat.S_ISREG(info.st_mode) else _block_device_size(self.fd)
             self._plans = plan_chunks(self.size, self.chunk_size, self.overlap)
+            if self.direct and self.path != STDIN_NAME:  # stdin's file description is the caller's
+                self._enable_direct()
 
-    def _open_flags(self, path: str, *, direct: bool) -> int:
-        if direct:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-                self.direct_active = True
-                return fd
-            except OSError as error:
-                if error.errno != errno.EINVAL:  # EINVAL: this file system has no O_DIRECT
-                    raise
+    def _enable_direct(self) -> None:
+        """O_DIRECT on the descriptor already open, by fcntl: a second open by path may find
+        another file by now, and on a FIFO an O_DIRECT open fails (EINVAL) only after it met the
+        writer, so the buffered reopen waited for a writer that had gone (and the run hung)."""
+        try:
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) | os.O_DIRECT)
+            self.direct_active = True
+        except OSError as error:
+            if error.errno == errno.EINVAL:  # this file system has no O_DIRECT
                 self.note = "O_DIRECT is not supported on this file system: read buffered"
-        return os.open(path, os.O_RDONLY)
+            else:
+                self.note = f"O_DIRECT was refused ({error.strerror}): read buffered"
 
     def open_buffered(self) -> int:
+        """A second, buffered descriptor of the same file (through /proc/self/fd, so it is the
+        same inode even if the path was removed or replaced since)."""
         if self.buffered_fd < 0:
-            self.buffered_fd = os.open(self.path, os.O_RDONLY)
+            self.buffered_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY)
         return self.buffered_fd
 
     def close(self) -> None:

@@ -269,6 +269,10 @@ class StreamPipeline:
             self.arena.chunk(slot.index)[: len(carry)] = memoryview(carry)
             self.stats.host_bytes_copied += len(carry)
         slot.region_end = region_start + len(carry)
+        if source.ended:  # the carry is all there is: the stream ended inside the previous region
+            slot.reads_left = 1
+            self._complete_sequential_chunk(slot, source)
+            return
         self._read_more_sequential(slot, source)
 
     def _read_more_sequential(self, slot: ChunkSlot, source: Source) -> None:
@@ -340,8 +344,17 @@ class StreamPipeline:
         file = piece.file
         if source.direct_active and result % PAGE:
             reader = self._readers[self._reader_of(source)]
-            if source.buffered_handle < 0:
-                source.buffered_handle = reader.add_file(source.open_buffered())
+            try:
+                if source.buffered_handle < 0:
+                    source.buffered_handle = reader.add_file(source.open_buffered())
+            except (OSError, VyreError) as error:  # e.g. out of descriptors: this input fails, not the run
+                reason = error if isinstance(error, VyreError) else InputError(
+                    f"cannot reopen {source.path} to finish a short O_DIRECT read: {error.strerror}",
+                    "raise the open-file limit (ulimit -n) or read without --direct",
+                )  # fmt: skip
+                self._fail(source, reason)
+                self._read_finished(piece.slot)
+                return
             file = source.buffered_handle
         rest = Piece(
             piece.slot,
@@ -358,19 +371,24 @@ class StreamPipeline:
         slot.region_end += result
         source.bytes_read += result
         self.stats.bytes_read += result
-        at_eof = result == 0
-        if not at_eof and slot.region_end < source.sequential_target():
+        if result and slot.region_end < source.sequential_target():
             self._read_more_sequential(slot, source)
             return
+        source.ended = result == 0
+        self._complete_sequential_chunk(slot, source)
+
+    def _complete_sequential_chunk(self, slot: ChunkSlot, source: Source) -> None:
+        """The region is full or the stream ended: launch the chunk and hand its overlap on."""
         region_start = source.sequential_region_start()
-        plan = source.sequential_plan(region_start, slot.region_end, at_eof)
+        plan = source.sequential_plan(region_start, slot.region_end, source.ended)
         source.reading = False
-        if at_eof:
+        own_end = (source.next_index + 1) * source.chunk_size
+        if source.ended and slot.region_end <= own_end:
             source.planning_done = True
             source.size = slot.region_end
             self._total_known += source.size
-        else:  # hand the shared overlap on to the next chunk
-            next_start = max(0, (source.next_index + 1) * source.chunk_size - source.overlap)
+        else:  # hand the shared overlap on; past EOF too: bytes after own_end belong to the next chunk
+            next_start = max(0, own_end - source.overlap)
             chunk = self.arena.chunk(slot.index)
             source.carry = bytes(chunk[next_start - region_start : slot.region_end - region_start])
         source.next_index += 1
