@@ -124,7 +124,7 @@ def test_several_programs_run_over_one_read_of_each_input(tmp_path, capsys):
     document = json.loads(capsys.readouterr().out)
     [line_count, search] = document["files"][0]["results"]
     assert line_count["outputs"]["lines"] == [3] and search["outputs"]["matches"] == [2]
-    assert document["stats"]["bytes_read"] == len(data.read_bytes())
+    assert document["stats"]["bytes_processed"] == document["stats"]["bytes_read"] == len(data.read_bytes())
 
 
 def test_directories_are_walked_in_sorted_order(tmp_path, capsys):

@@ -200,7 +200,7 @@ def _print_summary(results: Sequence[FileResult], stats: StreamStats, backend: s
     failed = sum(r.error is not None for r in results)
     reader = stats.reader + (f" (fallback: {stats.fallback_reason})" if stats.fallback_reason else "")
     print(
-        f"{len(results)} inputs ({failed} failed), {stats.bytes_read} bytes in {stats.seconds:.3f} s "
+        f"{len(results)} inputs ({failed} failed), {stats.bytes_processed} bytes in {stats.seconds:.3f} s "
         f"({stats.gigabytes_per_second:.2f} GB/s), {backend} backend, {reader} reader, "
         f"{stats.host_bytes_copied} bytes copied by the host"
     )
@@ -254,6 +254,7 @@ def _json_document(
             "reader": stats.reader,
             "fallback_reason": stats.fallback_reason,
             "bytes_read": stats.bytes_read,
+            "bytes_processed": stats.bytes_processed,
             "host_bytes_copied": stats.host_bytes_copied,
             "reads": stats.reads,
             "short_reads": stats.short_reads,

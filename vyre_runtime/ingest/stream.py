@@ -70,7 +70,8 @@ class StreamOptions:
 class StreamStats:
     reader: str = ""
     fallback_reason: str | None = None
-    bytes_read: int = 0
+    bytes_read: int = 0  # I/O volume: overlaps are read into both neighbours, O_DIRECT reads whole pages
+    bytes_processed: int = 0  # input bytes whose chunk went to the programs (each byte once)
     host_bytes_copied: int = 0  # through a host bounce: pipe overlaps, reader and backend staging copies
     reads: int = 0
     short_reads: int = 0
@@ -79,7 +80,7 @@ class StreamStats:
 
     @property
     def gigabytes_per_second(self) -> float:
-        return self.bytes_read / self.seconds / 1e9 if self.seconds else 0.0
+        return self.bytes_processed / self.seconds / 1e9 if self.seconds else 0.0
 
 
 @dataclass
@@ -406,7 +407,7 @@ class StreamPipeline:
             return
         self._launch(slot, source, slot.plan)
         if self.progress is not None:
-            self.progress(self.stats.bytes_read, self._total_known)
+            self.progress(self.stats.bytes_processed, self._total_known)
 
     # ------------------------------------------------------------------ runs
 
@@ -414,6 +415,7 @@ class StreamPipeline:
         """One RUN_PROGRAM per program over the chunk, each with its own overlap's share."""
         chunk = self.arena.chunk(slot.index)
         options = self.options
+        self.stats.bytes_processed += plan.own_end - plan.own_start
         try:
             for program, handle in zip(self.programs, source.program_handles):
                 start = max(plan.region_start, plan.own_start - program.overlap)
