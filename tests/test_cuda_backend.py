@@ -277,3 +277,60 @@ def test_shutdown_with_queued_work_does_not_hang():
     assert time.monotonic() - started < 15
     for future in futures:
         assert future.done()
+
+
+QUEUE_STRESS_S = float(os.environ.get("VYRE_QUEUE_STRESS_S", "20"))
+
+
+def _counters(mk) -> tuple[int, int, int]:
+    image = mk.image
+    return int(image[ControlWord.CLAIM_COUNT]), int(image[ControlWord.DONE_COUNT]), int(image[ControlWord.FAULT_COUNT])
+
+
+def test_bursts_then_trickles_run_every_slot_exactly_once():
+    """Regression (bench/scan.py on an H100): after bursts of runs published while the tenant was
+    paused, a trickle of single submissions let a worker take a work-queue position the
+    dispatcher had not published yet (head passed tail): workers then ran stale queue entries of
+    reaped slots, wrote FAULT BAD_HANDLE into free slots ("slot N is FAULT (holding unreaped
+    results)") and never drained, so the kernel outlived its shutdown. Every publication must be
+    claimed once and completed once, and nothing the host did not publish may ever complete."""
+    program = asm.assemble_program((EXAMPLES / "xxh32_blocks.vasm").read_text())
+    chunks, chunk = 64, 1 << 20
+    data = np.random.default_rng(11).integers(0, 256, chunks * chunk, dtype=np.uint8)
+    with resident(slots=4096) as mk:
+        buffer = mk.device_buffer(len(data))
+        buffer.upload(data)
+        regions = [buffer.slice(i * chunk, chunk) for i in range(chunks)]
+        handle = mk.register_program(program)
+        expected = [None] * chunks
+        published, rounds = 0, 0
+        before = _counters(mk)
+        deadline = time.monotonic() + QUEUE_STRESS_S
+        while time.monotonic() < deadline or rounds < 4:
+            futures = []
+            mk.set_tenant_enabled(0, False)  # a burst: everything waits in the ring, then goes at once
+            try:
+                for i in range(1024):
+                    futures.append((i % chunks, mk.submit(handle, regions[i % chunks], emit_capacity=257)))
+            finally:
+                mk.set_tenant_enabled(0, True)
+            for i in range(128):  # then a trickle: one at a time, the queue mostly empty
+                futures.append((i % chunks, mk.submit(handle, regions[i % chunks], emit_capacity=257)))
+            for index, future in futures:
+                result = future.result(60)
+                assert result.ok, f"round {rounds}, chunk {index}: {result.fault}"
+                records = sorted(map(tuple, result.records.tolist()))
+                expected[index] = expected[index] or records
+                assert records == expected[index] and len(records) == chunk // 4096, f"round {rounds}, chunk {index}"
+            published += len(futures)
+            rounds += 1
+        assert mk.wait(timeout=30)
+        settle = time.monotonic() + 2
+        while (_counters(mk)[1] - before[1]) & 0xFFFFFFFF != published and time.monotonic() < settle:
+            time.sleep(0.001)
+        claims, done, faults = ((after - first) & 0xFFFFFFFF for after, first in zip(_counters(mk), before))
+        assert (claims, done, faults) == (published, published, 0), f"after {rounds} rounds"
+        stats = mk.stats()
+        assert stats.published == stats.completed == published
+        mk.unregister_program(handle)
+        buffer.free()

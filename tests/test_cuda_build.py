@@ -89,6 +89,7 @@ def test_an_architecture_nvrtc_cannot_target_is_refused_with_the_supported_list(
 def test_the_megakernel_compiles_for_sm_90_and_exports_what_the_host_looks_up() -> None:
     result = build.build_megakernel("sm_90", use_cache=False)
     assert result.cubin.startswith(b"\x7fELF") and len(result.cubin) > 10_000
+    assert result.log == "", f"NVRTC warned:\n{result.log}"  # the kernel compiles clean
     assert set(result.names) == set(build.MEGAKERNEL_SYMBOLS)
     assert build.compile_megakernel("sm_90") == result.cubin  # the public entry point, cached
 

@@ -327,3 +327,119 @@ def test_an_unregistered_program_faults_bad_handle_and_frees_its_handle(mk):
         mk.unregister_program(handle)
     args = (handle, 999, 999, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     assert mk.publish(BuiltinOpcode.RUN_PROGRAM, args).result(5).fault.code == SlotFault.BAD_HANDLE
+
+
+# ---------------------------------------------------------------------- exactly once, end to end
+# bench/scan.py on an H100 once failed with "slot N is FAULT (holding unreaped results)": the
+# CUDA kernel's work queue let workers run stale entries (tests/test_cuda_backend.py,
+# test_bursts_then_trickles_run_every_slot_exactly_once). These pin the host's side: the same
+# sequence is exactly-once on the CPU device, and a device that completes a slot nobody published
+# is detected without corrupting the free list.
+
+
+def free_slots(megakernel: Megakernel) -> list[int]:
+    return sorted(slot for partition in megakernel._free for slot in partition)
+
+
+def test_paused_bursts_faults_timeouts_and_trickles_complete_every_slot_exactly_once():
+    """bench/scan.py's sequence: runs published while the tenant is paused (some faulting, a
+    caller timing out on one mid-wait), the tenant resumed, then more runs one at a time with many
+    in flight, round after round."""
+    with Megakernel(backend="cpu", slots=64, workers=2) as megakernel:
+        good = megakernel.register_program(counting_program())
+        bad = megakernel.register_program(faulting_program("trap"))
+        expected: list[tuple] = []
+        for _ in range(3):
+            megakernel.set_tenant_enabled(0, False)
+            try:
+                burst = []
+                for i in range(40):
+                    handle = bad if i % 7 == 3 else good
+                    burst.append((handle, megakernel.submit(handle, bytes(i + 1), lanes=2)))
+                with pytest.raises(TimeoutError):  # nothing runs while the tenant is paused
+                    burst[0][1].result(0.01)
+                assert megakernel.stats().in_flight == 40
+            finally:
+                megakernel.set_tenant_enabled(0, True)
+            trickle = [(good, megakernel.submit(good, bytes(i + 1), lanes=3)) for i in range(30)]
+            expected += burst + trickle
+            for handle, future in burst + trickle:
+                outcome = future.result(10)
+                if handle == bad:
+                    assert outcome.fault is not None and outcome.fault.code == SlotFault.TRAP
+                else:
+                    assert outcome.ok and outcome.outputs["hits"].tolist()[0] in (2, 3)
+        assert megakernel.wait(timeout=10)
+        stats = megakernel.stats()
+        total = len(expected)
+        assert (stats.published, stats.completed, stats.in_flight) == (total, total, 0)
+        assert (stats.device_claims, stats.device_done) == (total, total)
+        assert stats.faulted == stats.device_faults == sum(1 for handle, _ in expected if handle == bad)
+        assert stats.stray_completions == 0
+        assert free_slots(megakernel) == list(range(64))  # every slot free, each once
+
+
+def _stray(megakernel: Megakernel, slot: int) -> None:
+    """What the CUDA bug did: a worker completes a slot the host never published (here: FAULT
+    BAD_HANDLE of a released run), written straight into the image."""
+    row = megakernel.layout.slot(slot)
+    megakernel.image[row + 12 : row + 16] = [int(SlotFault.BAD_HANDLE), 0, 0, 1234]
+    megakernel.image[row] = 7  # SlotState.FAULT, last
+
+
+def test_a_stray_completion_is_counted_and_its_slot_stays_in_the_free_list_once():
+    with Megakernel(backend="cpu", slots=16, workers=1) as megakernel:
+        assert megakernel.publish(BuiltinOpcode.NOP).result(5).ok
+        _stray(megakernel, 5)
+        megakernel.poll()
+        deadline = time.monotonic() + 5
+        while megakernel.stats().stray_completions == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the service thread may have reaped it first
+        stats = megakernel.stats()
+        assert stats.stray_completions == 1 and stats.completed == 1 and stats.in_flight == 0
+        assert megakernel.service.stray_samples[0][0] == 5
+        assert free_slots(megakernel) == list(range(16))  # not released a second time
+        megakernel.set_tenant_enabled(0, False)  # every slot in flight at once: all distinct
+        futures = [megakernel.publish(BuiltinOpcode.NOP, priority=Priority.CRITICAL) for _ in range(16)]
+        assert sorted(f.slot for f in futures) == list(range(16))
+        megakernel.set_tenant_enabled(0, True)
+        assert all(f.result(5).ok for f in futures)
+
+
+def test_publishing_into_a_stray_completion_is_refused_and_loses_nothing():
+    with Megakernel(backend="cpu", slots=16, workers=1) as megakernel:
+        reap = megakernel.service.reap
+        megakernel.service.reap = lambda: 0  # hold the reaper back: the stray is still there
+        try:
+            slot = megakernel._free[Priority.NORMAL][0]  # the slot the next NORMAL publish takes
+            _stray(megakernel, slot)
+            with pytest.raises(ProtocolError, match="exactly-once"):
+                megakernel.publish(BuiltinOpcode.NOP)
+            stats = megakernel.stats()
+            assert (stats.published, stats.in_flight) == (0, 0)  # no phantom future
+            assert free_slots(megakernel) == list(range(16))
+        finally:
+            megakernel.service.reap = reap
+        megakernel.poll()
+        assert megakernel.stats().stray_completions == 1
+        assert all(megakernel.publish(BuiltinOpcode.NOP).result(5).ok for _ in range(40))
+        assert free_slots(megakernel) == list(range(16))
+
+
+def test_a_publication_that_fails_to_write_leaves_no_phantom_future(monkeypatch):
+    from vyre_runtime.protocol import codec
+
+    with Megakernel(backend="cpu", slots=16, workers=1) as megakernel:
+
+        def broken(*args, **kwargs):
+            raise ProtocolError("injected")
+
+        monkeypatch.setattr(codec, "write_slots", broken)
+        with pytest.raises(ProtocolError, match="injected"):
+            megakernel.batch([SlotRequest(BuiltinOpcode.NOP)] * 3)
+        monkeypatch.undo()
+        stats = megakernel.stats()
+        assert (stats.published, stats.in_flight) == (0, 0)
+        assert free_slots(megakernel) == list(range(16))
+        assert megakernel.wait(timeout=1)  # nothing waits on a slot that was never written
+        assert all(f.result(5).ok for f in megakernel.batch([SlotRequest(BuiltinOpcode.NOP)] * 3))

@@ -2,7 +2,9 @@
 device's IO requests, drain the debug log, keep statistics.
 
 Reaping is the only place a DONE or FAULT slot becomes EMPTY again, and it happens after the
-results are copied out, so every published slot resolves its future exactly once.
+results are copied out, so every published slot resolves its future exactly once. A completion in
+a slot the host did not publish (a device that broke exactly-once) is a *stray*: it is cleared
+and counted (`Stats.stray_completions`), never handed to the free list a second time.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ SPIN_LIMIT = 20_000  # status-word checks a waiting caller spins through before 
 SPIN_SLEEP_S = 0.00002
 FINISHED_STATES = (SlotState.DONE, SlotState.FAULT)
 COUNTER_SETTLE_S = 0.5
+STRAY_SAMPLES = 16
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,8 @@ class HostService:
         self.device_signals = getattr(device, "completion_signal", True)
         self.release_slots = release_slots
         self.internal_errors: dict[int, str] = {}
+        self.stray_completions = 0  # DONE/FAULT in slots the host had not published (device bugs)
+        self.stray_samples: list[tuple[int, tuple[int, ...]]] = []  # (slot, its 16 words), the first few
         self._pending: dict[int, _Pending] = {}
         self._bulk_ticket = np.zeros(layout.slots, dtype=np.int64)  # slot -> ticket id, 0 = none
         self._bulk_in_flight = 0
@@ -265,6 +270,17 @@ class HostService:
                     future.slot = slot
             self._published += len(slots)
 
+    def untrack(self, slots: list[int], futures: list[Future]) -> None:
+        """Forget slots tracked for a publication that was not written after all."""
+        with self._lock:
+            for slot, future in zip(slots, futures):
+                pending = self._pending.get(slot)
+                if pending is not None and pending.future is future:
+                    del self._pending[slot]
+                    self._published -= 1
+            if not self._pending and not self._bulk_in_flight:
+                self._idle.notify_all()
+
     def count_channel_call(self, nanoseconds: int, faulted: bool) -> None:
         with self._lock:
             self._published += 1
@@ -286,6 +302,16 @@ class HostService:
             self._published += len(slots)
             self._bulk_in_flight += len(slots)
             ticket.published += len(slots)
+
+    def untrack_bulk(self, slots: np.ndarray, ticket: BulkTicket) -> None:
+        """Undo track_bulk for slots that were not written after all."""
+        with self._lock:
+            self._bulk_ticket[slots] = 0
+            self._published -= len(slots)
+            self._bulk_in_flight -= len(slots)
+            ticket.published -= len(slots)
+            if not self._pending and not self._bulk_in_flight:
+                self._idle.notify_all()
 
     def _reap_bulk(self, slots: np.ndarray, rows: np.ndarray, tickets: np.ndarray) -> None:
         faulted = rows[:, SlotWord.STATUS] == SlotState.FAULT
@@ -317,8 +343,19 @@ class HostService:
                 return 0
             rows = self._ring[finished].copy()  # results are copied out before the slot is handed back
             self._ring[finished, SlotWord.STATUS] = SlotState.EMPTY
-            every_finished = finished
             tickets = self._bulk_ticket[finished]
+            # only slots the host published go back to the free list: a stray completion lands
+            # in a slot that is free already (or held by a publisher), and releasing it again
+            # would put it in the free list twice
+            tracked = tickets != 0
+            loose = np.flatnonzero(~tracked)  # no bulk ticket: a future's slot, or a stray
+            if len(loose):
+                pending = self._pending
+                tracked[loose] = [slot in pending for slot in finished[loose].tolist()]
+            every_finished = finished[tracked]
+            if not tracked.all():
+                self._count_strays(finished[~tracked], rows[~tracked])
+                finished, rows, tickets = finished[tracked], rows[tracked], tickets[tracked]
             bulk = tickets != 0
             if bulk.any():
                 self._reap_bulk(finished[bulk], rows[bulk], tickets[bulk])
@@ -329,10 +366,8 @@ class HostService:
             now = time.perf_counter_ns()
             resolved = []
             for slot, row in zip(finished.tolist(), rows.tolist()):
-                pending = self._pending.pop(slot, None)
+                pending = self._pending.pop(slot)
                 self._completed += 1
-                if pending is None:
-                    continue
                 self._latency.add(now - pending.published_ns)
                 fault = None
                 if row[SlotWord.STATUS] == SlotState.FAULT:
@@ -352,6 +387,13 @@ class HostService:
             if self._callers_waiting:
                 self._caller_wake.notify_all()
         return len(resolved) + reaped_bulk
+
+    def _count_strays(self, slots: np.ndarray, rows: np.ndarray) -> None:
+        """A device completed slots nobody published: an exactly-once violation of the device
+        (docs/PROTOCOL.md, 4.2). They are cleared (EMPTY) like any reaped slot, but not released."""
+        self.stray_completions += len(slots)
+        room = max(0, STRAY_SAMPLES - len(self.stray_samples))
+        self.stray_samples += [(int(s), tuple(r)) for s, r in zip(slots[:room].tolist(), rows[:room].tolist())]
 
     def _resolve(self, slot: int, pending: _Pending, outcome: SlotOutcome) -> None:
         future = pending.future
@@ -455,6 +497,7 @@ class HostService:
                 "faulted": self._faulted,
                 "in_flight": len(self._pending) + self._bulk_in_flight,
                 "latency_us": self._latency.summary(),
+                "stray_completions": self.stray_completions,
             }
         return Stats(
             **host,

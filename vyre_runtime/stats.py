@@ -27,6 +27,9 @@ class Stats:
     heartbeat: int
     metrics: dict[str, int] = field(default_factory=dict)  # opcode name -> executions (non-zero only)
     debug_dropped: int = 0
+    # completions in slots the host had not published: a device that broke exactly-once (a bug;
+    # HostService.stray_samples holds the first few slots' words)
+    stray_completions: int = 0
 
 
 def metric_names() -> list[str]:

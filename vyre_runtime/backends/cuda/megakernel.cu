@@ -17,7 +17,7 @@
 
 #define VYRE_BLOCK_THREADS 256
 #define QUEUE_CAPACITY 4096u        // claimed slots waiting for a worker block
-#define QUEUE_ENTRY_WORDS 20u       // slot index, 3 spare, then the slot's 16 words
+#define QUEUE_ENTRY_WORDS 20u       // slot index, sequence, 2 spare, then the slot's 16 words
 #define STAGE_WORDS 8192u           // run-scope outputs up to this size live in shared memory
 #define MAX_TABLES 64u
 #define FULL_MASK 0xffffffffu
@@ -25,6 +25,10 @@
 #define IO_SHUTDOWN_GRACE_CYCLES (2000000000ull)
 #define DISPATCH_SLEEP_CAP_NS 256u  // idle back-off ceiling of the dispatcher
 #define WORKER_SLEEP_CAP_NS 512u    // idle back-off ceiling of a worker (it polls device memory)
+#define HIST_BINS 256u              // words a hist adds into (HISTOGRAM_WORDS of docs/VIR0.md)
+#define WARP_SCAN_MIN_BYTES 64u     // countb/findb/findl/hist ranges this long are scanned by the whole warp
+#define SCAN_ROUND_VECS 2u          // 16-byte vectors each thread loads per round of a warp scan
+#define HIST_PRIVATE_MIN_BYTES 1024u  // a warp counts a range this long in shared memory first
 
 extern "C" __device__ uint32_t vyre_isa_digest = VYRE_ISA_DIGEST;
 extern "C" __device__ uint32_t vyre_layout_digest = VYRE_LAYOUT_DIGEST;
@@ -33,12 +37,14 @@ extern "C" __device__ uint32_t vyre_block_threads = VYRE_BLOCK_THREADS;
 // Dispatcher -> worker queue, in device memory. The host zeroes it before every launch; the last
 // block to exit zeroes it too.
 struct __align__(16) QueueState {  // entries are read and written with 16-byte accesses
-    uint32_t head;       // next entry a worker takes (workers CAS it)
-    uint32_t tail;       // one past the last entry the dispatcher published
+    uint32_t head;       // next position a worker takes (workers CAS it); never passes `tail`
+    uint32_t tail;       // one past the last position the dispatcher published
     uint32_t shutdown;   // mirror of the SHUTDOWN control word, so workers never poll PCIe
     uint32_t exited;     // blocks that have returned
-    // entry = the slot index, then a copy of its 16 words taken at claim time, so a worker
-    // reads its work from device memory instead of another PCIe round trip
+    // entry of position q (at q % QUEUE_CAPACITY): word 0 the slot index, word 1 its sequence
+    // q + 1 (stored last: the entry is position q's only while it holds q + 1), words 4..19 a
+    // copy of the slot's 16 words taken at claim time, so a worker reads its work from device
+    // memory instead of another PCIe round trip
     uint32_t entries[QUEUE_CAPACITY][QUEUE_ENTRY_WORDS];
 };
 extern "C" {
@@ -54,6 +60,11 @@ __device__ __forceinline__ uint32_t load_acquire(const uint32_t* p) {
 }
 __device__ __forceinline__ void store_release(uint32_t* p, uint32_t v) {
     asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint32_t load_acquire_gpu(const uint32_t* p) {  // device memory, GPU threads only
+    uint32_t v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
 }
 __device__ __forceinline__ uint32_t load_volatile(const uint32_t* p) { return *(const volatile uint32_t*)p; }
 __device__ __forceinline__ uint4 load_volatile4(const void* p) {  // one 16-byte read, never cached
@@ -84,6 +95,9 @@ struct RunShared {
     uint32_t bind_words[VIR0_MAX_BINDINGS];
     uint32_t* bind_home[VIR0_MAX_BINDINGS];  // where a staged run binding is written back
     uint32_t staged;
+    // HIST_BINS words per warp of the stage that no binding uses, or null: where a warp counts
+    // a long hist range before adding the counts to a binding in global memory
+    uint32_t* hist_scratch;
 };
 
 struct Lane {
@@ -123,36 +137,57 @@ __device__ __forceinline__ uint32_t fminmax(uint32_t a, uint32_t b, bool want_mi
     return fa > fb ? a : b;
 }
 
+// ------------------------------------------------------------------ little-endian loads
+
+// The GPU is little-endian, so one aligned load of a word equals the bytes assembled in order;
+// alignment is that of the absolute address (a region may start at any byte).
+__device__ __forceinline__ uint32_t load_le(const unsigned char* q, uint32_t size) {
+    uint64_t at = (uint64_t)q;
+    if (size == 4 && (at & 3u) == 0) return *(const uint32_t*)q;
+    if (size == 2 && (at & 1u) == 0) return *(const uint16_t*)q;
+    uint32_t v = q[0];
+    if (size > 1) v |= (uint32_t)q[1] << 8;
+    if (size > 2) v |= ((uint32_t)q[2] << 16) | ((uint32_t)q[3] << 24);
+    return v;
+}
+
+// q[0 .. 16) as four little-endian words, with the widest loads q's alignment allows.
+__device__ __forceinline__ uint4 load16(const unsigned char* q) {
+    uint64_t at = (uint64_t)q;
+    if ((at & 15u) == 0) return *(const uint4*)q;
+    if ((at & 7u) == 0) {
+        uint2 lo = ((const uint2*)q)[0], hi = ((const uint2*)q)[1];
+        return make_uint4(lo.x, lo.y, hi.x, hi.y);
+    }
+    return make_uint4(load_le(q, 4), load_le(q + 4, 4), load_le(q + 8, 4), load_le(q + 12, 4));
+}
+
 // ------------------------------------------------------------------ hashes
 
 __device__ __forceinline__ uint32_t rotl32(uint32_t x, uint32_t r) { return (x << r) | (x >> ((32u - r) & 31u)); }
 
+// xxHash32 (docs/VIR0.md §10.2) of p[0 .. n). Stripes and words are read with the widest loads
+// their alignment allows (load16, load_le): the same bytes, so the same words.
 __device__ uint32_t xxh32_range(const unsigned char* p, uint32_t n, uint32_t seed) {
     const uint32_t P1 = 0x9E3779B1u, P2 = 0x85EBCA77u, P3 = 0xC2B2AE3Du, P4 = 0x27D4EB2Fu, P5 = 0x165667B1u;
     uint32_t i = 0, h;
     if (n >= 16) {
         uint32_t v1 = seed + P1 + P2, v2 = seed + P2, v3 = seed, v4 = seed - P1;
-        for (; i + 16 <= n; i += 16) {
-            uint32_t w[4];
-            for (int k = 0; k < 4; k++) {
-                const unsigned char* q = p + i + 4 * k;
-                w[k] = q[0] | (q[1] << 8) | (q[2] << 16) | ((uint32_t)q[3] << 24);
-            }
-            v1 = rotl32(v1 + w[0] * P2, 13) * P1;
-            v2 = rotl32(v2 + w[1] * P2, 13) * P1;
-            v3 = rotl32(v3 + w[2] * P2, 13) * P1;
-            v4 = rotl32(v4 + w[3] * P2, 13) * P1;
+        uint4 next = load16(p);  // one stripe ahead: its load is in flight while this one mixes
+        for (; n - i >= 16; i += 16) {
+            uint4 w = next;
+            if (n - i >= 32) next = load16(p + i + 16);
+            v1 = rotl32(v1 + w.x * P2, 13) * P1;
+            v2 = rotl32(v2 + w.y * P2, 13) * P1;
+            v3 = rotl32(v3 + w.z * P2, 13) * P1;
+            v4 = rotl32(v4 + w.w * P2, 13) * P1;
         }
         h = rotl32(v1, 1) + rotl32(v2, 7) + rotl32(v3, 12) + rotl32(v4, 18);
     } else {
         h = seed + P5;
     }
     h += n;
-    for (; i + 4 <= n; i += 4) {
-        const unsigned char* q = p + i;
-        uint32_t w = q[0] | (q[1] << 8) | (q[2] << 16) | ((uint32_t)q[3] << 24);
-        h = rotl32(h + w * P3, 17) * P4;
-    }
+    for (; n - i >= 4; i += 4) h = rotl32(h + load_le(p + i, 4) * P3, 17) * P4;
     for (; i < n; i++) h = rotl32(h + p[i] * P5, 11) * P1;
     h ^= h >> 15;
     h *= P2;
@@ -174,6 +209,15 @@ __device__ __forceinline__ void emit_record(RunShared& S, const uint32_t* words)
     }
 }
 
+// dfae's record [i, state, 0, ...] cut to emit_words (docs/VIR0.md §8.10).
+__device__ __forceinline__ void emit_match(RunShared& S, uint32_t i, uint32_t state) {
+    uint32_t record[VIR0_MAX_EMIT_WORDS];
+    for (uint32_t k = 0; k < VIR0_MAX_EMIT_WORDS; k++) record[k] = 0;
+    record[0] = i;
+    if (S.emit_words > 1) record[1] = state;
+    emit_record(S, record);
+}
+
 // ------------------------------------------------------------------ the interpreter step
 
 __device__ __forceinline__ bool range_ok(RunShared& S, Lane& L, uint32_t start, uint32_t len) {
@@ -189,11 +233,7 @@ __device__ __forceinline__ bool input_load(RunShared& S, Lane& L, uint32_t addre
         lane_fault(L, FAULT_OOB_INPUT, address);
         return false;
     }
-    const unsigned char* q = S.input + address;
-    uint32_t v = q[0];
-    if (size > 1) v |= (uint32_t)q[1] << 8;
-    if (size > 2) v |= ((uint32_t)q[2] << 16) | ((uint32_t)q[3] << 24);
-    out = v;
+    out = load_le(S.input + address, size);
     return true;
 }
 
@@ -203,11 +243,7 @@ __device__ __forceinline__ bool table_load(RunShared& S, Lane& L, uint32_t t, ui
         lane_fault(L, FAULT_OOB_TABLE, address);
         return false;
     }
-    const unsigned char* q = S.table_ptr[t] + address;
-    uint32_t v = q[0];
-    if (size > 1) v |= (uint32_t)q[1] << 8;
-    if (size > 2) v |= ((uint32_t)q[2] << 16) | ((uint32_t)q[3] << 24);
-    out = v;
+    out = load_le(S.table_ptr[t] + address, size);
     return true;
 }
 
@@ -330,6 +366,325 @@ __device__ __forceinline__ uint32_t atomic_op(uint32_t op, uint32_t* w, uint32_t
     return 0;
 }
 
+// ------------------------------------------------------------------ range scans (docs/VIR0.md §8.10)
+//
+// A lane's range is the bytes p[0 .. n) with p = input + start. The region pointer may start at
+// any byte, so a range splits by *absolute* address into a head (the bytes before the first
+// 16-aligned address, < 16), a body of whole aligned 16-byte vectors, and a tail (< 16 bytes).
+// Only bytes of the range are ever read (compute-sanitizer clean even at the end of a buffer).
+//
+// countb, findb, findl and hist are warp-cooperative: the warp's participants with a long range
+// are taken one after another, and for each, all 32 threads read the range together (thread t
+// takes vectors t, t + 32, ...: every load instruction of the warp reads 512 contiguous bytes)
+// and combine their shares with a warp reduction. fnv, xxh32 and dfa are sequential within a
+// range, so each lane keeps its own range but reads it 16 bytes per load.
+
+struct Split {
+    uint32_t head;      // bytes before the body
+    uint32_t vecs;      // aligned 16-byte vectors of the body
+    uint32_t body_end;  // head + 16 * vecs: the tail is [body_end, n)
+};
+
+__device__ __forceinline__ Split split_range(const unsigned char* p, uint32_t n) {
+    Split x;
+    x.head = (uint32_t)(0ull - (uint64_t)p) & 15u;  // distance to the next multiple of 16
+    if (x.head > n) x.head = n;
+    x.vecs = (n - x.head) >> 4;
+    x.body_end = x.head + (x.vecs << 4);
+    return x;
+}
+
+// The up to 30 bytes outside the body, one per thread: threads 0-15 take head byte `lane`,
+// threads 16-31 tail byte `lane - 16`. False when this thread has none.
+__device__ __forceinline__ bool edge_byte(const Split& x, uint32_t n, uint32_t lane, uint32_t& offset) {
+    if (lane < 16u) {
+        offset = lane;
+        return lane < x.head;
+    }
+    offset = x.body_end + (lane - 16u);
+    return lane - 16u < n - x.body_end;  // (body_end + lane - 16 < n could wrap)
+}
+
+// Bit 7 of each byte of w that equals the byte of `pattern` (the byte repeated 4 times), all other
+// bits 0. Per byte b of x = w ^ pattern: (b & 0x7f) + 0x7f <= 0xfe never carries into the next
+// byte and has bit 7 set iff b & 0x7f != 0; or-ing b adds b's own bit 7; so bit 7 ends clear iff
+// b == 0. Exact (no false positives, unlike the classic "has zero byte" test).
+__device__ __forceinline__ uint32_t match_bits(uint32_t w, uint32_t pattern) {
+    uint32_t x = w ^ pattern;
+    return ~(((x & 0x7f7f7f7fu) + 0x7f7f7f7fu) | x) & 0x80808080u;
+}
+
+__device__ __forceinline__ uint32_t count16(uint4 q, uint32_t pattern) {
+    return __popc(match_bits(q.x, pattern)) + __popc(match_bits(q.y, pattern)) + __popc(match_bits(q.z, pattern)) +
+           __popc(match_bits(q.w, pattern));
+}
+
+// match_bits' bits 7, 15, 23, 31 as bits 0-3. (m >> 7) has bits only at 0, 8, 16, 24; times
+// 1 + 2^7 + 2^14 + 2^21 its partial products land on 16 distinct bit positions (no carries), and
+// those at 21, 22, 23, 24 come from bits 0, 8, 16, 24 in that order.
+__device__ __forceinline__ uint32_t nibble(uint32_t m) { return (((m >> 7) * 0x00204081u) >> 21) & 0xfu; }
+
+// Bit i set iff byte i of q (bytes in address order) equals the pattern's byte.
+__device__ __forceinline__ uint32_t mask16(uint4 q, uint32_t pattern) {
+    return nibble(match_bits(q.x, pattern)) | (nibble(match_bits(q.y, pattern)) << 4) |
+           (nibble(match_bits(q.z, pattern)) << 8) | (nibble(match_bits(q.w, pattern)) << 12);
+}
+
+// Vectors first + 32 k (k < SCAN_ROUND_VECS) of the body, those that exist, loaded together so
+// their requests are in flight at once; the others are zero (callers skip them).
+__device__ __forceinline__ void load_round(const uint4* body, uint32_t vecs, uint32_t first, uint4 (&q)[SCAN_ROUND_VECS]) {
+#pragma unroll
+    for (uint32_t k = 0; k < SCAN_ROUND_VECS; k++) q[k] = first + 32u * k < vecs ? body[first + 32u * k] : make_uint4(0, 0, 0, 0);
+}
+
+// A round of a find: the byte-match masks of this thread's vectors first + 32 k (0 past the
+// body), so the loaded data dies at once.
+__device__ __forceinline__ void mask_round(const uint4* body, uint32_t vecs, uint32_t first, uint32_t pattern,
+                                           uint32_t (&mask)[SCAN_ROUND_VECS]) {
+    uint4 q[SCAN_ROUND_VECS];
+    load_round(body, vecs, first, q);
+#pragma unroll
+    for (uint32_t k = 0; k < SCAN_ROUND_VECS; k++) mask[k] = first + 32u * k < vecs ? mask16(q[k], pattern) : 0u;
+}
+
+// countb by the whole warp over one range: each thread counts its share; the sum is the count.
+// Every thread of the warp calls it with the same p, n, byte (byte < 256).
+__device__ uint32_t warp_count_byte(const unsigned char* p, uint32_t n, uint32_t byte) {
+    uint32_t lane = threadIdx.x & 31u, offset, count = 0;
+    Split x = split_range(p, n);
+    if (edge_byte(x, n, lane, offset) && p[offset] == byte) count = 1;
+    const uint4* body = (const uint4*)(p + x.head);
+    uint32_t pattern = byte * 0x01010101u;
+    for (uint32_t first = lane; first < x.vecs; first += 32u * SCAN_ROUND_VECS) {
+        uint4 q[SCAN_ROUND_VECS];
+        load_round(body, x.vecs, first, q);
+#pragma unroll
+        for (uint32_t k = 0; k < SCAN_ROUND_VECS; k++)
+            if (first + 32u * k < x.vecs) count += count16(q[k], pattern);
+    }
+    return __reduce_add_sync(FULL_MASK, count);  // <= n: no wrap
+}
+
+// findb by the whole warp: the first offset in [0, n) of `byte`, or VIR0_NO_MATCH. The head is
+// decided first (its offsets precede all others), then the body round by round (every offset of
+// a round precedes every offset of the next, and the tail), each round's first match being the
+// minimum over the threads of each thread's first match; the tail last.
+__device__ uint32_t warp_find_byte(const unsigned char* p, uint32_t n, uint32_t byte) {
+    uint32_t lane = threadIdx.x & 31u, offset, found = VIR0_NO_MATCH;
+    Split x = split_range(p, n);
+    if (edge_byte(x, n, lane, offset) && p[offset] == byte) found = offset;
+    found = __reduce_min_sync(FULL_MASK, found);  // the first head match, else the first tail match
+    if (found < x.head) return found;
+    const uint4* body = (const uint4*)(p + x.head);
+    uint32_t pattern = byte * 0x01010101u;
+    for (uint32_t round = 0; round < x.vecs; round += 32u * SCAN_ROUND_VECS) {  // warp-uniform
+        uint32_t mask[SCAN_ROUND_VECS];
+        mask_round(body, x.vecs, round + lane, pattern, mask);
+        uint32_t mine = VIR0_NO_MATCH;  // this thread's first match: the highest k first, the lowest kept
+#pragma unroll
+        for (uint32_t k = SCAN_ROUND_VECS; k-- > 0;)
+            if (mask[k]) mine = x.head + 16u * (round + lane + 32u * k) + (__ffs(mask[k]) - 1);
+        mine = __reduce_min_sync(FULL_MASK, mine);
+        if (mine != VIR0_NO_MATCH) return mine;
+    }
+    return found;  // no body match: the first tail match, or VIR0_NO_MATCH
+}
+
+__device__ __forceinline__ bool literal_at(const unsigned char* q, const unsigned char* lit, uint32_t len) {
+    for (uint32_t k = 0; k < len; k++)
+        if (q[k] != lit[k]) return false;
+    return true;
+}
+
+// The first offset o <= last among `mask`'s candidates (bit i: the byte at offset at + i equals
+// the literal's first byte), in address order, each checked against the whole literal in memory.
+__device__ __forceinline__ uint32_t literal16(uint32_t mask, const unsigned char* p, uint32_t at, uint32_t last,
+                                              const unsigned char* lit, uint32_t len) {
+    for (; mask; mask &= mask - 1) {
+        uint32_t offset = at + (__ffs(mask) - 1);
+        if (offset > last) return VIR0_NO_MATCH;  // every later candidate starts later still
+        if (literal_at(p + offset, lit, len)) return offset;
+    }
+    return VIR0_NO_MATCH;
+}
+
+// findl by the whole warp: the first offset o <= n - len with p[o .. o+len) == lit, or
+// VIR0_NO_MATCH (1 <= len <= n). Candidates are found as for findb (the literal's first byte)
+// and in the same order: head, body rounds, tail.
+__device__ uint32_t warp_find_literal(const unsigned char* p, uint32_t n, const unsigned char* lit, uint32_t len) {
+    uint32_t lane = threadIdx.x & 31u, offset, found = VIR0_NO_MATCH, last = n - len;
+    uint32_t first_byte = lit[0];
+    Split x = split_range(p, n);
+    if (edge_byte(x, n, lane, offset) && offset <= last && p[offset] == first_byte && literal_at(p + offset, lit, len))
+        found = offset;
+    found = __reduce_min_sync(FULL_MASK, found);
+    if (found < x.head) return found;
+    const uint4* body = (const uint4*)(p + x.head);
+    uint32_t pattern = first_byte * 0x01010101u;
+    for (uint32_t round = 0; round < x.vecs; round += 32u * SCAN_ROUND_VECS) {  // warp-uniform
+        uint32_t mask[SCAN_ROUND_VECS];
+        mask_round(body, x.vecs, round + lane, pattern, mask);
+        uint32_t mine = VIR0_NO_MATCH;
+        for (uint32_t k = 0; k < SCAN_ROUND_VECS && mine == VIR0_NO_MATCH; k++)
+            mine = literal16(mask[k], p, x.head + 16u * (round + lane + 32u * k), last, lit, len);
+        mine = __reduce_min_sync(FULL_MASK, mine);
+        if (mine != VIR0_NO_MATCH) return mine;
+    }
+    return found;
+}
+
+__device__ __forceinline__ void hist_word(uint32_t* bins, uint32_t w) {
+    atomicAdd(&bins[w & 0xffu], 1u);
+    atomicAdd(&bins[(w >> 8) & 0xffu], 1u);
+    atomicAdd(&bins[(w >> 16) & 0xffu], 1u);
+    atomicAdd(&bins[w >> 24], 1u);
+}
+
+// hist by the whole warp: words[byte] += 1 for every byte of p[0 .. n), as atomic adds (they
+// commute, so the final words are those of the lane's own byte loop). A long range whose words
+// are in global memory is first counted in `scratch` (this warp's HIST_BINS shared words, or
+// null), then each nonzero count is added with one atomic: the same sums, far fewer global atomics.
+__device__ void warp_histogram(const unsigned char* p, uint32_t n, uint32_t* words, uint32_t* scratch) {
+    uint32_t lane = threadIdx.x & 31u, offset;
+    bool private_bins = scratch != nullptr && n >= HIST_PRIVATE_MIN_BYTES && !__isShared(words);  // warp-uniform
+    uint32_t* bins = private_bins ? scratch : words;
+    if (private_bins) {
+        for (uint32_t k = lane; k < HIST_BINS; k += 32u) scratch[k] = 0;
+        __syncwarp();
+    }
+    Split x = split_range(p, n);
+    if (edge_byte(x, n, lane, offset)) atomicAdd(&bins[p[offset]], 1u);
+    const uint4* body = (const uint4*)(p + x.head);
+    for (uint32_t first = lane; first < x.vecs; first += 32u * SCAN_ROUND_VECS) {
+        uint4 q[SCAN_ROUND_VECS];
+        load_round(body, x.vecs, first, q);
+#pragma unroll
+        for (uint32_t k = 0; k < SCAN_ROUND_VECS; k++) {
+            if (first + 32u * k < x.vecs) {
+                hist_word(bins, q[k].x);
+                hist_word(bins, q[k].y);
+                hist_word(bins, q[k].z);
+                hist_word(bins, q[k].w);
+            }
+        }
+    }
+    if (private_bins) {
+        __syncwarp();  // every count is in; thread t reads (and next time zeroes) bins t, t + 32, ...
+        for (uint32_t k = lane; k < HIST_BINS; k += 32u) {
+            uint32_t count = scratch[k];
+            if (count) atomicAdd(&words[k], count);
+        }
+    }
+    // The owning lane's later accesses to these words (ldo, sto, atomics) follow its hist in its
+    // program order (docs/VIR0.md §8.7) although other threads made the increments.
+    __syncwarp();
+}
+
+// countb, findb, findl, hist for one lane alone: the byte loop (short ranges, and operands the warp
+// scans do not take). Returns r[d]'s new value (hist writes no register).
+__device__ uint32_t scan_alone(RunShared& S, uint32_t op, uint32_t start, uint32_t len, uint32_t base, uint32_t imm) {
+    const unsigned char* p = S.input;
+    uint32_t end = start + len;  // <= region_len: checked
+    switch (op) {
+        case OP_COUNTB: {
+            uint32_t count = 0;
+            for (uint32_t i = start; i < end; i++) count += p[i] == imm;
+            return count;
+        }
+        case OP_FINDB:
+            for (uint32_t i = start; i < end; i++)
+                if (p[i] == imm) return i;
+            return VIR0_NO_MATCH;
+        case OP_FINDL: {
+            const unsigned char* lit = S.table_ptr[imm];
+            uint32_t n = S.table_len[imm];
+            if (n <= len)
+                for (uint32_t q = start; q <= end - n; q++)  // (q + n <= end could wrap)
+                    if (literal_at(p + q, lit, n)) return q;
+            return VIR0_NO_MATCH;
+        }
+        case OP_HIST: {
+            uint32_t* words = S.bind_ptr[imm] + base;
+            for (uint32_t i = start; i < end; i++) atomicAdd(&words[p[i]], 1u);
+            return 0;
+        }
+    }
+    return 0;
+}
+
+// countb, findb, findl, hist: one step, reached by every thread of the warp (op is warp-uniform).
+// Each participant first checks its own operands exactly as alone (docs/VIR0.md §8.10: the range,
+// then hist's base); one that fails faults, writes nothing, and takes no further part. A
+// participant with a short range scans it alone; then the long ranges are scanned by the whole
+// warp one after another (each thread of the warp helps, participant or not; none but the owner
+// writes its registers), and the owner takes the result.
+__device__ void scan_step(RunShared& S, Lane& L, bool part, uint32_t op, uint32_t d, uint32_t a, uint32_t b, uint32_t imm) {
+    uint32_t* r = L.r;
+    uint32_t start = r[a], len = r[b], base = r[d];
+    bool go = part && range_ok(S, L, start, len);
+    if (go && op == OP_HIST && (uint64_t)base + HIST_BINS > S.bind_words[imm]) {
+        lane_fault(L, FAULT_OOB_OUTPUT, base);
+        go = false;
+    }
+    uint32_t lit_len = op == OP_FINDL ? S.table_len[imm] : 0u;
+    bool together = go && len >= WARP_SCAN_MIN_BYTES;
+    if (op == OP_COUNTB || op == OP_FINDB) together = together && imm < 256u;  // a BYTE operand (verified)
+    if (op == OP_FINDL) together = together && lit_len >= 1u && lit_len <= len;  // a literal that fits
+    uint32_t result = 0;
+    if (go && !together) result = scan_alone(S, op, start, len, base, imm);
+    uint32_t lane = threadIdx.x & 31u;
+    uint32_t* scratch = S.hist_scratch ? S.hist_scratch + (threadIdx.x >> 5) * HIST_BINS : nullptr;
+    for (uint32_t todo = __ballot_sync(FULL_MASK, together); todo; todo &= todo - 1) {
+        uint32_t owner = __ffs(todo) - 1;
+        uint32_t s = __shfl_sync(FULL_MASK, start, owner), n = __shfl_sync(FULL_MASK, len, owner);
+        const unsigned char* p = S.input + s;
+        uint32_t found = 0;
+        switch (op) {
+            case OP_COUNTB: found = warp_count_byte(p, n, imm); break;
+            case OP_FINDB: found = warp_find_byte(p, n, imm); break;
+            case OP_FINDL: found = warp_find_literal(p, n, S.table_ptr[imm], lit_len); break;
+            case OP_HIST: warp_histogram(p, n, S.bind_ptr[imm] + __shfl_sync(FULL_MASK, base, owner), scratch); break;
+        }
+        if ((op == OP_FINDB || op == OP_FINDL) && found != VIR0_NO_MATCH) found += s;  // a region offset
+        if (lane == owner) result = found;
+    }
+    if (go) {
+        if (op != OP_HIST) r[d] = result;
+        L.pc = L.pc + 1;
+    }
+}
+
+// fnv, xxh32 (xxh32_range), dfa: sequential within a range, so each lane reads its own, but a
+// vector at a time. for_each_byte feeds p[0 .. n) in address order to `consume`: the head and
+// tail byte by byte, the body 16 bytes per load, each vector loaded while the previous one is fed.
+template <typename Consume>
+__device__ __forceinline__ void consume_word(Consume& consume, uint32_t w) {
+    consume(w & 0xffu);
+    consume((w >> 8) & 0xffu);
+    consume((w >> 16) & 0xffu);
+    consume(w >> 24);
+}
+
+template <typename Consume>
+__device__ __forceinline__ void for_each_byte(const unsigned char* p, uint32_t n, Consume& consume) {
+    Split x = split_range(p, n);
+    for (uint32_t i = 0; i < x.head; i++) consume((uint32_t)p[i]);
+    const uint4* body = (const uint4*)(p + x.head);
+    uint4 next = x.vecs ? body[0] : make_uint4(0, 0, 0, 0);
+    for (uint32_t v = 0; v < x.vecs; v++) {
+        uint4 q = next;
+        if (v + 1 < x.vecs) next = body[v + 1];
+#pragma unroll 1
+        for (uint32_t k = 0; k < 4; k++) {  // word q.x, then the next ones move down (4 inlined steps, not 16)
+            consume_word(consume, q.x);
+            q.x = q.y;
+            q.y = q.z;
+            q.z = q.w;
+        }
+    }
+    for (uint32_t i = x.body_end; i < n; i++) consume((uint32_t)p[i]);
+}
+
 // One scheduler step of a warp: the instruction at `pc` for the participating lanes.
 // `op` is warp-uniform, so collectives are reached by every thread of the warp.
 __device__ void execute(RunShared& S, Lane& L, bool part, uint32_t participants, uint2 ins) {
@@ -368,6 +723,9 @@ __device__ void execute(RunShared& S, Lane& L, bool part, uint32_t participants,
             if (part) { r[d] = scan - own; L.pc = next; }
             return;
         }
+        case OP_COUNTB: case OP_FINDB: case OP_FINDL: case OP_HIST:  // the whole warp scans
+            scan_step(S, L, part, op, d, a, b, imm);
+            return;
     }
     if (!part) return;
 
@@ -436,40 +794,12 @@ __device__ void execute(RunShared& S, Lane& L, bool part, uint32_t participants,
                 break;
             }
             case OP_EMIT: emit_record(S, &r[a]); break;
-            case OP_COUNTB: case OP_FINDB: {
-                uint32_t start = r[a], len = r[b];
-                if (!range_ok(S, L, start, len)) return;
-                const unsigned char* p = S.input;
-                uint32_t result = op == OP_COUNTB ? 0u : VIR0_NO_MATCH;
-                for (uint32_t i = start; i < start + len; i++) {
-                    if (p[i] == imm) {
-                        if (op == OP_FINDB) { result = i; break; }
-                        result++;
-                    }
-                }
-                r[d] = result;
-                break;
-            }
-            case OP_FINDL: {
-                uint32_t start = r[a], len = r[b];
-                if (!range_ok(S, L, start, len)) return;
-                const unsigned char* lit = S.table_ptr[imm];
-                uint32_t n = S.table_len[imm], result = VIR0_NO_MATCH;
-                if (n <= len) {
-                    for (uint32_t p = start; p + n <= start + len; p++) {
-                        uint32_t k = 0;
-                        while (k < n && S.input[p + k] == lit[k]) k++;
-                        if (k == n) { result = p; break; }
-                    }
-                }
-                r[d] = result;
-                break;
-            }
             case OP_FNV: {
                 uint32_t start = r[a], len = r[b];
                 if (!range_ok(S, L, start, len)) return;
                 uint32_t h = r[d];
-                for (uint32_t i = start; i < start + len; i++) h = (h ^ S.input[i]) * 16777619u;
+                auto fnv = [&](uint32_t byte) { h = (h ^ byte) * 16777619u; };
+                for_each_byte(S.input + start, len, fnv);
                 r[d] = h;
                 break;
             }
@@ -479,34 +809,23 @@ __device__ void execute(RunShared& S, Lane& L, bool part, uint32_t participants,
                 r[d] = xxh32_range(S.input + start, len, r[d]);
                 break;
             }
-            case OP_HIST: {
-                uint32_t start = r[a], len = r[b], base = r[d];
-                if (!range_ok(S, L, start, len)) return;
-                if ((uint64_t)base + 256 > S.bind_words[imm]) { lane_fault(L, FAULT_OOB_OUTPUT, base); return; }
-                uint32_t* words = S.bind_ptr[imm] + base;
-                for (uint32_t i = start; i < start + len; i++) atomicAdd(&words[S.input[i]], 1u);
-                break;
-            }
             case OP_DFA: case OP_DFAE: {
                 uint32_t start = r[a], len = r[b], state = r[d];
                 if (!range_ok(S, L, start, len)) return;
                 if (state >= S.table_states[imm]) { lane_fault(L, FAULT_OOB_TABLE, state); return; }
                 const uint32_t* t = (const uint32_t*)(S.table_ptr[imm] + 4);
                 uint32_t count = 0;
-                uint32_t record[VIR0_MAX_EMIT_WORDS];
-                for (uint32_t k = 0; k < VIR0_MAX_EMIT_WORDS; k++) record[k] = 0;
-                for (uint32_t i = start; i < start + len; i++) {
-                    uint32_t transition = t[state * 256u + S.input[i]];
+                uint32_t i = start;  // the region offset of the byte being fed
+                auto step = [&](uint32_t byte) {
+                    uint32_t transition = t[state * 256u + byte];
                     state = transition & 0x7fffffffu;
                     if (transition & VIR0_DFA_ACCEPT_BIT) {
                         count++;
-                        if (op == OP_DFAE) {
-                            record[0] = i;
-                            if (S.emit_words > 1) record[1] = state;
-                            emit_record(S, record);
-                        }
+                        if (op == OP_DFAE) emit_match(S, i, state);
                     }
-                }
+                    i++;
+                };
+                for_each_byte(S.input + start, len, step);
                 r[d] = state;
                 r[d + 1] = count;
                 break;
@@ -771,6 +1090,8 @@ __device__ void run_program_slot(const Params& p, uint32_t program_handle, const
                 for (uint32_t i = 0; i < S.binding_count; i++)
                     if (program->bindings[i].scope == SCOPE_RUN) run_words += program->bindings[i].words;
                 S.staged = run_words <= STAGE_WORDS;
+                uint32_t used = S.staged ? run_words : 0u;  // the stage's words after these are free
+                S.hist_scratch = STAGE_WORDS - used >= HIST_BINS * (blockDim.x / 32u) ? stage + used : nullptr;
             }
         }
     }
@@ -937,13 +1258,16 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
         // the 12 argument words, three reads in flight together
         uint4 a0 = load_volatile4(slot + 1), a1 = load_volatile4(slot + 2), a2 = load_volatile4(slot + 3);
         store_volatile(&image[p.ring + index * SLOT_WORDS + SW_STATUS], ST_CLAIMED);
-        uint4* entry = (uint4*)vyre_queue.entries[(tail + rank) % QUEUE_CAPACITY];
+        uint32_t* words = vyre_queue.entries[(tail + rank) % QUEUE_CAPACITY];
+        uint4* entry = (uint4*)words;
         head_words.x = ST_CLAIMED;
-        entry[0] = make_uint4(index, 0, 0, 0);
+        words[0] = index;  // word 1, the sequence, still holds the previous lap's: not takeable
         entry[1] = head_words;
         entry[2] = a0;
         entry[3] = a1;
         entry[4] = a2;
+        __threadfence();  // the entry's words, then its sequence (workers check it: see work())
+        store_volatile(&words[1], tail + rank + 1u);
     }
     __syncwarp();
     if (lane == 0 && take) {
@@ -974,8 +1298,8 @@ __device__ void dispatch(const Params& p) {
         }
         stop = __shfl_sync(FULL_MASK, stop, 0);
         tail = __shfl_sync(FULL_MASK, tail, 1);
-        if (stop) {
-            if (lane == 0) { store_volatile(&vyre_queue.shutdown, 1u); __threadfence(); }
+        if (stop) {  // every entry published so far comes before the shutdown flag
+            if (lane == 0) { __threadfence(); store_volatile(&vyre_queue.shutdown, 1u); __threadfence(); }
             return;
         }
         uint32_t claimed = 0;
@@ -1026,25 +1350,38 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
             s_stop = 0;
             s_index = 0xffffffffu;
             while (true) {
-                uint32_t head = load_volatile(&vyre_queue.head);
+                // Take position `head` only once its entry holds sequence head + 1, i.e. the
+                // dispatcher published exactly that position. `head != tail` alone is not proof:
+                // the two loads are not ordered, so a worker could read a head newer than its
+                // tail, take a position not published yet and run the previous lap's stale
+                // entry (a reaped slot: its FAULT landed in a free slot), with head past tail
+                // for good (workers then never drained, and never exited). Seen on an H100.
+                uint32_t head = load_acquire_gpu(&vyre_queue.head);
                 uint32_t tail = load_volatile(&vyre_queue.tail);
                 if (head != tail) {
-                    __threadfence();  // the entries below `tail` are written before `tail`
-                    // copy the entry BEFORE taking it: once head moves past it, the dispatcher
-                    // may reuse its place for a new slot
-                    const uint4* entry = (const uint4*)vyre_queue.entries[head % QUEUE_CAPACITY];
-                    uint4 e0 = load_volatile4(entry), e1 = load_volatile4(entry + 1), e2 = load_volatile4(entry + 2);
-                    uint4 e3 = load_volatile4(entry + 3), e4 = load_volatile4(entry + 4);
-                    if (atomicCAS(&vyre_queue.head, head, head + 1u) == head) {
-                        s_index = e0.x;
-                        uint4* words = (uint4*)T.words;
-                        words[0] = e1; words[1] = e2; words[2] = e3; words[3] = e4;
-                        sleep_ns = 32;
+                    const uint32_t* slot_words = vyre_queue.entries[head % QUEUE_CAPACITY];
+                    if (load_acquire_gpu(&slot_words[1]) == head + 1u) {  // the words after it are this position's
+                        // copy the entry BEFORE taking it: once head moves past it, the dispatcher
+                        // may reuse its place for a new slot (then the CAS below fails)
+                        const uint4* entry = (const uint4*)slot_words;
+                        uint4 e0 = load_volatile4(entry), e1 = load_volatile4(entry + 1), e2 = load_volatile4(entry + 2);
+                        uint4 e3 = load_volatile4(entry + 3), e4 = load_volatile4(entry + 4);
+                        __threadfence();  // the copy is complete before the position is taken
+                        if (atomicCAS(&vyre_queue.head, head, head + 1u) == head) {
+                            s_index = e0.x;
+                            uint4* words = (uint4*)T.words;
+                            words[0] = e1; words[1] = e2; words[2] = e3; words[3] = e4;
+                            sleep_ns = 32;
+                            break;
+                        }
+                    } else {  // published, its entry not visible yet: look again shortly
+                        __nanosleep(32);
+                    }
+                } else if (load_acquire_gpu(&vyre_queue.shutdown)) {  // told to stop: drained?
+                    if (load_volatile(&vyre_queue.tail) == head) {  // no entry published before the flag is left
+                        s_stop = 1;
                         break;
                     }
-                } else if (load_volatile(&vyre_queue.shutdown)) {  // drained and told to stop
-                    s_stop = 1;
-                    break;
                 } else {
                     __nanosleep(sleep_ns);
                     uint32_t cap = p.idle_sleep_ns < WORKER_SLEEP_CAP_NS ? p.idle_sleep_ns : WORKER_SLEEP_CAP_NS;
