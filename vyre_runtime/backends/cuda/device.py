@@ -438,12 +438,10 @@ class CudaDevice:
             pool = self._buffer_pool
         return pool.take(nbytes)
 
-    def _allocate_buffer_memory(self, nbytes: int) -> driver.DeviceMemory:
-        self.context.enter()  # cuMemAlloc does not wait for the resident kernel; cuMemFree would
-        memory = driver.DeviceMemory(nbytes)
-        with self._lock:
-            self._device_memory.append(memory)  # freed in close(), never while the kernel runs
-        return memory
+    def _allocate_buffer_memory(self, nbytes: int) -> driver.DeviceMemory | PoolBlock:
+        # from the pre-launch pool while it lasts (compute-sanitizer only knows the allocations
+        # of launch time), then cuMemAlloc, which does not wait for the resident kernel
+        return self._device_allocate(nbytes)
 
     def _copy_in(self, pointer: int, source: np.ndarray) -> None:
         self.context.enter()
