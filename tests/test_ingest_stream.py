@@ -150,8 +150,8 @@ def run(
     progress: Callable[[int, int], None] | None = None,
     reader_factory: Callable[[StreamOptions], Reader] | None = None,
 ) -> tuple[list[FileResult], StreamStats]:
-    pipeline = StreamPipeline(programs, megakernel, stream_options, progress, reader_factory)
-    results = pipeline.run(paths)
+    with StreamPipeline(programs, megakernel, stream_options, progress, reader_factory) as pipeline:
+        results = pipeline.run(paths)
     assert [r.path for r in results] == list(paths)  # input order, whatever finished first
     return results, pipeline.stats
 
@@ -704,8 +704,8 @@ def test_an_injected_eio_on_a_pipe_fails_only_that_pipe(programs, megakernel, tm
 def test_a_program_fault_is_reported_for_its_chunk_and_everything_else_counts(programs, megakernel, tmp_path):
     trap = assemble_program(TRAP_ON_SECOND_CHUNK)
     paths, contents = write_files(tmp_path, [4 * CHUNK + 3, CHUNK], seed=120)
-    pipeline = StreamPipeline([trap, *programs], megakernel, options())
-    results = pipeline.run(paths)
+    with StreamPipeline([trap, *programs], megakernel, options()) as pipeline:
+        results = pipeline.run(paths)
     first, second = results
     trapped = first.programs[0]
     [fault] = trapped.faults
@@ -739,3 +739,22 @@ def test_bad_options_raise_dispatch_error(programs, megakernel, changes, message
 def test_a_stream_without_programs_is_refused(megakernel):
     with pytest.raises(DispatchError, match="at least one program"):
         StreamPipeline([], megakernel)
+
+
+def test_a_pipeline_runs_again_on_its_arena_and_rings_and_close_hands_the_arena_back(programs, megakernel, tmp_path):
+    paths, contents = write_files(tmp_path, [3 * CHUNK + 5, 17], seed=130)
+    with StreamPipeline(programs, megakernel, options()) as pipeline:
+        first = pipeline.run(paths)
+        arena, readers = pipeline.arena, list(pipeline._readers)
+        second = pipeline.run(list(reversed(paths)))
+        assert pipeline.arena is arena and pipeline._readers == readers  # nothing pinned or set up again
+    for result, data in zip(first, contents):
+        check_exact(result, data)
+    for result, data in zip(second, reversed(contents)):
+        check_exact(result, data)
+    assert pipeline.arena is None
+    with StreamPipeline(programs, megakernel, options()) as again:
+        again.run(paths[:1])
+        assert again.arena.memory is arena.memory  # the Megakernel lent the same memory again
+    with pytest.raises(DispatchError, match="closed"):
+        pipeline.run(paths)

@@ -107,11 +107,13 @@ def command_run(args: argparse.Namespace, load_program: Callable[[str], Program]
         emit_capacity=args.emit_capacity,
     )
     show_progress = args.progress if args.progress is not None else (sys.stderr.isatty() and not args.json)
-    with Megakernel(backend=args.backend, workers=args.workers) as megakernel:
-        pipeline = StreamPipeline(programs, megakernel, options)
-        with _ProgressBar(show_progress) as progress:
-            pipeline.progress = progress
-            results = pipeline.run(inputs)
+    with (
+        Megakernel(backend=args.backend, workers=args.workers) as megakernel,
+        StreamPipeline(programs, megakernel, options) as pipeline,
+        _ProgressBar(show_progress) as progress,
+    ):
+        pipeline.progress = progress
+        results = pipeline.run(inputs)
     stats = pipeline.stats
     if args.json:
         json.dump(_json_document(programs, results, stats, megakernel.backend), sys.stdout)

@@ -83,6 +83,8 @@ class Megakernel:
         self._reserve = [max(1, (offsets[p + 1] - offsets[p]) // 4) for p in Priority]
         self._free_changed = threading.Condition()
         self._doorbell_lock = threading.Lock()
+        self._host_memory_lock = threading.Lock()
+        self._host_memory_free: dict[int, list[np.ndarray]] = {}
         # the backend owns the image's memory (host-mapped on CUDA); completions wake the service
         self.device = open_backend(backend, self.layout, self.registry, workers, lambda: self.service.notify())
         self.image = self.device.image
@@ -112,6 +114,24 @@ class Megakernel:
         except VyreError as error:
             if hasattr(exc, "add_note"):  # Python 3.11+
                 exc.add_note(f"while shutting down: {error.one_line()}")
+
+    # ------------------------------------------------------------------ host memory
+
+    def host_memory(self, nbytes: int) -> np.ndarray:
+        """Page-aligned host memory (uint8) that run regions may lie in: the device reads it in
+        place (pinned and device-mapped on CUDA, so no staging copy). Pinning is slow, so memory
+        handed back with `release_host_memory` is reused for the next request of the same size;
+        it lives as long as the Megakernel (unpinning waits for a resident kernel)."""
+        with self._host_memory_lock:
+            free = self._host_memory_free.get(nbytes)
+            if free:
+                return free.pop()
+        return self.device.host_memory(nbytes)
+
+    def release_host_memory(self, memory: np.ndarray) -> None:
+        """Give back memory from `host_memory` once no run reads it any more."""
+        with self._host_memory_lock:
+            self._host_memory_free.setdefault(memory.nbytes, []).append(memory)
 
     # ------------------------------------------------------------------ registration
 

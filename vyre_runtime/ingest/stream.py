@@ -122,25 +122,36 @@ class StreamPipeline:
         self._free: deque[ChunkSlot] = deque()
         self._running: list[ChunkSlot] = []
         self._total_known = 0
-        self._device_copied_before = 0
+        self.arena: Arena | None = None
+        self.reader_name, self.fallback_reason = "", None
+        self._closed = False
 
     # ------------------------------------------------------------------ public
 
     def run(self, paths: Sequence[str]) -> list[FileResult]:
+        """Stream ``paths``; may be called again (the arena and the rings are kept: pinning and
+        registering them is the expensive part of starting a stream). `close()` releases them."""
+        if self._closed:
+            raise DispatchError("this stream pipeline is closed", "make a new StreamPipeline")
         options = self.options
         started = time.perf_counter()
-        slot_bytes = options.chunk_size + 2 * self.overlap + (2 * PAGE if options.direct else 0)
-        arena = Arena(round_up(slot_bytes, PAGE), options.chunks, self.megakernel.device.host_memory)
-        self.arena = arena
-        self._free = deque(ChunkSlot(i) for i in range(arena.count))
-        self._device_copied_before = getattr(self.megakernel.device, "host_bytes_copied", 0)
+        self.stats = StreamStats()
+        if self.arena is None:
+            slot_bytes = options.chunk_size + 2 * self.overlap + (2 * PAGE if options.direct else 0)
+            self.arena = Arena(round_up(slot_bytes, PAGE), options.chunks, self.megakernel.host_memory)
+        self._free = deque(ChunkSlot(i) for i in range(self.arena.count))
+        self._running, self._pieces = [], {}
+        device_copied_before = getattr(self.megakernel.device, "host_bytes_copied", 0)
         waiting = deque(
             Source(i, path, self.overlap, options.chunk_size, options.direct) for i, path in enumerate(paths)
         )
         planning: list[Source] = []
         results: dict[int, FileResult] = {}
         try:
-            self._open_readers(arena)
+            if not self._readers:
+                self._open_readers(self.arena)
+            reader_copied_before = sum(r.host_bytes_copied for r in self._readers)
+            self.stats.reader, self.stats.fallback_reason = self.reader_name, self.fallback_reason
             while waiting or planning or self._busy():
                 self._plan(waiting, planning, results)
                 self._pump()
@@ -149,12 +160,30 @@ class StreamPipeline:
                 self._finish(planning, results)
                 if not progressed:
                     self._wait_a_little()
-        finally:
-            self._close_readers()
+        except BaseException:
+            self._close_readers()  # reads may be in flight: these rings are not reused
+            raise
         self.stats.seconds = time.perf_counter() - started
-        device_copies = getattr(self.megakernel.device, "host_bytes_copied", 0) - self._device_copied_before
-        self.stats.host_bytes_copied += device_copies + sum(r.host_bytes_copied for r in self._readers)
+        device_copies = getattr(self.megakernel.device, "host_bytes_copied", 0) - device_copied_before
+        reader_copies = sum(r.host_bytes_copied for r in self._readers) - reader_copied_before
+        self.stats.host_bytes_copied += device_copies + reader_copies
         return [results[i] for i in range(len(paths))]
+
+    def close(self) -> None:
+        """Close the rings and hand the arena back to the Megakernel for reuse."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_readers()
+        if self.arena is not None:
+            self.megakernel.release_host_memory(self.arena.memory)
+            self.arena = None
+
+    def __enter__(self) -> StreamPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ readers
 
@@ -166,11 +195,12 @@ class StreamPipeline:
             self._backlog.append(deque())
             reader.register_buffers(arena.buffers())
         first = self._readers[0]
-        self.stats.reader, self.stats.fallback_reason = first.name, first.fallback_reason
+        self.reader_name, self.fallback_reason = first.name, first.fallback_reason
 
     def _close_readers(self) -> None:
         for reader in self._readers:
             reader.close()
+        self._readers, self._backlog = [], []
 
     def _reader_of(self, source: Source) -> int:
         return source.position % len(self._readers)
@@ -517,10 +547,9 @@ def run_files(
 ) -> tuple[list[FileResult], StreamStats]:
     """Stream ``paths`` through ``programs``; opens a Megakernel (backend "auto") unless given."""
     if megakernel is not None:
-        pipeline = StreamPipeline(programs, megakernel, options, progress)
-        return pipeline.run(paths), pipeline.stats
-    with Megakernel(backend="auto") as owned:
-        pipeline = StreamPipeline(programs, owned, options, progress)
+        with StreamPipeline(programs, megakernel, options, progress) as pipeline:
+            return pipeline.run(paths), pipeline.stats
+    with Megakernel(backend="auto") as owned, StreamPipeline(programs, owned, options, progress) as pipeline:
         return pipeline.run(paths), pipeline.stats
 
 
