@@ -22,7 +22,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vyre_runtime.chunking import ChunkPlan
 from vyre_runtime.errors import DispatchError, InputError, VyreError
@@ -34,14 +34,18 @@ from vyre_runtime.megakernel import Megakernel
 from vyre_runtime.vir0.isa import MAX_LANES
 from vyre_runtime.vir0.program import Program
 
-DEFAULT_CHUNK_SIZE = 8 << 20
+DEFAULT_CHUNK_SIZE = 16 << 20
+# Arena chunk slots when not given: a GPU consumes a chunk per 256-thread block, so it needs many
+# chunks in flight to keep PCIe busy (H100: 16 MiB x 96 -> 25 GB/s consumed, x 32 less; BENCHMARKS.md);
+# CPU workers need only a few.
+DEFAULT_CHUNKS = {"cuda": 32, "cpu": 8}
 ProgressCallback = Callable[[int, int], None]  # (bytes read so far, bytes known in total)
 
 
 @dataclass(frozen=True)
 class StreamOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE  # bytes each chunk owns
-    chunks: int = 8  # arena chunk slots: chunks being read or processed at once
+    chunks: int | None = None  # arena chunk slots (chunks read or processed at once); None: per backend
     read_size: int = 1 << 20  # bytes per read; a chunk is filled by several reads in flight
     queue_depth: int = 64  # reads in flight per ring
     rings: int = 1  # io_uring instances (inputs are spread over them)
@@ -54,7 +58,7 @@ class StreamOptions:
 
     def check(self) -> None:
         for name in ("chunk_size", "chunks", "read_size", "queue_depth", "rings"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise DispatchError(f"{name}={getattr(self, name)} must be at least 1")
         if self.lanes is not None and not 1 <= self.lanes <= MAX_LANES:
             raise DispatchError(f"lanes={self.lanes}; allowed 1..{MAX_LANES}")
@@ -109,8 +113,11 @@ class StreamPipeline:
             raise DispatchError("a stream needs at least one program")
         self.programs = list(programs)
         self.megakernel = megakernel
-        self.options = options or StreamOptions()
-        self.options.check()
+        options = options or StreamOptions()
+        options.check()
+        if options.chunks is None:
+            options = replace(options, chunks=DEFAULT_CHUNKS.get(megakernel.backend, 8))
+        self.options = options
         self.progress = progress
         self.reader_factory = reader_factory or _open_reader  # tests inject faults through a wrapper
         self.overlap = max(program.overlap for program in self.programs)
