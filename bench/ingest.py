@@ -205,6 +205,7 @@ def main() -> int:
     parser.add_argument("--dir", default=str(ROOT / "bench" / "data"))
     parser.add_argument("--chunk-size", default="4MiB")
     parser.add_argument("--chunks", type=int, default=32)
+    parser.add_argument("--chunks-per-slot", type=int, default=1)
     parser.add_argument("--read-size", default="1MiB")
     parser.add_argument("--depth", type=int, default=32)
     parser.add_argument("--lanes", type=int, default=None, help="consumer lanes (default: the program's)")
@@ -226,7 +227,12 @@ def main() -> int:
     print(f"wrote {path} ({size / GB:.2f} GB) in {time.perf_counter() - started:.1f} s")
     rows: dict[str, dict] = {}
     options = StreamOptions(
-        chunk_size=chunk_size, chunks=args.chunks, read_size=read_size, queue_depth=args.depth, lanes=args.lanes
+        chunk_size=chunk_size,
+        chunks=args.chunks,
+        chunks_per_slot=args.chunks_per_slot,
+        read_size=read_size,
+        queue_depth=args.depth,
+        lanes=args.lanes,
     )
     cuda = args.backend == "cuda" or (args.backend == "auto" and cuda_unavailable_reason() is None)
     # plain memory for the raw reads: io_uring pins registered pages itself

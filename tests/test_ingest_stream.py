@@ -758,3 +758,18 @@ def test_a_pipeline_runs_again_on_its_arena_and_rings_and_close_hands_the_arena_
         assert again.arena.memory is arena.memory  # the Megakernel lent the same memory again
     with pytest.raises(DispatchError, match="closed"):
         pipeline.run(paths)
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["buffered", "o_direct"])
+@pytest.mark.parametrize("per_slot", [2, 3])
+def test_several_chunks_per_slot_run_as_the_same_chunks_exactly_once(
+    programs, megakernel, request, tmp_path, direct, per_slot
+):
+    paths, contents = write_files(directory_for(direct, request, tmp_path), SIZES, seed=140 + per_slot)
+    stream_options = options(direct=direct, read_size=4096 if direct else 1500, chunks_per_slot=per_slot)
+    results, stats = run(programs, megakernel, paths, stream_options)
+    for result, data in zip(results, contents):
+        check_exact(result, data)
+        assert result.chunks == -(-len(data) // CHUNK)  # programs still see CHUNK-sized chunks
+    assert stats.bytes_processed == sum(SIZES) and stats.host_bytes_copied == 0
+    assert stats.runs == 3 * sum(r.chunks for r in results)

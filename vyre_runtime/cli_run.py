@@ -44,6 +44,9 @@ def add_run_parser(commands: argparse._SubParsersAction, handler: Callable[[argp
     run.add_argument("--workers", type=int, help="CPU backend worker threads (default: up to 4)")
     run.add_argument("--chunk-size", default=f"{DEFAULT_CHUNK_SIZE >> 20}MiB", help="bytes each chunk owns")
     run.add_argument("--chunks", type=int, help="arena chunk slots, chunks in flight (default: 32 on CUDA, 8 on CPU)")
+    run.add_argument(
+        "--chunks-per-slot", type=int, default=1, help="consecutive chunks read into one arena slot (one run each)"
+    )
     run.add_argument("--read-size", default="1MiB", help="bytes per read (several reads fill a chunk)")
     run.add_argument("--queue-depth", type=int, default=64, help="reads in flight per ring")
     run.add_argument("--rings", type=int, default=1, help="io_uring instances")
@@ -96,6 +99,7 @@ def command_run(args: argparse.Namespace, load_program: Callable[[str], Program]
     options = StreamOptions(
         chunk_size=parse_size(args.chunk_size),
         chunks=args.chunks,
+        chunks_per_slot=args.chunks_per_slot,
         read_size=parse_size(args.read_size),
         queue_depth=args.queue_depth,
         rings=args.rings,

@@ -124,12 +124,16 @@ class Source:
 
     # ------------------------------------------------------------------ chunk planning
 
-    def next_plan(self) -> ChunkPlan | None:
-        """The next positional chunk, or None when every chunk is planned."""
-        plan = next(self._plans, None)
-        if plan is None:
+    def next_plans(self, count: int) -> list[ChunkPlan]:
+        """Up to ``count`` consecutive positional chunks ([] when every chunk is planned)."""
+        plans = []
+        for plan in self._plans:
+            plans.append(plan)
+            if len(plans) == count:
+                break
+        if len(plans) < count:
             self.planning_done = True
-        return plan
+        return plans
 
     def slot_layout(self, plan: ChunkPlan) -> tuple[int, int, int]:
         """(first file offset read, data_offset in the slot, bytes to read) for a positional chunk."""

@@ -46,6 +46,8 @@ ProgressCallback = Callable[[int, int], None]  # (bytes read so far, bytes known
 class StreamOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE  # bytes each chunk owns
     chunks: int | None = None  # arena chunk slots (chunks read or processed at once); None: per backend
+    chunks_per_slot: int = 1  # consecutive chunks read into one arena slot (one RUN_PROGRAM each): bigger
+    # reads and more runs in flight for the same arena size; programs still see `chunk_size` chunks
     read_size: int = 1 << 20  # bytes per read; a chunk is filled by several reads in flight
     queue_depth: int = 64  # reads in flight per ring
     rings: int = 1  # io_uring instances (inputs are spread over them)
@@ -57,7 +59,7 @@ class StreamOptions:
     emit_capacity: int = 65536  # records per chunk and program
 
     def check(self) -> None:
-        for name in ("chunk_size", "chunks", "read_size", "queue_depth", "rings"):
+        for name in ("chunk_size", "chunks", "chunks_per_slot", "read_size", "queue_depth", "rings"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise DispatchError(f"{name}={getattr(self, name)} must be at least 1")
         if self.lanes is not None and not 1 <= self.lanes <= MAX_LANES:
@@ -91,11 +93,12 @@ class StreamStats:
 class ChunkSlot:
     index: int  # arena chunk slot
     source: Source | None = None
-    plan: ChunkPlan | None = None
+    plan: ChunkPlan | None = None  # what the slot holds: its chunks' union (region and owned bytes)
+    plans: list[ChunkPlan] = field(default_factory=list)  # the chunks the programs run over
     data_offset: int = 0  # where region byte 0 sits in the slot
     reads_left: int = 0
     region_end: int = 0  # sequential: the stream position the region reached
-    futures: list[concurrent.futures.Future] = field(default_factory=list)
+    futures: list[tuple[ChunkPlan, int, concurrent.futures.Future]] = field(default_factory=list)
 
 
 class StreamPipeline:
@@ -144,7 +147,8 @@ class StreamPipeline:
         started = time.perf_counter()
         self.stats = StreamStats()
         if self.arena is None:
-            slot_bytes = options.chunk_size + 2 * self.overlap + (2 * PAGE if options.direct else 0)
+            slot_bytes = options.chunks_per_slot * options.chunk_size + 2 * self.overlap
+            slot_bytes += 2 * PAGE if options.direct else 0
             self.arena = Arena(round_up(slot_bytes, PAGE), options.chunks, self.megakernel.host_memory)
         self._free = deque(ChunkSlot(i) for i in range(self.arena.count))
         self._running, self._pieces = [], {}
@@ -252,9 +256,9 @@ class StreamPipeline:
             if source.sequential:
                 self._start_sequential_chunk(source)
             else:
-                plan = source.next_plan()
-                if plan is not None:
-                    self._start_positional_chunk(source, plan)
+                plans = source.next_plans(self.options.chunks_per_slot)
+                if plans:
+                    self._start_positional_chunk(source, plans)
 
     @staticmethod
     def _can_plan(source: Source) -> bool:
@@ -277,10 +281,14 @@ class StreamPipeline:
         if source.size == 0:
             source.planning_done = True
 
-    def _start_positional_chunk(self, source: Source, plan: ChunkPlan) -> None:
+    def _start_positional_chunk(self, source: Source, plans: list[ChunkPlan]) -> None:
         slot = self._free.popleft()
+        first_plan, last_plan = plans[0], plans[-1]
+        plan = ChunkPlan(
+            first_plan.index, first_plan.region_start, last_plan.region_end, first_plan.own_start, last_plan.own_end
+        )
         first, slot.data_offset, length = source.slot_layout(plan)
-        slot.source, slot.plan = source, plan
+        slot.source, slot.plan, slot.plans = source, plan, plans
         source.slots_busy += 1
         address = self.arena.chunk_address(slot.index)
         buffer_index = self.arena.buffer_index(slot.index)
@@ -298,7 +306,7 @@ class StreamPipeline:
 
     def _start_sequential_chunk(self, source: Source) -> None:
         slot = self._free.popleft()
-        slot.source, slot.plan, slot.data_offset = source, None, 0
+        slot.source, slot.plan, slot.plans, slot.data_offset = source, None, [], 0
         source.slots_busy += 1
         source.reading = True
         region_start = source.sequential_region_start()
@@ -430,7 +438,7 @@ class StreamPipeline:
             chunk = self.arena.chunk(slot.index)
             source.carry = bytes(chunk[next_start - region_start : slot.region_end - region_start])
         source.next_index += 1
-        slot.plan = plan
+        slot.plan, slot.plans = plan, [] if plan is None else [plan]
         self._read_finished(slot)
 
     def _read_finished(self, slot: ChunkSlot) -> None:
@@ -442,22 +450,26 @@ class StreamPipeline:
         if source.error is not None or slot.plan is None:
             self._release(slot)
             return
-        self._launch(slot, source, slot.plan)
+        for plan in slot.plans:
+            if source.error is None:  # a failed submission fails the input: launch no more of it
+                self._launch(slot, source, plan)
+        self._running.append(slot)
         if self.progress is not None:
             self.progress(self.stats.bytes_processed, self._total_known)
 
     # ------------------------------------------------------------------ runs
 
     def _launch(self, slot: ChunkSlot, source: Source, plan: ChunkPlan) -> None:
-        """One RUN_PROGRAM per program over the chunk, each with its own overlap's share."""
+        """One RUN_PROGRAM per program over chunk ``plan`` of the slot, each with its own overlap's
+        share (the slot's bytes start at file offset slot.plan.region_start)."""
         chunk = self.arena.chunk(slot.index)
         options = self.options
         self.stats.bytes_processed += plan.own_end - plan.own_start
         try:
-            for program, handle in zip(self.programs, source.program_handles):
+            for program_index, (program, handle) in enumerate(zip(self.programs, source.program_handles)):
                 start = max(plan.region_start, plan.own_start - program.overlap)
                 end = min(plan.region_end, plan.own_end + program.overlap)
-                first = slot.data_offset + start - plan.region_start
+                first = slot.data_offset + start - slot.plan.region_start
                 region = chunk[first : first + end - start]
                 future = self.megakernel.submit(
                     handle,
@@ -470,20 +482,19 @@ class StreamPipeline:
                     file_offset=start,
                     chunk_index=plan.index,
                 )
-                slot.futures.append(future)
+                slot.futures.append((plan, program_index, future))
+                self.stats.runs += 1
         except VyreError as error:
             self._fail(source, error)
-        self.stats.runs += len(slot.futures)
         source.chunks += 1
-        self._running.append(slot)
 
     def _reap_runs(self) -> bool:
-        finished = [slot for slot in self._running if all(f.done() for f in slot.futures)]
+        finished = [slot for slot in self._running if all(f.done() for _, _, f in slot.futures)]
         for slot in finished:
             self._running.remove(slot)
-            source, plan = slot.source, slot.plan
-            assert source is not None and plan is not None
-            for program_index, future in enumerate(slot.futures):
+            source = slot.source
+            assert source is not None
+            for plan, program_index, future in slot.futures:
                 try:
                     outcome = future.result(0)
                 except VyreError as error:  # the backend stopped or failed this run
@@ -497,12 +508,12 @@ class StreamPipeline:
         source = slot.source
         assert source is not None
         source.slots_busy -= 1
-        slot.source, slot.plan, slot.futures, slot.reads_left = None, None, [], 0
+        slot.source, slot.plan, slot.plans, slot.futures, slot.reads_left = None, None, [], [], 0
         self._free.append(slot)
 
     def _wait_a_little(self) -> None:
         if self._running:
-            futures = [f for f in self._running[0].futures if not f.done()]
+            futures = [f for _, _, f in self._running[0].futures if not f.done()]
             if futures and not self._reads_in_flight():
                 concurrent.futures.wait(futures, timeout=0.05)
             elif futures:
