@@ -134,7 +134,10 @@ def write_slot(image: np.ndarray, layout: Layout, index: int, request: SlotReque
     state = int(image[base + SlotWord.STATUS])
     if state != SlotState.EMPTY:
         raise _refuse_busy(index, state)
-    image[base + 1 : base + SLOT_WORDS] = _payload([request])[0]
+    words = [request.opcode, request.tenant, request.priority, *request.args]
+    image[base + 1 : base + 1 + len(words)] = words
+    if 1 + len(words) < SLOT_WORDS:
+        image[base + 1 + len(words) : base + SLOT_WORDS] = 0  # no stale arguments
     # status-last: on the CPU backend the GIL orders these stores; the CUDA backend adds a
     # store fence here for weakly ordered hosts (docs/PROTOCOL.md, "Publication").
     image[base + SlotWord.STATUS] = SlotState.PUBLISHED
@@ -142,6 +145,12 @@ def write_slot(image: np.ndarray, layout: Layout, index: int, request: SlotReque
 
 def write_slots(image: np.ndarray, layout: Layout, indices: list[int], requests: list[SlotRequest]) -> None:
     """Publish validated requests into EMPTY slots: every payload first, then every status."""
+    if len(indices) == 1 and len(requests) == 1:  # the common submit: scalar stores, no fancy indexing
+        index = int(indices[0])
+        if not 0 <= index < layout.slots:
+            raise ProtocolError(f"slot indices must lie in 0..{layout.slots - 1}")
+        write_slot(image, layout, index, requests[0])
+        return
     ring = ring_view(image, layout)
     rows = np.asarray(indices, dtype=np.int64)
     if len(rows) != len(requests):
