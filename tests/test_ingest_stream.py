@@ -468,7 +468,11 @@ def test_stdin_through_the_cli_is_exact(tmp_path, stdin_kind):
             input=data if stdin_kind == "pipe" else None,
             stdin=redirected if stdin_kind == "regular_file" else None,
             capture_output=True,
-            env={**os.environ, "PYTHONPATH": str(REPO), "VYRE_CACHE_DIR": str(tmp_path / "cache")},
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+                "VYRE_CACHE_DIR": str(tmp_path / "cache"),
+            },
             timeout=60,
             check=False,
         )  # fmt: skip
@@ -479,8 +483,27 @@ def test_stdin_through_the_cli_is_exact(tmp_path, stdin_kind):
     lines, search = file["results"]
     assert lines["outputs"]["lines"] == [data.count(b"\n")]
     assert sorted(lo | hi << 32 for lo, hi in search["records"]) == literal_offsets(data, NEEDLE)
-    carried = carried_bytes(len(data), CHUNK, OVERLAP) if stdin_kind == "pipe" else 0  # a file: read in place
-    assert document["stats"]["host_bytes_copied"] == carried
+    # stdin is read in order from where the caller left it, file or pipe: the overlaps are carried
+    assert document["stats"]["host_bytes_copied"] == carried_bytes(len(data), CHUNK, OVERLAP)
+
+
+def test_stdin_that_is_a_file_is_read_from_where_the_caller_left_it(tmp_path):
+    data = b"skip me\n" * 10 + b"count\n" * 3
+    stdin_file = tmp_path / "stdin.bin"
+    stdin_file.write_bytes(data)
+    with open(stdin_file, "rb") as redirected:
+        redirected.seek(80)  # the caller already consumed the first 80 bytes (10 lines)
+        completed = subprocess.run(
+            [sys.executable, "-m", "vyre_runtime.cli", "run", str(EXAMPLES / "line_count.vasm"), "-", "--json"],
+            stdin=redirected,
+            capture_output=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
+            timeout=60,
+            check=False,
+        )
+    assert completed.returncode == 0, completed.stderr.decode()
+    [file] = json.loads(completed.stdout)["files"]
+    assert file["size"] == len(data) - 80 and file["results"][0]["outputs"]["lines"] == [3]
 
 
 # ---------------------------------------------------------------------------- failing inputs

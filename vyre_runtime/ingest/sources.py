@@ -89,11 +89,14 @@ class Source:
         if stat.S_ISDIR(info.st_mode):
             self.error = InputError(f"{self.path} is a directory", "name the files in it (the CLI expands directories)")
             return
-        self.sequential = not (stat.S_ISREG(info.st_mode) or stat.S_ISBLK(info.st_mode))
+        # stdin is read from where the caller left it (like cat), even when it is a regular file,
+        # so it is sequential; its file description is the caller's, so no O_DIRECT either
+        positional = stat.S_ISREG(info.st_mode) or stat.S_ISBLK(info.st_mode)
+        self.sequential = self.path == STDIN_NAME or not positional
         if not self.sequential:
             self.size = info.st_size if stat.S_ISREG(info.st_mode) else _block_device_size(self.fd)
             self._plans = plan_chunks(self.size, self.chunk_size, self.overlap)
-            if self.direct and self.path != STDIN_NAME:  # stdin's file description is the caller's
+            if self.direct:
                 self._enable_direct()
 
     def _enable_direct(self) -> None:
