@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from vyre_runtime.errors import IngestError
-from vyre_runtime.ingest import uring
-from vyre_runtime.ingest.uring import Feature, Op, Ring, SqeFlag
+from vyre_runtime.ingest import uring, uring_abi
+from vyre_runtime.ingest.uring import Ring
+from vyre_runtime.ingest.uring_abi import Feature, Op, SqeFlag
 
 AVAILABLE, REASON = uring.io_uring_status()
 REPO = Path(__file__).resolve().parents[1]
@@ -35,14 +36,14 @@ def ring_mappings() -> int:
 
 
 def test_structures_match_the_kernel_abi() -> None:
-    assert ctypes.sizeof(uring.IoUringSqe) == 64
-    assert ctypes.sizeof(uring.IoUringCqe) == 16
-    assert ctypes.sizeof(uring.IoUringParams) == 120
-    assert uring.IoUringParams.sq_off.offset == 40 and uring.IoUringParams.cq_off.offset == 80
-    assert uring.IoUringSqe.off.offset == 8 and uring.IoUringSqe.addr.offset == 16
-    assert uring.IoUringSqe.len.offset == 24 and uring.IoUringSqe.user_data.offset == 32
-    assert uring.IoUringSqe.buf_index.offset == 40 and uring.IoUringSqe.addr3.offset == 48
-    assert ctypes.sizeof(uring.IoUringGeteventsArg) == 24
+    assert ctypes.sizeof(uring_abi.IoUringSqe) == 64
+    assert ctypes.sizeof(uring_abi.IoUringCqe) == 16
+    assert ctypes.sizeof(uring_abi.IoUringParams) == 120
+    assert uring_abi.IoUringParams.sq_off.offset == 40 and uring_abi.IoUringParams.cq_off.offset == 80
+    assert uring_abi.IoUringSqe.off.offset == 8 and uring_abi.IoUringSqe.addr.offset == 16
+    assert uring_abi.IoUringSqe.len.offset == 24 and uring_abi.IoUringSqe.user_data.offset == 32
+    assert uring_abi.IoUringSqe.buf_index.offset == 40 and uring_abi.IoUringSqe.addr3.offset == 48
+    assert ctypes.sizeof(uring_abi.IoUringGeteventsArg) == 24
 
 
 def test_read_fixed_is_opcode_4_and_read_is_22() -> None:

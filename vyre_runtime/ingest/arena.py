@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vyre_runtime.errors import IngestError
-from vyre_runtime.ingest.uring import MAX_BUFFER_BYTES
+from vyre_runtime.ingest.uring_abi import MAX_BUFFER_BYTES
 
 PAGE = mmap.PAGESIZE
 

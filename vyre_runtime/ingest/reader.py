@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from vyre_runtime.errors import IngestError
-from vyre_runtime.ingest.uring import MAX_BUFFER_BYTES, MAX_ENTRIES, MAX_REGISTERED_BUFFERS, Ring, SqeFlag
+from vyre_runtime.ingest.uring import Ring
 from vyre_runtime.ingest.uring import io_uring_status as io_uring_status
+from vyre_runtime.ingest.uring_abi import MAX_BUFFER_BYTES, MAX_ENTRIES, MAX_REGISTERED_BUFFERS, SqeFlag
 
 _U64_LIMIT = 1 << 64
 MAX_READ_BYTES = (1 << 32) - 1  # sqe.len is 32 bits; the kernel returns at most 2 GiB - 4 KiB per read

@@ -30,221 +30,45 @@ import mmap
 import os
 import platform
 import resource
-import struct
 import sys
 import time
 from collections.abc import Sequence
-from enum import IntEnum, IntFlag
+from enum import IntFlag
 from typing import Any
 
 from vyre_runtime.errors import IngestError
-
-SYS_IO_URING_SETUP = 425  # the same numbers on x86-64 and aarch64 (the unified syscall table)
-SYS_IO_URING_ENTER = 426
-SYS_IO_URING_REGISTER = 427
-
-IORING_OFF_SQ_RING = 0
-IORING_OFF_CQ_RING = 0x8000000
-IORING_OFF_SQES = 0x10000000
-
-MAX_ENTRIES = 32768  # IORING_MAX_ENTRIES
-MAX_REGISTERED_BUFFERS = 1 << 14  # IORING_MAX_REG_BUFFERS
-MAX_BUFFER_BYTES = 1 << 30  # the kernel refuses a registered buffer over 1 GiB (io_buffer_validate)
-IO_URING_OP_SUPPORTED = 1
-DISABLE_ENV = "VYRE_DISABLE_IO_URING"
-
-
-class Op(IntEnum):
-    """SQE opcodes we use (enum io_uring_op). READ_FIXED is 4; 22 is plain READ (the seed's bug)."""
-
-    NOP = 0
-    READV = 1
-    READ_FIXED = 4
-    ASYNC_CANCEL = 14
-    READ = 22
-
-
-class SetupFlag(IntFlag):
-    IOPOLL = 1 << 0
-    SQPOLL = 1 << 1
-    SQ_AFF = 1 << 2
-    CQSIZE = 1 << 3
-    CLAMP = 1 << 4
-
-
-class SqeFlag(IntFlag):
-    FIXED_FILE = 1 << 0  # sqe.fd is an index into the registered file table
-    IO_DRAIN = 1 << 1
-    IO_LINK = 1 << 2
-    IO_HARDLINK = 1 << 3
-    ASYNC = 1 << 4  # go straight to an io-wq worker: buffered reads copy in parallel
-
-
-class EnterFlag(IntFlag):
-    GETEVENTS = 1 << 0
-    SQ_WAKEUP = 1 << 1
-    SQ_WAIT = 1 << 2
-    EXT_ARG = 1 << 3
-
-
-IORING_SQ_NEED_WAKEUP = 1 << 0
-IORING_ASYNC_CANCEL_ANY = 1 << 2
-
-
-class Feature(IntFlag):
-    """IORING_FEAT_* bits the kernel reports in io_uring_params.features."""
-
-    SINGLE_MMAP = 1 << 0
-    NODROP = 1 << 1
-    SUBMIT_STABLE = 1 << 2
-    RW_CUR_POS = 1 << 3
-    CUR_PERSONALITY = 1 << 4
-    FAST_POLL = 1 << 5
-    POLL_32BITS = 1 << 6
-    SQPOLL_NONFIXED = 1 << 7
-    EXT_ARG = 1 << 8
-    NATIVE_WORKERS = 1 << 9
-    RSRC_TAGS = 1 << 10
-    CQE_SKIP = 1 << 11
-    LINKED_FILE = 1 << 12
-    REG_REG_RING = 1 << 13
-    RECVSEND_BUNDLE = 1 << 14
-    MIN_TIMEOUT = 1 << 15
-    RW_ATTR = 1 << 16
-    NO_IOWAIT = 1 << 17
-
-
-class RegisterOp(IntEnum):
-    REGISTER_BUFFERS = 0
-    UNREGISTER_BUFFERS = 1
-    REGISTER_FILES = 2
-    UNREGISTER_FILES = 3
-    REGISTER_FILES_UPDATE = 6
-    REGISTER_PROBE = 8
-
-
-# ---- the kernel's structures (include/uapi/linux/io_uring.h), checked below -------------------
-
-
-class IoSqringOffsets(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint32) for name in ("head", "tail", "ring_mask", "ring_entries", "flags")] + [
-        ("dropped", ctypes.c_uint32),
-        ("array", ctypes.c_uint32),
-        ("resv1", ctypes.c_uint32),
-        ("user_addr", ctypes.c_uint64),
-    ]
-
-
-class IoCqringOffsets(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint32) for name in ("head", "tail", "ring_mask", "ring_entries", "overflow")] + [
-        ("cqes", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("resv1", ctypes.c_uint32),
-        ("user_addr", ctypes.c_uint64),
-    ]
-
-
-class IoUringParams(ctypes.Structure):
-    _fields_ = [
-        ("sq_entries", ctypes.c_uint32),
-        ("cq_entries", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("sq_thread_cpu", ctypes.c_uint32),
-        ("sq_thread_idle", ctypes.c_uint32),
-        ("features", ctypes.c_uint32),
-        ("wq_fd", ctypes.c_uint32),
-        ("resv", ctypes.c_uint32 * 3),
-        ("sq_off", IoSqringOffsets),
-        ("cq_off", IoCqringOffsets),
-    ]
-
-
-class IoUringSqe(ctypes.Structure):
-    """The 64-byte SQE; each union is named after the member a read uses."""
-
-    _fields_ = [
-        ("opcode", ctypes.c_uint8),
-        ("flags", ctypes.c_uint8),
-        ("ioprio", ctypes.c_uint16),
-        ("fd", ctypes.c_int32),
-        ("off", ctypes.c_uint64),
-        ("addr", ctypes.c_uint64),
-        ("len", ctypes.c_uint32),
-        ("rw_flags", ctypes.c_uint32),  # also cancel_flags
-        ("user_data", ctypes.c_uint64),
-        ("buf_index", ctypes.c_uint16),
-        ("personality", ctypes.c_uint16),
-        ("file_index", ctypes.c_uint32),
-        ("addr3", ctypes.c_uint64),
-        ("pad2", ctypes.c_uint64),
-    ]
-
-
-class IoUringCqe(ctypes.Structure):
-    _fields_ = [("user_data", ctypes.c_uint64), ("res", ctypes.c_int32), ("flags", ctypes.c_uint32)]
-
-
-class Iovec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-class IoUringFilesUpdate(ctypes.Structure):
-    _fields_ = [("offset", ctypes.c_uint32), ("resv", ctypes.c_uint32), ("fds", ctypes.c_uint64)]
-
-
-class KernelTimespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_int64), ("tv_nsec", ctypes.c_int64)]
-
-
-class IoUringGeteventsArg(ctypes.Structure):
-    _fields_ = [
-        ("sigmask", ctypes.c_uint64),
-        ("sigmask_sz", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
-        ("ts", ctypes.c_uint64),
-    ]
-
-
-class IoUringProbeOp(ctypes.Structure):
-    _fields_ = [
-        ("op", ctypes.c_uint8),
-        ("resv", ctypes.c_uint8),
-        ("flags", ctypes.c_uint16),
-        ("resv2", ctypes.c_uint32),
-    ]
-
-
-class IoUringProbe(ctypes.Structure):
-    _fields_ = [
-        ("last_op", ctypes.c_uint8),
-        ("ops_len", ctypes.c_uint8),
-        ("resv", ctypes.c_uint16),
-        ("resv2", ctypes.c_uint32 * 3),
-        ("ops", IoUringProbeOp * 256),
-    ]
-
-
-# One SQE in one struct.pack_into call (the hot path); same layout as IoUringSqe.
-_SQE = struct.Struct("<BBHiQQIIQHHIQQ")
-_CQE = struct.Struct("<QiI")
-_U64 = 0xFFFF_FFFF_FFFF_FFFF
-_U32 = 0xFFFF_FFFF
-
-# Layout self-check: a wrong mirror would corrupt kernel-shared memory, so refuse to import.
-for _structure, _size in (
-    (IoSqringOffsets, 40),
-    (IoCqringOffsets, 40),
-    (IoUringParams, 120),
-    (IoUringSqe, 64),
-    (IoUringCqe, 16),
-    (Iovec, 16),
-    (IoUringFilesUpdate, 16),
-    (IoUringGeteventsArg, 24),
-    (IoUringProbe, 16 + 8 * 256),
-):
-    assert ctypes.sizeof(_structure) == _size, (_structure.__name__, ctypes.sizeof(_structure))
-assert _SQE.size == 64 and _CQE.size == 16
-assert IoUringSqe.user_data.offset == 32 and IoUringSqe.buf_index.offset == 40
+from vyre_runtime.ingest.uring_abi import (
+    CQE_FORMAT,
+    DISABLE_ENV,
+    IO_URING_OP_SUPPORTED,
+    IORING_ASYNC_CANCEL_ANY,
+    IORING_OFF_CQ_RING,
+    IORING_OFF_SQ_RING,
+    IORING_OFF_SQES,
+    IORING_SQ_NEED_WAKEUP,
+    MAX_BUFFER_BYTES,
+    MAX_ENTRIES,
+    MAX_REGISTERED_BUFFERS,
+    SQE_FORMAT,
+    SYS_IO_URING_ENTER,
+    SYS_IO_URING_REGISTER,
+    SYS_IO_URING_SETUP,
+    U32_MAX,
+    U64_MAX,
+    EnterFlag,
+    Feature,
+    IoUringCqe,
+    IoUringFilesUpdate,
+    IoUringGeteventsArg,
+    IoUringParams,
+    IoUringProbe,
+    IoUringSqe,
+    Iovec,
+    KernelTimespec,
+    Op,
+    RegisterOp,
+    SetupFlag,
+)
 
 # ---- syscalls -----------------------------------------------------------------------------
 
@@ -407,13 +231,13 @@ class Ring:
     def _map_rings(self, params: IoUringParams) -> None:
         sq_off, cq_off = params.sq_off, params.cq_off
         sq_size = sq_off.array + params.sq_entries * 4
-        cq_size = cq_off.cqes + params.cq_entries * _CQE.size
+        cq_size = cq_off.cqes + params.cq_entries * CQE_FORMAT.size
         single = bool(params.features & Feature.SINGLE_MMAP)
         if single:
             sq_size = cq_size = max(sq_size, cq_size)
         sq_ring = self._map(sq_size, IORING_OFF_SQ_RING)
         cq_ring = sq_ring if single else self._map(cq_size, IORING_OFF_CQ_RING)
-        sqes = self._map(params.sq_entries * _SQE.size, IORING_OFF_SQES)
+        sqes = self._map(params.sq_entries * SQE_FORMAT.size, IORING_OFF_SQES)
         sq, cq, self._sqes_address = _address_of(sq_ring), _address_of(cq_ring), _address_of(sqes)
         self._sq_head, self._sq_tail_word = _Word(sq + sq_off.head), _Word(sq + sq_off.tail)
         self._sq_flags = ctypes.c_uint32.from_address(sq + sq_off.flags)
@@ -425,9 +249,11 @@ class Ring:
         array = (ctypes.c_uint32 * params.sq_entries).from_address(sq + sq_off.array)
         array[:] = range(params.sq_entries)
         self._sqe_memory = memoryview(
-            (ctypes.c_char * (params.sq_entries * _SQE.size)).from_address(self._sqes_address)
+            (ctypes.c_char * (params.sq_entries * SQE_FORMAT.size)).from_address(self._sqes_address)
         )
-        self._cqe_memory = memoryview((ctypes.c_char * (params.cq_entries * _CQE.size)).from_address(cq + cq_off.cqes))
+        self._cqe_memory = memoryview(
+            (ctypes.c_char * (params.cq_entries * CQE_FORMAT.size)).from_address(cq + cq_off.cqes)
+        )
 
     def _map(self, length: int, offset: int) -> mmap.mmap:
         try:
@@ -473,29 +299,29 @@ class Ring:
 
     def sq_space_left(self) -> int:
         self._check_open()
-        return self.sq_entries - ((self._sq_tail - self._sq_head.load()) & _U32)
+        return self.sq_entries - ((self._sq_tail - self._sq_head.load()) & U32_MAX)
 
     def _next_sqe_offset(self) -> int:
         self._check_open()
-        if (self._sq_tail - self._sq_head.load()) & _U32 >= self.sq_entries:
+        if (self._sq_tail - self._sq_head.load()) & U32_MAX >= self.sq_entries:
             raise IngestError(
                 f"the submission queue is full ({self.sq_entries} entries)", "submit() before preparing more"
             )
         index = self._sq_tail & self._sq_mask
-        self._sq_tail = (self._sq_tail + 1) & _U32
-        return index * _SQE.size
+        self._sq_tail = (self._sq_tail + 1) & U32_MAX
+        return index * SQE_FORMAT.size
 
     def get_sqe(self) -> IoUringSqe:
         """The next free SQE, zeroed, as a view into the ring (for ops without a prep_* method)."""
         offset = self._next_sqe_offset()
-        ctypes.memset(self._sqes_address + offset, 0, _SQE.size)
+        ctypes.memset(self._sqes_address + offset, 0, SQE_FORMAT.size)
         return IoUringSqe.from_address(self._sqes_address + offset)
 
     def _prep(
         self, op: int, fd: int, address: int, length: int, offset: int, user_data: int, flags: int, buf: int
     ) -> None:
-        _SQE.pack_into(
-            self._sqe_memory, self._next_sqe_offset(), op, flags, 0, fd, offset & _U64, address, length, 0,
+        SQE_FORMAT.pack_into(
+            self._sqe_memory, self._next_sqe_offset(), op, flags, 0, fd, offset & U64_MAX, address, length, 0,
             user_data, buf, 0, 0, 0, 0,
         )  # fmt: skip
 
@@ -523,7 +349,7 @@ class Ring:
 
     def prep_cancel_all(self, user_data: int) -> None:
         """IORING_OP_ASYNC_CANCEL with IORING_ASYNC_CANCEL_ANY: cancel every request in flight."""
-        _SQE.pack_into(
+        SQE_FORMAT.pack_into(
             self._sqe_memory, self._next_sqe_offset(), Op.ASYNC_CANCEL, 0, 0, -1, 0, 0, 0, IORING_ASYNC_CANCEL_ANY,
             user_data, 0, 0, 0, 0, 0,
         )  # fmt: skip
@@ -532,7 +358,7 @@ class Ring:
         """Publish prepared SQEs: the tail store is release (after the SQE writes). Returns how
         many SQEs the kernel has not consumed yet."""
         self._sq_tail_word.store(self._sq_tail)
-        return (self._sq_tail - self._sq_head.load()) & _U32
+        return (self._sq_tail - self._sq_head.load()) & U32_MAX
 
     def _wakeup_flag(self) -> int:
         if not self.sqpoll:
@@ -583,17 +409,17 @@ class Ring:
 
     def cq_ready(self) -> int:
         self._check_open()
-        return (self._cq_tail.load() - self._cq_head_local) & _U32
+        return (self._cq_tail.load() - self._cq_head_local) & U32_MAX
 
     def peek_cqe(self) -> IoUringCqe | None:
         """The oldest unseen CQE (a copy), or None; call cqe_seen() once it is handled."""
         if self.cq_ready() == 0:
             return None
-        return IoUringCqe.from_buffer_copy(self._cqe_memory, (self._cq_head_local & self._cq_mask) * _CQE.size)
+        return IoUringCqe.from_buffer_copy(self._cqe_memory, (self._cq_head_local & self._cq_mask) * CQE_FORMAT.size)
 
     def cqe_seen(self) -> None:
         self._check_open()
-        self._cq_head_local = (self._cq_head_local + 1) & _U32
+        self._cq_head_local = (self._cq_head_local + 1) & U32_MAX
         self._cq_head.store(self._cq_head_local)  # release: the kernel may reuse the entry now
 
     def reap(self) -> list[tuple[int, int, int]]:
@@ -602,8 +428,8 @@ class Ring:
         head, tail = self._cq_head_local, self._cq_tail.load()  # acquire: entries below tail are whole
         if head == tail:
             return []
-        mask, memory, unpack = self._cq_mask, self._cqe_memory, _CQE.unpack_from
-        entries = [unpack(memory, ((head + i) & mask) * 16) for i in range((tail - head) & _U32)]
+        mask, memory, unpack = self._cq_mask, self._cqe_memory, CQE_FORMAT.unpack_from
+        entries = [unpack(memory, ((head + i) & mask) * 16) for i in range((tail - head) & U32_MAX)]
         self._cq_head_local = tail
         self._cq_head.store(tail)  # release, after the reads above
         return entries
@@ -624,7 +450,7 @@ class Ring:
             if ready >= count:
                 return ready
             flags = EnterFlag.GETEVENTS
-            if self.sqpoll and (self._sq_tail - self._sq_head.load()) & _U32:
+            if self.sqpoll and (self._sq_tail - self._sq_head.load()) & U32_MAX:
                 flags |= EnterFlag.SQ_WAKEUP  # unconsumed SQEs: make sure the SQ thread is awake
             if deadline is None:
                 self.enter(0, count, flags)
