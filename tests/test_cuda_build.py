@@ -108,3 +108,14 @@ def test_building_leaves_the_interpreters_shared_bytes_alone() -> None:
     one-byte bytes object, or every b" " in the process would silently become b"\\0"."""
     build.compile_source(PROBE, "sm_90", use_cache=False)
     assert bytes([32])[0] == 32 and " ".encode("ascii")[0] == 32  # the shared b" " still holds a space
+
+
+def test_tuning_defines_reach_nvrtc_and_the_cache_key_and_junk_is_refused(monkeypatch):
+    source, header_text = "extern \"C\" __global__ void k() {}", header.generate()
+    plain = build.cache_key(source, header_text, "sm_90", ("k",))
+    monkeypatch.setenv(build.DEFINES_ENV, "SCAN_ROUND_VECS=8u")
+    assert "-DSCAN_ROUND_VECS=8u" in build.compile_options()
+    assert build.cache_key(source, header_text, "sm_90", ("k",)) != plain
+    monkeypatch.setenv(build.DEFINES_ENV, "X=1; rm -rf /")
+    with pytest.raises(BackendError, match="NAME=VALUE"):
+        build.compile_options()

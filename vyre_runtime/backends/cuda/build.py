@@ -31,6 +31,7 @@ from vyre_runtime.errors import BackendError
 
 KERNEL_SOURCE = Path(__file__).with_name("megakernel.cu")
 SOURCE_OVERRIDE_ENV = "VYRE_MEGAKERNEL_SOURCE"  # development: build another .cu in its place
+DEFINES_ENV = "VYRE_MEGAKERNEL_DEFINES"  # tuning: -D words for the kernel's #ifndef knobs
 CACHE_ENV = cache.CACHE_ENV  # overrides the cache's root directory
 CACHE_KIND = "cubin"
 HEADER_NAME = "vyre_abi.h"
@@ -143,10 +144,28 @@ def kernel_source_path() -> Path:
     return Path(override) if override else KERNEL_SOURCE
 
 
+def tuning_defines() -> tuple[str, ...]:
+    """`-D` options from $VYRE_MEGAKERNEL_DEFINES (e.g. "SCAN_ROUND_VECS=8u"): tuning knobs the
+    kernel declares with #ifndef, for A/B runs without editing the source. Only NAME or NAME=VALUE
+    words are taken; anything else is refused (it would reach NVRTC's command line)."""
+    words = os.environ.get(DEFINES_ENV, "").split()
+    for word in words:
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*(=[A-Za-z0-9_.+-]+)?", word):
+            raise BackendError(
+                f"${DEFINES_ENV} holds {word!r}, which is not NAME or NAME=VALUE",
+                f"set {DEFINES_ENV} to space-separated words like SCAN_ROUND_VECS=8u",
+            )
+    return tuple(f"-D{word}" for word in words)
+
+
+def compile_options() -> tuple[str, ...]:
+    return (*OPTIONS, *tuning_defines())
+
+
 def cache_key(source: str, header_text: str, arch: str, symbols: tuple[str, ...], name: str = "megakernel.cu") -> str:
     """The cubin's cache key: everything NVRTC's output depends on (-lineinfo records ``name``)."""
     version = ".".join(map(str, nvrtc_version()))
-    options = "\0".join(OPTIONS)  # NUL never occurs inside an option or a symbol: joins are unambiguous
+    options = "\0".join(compile_options())  # NUL never occurs inside an option or a symbol: unambiguous
     parts = (source, name, header_text, PRELUDE, options, arch, version, "\0".join(symbols))
     return cache.cache_key(*parts, kind=CACHE_KIND)
 
@@ -215,7 +234,7 @@ def _compile(
         expressions = {symbol: symbol if symbol == KERNEL_FUNCTION else f"&{symbol}" for symbol in symbols}
         for expression in expressions.values():
             _call(nvrtc.nvrtcAddNameExpression(program, expression.encode()), f"nvrtcAddNameExpression({expression})")
-        options = [option.encode() for option in (*OPTIONS, f"--gpu-architecture={arch}")]
+        options = [option.encode() for option in (*compile_options(), f"--gpu-architecture={arch}")]
         (status,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
         log = _program_log(nvrtc, program)
         if status != nvrtc.nvrtcResult.NVRTC_SUCCESS:

@@ -27,7 +27,9 @@
 #define WORKER_SLEEP_CAP_NS 512u    // idle back-off ceiling of a worker (it polls device memory)
 #define HIST_BINS 256u              // words a hist adds into (HISTOGRAM_WORDS of docs/VIR0.md)
 #define WARP_SCAN_MIN_BYTES 64u     // countb/findb/findl/hist ranges this long are scanned by the whole warp
+#ifndef SCAN_ROUND_VECS  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=SCAN_ROUND_VECS=8u): more bytes in flight per warp
 #define SCAN_ROUND_VECS 2u          // 16-byte vectors each thread loads per round of a warp scan
+#endif
 #define HIST_PRIVATE_MIN_BYTES 1024u  // a warp counts a range this long in shared memory first
 
 extern "C" __device__ uint32_t vyre_isa_digest = VYRE_ISA_DIGEST;
