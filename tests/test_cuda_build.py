@@ -111,7 +111,7 @@ def test_building_leaves_the_interpreters_shared_bytes_alone() -> None:
 
 
 def test_tuning_defines_reach_nvrtc_and_the_cache_key_and_junk_is_refused(monkeypatch):
-    source, header_text = "extern \"C\" __global__ void k() {}", header.generate()
+    source, header_text = 'extern "C" __global__ void k() {}', header.generate()
     plain = build.cache_key(source, header_text, "sm_90", ("k",))
     monkeypatch.setenv(build.DEFINES_ENV, "SCAN_ROUND_VECS=8u")
     assert "-DSCAN_ROUND_VECS=8u" in build.compile_options()

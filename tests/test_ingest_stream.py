@@ -796,3 +796,113 @@ def test_several_chunks_per_slot_run_as_the_same_chunks_exactly_once(
         assert result.chunks == -(-len(data) // CHUNK)  # programs still see CHUNK-sized chunks
     assert stats.bytes_processed == sum(SIZES) and stats.host_bytes_copied == 0
     assert stats.runs == 3 * sum(r.chunks for r in results)
+
+
+# ---------------------------------------------------------------------------- aborted runs
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class StopStreaming(BaseException):
+    """What a progress callback raises to stop a stream (like KeyboardInterrupt)."""
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_run_stopped_midway_leaks_nothing_and_the_pipeline_runs_again_with_per_run_progress(
+    programs, megakernel, tmp_path, reader
+):
+    paths, contents = write_files(tmp_path, [5 * CHUNK + 3, 4 * CHUNK, 7], seed=150)
+    fds, registered = open_fds(), len(megakernel.registry.programs)
+    calls: list[tuple[int, int]] = []
+    stopped = []
+
+    def stop_on_third_call(done: int, total: int) -> None:
+        calls.append((done, total))
+        if len(calls) == 3 and not stopped:
+            stopped.append(True)
+            raise StopStreaming
+
+    with StreamPipeline(programs, megakernel, options(reader=reader), stop_on_third_call) as pipeline:
+        with pytest.raises(StopStreaming):
+            pipeline.run(paths)
+        assert open_fds() <= fds  # the open inputs' descriptors are closed (the rings too)
+        assert len(megakernel.registry.programs) == registered  # and their program handles released
+        assert pipeline.arena is not None  # every read and run drained: the arena is reused
+        calls.clear()
+        for result, data in zip(pipeline.run(paths), contents):
+            check_exact(result, data)
+        assert calls[-1] == (sum(map(len, contents)),) * 2  # totals count this run only
+        calls.clear()
+        pipeline.run(paths[:1])
+        assert calls[-1] == (len(contents[0]),) * 2
+    assert open_fds() <= fds and len(megakernel.registry.programs) == registered
+
+
+class WaitFailsReader(FaultInjectingReader):
+    """The reader's wait fails once a read is in flight; close gives up on stragglers quickly."""
+
+    def wait(self, minimum: int = 1, timeout: float | None = None) -> list[ReadCompletion]:
+        threading.Event().wait(0.1)  # a preadv worker has started the (never delivered) pipe read
+        raise InputError("injected: the ring failed")
+
+    def close(self) -> None:
+        self.inner.close(timeout=0.2)  # type: ignore[call-arg]
+
+    @property
+    def drained(self) -> bool:
+        return self.inner.drained  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_an_arena_a_stuck_read_may_still_write_is_never_reused_nor_lent_again(programs, megakernel, tmp_path, reader):
+    fifo = tmp_path / "silent.fifo"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # a writer that never writes: the read blocks
+    made: list[FaultInjectingReader] = []
+    try:
+        pipeline = StreamPipeline(
+            programs,
+            megakernel,
+            options(reader=reader),
+            reader_factory=lambda o: made.append(WaitFailsReader(open_reader(o.reader, o.queue_depth))) or made[-1],
+        )
+        with pytest.raises(InputError, match="injected"):
+            pipeline.run([str(fifo)])
+        memory = None if pipeline.arena is None else pipeline.arena.memory
+        # io_uring cancels the pipe read, so its arena is reused; a preadv worker stays blocked in
+        # readv into the arena, so that arena is retired (the Megakernel keeps it mapped)
+        assert made[0].drained == (reader == "io_uring")
+        assert (memory is not None) == made[0].drained
+        pipeline.reader_factory = injecting(None, made)
+        paths, contents = write_files(tmp_path, [2 * CHUNK], seed=160)
+        check_exact(pipeline.run(paths)[0], contents[0])
+        lent = pipeline.arena.memory
+        pipeline.close()
+        reused = StreamPipeline(programs, megakernel, options(reader=reader))
+        reused.run(paths)
+        assert reused.arena.memory is lent  # what was drained is lent again
+        reused.close()
+    finally:
+        os.write(writer, b"late bytes")  # the stuck read lands: in retired memory only
+        os.close(writer)
+
+
+def test_an_input_the_reader_cannot_take_fails_alone(programs, megakernel, tmp_path):
+    paths, contents = write_files(tmp_path, [CHUNK + 9, 11, 3 * CHUNK], seed=170)
+
+    class RefusesSecondFile(FaultInjectingReader):
+        def add_file(self, fd: int) -> int:
+            if os.readlink(f"/proc/self/fd/{fd}") == paths[1]:
+                raise InputError("injected: all file slots of the reader are in use")
+            return super().add_file(fd)
+
+    fds = open_fds()
+    results, _ = run(
+        programs, megakernel, paths, options(), reader_factory=lambda o: RefusesSecondFile(open_reader(o.reader, 8))
+    )
+    assert "file slots" in str(results[1].error) and not results[1].programs
+    check_exact(results[0], contents[0])
+    check_exact(results[2], contents[2])
+    assert open_fds() <= fds

@@ -85,6 +85,7 @@ class Megakernel:
         self._doorbell_lock = threading.Lock()
         self._host_memory_lock = threading.Lock()
         self._host_memory_free: dict[int, list[np.ndarray]] = {}
+        self._host_memory_retired: list[np.ndarray] = []  # kept mapped, never lent again
         # the backend owns the image's memory (host-mapped on CUDA); completions wake the service
         self.device = open_backend(backend, self.layout, self.registry, workers, lambda: self.service.notify())
         self.image = self.device.image
@@ -132,6 +133,14 @@ class Megakernel:
         """Give back memory from `host_memory` once no run reads it any more."""
         with self._host_memory_lock:
             self._host_memory_free.setdefault(memory.nbytes, []).append(memory)
+
+    def retire_host_memory(self, memory: np.ndarray) -> None:
+        """Keep memory from `host_memory` mapped for the Megakernel's life but never lend it again:
+        for memory a read or run may still write or read (an aborted stream whose reader could not
+        drain). Dropping it instead would unmap it (CPU backend), and the address range could be
+        mapped again for someone else while the straggler still writes to it."""
+        with self._host_memory_lock:
+            self._host_memory_retired.append(memory)
 
     # ------------------------------------------------------------------ registration
 

@@ -133,6 +133,7 @@ class PreadvReader(ReaderCore):
         for worker in self._workers:
             worker.join(max(deadline - time.monotonic(), 0.0))
         stuck = any(worker.is_alive() for worker in self._workers)
+        self._stragglers = stuck  # a stuck worker may still read into its memory: not drained
         fds, self._fds = self._fds, {}
         for handle, fd in fds.items():
             if stuck and self._reads_of.get(handle):

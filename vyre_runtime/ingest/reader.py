@@ -13,7 +13,9 @@ Contract shared by every reader:
 - A completion's ``result`` is the byte count (short reads as they are: at EOF, on a pipe) or
   ``-errno``; 0 is end of file. The caller resubmits the rest of a short read.
 - Memory a read targets must stay valid until its completion was returned by ``wait`` or
-  ``close()`` returned (close waits for reads in flight, then cancels the stragglers).
+  ``close()`` returned (close waits for reads in flight, then cancels the stragglers) and
+  ``drained`` is True: after a close that timed out (a pipe that never delivers) a read may
+  still land, so that memory must never be reused or handed to anyone else.
 - One thread drives a reader (no locks on the submission side, like liburing's rings).
 """
 
@@ -93,6 +95,7 @@ class ReaderCore:
         self._buffers: list[tuple[int, int]] = []
         self._buffers_registered = False
         self._submitted = self._completed = self._bytes = self._failed = self._short = 0
+        self._stragglers = False  # close() gave up on reads that may still land
 
     # ---- shared checks ----------------------------------------------------------------------
 
@@ -203,6 +206,11 @@ class ReaderCore:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def drained(self) -> bool:
+        """Closed, and no read can land in the reader's memory any more."""
+        return self._closed and not self._stragglers
 
     def stats(self) -> ReadStats:
         return ReadStats(self._submitted, self._completed, self._bytes, self._failed, self._short)
@@ -334,6 +342,7 @@ class IoUringReader(ReaderCore):
             return
         try:
             outstanding = len(self._pending) - self._queued
+            self._stragglers = outstanding > 0  # until _drain saw them all complete
             if outstanding and not self.ring.closed:
                 self._drain(outstanding, timeout)
         finally:
@@ -351,6 +360,7 @@ class IoUringReader(ReaderCore):
             while outstanding > 0 and time.monotonic() < deadline + 1.0:
                 self.ring.wait_cqes(1, 0.05)
                 outstanding -= sum(user_data != self.cancel_user_data for user_data, _, _ in self.ring.reap())
+        self._stragglers = outstanding > 0
 
 
 def open_reader(

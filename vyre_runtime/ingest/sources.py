@@ -168,6 +168,8 @@ def _open_fix(error: OSError) -> str:
         return "check the path"
     if error.errno in (errno.EACCES, errno.EPERM):
         return "grant read permission on the file or run as a user who has it"
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        return "raise the open-file limit (ulimit -n) or pass fewer --chunks (inputs open at once)"
     return "check the path and its permissions"
 
 

@@ -18,6 +18,7 @@ error in its FileResult; the others go on and lose nothing.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import time
 from collections import deque
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from vyre_runtime.chunking import ChunkPlan
-from vyre_runtime.errors import DispatchError, InputError, VyreError
+from vyre_runtime.errors import BackendError, DispatchError, InputError, VyreError
 from vyre_runtime.ingest.arena import PAGE, Arena, round_up
 from vyre_runtime.ingest.reader import ReadCompletion, Reader, open_reader
 from vyre_runtime.ingest.results import ChunkOutcome, FileResult, ProgramResult, merge
@@ -40,6 +41,7 @@ DEFAULT_CHUNK_SIZE = 16 << 20
 # CPU workers need only a few.
 DEFAULT_CHUNKS = {"cuda": 32, "cpu": 8}
 ProgressCallback = Callable[[int, int], None]  # (bytes read so far, bytes known in total)
+ABORT_RUN_WAIT_S = 5.0  # how long an aborted run() waits for runs still reading the arena
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ class StreamPipeline:
             slot_bytes += 2 * PAGE if options.direct else 0
             self.arena = Arena(round_up(slot_bytes, PAGE), options.chunks, self.megakernel.host_memory)
         self._free = deque(ChunkSlot(i) for i in range(self.arena.count))
-        self._running, self._pieces = [], {}
+        self._running, self._pieces, self._total_known = [], {}, 0  # progress totals are per run()
         device_copied_before = getattr(self.megakernel.device, "host_bytes_copied", 0)
         waiting = deque(
             Source(i, path, self.overlap, options.chunk_size, options.direct) for i, path in enumerate(paths)
@@ -171,8 +173,8 @@ class StreamPipeline:
                 self._finish(planning, results)
                 if not progressed:
                     self._wait_a_little()
-        except BaseException:
-            self._close_readers()  # reads may be in flight: these rings are not reused
+        except BaseException:  # a reader error, a progress callback's KeyboardInterrupt, ...
+            self._abort(planning)
             raise
         self.stats.seconds = time.perf_counter() - started
         device_copies = getattr(self.megakernel.device, "host_bytes_copied", 0) - device_copied_before
@@ -185,10 +187,14 @@ class StreamPipeline:
         if self._closed:
             return
         self._closed = True
-        self._close_readers()
-        if self.arena is not None:
-            self.megakernel.release_host_memory(self.arena.memory)
-            self.arena = None
+        arena, self.arena = self.arena, None
+        drained = False
+        try:
+            drained = self._close_readers()
+        finally:
+            if arena is not None:  # lent again only if no read can still land in it
+                hand_back = self.megakernel.release_host_memory if drained else self.megakernel.retire_host_memory
+                hand_back(arena.memory)
 
     def __enter__(self) -> StreamPipeline:
         return self
@@ -208,10 +214,45 @@ class StreamPipeline:
         first = self._readers[0]
         self.reader_name, self.fallback_reason = first.name, first.fallback_reason
 
-    def _close_readers(self) -> None:
-        for reader in self._readers:
-            reader.close()
-        self._readers, self._backlog = [], []
+    def _close_readers(self) -> bool:
+        """Close every reader (the first close error is raised after all were tried); True if no
+        read can land in the arena any more (reader.py: ``drained``)."""
+        readers, self._readers, self._backlog = self._readers, [], []
+        drained, first_error = True, None
+        for reader in readers:
+            try:
+                reader.close()
+            except Exception as error:  # its reads may still be in flight
+                drained, first_error = False, first_error or error
+                continue
+            drained &= getattr(reader, "drained", True)
+        if first_error is not None:
+            raise first_error
+        return drained
+
+    def _abort(self, planning: list[Source]) -> None:
+        """run() is leaving on an exception: close the rings (they wait for reads in flight, then
+        cancel them), wait a while for runs over the arena, then give back what the unfinished
+        inputs hold (descriptors, program handles). An arena a read or run may still touch is
+        retired: never used by the next run() nor lent by close() (it would be written under its
+        next owner)."""
+        try:
+            drained = self._close_readers()
+        except Exception:
+            drained = False
+        futures = [future for slot in self._running for _, _, future in slot.futures]
+        _, pending = concurrent.futures.wait(futures, timeout=ABORT_RUN_WAIT_S)
+        busy = {id(slot.source) for slot in self._running if any(f in pending for _, _, f in slot.futures)}
+        self._running, self._pieces, self._free = [], {}, deque()
+        for source in planning:
+            if id(source) not in busy:
+                for handle in source.program_handles:
+                    with contextlib.suppress(VyreError):
+                        self.megakernel.unregister_program(handle)
+            source.close()  # the readers' own references went with the readers
+        if (not drained or pending) and self.arena is not None:
+            self.megakernel.retire_host_memory(self.arena.memory)
+            self.arena = None  # the next run() takes fresh memory
 
     def _reader_of(self, source: Source) -> int:
         return source.position % len(self._readers)
@@ -273,7 +314,11 @@ class StreamPipeline:
             source.planning_done = True
             return
         reader = self._readers[self._reader_of(source)]
-        source.handle = reader.add_file(source.fd)
+        try:
+            source.handle = reader.add_file(source.fd)
+        except VyreError as error:  # e.g. out of descriptors (preadv dups): this input fails, not the run
+            source.error, source.planning_done = error, True
+            return
         source.program_handles = [self.megakernel.register_program(p) for p in self.programs]  # fresh globals
         source.outcomes = [{} for _ in self.programs]
         if source.size is not None:
@@ -499,6 +544,12 @@ class StreamPipeline:
                     outcome = future.result(0)
                 except VyreError as error:  # the backend stopped or failed this run
                     self._fail(source, error)
+                    continue
+                except concurrent.futures.CancelledError:  # the Megakernel shut down with cancel
+                    self._fail(
+                        source,
+                        BackendError("the Megakernel shut down before this chunk ran", "keep it open while streaming"),
+                    )
                     continue
                 source.outcomes[program_index][plan.index] = ChunkOutcome(plan, outcome)
             self._release(slot)
