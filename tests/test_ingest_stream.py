@@ -906,3 +906,24 @@ def test_an_input_the_reader_cannot_take_fails_alone(programs, megakernel, tmp_p
     check_exact(results[0], contents[0])
     check_exact(results[2], contents[2])
     assert open_fds() <= fds
+
+
+@pytest.mark.skipif(not IO_URING, reason=f"io_uring unavailable ({WHY_NOT}); the preadv reader dups each file")
+def test_inputs_wait_for_a_descriptor_instead_of_failing_when_the_process_is_out_of_them(
+    programs, megakernel, tmp_path
+):
+    import resource
+
+    paths, contents = write_files(tmp_path, [CHUNK + 3] * 12, seed=150)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with StreamPipeline(programs, megakernel, options(reader="io_uring")) as pipeline:
+        pipeline.run(paths[:1])  # rings and arena set up before the limit bites
+        in_use = len(os.listdir("/proc/self/fd")) - 1  # less the descriptor listdir itself held
+        resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 1, hard))  # room for one input at a time
+        try:
+            results = pipeline.run(paths)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for result, data in zip(results, contents):
+        assert result.error is None, result.error
+        check_exact(result, data)

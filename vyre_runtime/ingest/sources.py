@@ -61,6 +61,7 @@ class Source:
     direct_active: bool = False
     note: str = ""  # e.g. why O_DIRECT was not used
     error: VyreError | None = None
+    out_of_descriptors: bool = False  # the open failed with EMFILE/ENFILE: it may work once others close
     planning_done: bool = False
     slots_busy: int = 0  # chunk slots reading for or running this source
     chunks: int = 0
@@ -85,6 +86,7 @@ class Source:
             info = os.fstat(self.fd)
         except OSError as error:
             self.error = InputError(f"cannot open {self.path}: {error.strerror}", _open_fix(error))
+            self.out_of_descriptors = error.errno in (errno.EMFILE, errno.ENFILE)
             return
         if stat.S_ISDIR(info.st_mode):
             self.error = InputError(f"{self.path} is a directory", "name the files in it (the CLI expands directories)")

@@ -292,6 +292,11 @@ class StreamPipeline:
                     return
                 source = waiting.popleft()
                 self._open(source)
+                if source.out_of_descriptors and any(s.fd >= 0 for s in planning):
+                    # no descriptor left while other inputs are open: wait for one of them to finish
+                    source.error, source.out_of_descriptors, source.planning_done = None, False, False
+                    waiting.appendleft(source)
+                    return
                 planning.append(source)
                 continue
             if source.sequential:
