@@ -145,3 +145,12 @@ def test_installed_entry_point_never_prints_a_traceback(tmp_path):
     )
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr and completed.stderr.startswith("vyre: error:")
+
+
+def test_a_forced_progress_bar_reports_on_stderr_and_leaves_the_results_alone(tmp_path, capsys):
+    data = tmp_path / "log.txt"
+    data.write_bytes(b"x\n" * 5000)
+    assert run_cli("run", str(EXAMPLES / "line_count.vasm"), str(data), "--progress", "--chunk-size", "1KiB") == 0
+    captured = capsys.readouterr()
+    assert "lines = 5000" in captured.out
+    assert "10.0/10.0 kB" in captured.err  # rich's download column: every byte accounted for
