@@ -1,6 +1,8 @@
-"""Small programs the host-API tests of every backend share (tests/test_megakernel.py, test_cuda_backend.py)."""
+"""Small programs and data the host-API, CLI, ingest and CUDA tests share."""
 
 from __future__ import annotations
+
+import random
 
 from vyre_runtime.vir0 import isa
 from vyre_runtime.vir0.program import Binding, Instruction, Program
@@ -33,3 +35,33 @@ def faulting_program(kind: str) -> Program:
         "trap": (Instruction(Op.TRAP, imm=1234),),
     }[kind]
     return Program(name=f"faulty_{kind}", registers=2, lanes=4, code=body)
+
+
+# Counts one per lane in every chunk but chunk 1, which traps with detail 77: a fault that must
+# stay with its chunk while the other chunks still count.
+TRAP_ON_SECOND_CHUNK = """
+.program trap_on_second_chunk
+.registers 4
+.lanes 4
+.binding seen 1 run sum
+    sreg r0, chunk_index
+    eq r1, r0, 1
+    jnz r1, bad
+    li r2, 1
+    li r3, 0
+    atadd r3, r3, r2, seen
+    exit
+bad:
+    trap 77
+"""
+
+
+def text_with_needles(seed: int, size: int, needles: list[bytes]) -> bytes:
+    """Lower-case text and newlines with about one needle per 100 bytes at random spots."""
+    rng = random.Random(seed)
+    data = bytearray(rng.choice(b"abcdefghijklmnopqrstuvwxyz \n") for _ in range(size))
+    for _ in range(size // 100):
+        needle = rng.choice(needles)
+        spot = rng.randrange(max(1, size - len(needle)))
+        data[spot : spot + len(needle)] = needle
+    return bytes(data)

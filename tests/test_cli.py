@@ -8,26 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from host_programs import TRAP_ON_SECOND_CHUNK
 
 from vyre_runtime.cli import main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-TRAP_ON_SECOND_CHUNK = """
-.program trap_on_second_chunk
-.registers 4
-.lanes 4
-.binding seen 1 run sum
-    sreg r0, chunk_index
-    eq r1, r0, 1
-    jnz r1, bad
-    li r2, 1
-    li r3, 0
-    atadd r3, r3, r2, seen
-    exit
-bad:
-    trap 77
-"""
 
 
 def run_cli(*argv: str) -> int:

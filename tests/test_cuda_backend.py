@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from differential import comparable, deterministic_case
-from host_programs import counting_program, faulting_program
+from host_programs import counting_program, faulting_program, text_with_needles
 
 from vyre_runtime.backends.selection import cuda_unavailable_reason
 from vyre_runtime.errors import BackendError
@@ -223,22 +222,12 @@ def test_a_long_lived_run_never_shares_a_record_with_later_runs(gpu):
     assert held.result(10).outputs["bytes"].tolist() == [8]
 
 
-def _example_data(seed: int, size: int) -> bytes:
-    rng = random.Random(seed)
-    data = bytearray(rng.choice(b"abcdefghijklmnopqrstuvwxyz \n") for _ in range(size))
-    for _ in range(size // 100):
-        needle = rng.choice(NEEDLES)
-        spot = rng.randrange(max(1, size - len(needle)))
-        data[spot : spot + len(needle)] = needle
-    return bytes(data)
-
-
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.vasm")), ids=lambda p: p.stem)
 def test_every_example_matches_the_cpu_backend(gpu, cpu, path):
     program = asm.assemble_program(path.read_text(), source_name=str(path))
     on_gpu, on_cpu = gpu.register_program(program), cpu.register_program(program)
     for seed, size, lanes in ((1, 0, None), (2, 1, None), (3, 5000, None), (4, 70_001, 33), (5, 300_000, None)):
-        data = _example_data(seed, size)
+        data = text_with_needles(seed, size, NEEDLES)
         mine = gpu.submit(on_gpu, data, lanes=lanes).result(60)
         reference = cpu.submit(on_cpu, data, lanes=lanes).result(120)
         where = f"{path.stem}, seed {seed}, {size} bytes"

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from host_programs import counting_program, faulting_program
+from host_programs import counting_program, faulting_program, text_with_needles
 
 from vyre_runtime.backends.selection import cuda_unavailable_reason
 from vyre_runtime.buffers import BufferSlice, DeviceBuffer, HostBuffer, device_region_of, foreign_region
@@ -42,13 +41,7 @@ def example(name: str):
 
 
 def text(seed: int, size: int) -> bytes:
-    rng = random.Random(seed)
-    data = bytearray(rng.choice(b"abcdefghijklmnopqrstuvwxyz \n") for _ in range(size))
-    for _ in range(size // 100):
-        needle = rng.choice(NEEDLES)
-        spot = rng.randrange(max(1, size - len(needle)))
-        data[spot : spot + len(needle)] = needle
-    return bytes(data)
+    return text_with_needles(seed, size, NEEDLES)
 
 
 def as_plain(result) -> tuple:

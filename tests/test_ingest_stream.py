@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from host_programs import TRAP_ON_SECOND_CHUNK
 from references import literal_offsets
 
 from vyre_runtime.cli import load_program_file
@@ -57,22 +58,6 @@ CHUNK = 5003  # owned bytes per chunk: not a multiple of the page
 SLOTS = 3  # arena chunk slots: the big files are ten times the arena
 BIG = 10 * SLOTS * CHUNK + 777
 SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, BIG]
-
-TRAP_ON_SECOND_CHUNK = """
-.program trap_on_second_chunk
-.registers 4
-.lanes 4
-.binding seen 1 run sum
-    sreg r0, chunk_index
-    eq r1, r0, 1
-    jnz r1, bad
-    li r2, 1
-    li r3, 0
-    atadd r3, r3, r2, seen
-    exit
-bad:
-    trap 77
-"""
 
 
 @pytest.fixture(scope="module")
