@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from provenance import git_commit  # noqa: E402
 
 from vyre_runtime import cache  # noqa: E402
 from vyre_runtime.backends.cuda import build  # noqa: E402
@@ -40,15 +41,6 @@ def timed(count: int, action: Callable[[], object], before: Callable[[], object]
         samples.append((time.perf_counter() - started) * 1e3)
     values = np.asarray(samples)
     return {"p50_ms": float(np.median(values)), "min_ms": float(values.min()), "runs": count}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 def main() -> int:

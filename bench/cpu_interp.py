@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from provenance import git_commit  # noqa: E402
 
 from vyre_runtime.chunking import parse_size  # noqa: E402
 from vyre_runtime.cli import load_program_file  # noqa: E402
@@ -168,15 +169,6 @@ CASES: dict[str, tuple[str, Callable[[np.ndarray], object], bool]] = {
     "xxh32_blocks": ("xxh32_blocks.vasm", numpy_xxh32_blocks, False),
     "filter_compact": ("filter_compact.vasm", numpy_filter_compact, False),  # runs on random words
 }
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 def main() -> int:

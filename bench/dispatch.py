@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from provenance import git_commit  # noqa: E402
 
 from vyre_runtime.megakernel import Megakernel  # noqa: E402
 from vyre_runtime.protocol.codec import SlotRequest  # noqa: E402
@@ -115,11 +116,6 @@ def bulk(mk: Megakernel, total: int) -> dict[str, float]:
     ticket = mk.publish_bulk(BuiltinOpcode.NOP, count=total)
     assert ticket.wait(timeout=300) and ticket.faulted == 0
     return {"slots_per_s": total / (time.perf_counter() - started), "slots": total}
-
-
-def git_commit() -> str:
-    completed = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return completed.stdout.strip() or "unknown"
 
 
 def main() -> int:

@@ -22,7 +22,6 @@ import json
 import mmap
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from provenance import git_commit  # noqa: E402
 
 from vyre_runtime.backends.selection import cuda_unavailable_reason  # noqa: E402
 from vyre_runtime.chunking import parse_size  # noqa: E402
@@ -273,12 +274,11 @@ def main() -> int:
         gbps = f"{row['gbps']:.2f}" if "gbps" in row else "-"
         notes = ", ".join(f"{k}={v}" for k, v in row.items() if k != "gbps")
         print(f"{name:<42}{gbps:>8}  {notes}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     document = {
         "bench": "ingest",
         "backend": backend,
         "machine": platform.node(),
-        "commit": commit.stdout.strip(),
+        "commit": git_commit(),
         "size": size,
         "chunk_size": chunk_size,
         "chunks": args.chunks,

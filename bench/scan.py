@@ -40,7 +40,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
@@ -53,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from provenance import git_commit  # noqa: E402
 from scan_reference import (  # noqa: E402
     SCANS,
     ChunkExpectation,
@@ -103,11 +103,6 @@ def within_deadline(seconds: float, what: str, call):
     if not ok:
         raise value
     return value
-
-
-def git_commit() -> str:
-    completed = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return completed.stdout.strip() or "unknown"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
