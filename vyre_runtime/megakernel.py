@@ -345,16 +345,18 @@ class Megakernel:
         sent = 0
         while sent < len(rows):
             slots = self._allocate_up_to(Priority(priority), len(rows) - sent, timeout)
-            self._check_free(slots)
             batch = np.asarray(slots, dtype=np.int64)
             self.service.track_bulk(batch, ticket)
             try:
                 codec.write_uniform_slots(
                     self.image, self.layout, batch, opcode, tenant, int(priority), rows[sent : sent + len(slots)]
                 )
-            except BaseException:  # nothing of this batch was published
+            except BaseException as error:  # nothing of this batch was published
                 self.service.untrack_bulk(batch, ticket)
                 self._give_back(slots)
+                refusal = self._stray_refusal(slots)
+                if refusal is not None:
+                    raise refusal from error
                 raise
             with self._doorbell_lock:
                 codec.ring_doorbell(self.image, self.layout, slots)
@@ -392,14 +394,16 @@ class Megakernel:
         if self._closed or self.image[ControlWord.SHUTDOWN]:
             raise BackendError("this Megakernel is shut down", "create a new Megakernel")
         slots = self._allocate([r.priority for r in requests], timeout)
-        self._check_free(slots)
         futures: list[Future] = [SlotFuture(self.service) for _ in requests]
         self.service.track(slots, requests, futures, run)
         try:
             codec.write_slots(self.image, self.layout, slots, requests)
-        except BaseException:  # nothing was published: no phantom future, no slot lost
+        except BaseException as error:  # nothing was published: no phantom future, no slot lost
             self.service.untrack(slots, futures)
             self._give_back(slots)
+            refusal = self._stray_refusal(slots)
+            if refusal is not None:
+                raise refusal from error
             raise
         with self._doorbell_lock:  # host threads share the doorbell's tail (a host-owned word)
             codec.ring_doorbell(self.image, self.layout, slots)
@@ -448,26 +452,21 @@ class Megakernel:
                 return partition, self._free[partition].popleft()
         return None
 
-    def _check_free(self, slots: list[int]) -> None:
-        """Every slot of the free list is EMPTY: the host releases a slot only after reaping it.
-        One that is not was completed by the device without having been published (a device
-        that broke exactly-once; the reaper clears such strays and counts them in stats()).
-        Refuse the publication, keeping every taken slot in the free list once."""
+    def _stray_refusal(self, slots: list[int]) -> ProtocolError | None:
+        """Why the codec refused to write into slots taken from the free list, if one of them is
+        not EMPTY: the host releases a slot only after reaping it, so the device completed a slot
+        that was never published (the reaper clears such strays and counts them in stats())."""
         status = self.service.status_column
-        if len(slots) == 1:  # the latency path
-            busy = [] if status[slots[0]] == 0 else slots
-        else:
-            busy = np.asarray(slots, dtype=np.int64)
-            busy = busy[status[busy] != SlotState.EMPTY].tolist()
-        if busy:
-            self._give_back(slots)
-            state = int(status[busy[0]])
-            name = SlotState(state).name if state in SlotState.__members__.values() else str(state)
-            raise ProtocolError(
-                f"free slot {busy[0]} is {name}: the device completed a slot the host had not published "
-                f"(exactly-once violated; {len(busy)} of {len(slots)} slots taken); nothing was published",
-                "a device bug: report it with Megakernel.stats().stray_completions and the kernel's build",
-            )
+        busy = [slot for slot in slots if status[slot] != SlotState.EMPTY]
+        if not busy:
+            return None
+        state = int(status[busy[0]])
+        name = SlotState(state).name if state in SlotState.__members__.values() else str(state)
+        return ProtocolError(
+            f"free slot {busy[0]} is {name}: the device completed a slot the host had not published "
+            f"(exactly-once violated; {len(busy)} of {len(slots)} slots taken); nothing was published",
+            "a device bug: report it with Megakernel.stats().stray_completions and the kernel's build",
+        )
 
     def _give_back(self, slots: list[int]) -> None:
         """Return slots taken from the free list but not published (EMPTY ones first)."""
