@@ -354,7 +354,7 @@ def cuda_device(monkeypatch):
     device.context = type("Context", (), {"enter": lambda self: None})()
     device._empty_region = FakeMemory(256, 0xE000)
     device._empty_region.device_pointer = 0xE000
-    device._allocate_buffer_memory = lambda nbytes: FakeMemory(nbytes, 0x5000_0000)
+    device._device_allocate = lambda nbytes: FakeMemory(nbytes, 0x5000_0000)
     device._copy_in = lambda pointer, source: None
     device._copy_out = lambda pointer, nbytes: np.zeros(nbytes, np.uint8)
     waited: list[int] = []

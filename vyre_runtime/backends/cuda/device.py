@@ -198,7 +198,7 @@ class CudaDevice:
         return memory.view(dtype, capacity), memory.device_pointer
 
     def _device_allocate(self, nbytes: int) -> driver.DeviceMemory | PoolBlock:
-        """Device memory for code and tables: carved from the pool allocated before the launch
+        """Device memory for code, tables and DeviceBuffers: carved from the pool allocated before the launch
         (so tools like compute-sanitizer, which know the allocations of launch time, see every
         access in bounds); a fresh cuMemAlloc only when the pool is used up."""
         with self._lock:
@@ -433,15 +433,10 @@ class CudaDevice:
         with self._lock:
             if self._buffer_pool is None:
                 self._buffer_pool = BufferPool(
-                    self, self._allocate_buffer_memory, self._copy_in, self._copy_out, lambda: self._closed
+                    self, self._device_allocate, self._copy_in, self._copy_out, lambda: self._closed
                 )
             pool = self._buffer_pool
         return pool.take(nbytes)
-
-    def _allocate_buffer_memory(self, nbytes: int) -> driver.DeviceMemory | PoolBlock:
-        # from the pre-launch pool while it lasts (compute-sanitizer only knows the allocations
-        # of launch time), then cuMemAlloc, which does not wait for the resident kernel
-        return self._device_allocate(nbytes)
 
     def _copy_in(self, pointer: int, source: np.ndarray) -> None:
         self.context.enter()
