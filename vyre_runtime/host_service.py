@@ -71,6 +71,7 @@ class RunOutcome:
     dropped: int
     instructions: int
     fault: SlotFaultInfo | None
+    path: str = "not run"  # "interpreted" or "jit" (as the device reports it); "not run" if it never started
 
     @property
     def ok(self) -> bool:
@@ -185,6 +186,8 @@ class HostService:
         self.internal_errors: dict[int, str] = {}
         self.stray_completions = 0  # DONE/FAULT in slots the host had not published (device bugs)
         self.stray_samples: list[tuple[int, tuple[int, ...]]] = []  # (slot, its 16 words), the first few
+        # told (program handle, path) of every finished run: the JIT policy counts hot programs
+        self.run_observer: Callable[[int, str], None] | None = None
         self._pending: dict[int, _Pending] = {}
         self._bulk_ticket = np.zeros(layout.slots, dtype=np.int64)  # slot -> ticket id, 0 = none
         self._bulk_in_flight = 0
@@ -404,7 +407,10 @@ class HostService:
             program_handle, context_handle, region_handle = pending.run
             run = self.device.run_result(program_handle, context_handle)
             self.release_run(context_handle, region_handle)
-            future.set_result(_run_outcome(run, outcome.fault))
+            result = _run_outcome(run, outcome.fault)
+            if self.run_observer is not None and run is not None:
+                self.run_observer(program_handle, result.path)
+            future.set_result(result)
         else:
             future.set_result(outcome)
 
@@ -509,7 +515,7 @@ class HostService:
 def _run_outcome(run: Any, fault: SlotFaultInfo | None) -> RunOutcome:
     if run is None:  # the slot faulted before the program ran (bad handle, bad argument)
         return RunOutcome({}, np.zeros((0, 0), dtype=np.uint32), 0, 0, fault)
-    return RunOutcome(run.outputs, run.records, run.dropped, run.instructions, fault)
+    return RunOutcome(run.outputs, run.records, run.dropped, run.instructions, fault, run.path)
 
 
 __all__ = ["BuiltinOpcode", "HostService", "RunOutcome", "SlotFaultInfo", "SlotOutcome"]

@@ -14,6 +14,7 @@ and keeps the latency statistics. Every wait has a deadline; shutdown never hang
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -27,6 +28,7 @@ from vyre_runtime.backends.selection import open_backend
 from vyre_runtime.buffers import DeviceBuffer, HostBuffer, device_region_of
 from vyre_runtime.errors import BackendError, DispatchError, ProtocolError, RingFullError, VyreError
 from vyre_runtime.host_service import BulkTicket, HostService, SlotFaultInfo, SlotFuture, SlotOutcome
+from vyre_runtime.jit_policy import JitManager, JitPolicy
 from vyre_runtime.protocol import codec, debuglog
 from vyre_runtime.protocol.codec import SlotRequest
 from vyre_runtime.protocol.layout import (
@@ -47,6 +49,14 @@ from vyre_runtime.vir0.isa import MAX_LANES
 from vyre_runtime.vir0.program import Program
 
 FULL_RING_POLICIES = ("block", "raise")
+
+
+def _code_key(program: Program) -> str:
+    from vyre_runtime.backends.cuda.jit import code_key  # no CUDA import: BLAKE3 over the code
+
+    return code_key(program)
+
+
 PRIORITY_COUNT = len(Priority)
 CHANNEL_SPINS = 200_000  # status checks before a channel call starts sleeping between checks
 
@@ -66,7 +76,12 @@ class Megakernel:
         workers: int | None = None,
         full_ring: str = "block",
         publish_timeout: float = 30.0,
+        jit: JitPolicy | str = "auto",
     ) -> None:
+        """``jit``: when programs run as native code on the CUDA backend (jit_policy.py):
+        "auto" (default: a program is JIT-compiled in the background once it is hot, and on
+        request), "request" (only what `jit()` names) or "off"; or a JitPolicy with thresholds."""
+        jit_policy = JitPolicy.of(jit)
         if full_ring not in FULL_RING_POLICIES:
             raise DispatchError(f"full_ring={full_ring!r}; choose one of {FULL_RING_POLICIES}")
         doorbells = min(MAX_DOORBELLS, 1 << max(0, (slots - 1).bit_length()) if isinstance(slots, int) else 1)
@@ -91,6 +106,8 @@ class Megakernel:
         self.image = self.device.image
         self.backend = self.device.name
         self.service = HostService(self.image, self.layout, self.registry, self.device, self._release_slots)
+        self._jit = JitManager(self.device, self.registry, jit_policy, _code_key)
+        self.service.run_observer = self._jit.observe
         self.service.start()
         try:
             self.device.start()
@@ -168,6 +185,26 @@ class Megakernel:
         for opcode in bound:
             self.device.opcode_bound(opcode, 0)
         self.device.program_unregistered(handle)
+        self._jit.forget(handle)
+
+    def jit(self, *handles: int, wait: bool = True, timeout: float = 600.0) -> Future:
+        """Compile these registered programs to native code (CUDA backend) and switch the
+        resident kernel to a variant that runs them natively, without losing or repeating a slot.
+
+        Returns a Future that resolves once the serving kernel runs them natively; with ``wait``
+        (default) it is waited for here, up to ``timeout`` s (NVRTC takes seconds per build; the
+        build cache makes a repeat instant). Until then they run interpreted, with identical results.
+        """
+        future = self._jit.request(handles)
+        if wait:
+            try:
+                future.result(timeout)
+            except TimeoutError:
+                raise BackendError(
+                    f"the JIT build of programs {handles} did not finish within {timeout} s",
+                    "wait on the Future (wait=False), or raise timeout; the programs stay interpreted meanwhile",
+                ) from None
+        return future
 
     def bind_opcode(self, opcode: int, program_handle: int, tenant: int = 0) -> None:
         """Make user opcode ``opcode`` (inside ``tenant``'s window) run ``program_handle``."""
@@ -508,7 +545,7 @@ class Megakernel:
         return True
 
     def stats(self) -> Stats:
-        return self.service.stats()
+        return dataclasses.replace(self.service.stats(), programs=self._jit.states())
 
     def debug_records(self) -> list[debuglog.DebugRecord]:
         return self.service.drain_debug()
@@ -528,6 +565,7 @@ class Megakernel:
         """
         if self._closed:
             return
+        self._jit.close()  # no swap may begin once shutdown has
         deadline = time.monotonic() + timeout
         if not cancel:
             self.service.wait_idle(max(0.0, deadline - time.monotonic() - 0.5 * min(timeout, 1.0)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,8 @@ class Stats:
     # completions in slots the host had not published: a device that broke exactly-once (a bug;
     # HostService.stray_samples holds the first few slots' words)
     stray_completions: int = 0
+    # registered program handle -> its JIT state and runs per path (jit_policy.ProgramPath)
+    programs: dict[int, Any] = field(default_factory=dict)
 
 
 def metric_names() -> list[str]:

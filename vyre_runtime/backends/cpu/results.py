@@ -65,6 +65,7 @@ class RunResult:
     fault: Fault | None
     lanes: int
     instructions: int  # lane-instructions executed (= fuel consumed over all lanes)
+    path: str = "interpreted"  # how the backend ran it: "interpreted", or "jit" (CUDA, native code)
 
     @property
     def ok(self) -> bool:

@@ -11,6 +11,8 @@ reading someone else's record.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import numpy as np
 
 from vyre_runtime.vir0.isa import MAX_BINDINGS
@@ -35,6 +37,8 @@ PROGRAM = np.dtype(
         ("lanes", "<u4"),
         ("table_count", "<u4"),
         ("binding_count", "<u4"),
+        ("jit_id", "<u4"),  # the loaded module's native function for this code (jit.py); 0: interpret
+        ("reserved", "<u4"),
         ("code", "<u8"),  # instructions, 8 bytes each, exactly as in the container
         ("tables", "<u8"),  # TABLE[table_count]
         ("bindings", BINDING, (MAX_BINDINGS,)),
@@ -55,12 +59,23 @@ CONTEXT = np.dtype(
         ("fault_pc", "<u4"),
         ("fault_detail", "<u4"),
         ("lanes", "<u4"),  # device: lanes the run used
+        ("path", "<u4"),  # device: RunPath the run took
         ("instructions", "<u8"),  # device: lane-instructions executed (fuel consumed)
         ("records", "<u8"),  # u32[emit_capacity * emit_words]
         ("outputs", "<u8", (MAX_BINDINGS,)),  # u32 buffer per RUN binding (host pre-fills init)
     ],
     align=True,
 )
+
+
+class RunPath(IntEnum):
+    """How the device executed a run (CONTEXT.path): the truth behind Megakernel.stats()'s
+    per-program paths, written by the kernel rather than assumed by the host."""
+
+    NOT_RUN = 0  # the slot faulted before the program started (a handle or an argument)
+    INTERPRETED = 1
+    JIT = 2
+
 
 # A data region the kernel may read: device memory or host-mapped memory.
 REGION = np.dtype([("handle", "<u4"), ("reserved", "<u4"), ("pointer", "<u8"), ("length", "<u8")], align=True)

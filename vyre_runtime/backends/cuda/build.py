@@ -158,15 +158,26 @@ def tuning_defines() -> tuple[str, ...]:
     return tuple(f"-D{word}" for word in words)
 
 
-def compile_options() -> tuple[str, ...]:
-    return (*OPTIONS, *tuning_defines())
+def compile_options(defines: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return (*OPTIONS, *tuning_defines(), *(f"-D{word}" for word in defines))
 
 
-def cache_key(source: str, header_text: str, arch: str, symbols: tuple[str, ...], name: str = "megakernel.cu") -> str:
+def cache_key(
+    source: str,
+    header_text: str,
+    arch: str,
+    symbols: tuple[str, ...],
+    name: str = "megakernel.cu",
+    *,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+    defines: tuple[str, ...] = (),
+) -> str:
     """The cubin's cache key: everything NVRTC's output depends on (-lineinfo records ``name``)."""
     version = ".".join(map(str, nvrtc_version()))
-    options = "\0".join(compile_options())  # NUL never occurs inside an option or a symbol: unambiguous
+    options = "\0".join(compile_options(defines))  # NUL never occurs inside an option or a symbol: unambiguous
     parts = (source, name, header_text, PRELUDE, options, arch, version, "\0".join(symbols))
+    for header_name, text in extra_headers:  # e.g. a JIT variant's generated vyre_jit.h
+        parts += (header_name, text)
     return cache.cache_key(*parts, kind=CACHE_KIND)
 
 
@@ -186,21 +197,25 @@ def compile_source(
     symbols: tuple[str, ...] = (),
     name: str = "megakernel.cu",
     use_cache: bool = True,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+    defines: tuple[str, ...] = (),
 ) -> BuildResult:
     """Compile CUDA C++ ``source`` (which may include vyre_abi.h) into a cubin for ``arch``.
 
     ``symbols`` are kernels (``name``) and __device__ globals (``&name`` is added for those
-    whose name does not equal a kernel's) whose lowered names the result reports. With
+    whose name does not equal a kernel's) whose lowered names the result reports.
+    ``extra_headers`` are (name, text) headers the source may include besides vyre_abi.h, and
+    ``defines`` NAME or NAME=VALUE macros; both are part of the cache key. With
     ``use_cache`` the build cache answers first and keeps what NVRTC builds; without, NVRTC
     always runs and nothing is stored.
     """
     check_arch(arch)
     header_text = header.generate()
-    key = cache_key(source, header_text, arch, symbols, name)
+    key = cache_key(source, header_text, arch, symbols, name, extra_headers=extra_headers, defines=defines)
     started = time.perf_counter()
 
     def build() -> tuple[bytes, dict]:
-        cubin, log, names = _compile(source, arch, symbols, name, header_text)
+        cubin, log, names = _compile(source, arch, symbols, name, header_text, extra_headers, defines)
         return cubin, {"log": log, "names": names, "arch": arch}
 
     if use_cache:
@@ -216,17 +231,24 @@ def compile_source(
 
 
 def _compile(
-    source: str, arch: str, symbols: tuple[str, ...], name: str, header_text: str
+    source: str,
+    arch: str,
+    symbols: tuple[str, ...],
+    name: str,
+    header_text: str,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+    defines: tuple[str, ...] = (),
 ) -> tuple[bytes, str, dict[str, str]]:
     """NVRTC itself: (cubin, log, symbol -> lowered name)."""
     nvrtc = _nvrtc()
+    headers = ((HEADER_NAME, header_text), (PRELUDE_NAME, PRELUDE), *extra_headers)
     program = _call(
         nvrtc.nvrtcCreateProgram(
             source.encode(),
             name.encode(),
-            2,
-            [header_text.encode(), PRELUDE.encode()],
-            [HEADER_NAME.encode(), PRELUDE_NAME.encode()],
+            len(headers),
+            [text.encode() for _, text in headers],
+            [header_name.encode() for header_name, _ in headers],
         ),
         "nvrtcCreateProgram",
     )
@@ -234,7 +256,7 @@ def _compile(
         expressions = {symbol: symbol if symbol == KERNEL_FUNCTION else f"&{symbol}" for symbol in symbols}
         for expression in expressions.values():
             _call(nvrtc.nvrtcAddNameExpression(program, expression.encode()), f"nvrtcAddNameExpression({expression})")
-        options = [option.encode() for option in (*compile_options(), f"--gpu-architecture={arch}")]
+        options = [option.encode() for option in (*compile_options(defines), f"--gpu-architecture={arch}")]
         (status,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
         log = _program_log(nvrtc, program)
         if status != nvrtc.nvrtcResult.NVRTC_SUCCESS:
@@ -254,8 +276,15 @@ def _compile(
         nvrtc.nvrtcDestroyProgram(program)
 
 
-def build_megakernel(arch: str = DEFAULT_ARCH, *, use_cache: bool = True) -> BuildResult:
-    """The megakernel (megakernel.cu, or $VYRE_MEGAKERNEL_SOURCE) compiled for ``arch``."""
+def build_megakernel(
+    arch: str = DEFAULT_ARCH,
+    *,
+    use_cache: bool = True,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+    defines: tuple[str, ...] = (),
+) -> BuildResult:
+    """The megakernel (megakernel.cu, or $VYRE_MEGAKERNEL_SOURCE) compiled for ``arch``; a JIT
+    variant passes its generated header and VYRE_JIT (jit.py)."""
     path = kernel_source_path()
     try:
         source = path.read_text()
@@ -264,7 +293,15 @@ def build_megakernel(arch: str = DEFAULT_ARCH, *, use_cache: bool = True) -> Bui
             f"the CUDA kernel source {path} cannot be read: {error.strerror}",
             "reinstall vyre-runtime, or point $VYRE_MEGAKERNEL_SOURCE at a readable .cu file",
         ) from None
-    return compile_source(source, arch, symbols=MEGAKERNEL_SYMBOLS, name=path.name, use_cache=use_cache)
+    return compile_source(
+        source,
+        arch,
+        symbols=MEGAKERNEL_SYMBOLS,
+        name=path.name,
+        use_cache=use_cache,
+        extra_headers=extra_headers,
+        defines=defines,
+    )
 
 
 def compile_megakernel(arch: str = DEFAULT_ARCH) -> bytes:

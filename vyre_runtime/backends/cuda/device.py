@@ -22,14 +22,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from vyre_runtime.backends.cpu.results import Fault, RunResult
-from vyre_runtime.backends.cuda import abi, build, driver, header
+from vyre_runtime.backends.cuda import abi, build, driver, header, jit
 from vyre_runtime.backends.cuda.arena import Chunk, StagingArena
 from vyre_runtime.backends.cuda.buffers import BufferPool, CudaBuffer
 from vyre_runtime.buffers import DeviceRegion
@@ -39,7 +39,7 @@ from vyre_runtime.protocol.layout import ControlWord, DeviceState, Layout, layou
 from vyre_runtime.protocol.opcodes import USER_OPCODE_BASE, USER_OPCODE_COUNT
 from vyre_runtime.registry import Registry
 from vyre_runtime.vir0.isa import MAX_BINDINGS, FaultCode, Scope
-from vyre_runtime.vir0.program import encode_code
+from vyre_runtime.vir0.program import Program, encode_code
 from vyre_runtime.vir0.verify import dfa_state_count
 
 PROGRAM_CAPACITY = 1024
@@ -107,6 +107,7 @@ def _align(offset: int) -> int:
 class CudaDevice:
     name = "cuda"
     completion_signal = False  # the GPU cannot call Python: the host polls the ring
+    supports_jit = True  # programs can run as native code in a megakernel variant (jit.py)
 
     def __init__(
         self,
@@ -144,6 +145,10 @@ class CudaDevice:
         self._region_buffers: dict[int, CudaBuffer] = {}  # region -> the DeviceBuffer it reads (held)
         self._buffer_pool: BufferPool | None = None  # made by the first device_buffer()
         self._global_pointers: dict[int, dict[int, int]] = {}  # program -> binding index -> pointer
+        # code key -> jit id of the LOADED module (empty for the plain kernel); a PROGRAM record's
+        # jit_id is written from it, under _jit_lock, so no record ever names another module's id
+        self._jit_ids: dict[str, int] = {}
+        self._jit_lock = threading.Lock()
         self._module: driver.Module | None = None
         self._kernel_stream: driver.Stream | None = None
         self._argument: driver.StructArgument | None = None
@@ -289,11 +294,18 @@ class CudaDevice:
                 global_pointer = pointers[index] = chunk.device_pointer
             bindings[index] = (binding.words, int(binding.scope), binding.init, 0, global_pointer)
         self._global_pointers[handle] = pointers
+        with self._jit_lock:
+            self._write_program_record(handle, program, memory, tables_offset, bindings)
+
+    def _write_program_record(
+        self, handle: int, program: Program, memory: Any, tables_offset: int, bindings: np.ndarray
+    ) -> None:
         self._write_record(
             self.programs,
             handle,
             "program",
             {
+                "jit_id": self._jit_ids.get(jit.code_key(program), 0),
                 "instructions": len(program.code),
                 "registers": program.registers,
                 "emit_words": program.emit_words,
@@ -306,6 +318,25 @@ class CudaDevice:
                 "bindings": bindings,
             },
         )
+
+    # ------------------------------------------------------------------ JIT variants
+
+    def build_variant(self, programs: Mapping[str, Program]) -> jit.Variant:
+        """The megakernel with ``programs`` (code key -> program) JIT'd in, for this GPU (NVRTC,
+        through the build cache; runs on the caller's thread, no GPU work)."""
+        return jit.build_variant(programs, self.arch)
+
+    def set_jit_ids(self, ids: Mapping[str, int]) -> None:
+        """Point every registered program's record at the LOADED module's functions (``ids``:
+        code key -> jit id; empty: interpret everything). Call it with {} before a module swap
+        and with the new module's ids once it serves: one u32 store per record, so a run reads
+        either 0 (interpret) or an id of the module that runs it."""
+        with self._jit_lock:
+            self._jit_ids = dict(ids)
+            for handle, entry in list(self.registry.programs.items()):
+                index = handle % len(self.programs)
+                if int(self.programs["handle"][index]) == handle:
+                    self.programs["jit_id"][index] = self._jit_ids.get(jit.code_key(entry.program), 0)
 
     def program_unregistered(self, handle: int) -> None:
         # the record's handle goes to 0 first, so the kernel answers BAD_HANDLE from now on; its
@@ -488,6 +519,7 @@ class CudaDevice:
             fault=fault,
             lanes=int(record["lanes"]),
             instructions=instructions,
+            path="jit" if int(record["path"]) == abi.RunPath.JIT else "interpreted",
         )
 
     def run_released(self, context: int, region: int) -> None:

@@ -40,6 +40,18 @@ def _enum_block(enum: type[IntEnum], prefix: str) -> list[str]:
     return [f"#define {prefix}{member.name} {int(member)}u" for member in enum]
 
 
+def _opcode_bytes_macro() -> str:
+    """VIR0_OPCODE_BYTES(X): X(byte) for every valid opcode byte, imm forms included; the
+    kernel's interpreter switch is built from it, so it has exactly the ISA's cases."""
+    valid = []
+    for info in isa.OPCODES:
+        valid.append(info.code)
+        if info.has_imm_form:
+            valid.append(info.code | isa.IMM_FORM)
+    items = " ".join(f"X({byte:#04x}u)" for byte in sorted(valid))
+    return f"#define VIR0_OPCODE_BYTES(X) {items}"
+
+
 def _struct(name: str, dtype: np.dtype) -> list[str]:
     lines = [f"struct {name} {{"]
     for field, (field_dtype, _offset) in dtype.fields.items():
@@ -87,6 +99,7 @@ def generate() -> str:
         f"#define VIR0_MAX_BINDINGS {isa.MAX_BINDINGS}u",
     ]
     lines += [f"#define OP_{info.name.upper()} {info.code:#04x}u" for info in isa.OPCODES]
+    lines += [_opcode_bytes_macro()]
     lines += _enum_block(isa.SpecialRegister, "SR_")
     lines += _enum_block(isa.FaultCode, "FAULT_")
     lines += _enum_block(isa.Scope, "SCOPE_")
@@ -119,6 +132,7 @@ def generate() -> str:
     lines += [f"#define METRIC_{op.name} {index}u" for op, index in opcodes.BUILTIN_METRIC_INDEX.items()]
     packable = sum(1 << int(op) for op in opcodes.PACKABLE)
     lines += [f"#define PACKABLE_MASK {packable:#x}u  // bit n set: built-in n may be packed", ""]
+    lines += _enum_block(abi.RunPath, "PATH_")
     lines += ["// ---- device records (backends/cuda/abi.py)"]
     for name, dtype in abi.RECORDS.items():
         lines += [*_struct(name, dtype), ""]

@@ -84,6 +84,8 @@ struct RunShared {
     uint64_t region_len;
     uint32_t own_lo, own_hi, file_lo, file_hi, chunk, lanes, fuel, emit_capacity, emit_words;
     uint32_t instructions_total, registers;
+    uint32_t jit_id;                    // the program's native function in this module, 0: interpret
+    uint32_t path;                      // PATH_* the run took (written to its context)
     const uint2* code;
     uint32_t emitted, dropped;          // shared counters of the hit buffer
     uint32_t* records;
@@ -170,7 +172,7 @@ __device__ __forceinline__ uint32_t rotl32(uint32_t x, uint32_t r) { return (x <
 
 // xxHash32 (docs/VIR0.md §10.2) of p[0 .. n). Stripes and words are read with the widest loads
 // their alignment allows (load16, load_le): the same bytes, so the same words.
-__device__ uint32_t xxh32_range(const unsigned char* p, uint32_t n, uint32_t seed) {
+__device__ __noinline__ uint32_t xxh32_range(const unsigned char* p, uint32_t n, uint32_t seed) {
     const uint32_t P1 = 0x9E3779B1u, P2 = 0x85EBCA77u, P3 = 0xC2B2AE3Du, P4 = 0x27D4EB2Fu, P5 = 0x165667B1u;
     uint32_t i = 0, h;
     if (n >= 16) {
@@ -205,7 +207,11 @@ __device__ __forceinline__ void emit_record(RunShared& S, const uint32_t* words)
     uint32_t index = atomicAdd(&S.emitted, 1u);
     if (index < S.emit_capacity) {
         uint32_t* out = S.records + (uint64_t)index * S.emit_words;
-        for (uint32_t k = 0; k < S.emit_words; k++) out[k] = words[k];
+        // a constant trip count: in a JIT'd program `words` is a constant register index, so the
+        // register file stays in registers (a runtime bound would force it into local memory)
+#pragma unroll
+        for (uint32_t k = 0; k < VIR0_MAX_EMIT_WORDS; k++)
+            if (k < S.emit_words) out[k] = words[k];
     } else {
         atomicAdd(&S.dropped, 1u);
     }
@@ -620,12 +626,20 @@ __device__ uint32_t scan_alone(RunShared& S, uint32_t op, uint32_t start, uint32
 // participant with a short range scans it alone; then the long ranges are scanned by the whole
 // warp one after another (each thread of the warp helps, participant or not; none but the owner
 // writes its registers), and the owner takes the result.
-__device__ void scan_step(RunShared& S, Lane& L, bool part, uint32_t op, uint32_t d, uint32_t a, uint32_t b, uint32_t imm) {
-    uint32_t* r = L.r;
-    uint32_t start = r[a], len = r[b], base = r[d];
-    bool go = part && range_ok(S, L, start, len);
+// Not inlined: one shared copy serves every instruction that scans (the interpreter's cases and
+// each JIT'd one), and it takes and returns values, never the Lane, so a JIT'd program's
+// registers stay registers. Returns (r[d]'s new value, fault code or 0, fault detail, 0); a
+// non-participant's return is ignored.
+__device__ __noinline__ uint4 scan_step(RunShared& S, bool part, uint32_t op, uint32_t start, uint32_t len,
+                                        uint32_t base, uint32_t imm) {
+    uint4 outcome = make_uint4(0u, 0u, 0u, 0u);
+    bool go = part;
+    if (go && (uint64_t)start + len > S.region_len) {
+        outcome.y = FAULT_OOB_INPUT; outcome.z = start;
+        go = false;
+    }
     if (go && op == OP_HIST && (uint64_t)base + HIST_BINS > S.bind_words[imm]) {
-        lane_fault(L, FAULT_OOB_OUTPUT, base);
+        outcome.y = FAULT_OOB_OUTPUT; outcome.z = base;
         go = false;
     }
     uint32_t lit_len = op == OP_FINDL ? S.table_len[imm] : 0u;
@@ -650,10 +664,8 @@ __device__ void scan_step(RunShared& S, Lane& L, bool part, uint32_t op, uint32_
         if ((op == OP_FINDB || op == OP_FINDL) && found != VIR0_NO_MATCH) found += s;  // a region offset
         if (lane == owner) result = found;
     }
-    if (go) {
-        if (op != OP_HIST) r[d] = result;
-        L.pc = L.pc + 1;
-    }
+    outcome.x = result;
+    return outcome;
 }
 
 // fnv, xxh32 (xxh32_range), dfa: sequential within a range, so each lane reads its own, but a
@@ -687,157 +699,186 @@ __device__ __forceinline__ void for_each_byte(const unsigned char* p, uint32_t n
     for (uint32_t i = x.body_end; i < n; i++) consume((uint32_t)p[i]);
 }
 
-// One scheduler step of a warp: the instruction at `pc` for the participating lanes.
-// `op` is warp-uniform, so collectives are reached by every thread of the warp.
-__device__ void execute(RunShared& S, Lane& L, bool part, uint32_t participants, uint2 ins) {
-    uint32_t op_byte = ins.x & 0xffu, d = (ins.x >> 8) & 0xffu, a = (ins.x >> 16) & 0xffu, b = ins.x >> 24;
-    uint32_t imm = ins.y;
-    bool imm_form = (op_byte & VIR0_IMM_FORM) != 0;
-    uint32_t op = op_byte & ~VIR0_IMM_FORM;
+// fnv and dfa over a checked range: not inlined, one copy for every instruction (see scan_step).
+__device__ __noinline__ uint32_t fnv_range(const unsigned char* p, uint32_t n, uint32_t h) {
+    auto fnv = [&](uint32_t byte) { h = (h ^ byte) * 16777619u; };
+    for_each_byte(p, n, fnv);
+    return h;
+}
+
+// Returns (final state, accepting transitions); dfae also emits [offset, state] per accept.
+__device__ __noinline__ uint2 dfa_range(RunShared& S, uint32_t start, uint32_t len, uint32_t state, uint32_t table,
+                                       bool emits) {
+    const uint32_t* t = (const uint32_t*)(S.table_ptr[table] + 4);
+    uint32_t count = 0;
+    uint32_t i = start;  // the region offset of the byte being fed
+    auto step = [&](uint32_t byte) {
+        uint32_t transition = t[state * 256u + byte];
+        state = transition & 0x7fffffffu;
+        if (transition & VIR0_DFA_ACCEPT_BIT) {
+            count++;
+            if (emits) emit_match(S, i, state);
+        }
+        i++;
+    };
+    for_each_byte(S.input + start, len, step);
+    return make_uint2(state, count);
+}
+
+// One scheduler step of a warp: instruction byte OPB (opcode | VIR0_IMM_FORM) with operands
+// d, a, b, imm, for the participating lanes. `OPB` is a template argument, so only its own case
+// below is compiled into each instantiation (`if constexpr`): the interpreter's execute() switches
+// over every valid byte once, and a JIT'd program (jit.py) calls exec_op<byte> with constant
+// operands, so each of its instructions compiles to just that instruction's code (fast to
+// build; its register indices constant: the register file stays in registers).
+// The op is warp-uniform, so collectives are reached by every thread of the warp.
+template <uint32_t OPB>
+__device__ __forceinline__ void exec_op(RunShared& S, Lane& L, bool part, uint32_t participants, uint32_t d,
+                                        uint32_t a, uint32_t b, uint32_t imm) {
+    constexpr uint32_t op = OPB & ~VIR0_IMM_FORM;
+    constexpr bool imm_form = (OPB & VIR0_IMM_FORM) != 0;
     uint32_t next = L.pc + 1;
     uint32_t* r = L.r;
 
     // collectives first: every thread of the warp takes part in the shuffle / vote
-    switch (op) {
-        case OP_BALLOT: {
-            uint32_t mask = __ballot_sync(FULL_MASK, part && r[a] != 0);
-            if (part) { r[d] = mask; L.pc = next; }
-            return;
+    if constexpr (op == OP_BALLOT) {
+        uint32_t mask = __ballot_sync(FULL_MASK, part && r[a] != 0);
+        if (part) { r[d] = mask; L.pc = next; }
+        return;
+    } else if constexpr (op == OP_SHFL) {
+        uint32_t source = r[b] & 31u;
+        uint32_t value = __shfl_sync(FULL_MASK, r[a], source);
+        if (part) { r[d] = ((participants >> source) & 1u) ? value : r[a]; L.pc = next; }
+        return;
+    } else if constexpr (op == OP_RADD) {
+        uint32_t sum = __reduce_add_sync(FULL_MASK, part ? r[a] : 0u);
+        if (part) { r[d] = sum; L.pc = next; }
+        return;
+    } else if constexpr (op == OP_PSUM) {
+        uint32_t own = part ? r[a] : 0u, scan = own;
+        uint32_t lane = threadIdx.x & 31u;
+        for (uint32_t offset = 1; offset < 32; offset <<= 1) {
+            uint32_t up = __shfl_up_sync(FULL_MASK, scan, offset);
+            if (lane >= offset) scan += up;
         }
-        case OP_SHFL: {
-            uint32_t source = r[b] & 31u;
-            uint32_t value = __shfl_sync(FULL_MASK, r[a], source);
-            if (part) { r[d] = ((participants >> source) & 1u) ? value : r[a]; L.pc = next; }
-            return;
-        }
-        case OP_RADD: {
-            uint32_t sum = __reduce_add_sync(FULL_MASK, part ? r[a] : 0u);
-            if (part) { r[d] = sum; L.pc = next; }
-            return;
-        }
-        case OP_PSUM: {
-            uint32_t own = part ? r[a] : 0u, scan = own;
-            uint32_t lane = threadIdx.x & 31u;
-            for (uint32_t offset = 1; offset < 32; offset <<= 1) {
-                uint32_t up = __shfl_up_sync(FULL_MASK, scan, offset);
-                if (lane >= offset) scan += up;
+        if (part) { r[d] = scan - own; L.pc = next; }
+        return;
+    } else if constexpr (op == OP_COUNTB || op == OP_FINDB || op == OP_FINDL || op == OP_HIST) {  // the whole warp scans
+        uint4 outcome = scan_step(S, part, op, r[a], r[b], r[d], imm);
+        if (part) {
+            if (outcome.y) {
+                lane_fault(L, outcome.y, outcome.z);
+            } else {
+                if (op != OP_HIST) r[d] = outcome.x;
+                L.pc = next;
             }
-            if (part) { r[d] = scan - own; L.pc = next; }
-            return;
         }
-        case OP_COUNTB: case OP_FINDB: case OP_FINDL: case OP_HIST:  // the whole warp scans
-            scan_step(S, L, part, op, d, a, b, imm);
-            return;
-    }
-    if (!part) return;
-
-    if (op >= OP_ADD && op <= OP_GES) {
-        r[d] = int_binary(op, r[a], imm_form ? imm : r[b]);
-    } else if (op >= OP_FADD && op <= OP_FEQ) {
-        r[d] = float_binary(op, r[a], imm_form ? imm : r[b]);
-    } else if ((op >= OP_NOT && op <= OP_BSWAP) || (op >= OP_FSQRT && op <= OP_FTOU)) {
-        r[d] = unary(op, r[a]);
+        return;
     } else {
-        switch (op) {
-            case OP_NOP: break;
-            case OP_EXIT: L.live = false; return;
-            case OP_TRAP: lane_fault(L, FAULT_TRAP, imm); return;
-            case OP_JMP: next = imm; break;
-            case OP_JZ: if (r[a] == 0) next = imm; break;
-            case OP_JNZ: if (r[a] != 0) next = imm; break;
-            case OP_MOV: r[d] = r[a]; break;
-            case OP_LI: r[d] = imm; break;
-            case OP_SREG: r[d] = special(S, L, imm); break;
-            case OP_SEL: { uint32_t c = r[imm]; r[d] = c ? r[a] : r[b]; break; }
-            case OP_ADD64: case OP_SUB64: case OP_MUL64: {
-                uint64_t x = r[a] | ((uint64_t)r[a + 1] << 32), y = r[b] | ((uint64_t)r[b + 1] << 32);
-                uint64_t z = op == OP_ADD64 ? x + y : op == OP_SUB64 ? x - y : x * y;
-                r[d] = (uint32_t)z; r[d + 1] = (uint32_t)(z >> 32);
-                break;
-            }
-            case OP_SHL64: case OP_SHR64: {
-                uint64_t x = r[a] | ((uint64_t)r[a + 1] << 32);
-                uint32_t s = r[b];
-                uint64_t z = s >= 64 ? 0ull : (op == OP_SHL64 ? x << s : x >> s);
-                r[d] = (uint32_t)z; r[d + 1] = (uint32_t)(z >> 32);
-                break;
-            }
-            case OP_LTU64: case OP_EQ64: {
-                uint64_t x = r[a] | ((uint64_t)r[a + 1] << 32), y = r[b] | ((uint64_t)r[b + 1] << 32);
-                r[d] = op == OP_LTU64 ? (x < y) : (x == y);
-                break;
-            }
-            case OP_MULWU: {
-                uint64_t z = (uint64_t)r[a] * r[b];
-                r[d] = (uint32_t)z; r[d + 1] = (uint32_t)(z >> 32);
-                break;
-            }
-            case OP_LDI8: case OP_LDI16: case OP_LDI32: {
-                uint32_t v, size = op == OP_LDI8 ? 1 : op == OP_LDI16 ? 2 : 4;
-                if (!input_load(S, L, r[a] + imm, size, v)) return;
-                r[d] = v;
-                break;
-            }
-            case OP_LDT8: case OP_LDT16: case OP_LDT32: {
-                uint32_t v, size = op == OP_LDT8 ? 1 : op == OP_LDT16 ? 2 : 4;
-                if (!table_load(S, L, b, r[a] + imm, size, v)) return;
-                r[d] = v;
-                break;
-            }
-            case OP_LDO: { uint32_t* w = binding_word(S, L, b, r[a] + imm); if (!w) return; r[d] = *(volatile uint32_t*)w; break; }
-            case OP_STO: { uint32_t* w = binding_word(S, L, b, r[a] + imm); if (!w) return; *(volatile uint32_t*)w = r[d]; break; }
-            case OP_BLEN: r[d] = S.bind_words[b]; break;
-            case OP_TLEN: r[d] = S.table_len[b]; break;
-            case OP_ATADD: case OP_ATMIN: case OP_ATMAX: case OP_ATAND: case OP_ATOR: case OP_ATXOR:
-            case OP_ATXCHG: case OP_ATCAS: {
-                uint32_t* w = binding_word(S, L, imm, r[a]);
-                if (!w) return;
-                r[d] = atomic_op(op, w, r[b], r[d]);
-                break;
-            }
-            case OP_EMIT: emit_record(S, &r[a]); break;
-            case OP_FNV: {
-                uint32_t start = r[a], len = r[b];
-                if (!range_ok(S, L, start, len)) return;
-                uint32_t h = r[d];
-                auto fnv = [&](uint32_t byte) { h = (h ^ byte) * 16777619u; };
-                for_each_byte(S.input + start, len, fnv);
-                r[d] = h;
-                break;
-            }
-            case OP_XXH32: {
-                uint32_t start = r[a], len = r[b];
-                if (!range_ok(S, L, start, len)) return;
-                r[d] = xxh32_range(S.input + start, len, r[d]);
-                break;
-            }
-            case OP_DFA: case OP_DFAE: {
-                uint32_t start = r[a], len = r[b], state = r[d];
-                if (!range_ok(S, L, start, len)) return;
-                if (state >= S.table_states[imm]) { lane_fault(L, FAULT_OOB_TABLE, state); return; }
-                const uint32_t* t = (const uint32_t*)(S.table_ptr[imm] + 4);
-                uint32_t count = 0;
-                uint32_t i = start;  // the region offset of the byte being fed
-                auto step = [&](uint32_t byte) {
-                    uint32_t transition = t[state * 256u + byte];
-                    state = transition & 0x7fffffffu;
-                    if (transition & VIR0_DFA_ACCEPT_BIT) {
-                        count++;
-                        if (op == OP_DFAE) emit_match(S, i, state);
-                    }
-                    i++;
-                };
-                for_each_byte(S.input + start, len, step);
-                r[d] = state;
-                r[d + 1] = count;
-                break;
-            }
-            default:
-                lane_fault(L, FAULT_BAD_INSTRUCTION, op_byte);
-                return;
+        if (!part) return;
+        if constexpr (op >= OP_ADD && op <= OP_GES) {
+            r[d] = int_binary(op, r[a], imm_form ? imm : r[b]);
+        } else if constexpr (op >= OP_FADD && op <= OP_FEQ) {
+            r[d] = float_binary(op, r[a], imm_form ? imm : r[b]);
+        } else if constexpr ((op >= OP_NOT && op <= OP_BSWAP) || (op >= OP_FSQRT && op <= OP_FTOU)) {
+            r[d] = unary(op, r[a]);
+        } else if constexpr (op == OP_NOP) {
+        } else if constexpr (op == OP_EXIT) {
+            L.live = false;
+            return;
+        } else if constexpr (op == OP_TRAP) {
+            lane_fault(L, FAULT_TRAP, imm);
+            return;
+        } else if constexpr (op == OP_JMP) {
+            next = imm;
+        } else if constexpr (op == OP_JZ) {
+            if (r[a] == 0) next = imm;
+        } else if constexpr (op == OP_JNZ) {
+            if (r[a] != 0) next = imm;
+        } else if constexpr (op == OP_MOV) {
+            r[d] = r[a];
+        } else if constexpr (op == OP_LI) {
+            r[d] = imm;
+        } else if constexpr (op == OP_SREG) {
+            r[d] = special(S, L, imm);
+        } else if constexpr (op == OP_SEL) {
+            uint32_t c = r[imm];
+            r[d] = c ? r[a] : r[b];
+        } else if constexpr (op == OP_ADD64 || op == OP_SUB64 || op == OP_MUL64) {
+            uint64_t x = r[a] | ((uint64_t)r[a + 1] << 32), y = r[b] | ((uint64_t)r[b + 1] << 32);
+            uint64_t z = op == OP_ADD64 ? x + y : op == OP_SUB64 ? x - y : x * y;
+            r[d] = (uint32_t)z; r[d + 1] = (uint32_t)(z >> 32);
+        } else if constexpr (op == OP_SHL64 || op == OP_SHR64) {
+            uint64_t x = r[a] | ((uint64_t)r[a + 1] << 32);
+            uint32_t sh = r[b];
+            uint64_t z = sh >= 64 ? 0ull : (op == OP_SHL64 ? x << sh : x >> sh);
+            r[d] = (uint32_t)z; r[d + 1] = (uint32_t)(z >> 32);
+        } else if constexpr (op == OP_LTU64 || op == OP_EQ64) {
+            uint64_t x = r[a] | ((uint64_t)r[a + 1] << 32), y = r[b] | ((uint64_t)r[b + 1] << 32);
+            r[d] = op == OP_LTU64 ? (x < y) : (x == y);
+        } else if constexpr (op == OP_MULWU) {
+            uint64_t z = (uint64_t)r[a] * r[b];
+            r[d] = (uint32_t)z; r[d + 1] = (uint32_t)(z >> 32);
+        } else if constexpr (op == OP_LDI8 || op == OP_LDI16 || op == OP_LDI32) {
+            uint32_t v, size = op == OP_LDI8 ? 1 : op == OP_LDI16 ? 2 : 4;
+            if (!input_load(S, L, r[a] + imm, size, v)) return;
+            r[d] = v;
+        } else if constexpr (op == OP_LDT8 || op == OP_LDT16 || op == OP_LDT32) {
+            uint32_t v, size = op == OP_LDT8 ? 1 : op == OP_LDT16 ? 2 : 4;
+            if (!table_load(S, L, b, r[a] + imm, size, v)) return;
+            r[d] = v;
+        } else if constexpr (op == OP_LDO) {
+            uint32_t* w = binding_word(S, L, b, r[a] + imm);
+            if (!w) return;
+            r[d] = *(volatile uint32_t*)w;
+        } else if constexpr (op == OP_STO) {
+            uint32_t* w = binding_word(S, L, b, r[a] + imm);
+            if (!w) return;
+            *(volatile uint32_t*)w = r[d];
+        } else if constexpr (op == OP_BLEN) {
+            r[d] = S.bind_words[b];
+        } else if constexpr (op == OP_TLEN) {
+            r[d] = S.table_len[b];
+        } else if constexpr (op == OP_ATADD || op == OP_ATMIN || op == OP_ATMAX || op == OP_ATAND || op == OP_ATOR ||
+                             op == OP_ATXOR || op == OP_ATXCHG || op == OP_ATCAS) {
+            uint32_t* w = binding_word(S, L, imm, r[a]);
+            if (!w) return;
+            r[d] = atomic_op(op, w, r[b], r[d]);
+        } else if constexpr (op == OP_EMIT) {
+            emit_record(S, &r[a]);
+        } else if constexpr (op == OP_FNV) {
+            uint32_t start = r[a], len = r[b];
+            if (!range_ok(S, L, start, len)) return;
+            r[d] = fnv_range(S.input + start, len, r[d]);
+        } else if constexpr (op == OP_XXH32) {
+            uint32_t start = r[a], len = r[b];
+            if (!range_ok(S, L, start, len)) return;
+            r[d] = xxh32_range(S.input + start, len, r[d]);
+        } else if constexpr (op == OP_DFA || op == OP_DFAE) {
+            uint32_t start = r[a], len = r[b], state = r[d];
+            if (!range_ok(S, L, start, len)) return;
+            if (state >= S.table_states[imm]) { lane_fault(L, FAULT_OOB_TABLE, state); return; }
+            uint2 walked = dfa_range(S, start, len, state, imm, op == OP_DFAE);
+            r[d] = walked.x;
+            r[d + 1] = walked.y;
+        } else {
+            static_assert(op != op, "an opcode of the ISA has no case in exec_op");
         }
+        L.pc = next;
     }
-    L.pc = next;
+}
+
+// The interpreter's step: decode, then the one case of its opcode byte (VIR0_OPCODE_BYTES, the
+// generated list of every valid byte). A byte the ISA does not define faults (verified code has none).
+__device__ __forceinline__ void execute(RunShared& S, Lane& L, bool part, uint32_t participants, uint2 ins) {
+    uint32_t d = (ins.x >> 8) & 0xffu, a = (ins.x >> 16) & 0xffu, b = ins.x >> 24, imm = ins.y;
+    switch (ins.x & 0xffu) {
+#define VYRE_EXEC_CASE(byte) \
+    case byte: exec_op<byte>(S, L, part, participants, d, a, b, imm); return;
+        VIR0_OPCODE_BYTES(VYRE_EXEC_CASE)
+#undef VYRE_EXEC_CASE
+    }
+    if (part) lane_fault(L, FAULT_BAD_INSTRUCTION, ins.x & 0xffu);
 }
 
 // Run lanes of one batch: each thread is one lane; each warp is one lane group.
@@ -865,16 +906,32 @@ __device__ void run_batch(RunShared& S, Lane& L) {
     }
 }
 
+// JIT'd programs (vyre_runtime/backends/cuda/jit.py): a variant of this kernel compiled with
+// VYRE_JIT includes the generated vyre_jit.h, whose jit_run_batch(S, L) runs one batch of the
+// program S.jit_id names natively (the same scheduler and execute(), so the same semantics) and
+// returns false for an id this module does not hold; the plain kernel holds none.
+#ifdef VYRE_JIT
+#include "vyre_jit.h"
+#else
+__device__ __forceinline__ bool jit_run_batch(RunShared& S, Lane& L) { return false; }
+#endif
+
 __device__ void run_program(RunShared& S) {
     Lane L;
     L.fault_lane = NO_LANE;
     L.instructions = 0;
     uint32_t batches = (S.lanes + blockDim.x - 1) / blockDim.x;
+    // S.jit_id is block-uniform, so every thread takes the same path
+    bool native = S.jit_id != 0;
     for (uint32_t batch = 0; batch < batches; batch++) {
         L.id = batch * blockDim.x + threadIdx.x;
         L.live = L.id < S.lanes;
-        run_batch(S, L);
+        if (!native || !jit_run_batch(S, L)) {
+            native = false;
+            run_batch(S, L);
+        }
     }
+    if (threadIdx.x == 0) S.path = native ? PATH_JIT : PATH_INTERPRETED;
     // the run's fault is the lowest faulting lane's (docs/VIR0.md §7.5)
     if (L.fault_lane != NO_LANE) atomicMin(&S.fault_lane, L.fault_lane);
     atomicAdd((unsigned long long*)&S.instructions, (unsigned long long)L.instructions);
@@ -1085,6 +1142,7 @@ __device__ void run_program_slot(const Params& p, uint32_t program_handle, const
                 S.emit_capacity = context->emit_capacity; S.emit_words = program->emit_words;
                 S.records = (uint32_t*)context->records;
                 S.registers = program->registers;
+                S.jit_id = program->jit_id;
                 S.code = (const uint2*)program->code;
                 S.table_count = program->table_count; S.binding_count = program->binding_count;
                 S.emitted = 0; S.dropped = 0; S.fault_lane = NO_LANE; S.instructions = 0;
@@ -1143,6 +1201,7 @@ __device__ void run_program_slot(const Params& p, uint32_t program_handle, const
         context->dropped = S.dropped;
         context->instructions = S.instructions;
         context->lanes = S.lanes;
+        context->path = S.path;
         context->fault_code = S.fault_code;
         context->fault_pc = S.fault_pc;
         context->fault_detail = S.fault_detail;
@@ -1397,7 +1456,13 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
     }
 }
 
-extern "C" __global__ void __launch_bounds__(VYRE_BLOCK_THREADS) vyre_megakernel(Params p) {
+// Blocks per SM the register budget must allow: the plain kernel fits 5 anyway (48 registers); a
+// JIT variant's native functions keep a program's registers live and would take ~120, i.e. 2
+// blocks per SM, so a variant caps them at 64 (4 blocks) and lets ptxas spill the rare excess.
+#ifndef VYRE_MIN_BLOCKS_PER_SM
+#define VYRE_MIN_BLOCKS_PER_SM 1
+#endif
+extern "C" __global__ void __launch_bounds__(VYRE_BLOCK_THREADS, VYRE_MIN_BLOCKS_PER_SM) vyre_megakernel(Params p) {
     __shared__ SlotShared T;
     __shared__ RunShared S;
     __shared__ uint32_t stage[STAGE_WORDS];

@@ -1,0 +1,136 @@
+"""The JIT on a real GPU: JIT'd programs give bit-identical results to the interpreter and to the
+CPU backend, and a hot swap to a new variant loses and repeats no slot.
+
+Run on the H100 (`scripts/gpu_session.sh tests`); skipped without a usable GPU."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from differential import comparable, deterministic_case
+from host_programs import counting_program, text_with_needles
+
+from vyre_runtime.backends.selection import cuda_unavailable_reason
+from vyre_runtime.jit_policy import JitPolicy
+from vyre_runtime.megakernel import Megakernel
+from vyre_runtime.vir0 import asm
+
+pytestmark = pytest.mark.gpu
+_REASON = cuda_unavailable_reason()
+if _REASON is not None:
+    pytest.skip(f"no usable CUDA GPU: {_REASON}", allow_module_level=True)
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.vasm"))
+NEEDLES = [b"vyre", b"error", b"warning", b"fatal", b"panic", b"\n", b"\n\n"]
+JIT_SEEDS = int(os.environ.get("VYRE_JIT_SEEDS", "150"))
+SHUTDOWN_S = float(os.environ.get("VYRE_GPU_SHUTDOWN_S", "10"))
+
+
+def _same(mine, reference, where: str) -> None:
+    assert mine.fault == reference.fault, where
+    assert {k: v.tolist() for k, v in mine.outputs.items()} == {k: v.tolist() for k, v in reference.outputs.items()}, (
+        where
+    )
+    assert sorted(map(tuple, mine.records.tolist())) == sorted(map(tuple, reference.records.tolist())), where
+    assert (mine.dropped, mine.instructions) == (reference.dropped, reference.instructions), where
+
+
+def test_examples_run_natively_with_the_interpreters_and_the_cpus_results():
+    programs = [asm.assemble_program(path.read_text(), source_name=path.name) for path in EXAMPLES]
+    cases = [(seed, text_with_needles(seed, size, NEEDLES), lanes) for seed, size, lanes in
+             ((1, 0, None), (2, 1, None), (3, 5000, None), (4, 70_001, 33), (5, 300_000, None))]
+    with Megakernel(backend="cpu", slots=64, workers=2) as cpu:
+        expected = {}
+        for program in programs:
+            handle = cpu.register_program(program)
+            for seed, data, lanes in cases:
+                expected[program.name, seed] = cpu.submit(handle, data, lanes=lanes).result(120)
+    gpu = Megakernel(backend="cuda", slots=256, jit="request")
+    try:
+        handles = [gpu.register_program(program) for program in programs]
+        for program, handle in zip(programs, handles):
+            for seed, data, lanes in cases:
+                interpreted = gpu.submit(handle, data, lanes=lanes).result(60)
+                assert interpreted.path == "interpreted"
+                _same(interpreted, expected[program.name, seed], f"{program.name} interpreted, seed {seed}")
+        gpu.jit(*handles)
+        for program, handle in zip(programs, handles):
+            for seed, data, lanes in cases:
+                native = gpu.submit(handle, data, lanes=lanes).result(60)
+                assert native.path == "jit", program.name
+                _same(native, expected[program.name, seed], f"{program.name} JIT, seed {seed}")
+        states = gpu.stats().programs
+        assert {states[h].state for h in handles} == {"jit"}
+        assert all(states[h].runs_jit == len(cases) == states[h].runs_interpreted for h in handles)
+        assert gpu.stats().stray_completions == 0
+    finally:
+        gpu.shutdown(timeout=SHUTDOWN_S)
+
+
+def test_random_programs_jitted_match_the_interpreter_and_the_cpu_bit_for_bit():
+    cases = [deterministic_case(seed) for seed in range(JIT_SEEDS)]
+    with Megakernel(backend="cpu", slots=256, workers=2) as cpu:
+        reference = []
+        for program, data, capacity in cases:
+            handle = cpu.register_program(program)
+            reference.append(comparable(cpu.submit(handle, data, emit_capacity=capacity).result(60)))
+            cpu.unregister_program(handle)
+    gpu = Megakernel(backend="cuda", slots=256, jit="request")
+    try:
+        handles = [gpu.register_program(program) for program, _, _ in cases]
+        interpreted = [gpu.submit(h, data, emit_capacity=c) for h, (_, data, c) in zip(handles, cases)]
+        interpreted = [future.result(60) for future in interpreted]
+        gpu.jit(*handles)  # one variant holding every program: one NVRTC build
+        native = [gpu.submit(h, data, emit_capacity=c) for h, (_, data, c) in zip(handles, cases)]
+        native = [future.result(60) for future in native]
+        for seed, (program, _, _) in enumerate(cases):
+            where = f"seed {seed}: {[i.mnemonic for i in program.code]}"
+            assert interpreted[seed].path == "interpreted" and native[seed].path == "jit", where
+            assert comparable(interpreted[seed]) == reference[seed], where
+            assert comparable(native[seed]) == reference[seed], where
+    finally:
+        gpu.shutdown(timeout=SHUTDOWN_S)
+
+
+def test_a_hot_program_is_swapped_to_native_code_while_runs_stream_and_no_run_is_lost_or_repeated():
+    program = counting_program()
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(0, 5000, 3000).tolist()
+    gpu = Megakernel(backend="cuda", slots=256, jit=JitPolicy(mode="auto", hot_runs=50, settle_s=0.0))
+    try:
+        handle = gpu.register_program(program)
+        futures = []
+        done = threading.Event()
+
+        def keep_submitting() -> None:
+            for size in sizes:
+                futures.append((size, gpu.submit(handle, bytes(size))))
+            done.set()
+
+        submitter = threading.Thread(target=keep_submitting)
+        submitter.start()
+        submitter.join(120)
+        assert done.is_set()
+        paths = []
+        for size, future in futures:
+            outcome = future.result(60)
+            assert outcome.ok
+            assert outcome.outputs["hits"].tolist() == [program.lanes]
+            assert outcome.outputs["bytes"].tolist() == [program.lanes * size]
+            paths.append(outcome.path)
+        gpu.jit(handle, timeout=120)  # the hot build: done by now or soon; then runs go native
+        after = gpu.submit(handle, b"abc").result(60)
+        assert after.path == "jit" and after.outputs["bytes"].tolist() == [program.lanes * 3]
+        stats = gpu.stats()
+        path = stats.programs[handle]
+        assert path.state == "jit"
+        assert path.runs_interpreted + path.runs_jit == len(sizes) + 1
+        assert path.runs_interpreted >= 50 and paths.count("interpreted") == path.runs_interpreted
+        assert stats.stray_completions == 0
+        assert stats.completed == stats.published
+    finally:
+        gpu.shutdown(timeout=SHUTDOWN_S)

@@ -1,0 +1,126 @@
+"""The JIT without a GPU: VIR0 -> CUDA C++ translation, the variant build through NVRTC and the
+build cache, and the policy's behaviour on a backend that cannot compile (the CPU).
+
+What runs on the GPU (native results bit-identical to the interpreter and the CPU, the hot
+swap) is tests/test_cuda_jit.py."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from differential import deterministic_case
+from test_cuda_build import needs_nvrtc
+
+from vyre_runtime.backends.cuda import build, jit
+from vyre_runtime.errors import BackendError, DispatchError
+from vyre_runtime.jit_policy import JitPolicy
+from vyre_runtime.megakernel import Megakernel
+from vyre_runtime.vir0 import isa
+from vyre_runtime.vir0.asm import assemble_program
+from vyre_runtime.vir0.program import Instruction, Program
+from vyre_runtime.vir0.verify import VerifyError
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.vasm"))
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(build.CACHE_ENV, str(tmp_path / "cache"))
+
+
+def _examples() -> dict[str, Program]:
+    programs = [assemble_program(path.read_text(), source_name=path.name) for path in EXAMPLES]
+    return {jit.code_key(program): program for program in programs}
+
+
+def test_each_instruction_becomes_one_case_with_its_operands_as_constants() -> None:
+    program = assemble_program(EXAMPLES[0].read_text())
+    text = jit.translate(program, 7)
+    assert "void vyre_jit_7(RunShared& S, Lane& io)" in text
+    case = r"case (\d+)u: exec_op<(0x[0-9a-f]{2})u>\(S, L, part, participants, (\d+)u, (\d+)u, (\d+)u,"
+    cases = re.findall(case, text)
+    assert [int(pc) for pc, *_ in cases] == list(range(len(program.code)))
+    for (_, byte, d, a, b), instruction in zip(cases, program.code):
+        assert (int(byte, 16), int(d), int(a), int(b)) == (instruction.op, instruction.d, instruction.a, instruction.b)
+    assert f"i < {program.registers}u; i++) L.r[i] = 0" in text
+
+
+def test_the_code_key_follows_code_and_registers_but_not_names_tables_or_defaults() -> None:
+    program, _, _ = deterministic_case(3)
+    same_code = Program(name="other", code=program.code, registers=program.registers, lanes=7, fuel=9)
+    assert jit.code_key(same_code) == jit.code_key(program)
+    more_registers = Program(name=program.name, code=program.code, registers=program.registers + 1)
+    assert jit.code_key(more_registers) != jit.code_key(program)
+    other_code = Program(name=program.name, code=(*program.code[:-1], Instruction(isa.Op.TRAP, imm=1)))
+    assert jit.code_key(other_code) != jit.code_key(program)
+
+
+def test_a_variant_header_is_deterministic_and_dispatches_every_id() -> None:
+    programs = _examples()
+    text, ids = jit.variant_header(programs)
+    again, ids_again = jit.variant_header(dict(reversed(list(programs.items()))))
+    assert (text, ids) == (again, ids_again)  # the same set, the same text: one cache entry
+    assert sorted(ids.values()) == list(range(1, len(programs) + 1))
+    for jit_id in ids.values():
+        assert f"case {jit_id}u: vyre_jit_{jit_id}(S, L); return true;" in text
+    assert "default: return false;" in text
+
+
+def test_unverifiable_code_is_refused_before_it_reaches_nvrtc() -> None:
+    falls_off = Program(name="falls_off", registers=2, code=(Instruction(isa.Op.NOP),))
+    with pytest.raises(VerifyError, match="fall off"):
+        jit.translate(falls_off, 1)
+    with pytest.raises(BackendError, match="ids start at 1"):
+        jit.translate(assemble_program(EXAMPLES[0].read_text()), 0)
+
+
+def test_a_variant_too_large_for_one_build_is_refused_with_a_way_out() -> None:
+    loop = (*(Instruction(isa.Op.NOP) for _ in range(jit.MAX_VARIANT_INSTRUCTIONS)), Instruction(isa.Op.EXIT))
+    with pytest.raises(BackendError, match="at most 16384"):
+        jit.variant_header({"k": Program(name="huge", registers=1, code=loop)})
+
+
+@needs_nvrtc
+def test_nvrtc_builds_a_variant_with_every_example_and_random_programs_and_caches_it() -> None:
+    programs = _examples()
+    for seed in range(12):
+        program, _, _ = deterministic_case(seed)
+        programs[jit.code_key(program)] = program
+    started = time.perf_counter()
+    variant = jit.build_variant(programs)
+    cold = time.perf_counter() - started
+    assert variant.cubin.startswith(b"\x7fELF")
+    assert set(build.MEGAKERNEL_SYMBOLS) <= set(variant.build.names)
+    assert set(variant.ids) == set(programs)
+    plain = build.build_megakernel()
+    assert plain.key != variant.build.key  # a variant never answers for the plain kernel
+    hit = jit.build_variant(programs)
+    assert hit.build.cached and hit.cubin == variant.cubin and hit.ids == variant.ids
+    assert hit.build.seconds < cold
+    fewer = dict(list(programs.items())[:-1])
+    assert jit.build_variant(fewer).build.key != variant.build.key
+
+
+def test_policy_arguments_are_checked() -> None:
+    with pytest.raises(DispatchError, match="jit mode"):
+        JitPolicy(mode="always")
+    with pytest.raises(DispatchError, match="hot_runs"):
+        JitPolicy(hot_runs=0)
+    assert JitPolicy.of("request").mode == "request"
+
+
+def test_the_cpu_backend_refuses_a_jit_request_and_reports_every_run_as_interpreted() -> None:
+    program = assemble_program(EXAMPLES[0].read_text())
+    with Megakernel(backend="cpu", slots=16, workers=1, jit=JitPolicy(mode="auto", hot_runs=1)) as mk:
+        handle = mk.register_program(program)
+        for _ in range(3):
+            outcome = mk.submit(handle, b"some bytes\nand a line\n").result(30)
+            assert outcome.path == "interpreted"
+        with pytest.raises(BackendError, match="needs the cuda backend"):
+            mk.jit(handle)
+        path = mk.stats().programs[handle]
+        assert (path.state, path.runs_interpreted, path.runs_jit) == ("interpreted", 3, 0)
+        assert path.name == program.name
