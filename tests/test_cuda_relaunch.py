@@ -4,13 +4,13 @@ without a usable GPU). The CPU side of the same contract is tests/test_relaunch.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 
 import numpy as np
 import pytest
+from cuda_resident import SHUTDOWN_S, resident
 from host_programs import counting_program
+from ring_checks import COUNTER, DEVICE_HELD, add_one, assert_stopped_device_lost_none, slot_status
 
 from vyre_runtime.backends.cuda import build
 from vyre_runtime.backends.selection import cuda_unavailable_reason
@@ -26,27 +26,6 @@ pytestmark = pytest.mark.gpu
 _REASON = cuda_unavailable_reason()
 if _REASON is not None:
     pytest.skip(f"no usable CUDA GPU: {_REASON}", allow_module_level=True)
-
-SHUTDOWN_S = float(os.environ.get("VYRE_GPU_SHUTDOWN_S", "10"))
-COUNTER = 0  # observable every ATOMIC_ADD slot of these tests adds 1 to: how often slots ran
-DEVICE_HELD = (SlotState.CLAIMED, SlotState.WAIT_IO)
-
-
-@contextlib.contextmanager
-def resident(**options):
-    megakernel = Megakernel(backend="cuda", **options)
-    try:
-        yield megakernel
-    finally:
-        megakernel.shutdown(timeout=SHUTDOWN_S)
-
-
-def _add_one(mk: Megakernel, count: int, tenant: int = 0) -> list:
-    return [mk.publish(BuiltinOpcode.ATOMIC_ADD, (COUNTER, 1), tenant=tenant) for _ in range(count)]
-
-
-def _status(mk: Megakernel, futures: list) -> np.ndarray:
-    return mk.service.status_column[[future.slot for future in futures]]
 
 
 def _counters(mk: Megakernel) -> tuple[int, int]:
@@ -65,16 +44,16 @@ def test_relaunch_serves_slots_published_while_paused_and_while_stopped_exactly_
     with resident(slots=256, tenants=2) as mk:
         handle = mk.register_program(counting_program())
         mk.set_tenant_enabled(1, False)
-        held = _add_one(mk, 50, tenant=1)  # a paused tenant: PUBLISHED across the pause
-        served = _add_one(mk, 50)
+        held = add_one(mk, 50, tenant=1)  # a paused tenant: PUBLISHED across the pause
+        served = add_one(mk, 50)
         assert all(future.result(10).ok for future in served)
         mk.pause(timeout=SHUTDOWN_S)
         assert int(mk.image[ControlWord.DEVICE_STATE]) == DeviceState.EXITED
         assert "paused" in mk.device.health()
-        while_stopped = _add_one(mk, 50)
+        while_stopped = add_one(mk, 50)
         run = mk.submit(handle, b"abcdef")
-        assert (_status(mk, while_stopped) == SlotState.PUBLISHED).all()
-        assert (_status(mk, held) == SlotState.PUBLISHED).all()
+        assert (slot_status(mk, while_stopped) == SlotState.PUBLISHED).all()
+        assert (slot_status(mk, held) == SlotState.PUBLISHED).all()
         mk.set_tenant_enabled(1, True)
         assert mk.relaunch(timeout=SHUTDOWN_S) == {}
         assert mk.device.health() is None
@@ -108,16 +87,16 @@ def test_pause_finishes_every_claimed_run_and_the_relaunch_serves_the_rest():
 
 def test_relaunch_with_a_fresh_build_loads_it_as_a_new_module():
     with resident(slots=128) as mk:
-        assert _add_one(mk, 1)[0].result(10).ok
+        assert add_one(mk, 1)[0].result(10).ok
         old_module = mk.device._module
         fresh = build.build_megakernel(mk.device.arch, use_cache=False)  # NVRTC again: a new cubin object
         mk.pause(timeout=SHUTDOWN_S)
-        waiting = _add_one(mk, 20)
+        waiting = add_one(mk, 20)
         mk.relaunch(cubin=fresh, timeout=SHUTDOWN_S)
         assert mk.device._module is not old_module and old_module.handle is None  # unloaded
         assert all(future.result(10).ok for future in waiting)
         mk.relaunch(cubin=fresh.cubin, timeout=SHUTDOWN_S)  # raw bytes, running device: paused first
-        assert all(future.result(10).ok for future in _add_one(mk, 20))
+        assert all(future.result(10).ok for future in add_one(mk, 20))
         assert mk.device.health() is None
         assert mk.observables()[COUNTER] == 41
 
@@ -133,7 +112,7 @@ def test_a_cubin_built_for_another_layout_is_refused_and_the_old_module_relaunch
         with pytest.raises(BackendError, match="another protocol layout"):
             mk.relaunch(cubin=foreign, timeout=SHUTDOWN_S)
         assert "paused" in mk.device.health()
-        waiting = _add_one(mk, 5)
+        waiting = add_one(mk, 5)
         mk.relaunch(timeout=SHUTDOWN_S)
         assert all(future.result(10).ok for future in waiting)
 
@@ -150,14 +129,4 @@ def test_the_shutdown_opcode_with_slots_still_queued_loses_none():
             while int(mk.image[ControlWord.DEVICE_STATE]) != DeviceState.EXITED and time.monotonic() < deadline:
                 time.sleep(0.001)
             assert int(mk.image[ControlWord.DEVICE_STATE]) == DeviceState.EXITED, f"round {round_}"
-            mk.poll()
-            status = mk.service.status_column
-            assert not np.isin(status, DEVICE_HELD).any(), f"round {round_}: a slot was lost CLAIMED"
-            completed = [future for future in futures if future.done()]
-            waiting = [future for future in futures if not future.done()]
-            assert all(future.result(0).ok for future in completed)
-            assert (status[[future.slot for future in waiting]] == SlotState.PUBLISHED).all()
-            ran = sum(1 for future in completed if future.result(0).opcode == BuiltinOpcode.ATOMIC_ADD)
-            assert mk.observables()[COUNTER] == ran
-            with pytest.raises(BackendError, match="shut down"):
-                mk.relaunch()
+            assert_stopped_device_lost_none(mk, futures, f"round {round_}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from host_programs import counting_program
+from ring_checks import COUNTER, add_one, assert_stopped_device_lost_none, slot_status
 
 from vyre_runtime.errors import BackendError
 from vyre_runtime.megakernel import Megakernel
@@ -23,28 +24,18 @@ from vyre_runtime.protocol.layout import (
 )
 from vyre_runtime.protocol.opcodes import BuiltinOpcode, metric_index
 
-COUNTER = 0  # observable every ATOMIC_ADD slot of these tests adds 1 to: how often slots ran
-
-
-def _add_one(mk: Megakernel, count: int, tenant: int = 0) -> list:
-    return [mk.publish(BuiltinOpcode.ATOMIC_ADD, (COUNTER, 1), tenant=tenant) for _ in range(count)]
-
-
-def _status(mk: Megakernel, futures: list) -> np.ndarray:
-    return mk.service.status_column[[future.slot for future in futures]]
-
 
 def test_slots_published_while_paused_wait_in_the_ring_and_run_once_after_the_relaunch():
     with Megakernel(backend="cpu", slots=256, tenants=2, workers=2) as mk:
         mk.set_tenant_enabled(1, False)
-        held = _add_one(mk, 40, tenant=1)  # a paused tenant: PUBLISHED across the pause
-        served = _add_one(mk, 40)
+        held = add_one(mk, 40, tenant=1)  # a paused tenant: PUBLISHED across the pause
+        served = add_one(mk, 40)
         assert all(future.result(5).ok for future in served)
         mk.pause(timeout=5)
         assert int(mk.image[ControlWord.DEVICE_STATE]) == DeviceState.EXITED
-        while_stopped = _add_one(mk, 40)
-        assert (_status(mk, while_stopped) == SlotState.PUBLISHED).all()
-        assert (_status(mk, held) == SlotState.PUBLISHED).all()
+        while_stopped = add_one(mk, 40)
+        assert (slot_status(mk, while_stopped) == SlotState.PUBLISHED).all()
+        assert (slot_status(mk, held) == SlotState.PUBLISHED).all()
         mk.set_tenant_enabled(1, True)
         assert mk.relaunch(timeout=5) == {}
         assert int(mk.image[ControlWord.DEVICE_STATE]) == DeviceState.SERVING
@@ -73,9 +64,9 @@ def test_registered_programs_and_io_resources_serve_again_after_a_relaunch():
 
 def test_relaunch_of_a_running_device_pauses_it_first_and_loses_nothing():
     with Megakernel(backend="cpu", slots=256, workers=2) as mk:
-        futures = _add_one(mk, 100)
+        futures = add_one(mk, 100)
         mk.relaunch(timeout=5)
-        futures += _add_one(mk, 100)
+        futures += add_one(mk, 100)
         assert all(future.result(5).ok for future in futures)
         assert mk.observables()[COUNTER] == 200
 
@@ -83,7 +74,7 @@ def test_relaunch_of_a_running_device_pauses_it_first_and_loses_nothing():
 def test_a_slot_a_stopped_device_left_claimed_fails_with_the_reason_and_never_runs_again():
     with Megakernel(backend="cpu", slots=64, workers=1) as mk:
         mk.pause(timeout=5)
-        orphan = _add_one(mk, 1)[0]
+        orphan = add_one(mk, 1)[0]
         # what a device that died holding the slot leaves behind: CLAIMED, and nobody to finish it
         mk.image[mk.layout.slot(orphan.slot) + SlotWord.STATUS] = SlotState.CLAIMED
         faulted = mk.relaunch(timeout=5)
@@ -91,7 +82,7 @@ def test_a_slot_a_stopped_device_left_claimed_fails_with_the_reason_and_never_ru
         with pytest.raises(BackendError, match="CLAIMED"):
             orphan.result(5)
         assert mk.observables()[COUNTER] == 0
-        assert _add_one(mk, 1)[0].result(5).ok  # the ring serves on
+        assert add_one(mk, 1)[0].result(5).ok  # the ring serves on
         stats = mk.stats()
         assert stats.device_faults == stats.faulted == 1
 
@@ -118,7 +109,7 @@ def test_a_refused_relaunch_leaves_the_device_paused_and_a_plain_relaunch_resume
 def test_shutdown_of_a_paused_megakernel_fails_what_still_waits():
     mk = Megakernel(backend="cpu", slots=16, workers=1)
     mk.pause(timeout=2)
-    waiting = _add_one(mk, 3)
+    waiting = add_one(mk, 3)
     mk.shutdown(timeout=2)
     for future in waiting:
         with pytest.raises(BackendError, match="shut down"):
@@ -130,17 +121,7 @@ def test_the_shutdown_opcode_leaves_every_unclaimed_slot_published_and_loses_non
     requests = [SlotRequest(BuiltinOpcode.ATOMIC_ADD, (COUNTER, 1))] * 150
     futures = mk.batch([*requests, SlotRequest(BuiltinOpcode.SHUTDOWN), *requests])
     assert mk.device.stop(timeout=5)  # the workers leave after what they claimed
-    mk.poll()
-    status = mk.service.status_column
-    assert not np.isin(status, [SlotState.CLAIMED, SlotState.WAIT_IO]).any()
-    completed = [future for future in futures if future.done()]
-    waiting = [future for future in futures if not future.done()]
-    assert all(future.result(0).ok for future in completed)
-    assert (status[[future.slot for future in waiting]] == SlotState.PUBLISHED).all()
-    ran = sum(1 for future in completed if future.result(0).opcode == BuiltinOpcode.ATOMIC_ADD)
-    assert mk.observables()[COUNTER] == ran
-    with pytest.raises(BackendError, match="shut down"):
-        mk.relaunch()
+    assert_stopped_device_lost_none(mk, futures)
     mk.shutdown(timeout=2)
     assert all(future.done() for future in futures)
 
