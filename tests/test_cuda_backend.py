@@ -3,13 +3,13 @@ the CPU backend and reproduces its results bit for bit (skipped cleanly without 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cuda_resident import SHUTDOWN_S, resident
 from differential import comparable, deterministic_case
 from host_programs import counting_program, faulting_program, text_with_needles
 
@@ -32,21 +32,6 @@ Op = isa.Op
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NEEDLES = [b"vyre", b"error", b"warning", b"fatal", b"panic", b"\n", b"\n\n"]
 DIFFERENTIAL_SEEDS = int(os.environ.get("VYRE_DIFFERENTIAL_SEEDS", "300"))  # longer soaks on a GPU machine
-
-
-# Under compute-sanitizer the kernel runs many times slower: give shutdown a longer deadline
-# there, or one test's kernel stays resident and every later test is refused.
-SHUTDOWN_S = float(os.environ.get("VYRE_GPU_SHUTDOWN_S", "10"))
-
-
-@contextlib.contextmanager
-def resident(**options):
-    """A CUDA Megakernel shut down with SHUTDOWN_S (a process holds one resident kernel)."""
-    megakernel = Megakernel(backend="cuda", **options)
-    try:
-        yield megakernel
-    finally:
-        megakernel.shutdown(timeout=SHUTDOWN_S)
 
 
 @pytest.fixture

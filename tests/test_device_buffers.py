@@ -10,14 +10,13 @@ bit; a CuPy / PyTorch test runs where those are importable.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cuda_resident import resident
 from host_programs import counting_program, faulting_program, text_with_needles
 
 from vyre_runtime.backends.selection import cuda_unavailable_reason
@@ -462,7 +461,6 @@ def test_the_scan_bench_runs_and_verifies_on_the_cpu_backend(tmp_path):
 # ---------------------------------------------------------------------- on a GPU
 
 _CUDA_REASON = cuda_unavailable_reason()
-SHUTDOWN_S = float(os.environ.get("VYRE_GPU_SHUTDOWN_S", "10"))
 ALLOCATE_DEADLINE_S = 20.0
 
 
@@ -470,16 +468,6 @@ def gpu_test(function):
     """The `gpu` marker, and a clean skip without a usable GPU."""
     function = pytest.mark.gpu(function)
     return pytest.mark.skipif(_CUDA_REASON is not None, reason=f"no usable CUDA GPU: {_CUDA_REASON}")(function)
-
-
-@contextlib.contextmanager
-def resident(**options):
-    """A CUDA Megakernel shut down with SHUTDOWN_S (a process holds one resident kernel)."""
-    megakernel = Megakernel(backend="cuda", **options)
-    try:
-        yield megakernel
-    finally:
-        megakernel.shutdown(timeout=SHUTDOWN_S)
 
 
 def buffer_within_deadline(megakernel: Megakernel, nbytes: int) -> DeviceBuffer:

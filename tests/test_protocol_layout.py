@@ -63,7 +63,7 @@ from vyre_runtime.vir0.isa import FaultCode
 
 # Update only together with docs/PROTOCOL.md and the CUDA header: a device built from the old
 # constants must not load against a host built from the new ones.
-PINNED_LAYOUT_DIGEST = 0x957812C7
+PINNED_LAYOUT_DIGEST = 0xFBF7023A
 
 
 def members(enum: type[IntEnum]) -> dict[str, int]:
@@ -116,6 +116,7 @@ def test_control_words_are_pinned():
         "DEBUG_CAPACITY": 12,
         "IO_ENTRIES": 13,
         "DEBUG_READ_CURSOR": 14,
+        "PAUSE": 15,
         "PRIORITY_OFFSETS": 16,
         "DOORBELL_TAIL": 22,
         "DOORBELL_HEAD": 23,

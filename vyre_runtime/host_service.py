@@ -457,6 +457,12 @@ class HostService:
 
     # ------------------------------------------------------------------ IO queue and debug log
 
+    @property
+    def io_lock(self) -> threading.Lock:
+        """Held while the host claims and answers IO requests; a relaunch holds it while it
+        resets the IO entries, so no answer lands in an entry being reset."""
+        return self._io_lock
+
     def service_io(self) -> None:
         with self._io_lock:  # one host thread claims and answers IO requests (docs/PROTOCOL.md)
             for request in ioqueue.claim_requests(self.image, self.layout):

@@ -555,6 +555,48 @@ class Megakernel:
         base = self.layout.observable_base
         return self.image[base : base + self.layout.observables].copy()
 
+    # ------------------------------------------------------------------ pause and relaunch
+
+    def pause(self, timeout: float = 10.0) -> None:
+        """Stop the device without ending the ring, so that `relaunch` resumes it.
+
+        The device claims nothing more and finishes every slot it claimed; every other slot stays
+        PUBLISHED. Publishing and reaping go on meanwhile: slots published while paused wait in
+        the ring for the relaunch. BackendError if a slot still runs after ``timeout`` (the
+        device keeps draining: call again, or shutdown()).
+        """
+        self._refuse_if_shut_down()
+        if not self.device.pause(timeout):
+            raise BackendError(
+                f"a {self.backend} worker was still busy {timeout:.1f} s after the pause began",
+                "call pause() again (a long program ends at its fuel limit), or shutdown()",
+            )
+
+    def relaunch(self, cubin: Any = None, *, timeout: float = 10.0) -> dict[int, str]:
+        """Serve the same ring with a fresh launch of the device; pauses a running one first.
+
+        Every handle, buffer and future stays valid: PUBLISHED slots are served by the new
+        launch, DONE slots not yet reaped are reaped once. A slot the old launch held claimed and
+        never completed (it died) is faulted INTERNAL rather than run twice: its future fails
+        with the reason; they are returned (slot -> reason). ``cubin`` (CUDA only: a
+        build.BuildResult or cubin bytes) replaces the kernel: see CudaDevice.relaunch for what
+        the new build must guarantee. BackendError: shut down, still busy after ``timeout``, or
+        a device that cannot be resumed in this process (a dead CUDA context: restart it).
+        """
+        self.pause(timeout)  # returns at once when the device already exited
+        with self.service.io_lock:  # the relaunch resets the IO entries: no answer may race it
+            faulted = self.device.relaunch(cubin)
+        if faulted:
+            self.service.notify()  # the reaper hands their failures to the futures now
+        return faulted
+
+    def _refuse_if_shut_down(self) -> None:
+        if self._closed or self.image[ControlWord.SHUTDOWN]:
+            raise BackendError(
+                "this Megakernel is shut down (shutdown() or a SHUTDOWN slot); a shut-down ring is not resumed",
+                "create a new Megakernel",
+            )
+
     # ------------------------------------------------------------------ shutdown
 
     def shutdown(self, timeout: float = 10.0, *, cancel: bool = False) -> None:
@@ -567,7 +609,7 @@ class Megakernel:
             return
         self._jit.close()  # no swap may begin once shutdown has
         deadline = time.monotonic() + timeout
-        if not cancel:
+        if not cancel and not self.image[ControlWord.PAUSE]:  # a paused device completes nothing more
             self.service.wait_idle(max(0.0, deadline - time.monotonic() - 0.5 * min(timeout, 1.0)))
         self._closed = True
         self.service.answer_all_io_with_shutdown()

@@ -26,6 +26,14 @@ class Device(Protocol):
     def stop(self, timeout: float) -> bool:
         """Set SHUTDOWN and wait up to ``timeout``; False if the device is still busy."""
 
+    def pause(self, timeout: float) -> bool:
+        """Set PAUSE and wait up to ``timeout`` for the device to exit with the ring resumable:
+        claimed slots finished, the rest left PUBLISHED (docs/PROTOCOL.md, 6.5); False if busy."""
+
+    def relaunch(self, cubin: Any = None) -> dict[int, str]:
+        """Serve the same ring again after the device exited (never after SHUTDOWN); returns the
+        slots it faulted INTERNAL because the old device left them claimed, with the reasons."""
+
     def close(self) -> None:
         """Release device resources after a successful stop."""
 

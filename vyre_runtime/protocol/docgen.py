@@ -211,6 +211,11 @@ CONTROL_DOC: dict[ControlWord, tuple[str, str]] = {  # owner, meaning
         "host",
         "debug records at positions below it are consumed; the device only reads it",
     ),
+    ControlWord.PAUSE: (
+        "host stores 1; stores 0 only while no device runs",
+        "non-zero: claim nothing more, finish every claimed slot, exit; the ring stays resumable "
+        "(see Pause and relaunch)",
+    ),
     ControlWord.PRIORITY_OFFSETS: (
         "host-initialised",
         "first slot of each priority partition, CRITICAL .. BACKGROUND, then SLOT_COUNT",
@@ -227,9 +232,9 @@ CONTROL_DOC: dict[ControlWord, tuple[str, str]] = {  # owner, meaning
 }
 
 DEVICE_STATE_DOC: dict[DeviceState, str] = {
-    DeviceState.NOT_STARTED: "the image is fresh (the host zeroed it)",
+    DeviceState.NOT_STARTED: "the image is fresh (the host zeroed it), or the host reset the word for a relaunch",
     DeviceState.SERVING: "the device checked digest and geometry and is polling the ring",
-    DeviceState.EXITED: "every worker has left its loop after SHUTDOWN; no device thread touches the image",
+    DeviceState.EXITED: "every worker has left its loop after SHUTDOWN or PAUSE; no device thread touches the image",
     DeviceState.REFUSED: "the device found a layout digest or geometry it was not built for and never served",
 }
 

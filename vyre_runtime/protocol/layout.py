@@ -93,7 +93,7 @@ class SlotFault(IntEnum):
 
 
 class ControlWord(IntEnum):
-    SHUTDOWN = 0  # host writes 1 (device SHUTDOWN opcode also stores 1): workers exit
+    SHUTDOWN = 0  # host writes 1 (device SHUTDOWN opcode also stores 1): workers exit, for good
     DONE_COUNT = 1  # device: slots completed (DONE or FAULT), wraps at 2^32
     FAULT_COUNT = 2  # device: slots that ended FAULT
     CLAIM_COUNT = 3  # device: successful claims
@@ -108,6 +108,9 @@ class ControlWord(IntEnum):
     DEBUG_CAPACITY = 12
     IO_ENTRIES = 13
     DEBUG_READ_CURSOR = 14  # host-owned: debug records below it are consumed
+    # host-owned: 1 = stop for a relaunch: the device finishes what it claimed, leaves the rest
+    # PUBLISHED and exits; the host stores 0 again only while no device runs (PROTOCOL.md, 6.5)
+    PAUSE = 15
     PRIORITY_OFFSETS = 16  # host-owned, 6 words: first slot of each priority partition, then SLOT_COUNT
     DOORBELL_TAIL = 22  # host-owned: doorbell entries written so far (wraps at 2^32)
     DOORBELL_HEAD = 23  # device-owned: doorbell entries consumed so far

@@ -3,8 +3,9 @@
 Workers follow the same state machine a GPU block does (docs/PROTOCOL.md): find a schedulable
 slot, check its tenant, claim it (PUBLISHED/YIELD/REQUEUE -> CLAIMED under the device lock,
 which stands in for the GPU's compare-and-swap), run it, write results, count it, and publish
-DONE or FAULT last. They exit when the SHUTDOWN control word is set. A faulting or runaway
-program ends its own slot as FAULT; the worker goes on serving.
+DONE or FAULT last. They exit when the SHUTDOWN or the PAUSE control word is set, after the slots
+they claimed; `relaunch` starts new workers over the same ring after a pause (docs/PROTOCOL.md,
+6.5). A faulting or runaway program ends its own slot as FAULT; the worker goes on serving.
 
 Doorbell hints (slot indices the host just published) spare workers a scan of the ring; a
 periodic scan of the status words still finds anything a hint missed, so hints are an
@@ -24,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from vyre_runtime.backends.cpu.builtins import SIMPLE_BODIES, DeviceContext, SlotFaultRaised, packed_slot
-from vyre_runtime.errors import DispatchError
-from vyre_runtime.protocol import ioqueue
+from vyre_runtime.errors import BackendError, DispatchError
+from vyre_runtime.protocol import ioqueue, resume
 from vyre_runtime.protocol.codec import check_image, ring_view
 from vyre_runtime.protocol.layout import (
     RESULT_WORDS,
@@ -75,19 +76,27 @@ class CpuDevice:
         self._consecutive_urgent = 0
         self._sleeping = 0  # workers waiting on `wake` (changed only while holding it)
         self._last_scan = 0.0
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"vyre-cpu-worker-{i}", daemon=True) for i in range(workers)
-        ]
+        self._workers = workers
+        self._threads = self._new_threads()
         self._ring = ring_view(image, layout)
         self._status_column = self._ring[:, SlotWord.STATUS]
 
     # ------------------------------------------------------------------ host-facing
+
+    def _new_threads(self) -> list[threading.Thread]:
+        return [
+            threading.Thread(target=self._serve, name=f"vyre-cpu-worker-{i}", daemon=True) for i in range(self._workers)
+        ]
 
     def start(self) -> None:
         check_image(self.image, self.layout)  # a device refuses an image built from other constants
         self.image[ControlWord.DEVICE_STATE] = DeviceState.SERVING
         for thread in self._threads:
             thread.start()
+
+    def _stopping(self) -> bool:
+        """SHUTDOWN or PAUSE: claim nothing more, finish what is claimed, leave."""
+        return bool(self.image[ControlWord.SHUTDOWN] or self.image[ControlWord.PAUSE])
 
     def ring_doorbell(self, slots: list[int], priorities: list[int]) -> None:
         for slot, priority in zip(slots, priorities):
@@ -129,6 +138,36 @@ class CpuDevice:
     def stop(self, timeout: float) -> bool:
         """Set SHUTDOWN, wake everyone, join within ``timeout``; False if a worker is still busy."""
         self.image[ControlWord.SHUTDOWN] = 1
+        return self._join(timeout)
+
+    def pause(self, timeout: float) -> bool:
+        """Set PAUSE and join the workers within ``timeout``: they finish the slots they claimed and
+        leave the rest PUBLISHED, so `relaunch` can resume the ring. False if a worker is still busy."""
+        self.image[ControlWord.PAUSE] = 1
+        return self._join(timeout)
+
+    def relaunch(self, cubin: object = None) -> dict[int, str]:
+        """Start new workers over the same ring after a pause (CudaDevice.relaunch's contract).
+
+        Returns the slots faulted INTERNAL because no worker completed them (none after a pause
+        that returned True), with the reason; the caller holds the host's IO servicing off.
+        """
+        if cubin is not None:
+            raise BackendError("the CPU backend runs no cubin", "relaunch(cubin=...) is for backend='cuda'")
+        if any(thread.is_alive() for thread in self._threads):
+            raise BackendError("CPU workers are still running", "pause() the device first (Megakernel.relaunch does)")
+        if self.image[ControlWord.SHUTDOWN]:
+            raise BackendError(
+                "this ring was shut down (shutdown() or a SHUTDOWN slot); a shut-down ring is not resumed",
+                "create a new Megakernel",
+            )
+        reasons = resume.prepare_relaunch(self.image, self.layout)
+        self.internal_errors.update(reasons)
+        self._threads = self._new_threads()
+        self.start()
+        return reasons
+
+    def _join(self, timeout: float) -> bool:
         with self.wake:
             self.wake.notify_all()
         deadline = time.monotonic() + timeout
@@ -143,7 +182,7 @@ class CpuDevice:
 
     def _serve(self) -> None:
         context = DeviceContext(self.image, self.layout, self.lock, self.registry.dfas)
-        while not self.image[ControlWord.SHUTDOWN]:
+        while not self._stopping():
             candidates = self._next_candidates()
             if not candidates:
                 continue
@@ -188,7 +227,7 @@ class CpuDevice:
             if found:
                 return found
         with self.wake:
-            if not any(self.hints) and not self.image[ControlWord.SHUTDOWN]:
+            if not any(self.hints) and not self._stopping():
                 self._sleeping += 1
                 self.wake.wait(SCAN_INTERVAL_S)
                 self._sleeping -= 1
@@ -327,7 +366,7 @@ class CpuDevice:
                 )
             if entry >= 0:
                 break
-            if self.image[ControlWord.SHUTDOWN]:
+            if self._stopping():
                 raise SlotFaultRaised(SlotFault.CANCELLED)
             time.sleep(IO_POLL_S)
         self.image[self.layout.ring + slot * SLOT_WORDS + SlotWord.STATUS] = SlotState.WAIT_IO
@@ -337,7 +376,7 @@ class CpuDevice:
             answer = ioqueue.take_answer(self.image, self.layout, entry)
             if answer is not None:
                 break
-            if self.image[ControlWord.SHUTDOWN]:
+            if self._stopping():  # as the GPU's LOAD_MISS, which the dispatcher's stop flag ends
                 shutdown_seen = shutdown_seen or time.monotonic()
                 if time.monotonic() - shutdown_seen > IO_SHUTDOWN_GRACE_S:
                     raise SlotFaultRaised(SlotFault.CANCELLED)

@@ -5,7 +5,9 @@ is host-mapped memory registered at construction (the image, the record tables) 
 run (arena.py); code, tables and DFAs live in device memory, uploaded on a non-blocking side
 stream with a bounded wait. The kernel is launched once (`start`), told to stop through the
 SHUTDOWN word (`stop`), and only then is anything unpinned or freed (`close`): no free and no
-implicitly synchronising call while it runs (DESIGN.md, invariants).
+implicitly synchronising call while it runs (DESIGN.md, invariants). Between the two it may be
+paused (`pause`: the PAUSE word) and launched again over the same ring (`relaunch`), with the
+same build or a new cubin: every table, pool and buffer carries over (docs/PROTOCOL.md, 6.5).
 
 One resident megakernel per process: loading a module waits for a running kernel (measured on
 an H100: cuModuleLoadData blocks until it exits, as do cuMemFree and cuMemHostUnregister), so a
@@ -34,7 +36,7 @@ from vyre_runtime.backends.cuda.arena import Chunk, StagingArena
 from vyre_runtime.backends.cuda.buffers import BufferPool, CudaBuffer
 from vyre_runtime.buffers import DeviceRegion
 from vyre_runtime.errors import BackendError, DispatchError
-from vyre_runtime.protocol import codec
+from vyre_runtime.protocol import codec, resume
 from vyre_runtime.protocol.layout import ControlWord, DeviceState, Layout, layout_digest
 from vyre_runtime.protocol.opcodes import USER_OPCODE_BASE, USER_OPCODE_COUNT
 from vyre_runtime.registry import Registry
@@ -150,6 +152,7 @@ class CudaDevice:
         self._jit_ids: dict[str, int] = {}
         self._jit_lock = threading.Lock()
         self._module: driver.Module | None = None
+        self._names: dict[str, str] = {}  # symbol -> lowered name in self._module
         self._kernel_stream: driver.Stream | None = None
         self._argument: driver.StructArgument | None = None
         self._launched = self._exited = self._closed = False
@@ -588,19 +591,41 @@ class CudaDevice:
         self.context.enter()
         codec.check_image(self.image, self.layout)
         _refuse_second_kernel()
-        built = build.build_megakernel(self.arch)
-        module = self._module = driver.Module(built.cubin)
-        names = built.names
-        for symbol, expected, what in (
-            (build.ISA_DIGEST_GLOBAL, header.isa_digest(), "ISA (vir0/isa.py)"),
-            (build.LAYOUT_DIGEST_GLOBAL, layout_digest(), "protocol layout"),
-        ):
-            found = module.read_u32(names[symbol], self._side_stream, COPY_TIMEOUT_S)
-            if found != expected:
+        self._module, self._names = self._load_checked(build.build_megakernel(self.arch))
+        self._launch()
+
+    def _load_checked(self, built: build.BuildResult) -> tuple[driver.Module, dict[str, str]]:
+        """Load a cubin as a new module and check that it is a megakernel of this host (its
+        symbols, ISA and layout digests); a module that fails a check is unloaded again."""
+        module = driver.Module(built.cubin)
+        try:
+            names = built.names
+            missing = [symbol for symbol in build.MEGAKERNEL_SYMBOLS if symbol not in names]
+            if missing:
                 raise BackendError(
-                    f"the loaded kernel was built for another {what}: digest {found:#010x}, this host {expected:#010x}",
-                    "clear the cubin cache ($VYRE_CACHE_DIR/cubin) and rebuild",
+                    f"the kernel build names no lowered symbol for {', '.join(missing)}",
+                    "build it with build.compile_source(..., symbols=build.MEGAKERNEL_SYMBOLS)",
                 )
+            for symbol, expected, what in (
+                (build.ISA_DIGEST_GLOBAL, header.isa_digest(), "ISA (vir0/isa.py)"),
+                (build.LAYOUT_DIGEST_GLOBAL, layout_digest(), "protocol layout"),
+            ):
+                found = module.read_u32(names[symbol], self._side_stream, COPY_TIMEOUT_S)
+                if found != expected:
+                    raise BackendError(
+                        f"the loaded kernel was built for another {what}: digest {found:#010x}, "
+                        f"this host {expected:#010x}",
+                        "clear the cubin cache ($VYRE_CACHE_DIR/cubin) and rebuild",
+                    )
+        except BaseException:
+            self.close_errors += _free(module)
+            raise
+        return module, names
+
+    def _launch(self) -> None:
+        """Launch the loaded module's kernel over this device's image and tables, wait for SERVING.
+        Its module globals start fresh: the work queue is zeroed before every launch."""
+        module, names = self._module, self._names
         self.block = module.read_u32(names[build.BLOCK_THREADS_GLOBAL], self._side_stream, COPY_TIMEOUT_S)
         function = module.function(names[build.KERNEL_FUNCTION])
         self._zero_queue(module)
@@ -616,10 +641,12 @@ class CudaDevice:
         if limit:  # e.g. under compute-sanitizer, where hundreds of polling blocks crawl
             self.grid = max(2, min(self.grid, int(limit)))
         self._argument = driver.StructArgument(self._params(module))
-        self._kernel_stream = driver.Stream()
+        previous, self._kernel_stream = self._kernel_stream, driver.Stream()  # a fresh stream per launch
+        if previous is not None:
+            self.close_errors += _free(previous)  # idle: its kernel exited
         driver.launch(function, self.grid, self.block, self._kernel_stream, self._argument)
         with _process_lock:
-            self._launched = True
+            self._launched, self._exited = True, False
             _live_kernels.add(id(self))
         try:
             self._wait_serving()
@@ -658,8 +685,9 @@ class CudaDevice:
             pause = min(pause * 2, 0.01)
 
     def _abandon_start(self) -> None:
-        """After a failed start: tell a launched kernel to stop and give it a moment."""
-        self.image[ControlWord.SHUTDOWN] = 1
+        """After a failed start or relaunch: tell a launched kernel to stop and give it a moment
+        (PAUSE, not SHUTDOWN: the ring stays resumable by another relaunch)."""
+        self.image[ControlWord.PAUSE] = 1
         deadline = time.monotonic() + EXIT_GRACE_S
         while time.monotonic() < deadline and not self._kernel_finished():
             time.sleep(0.001)
@@ -681,6 +709,99 @@ class CudaDevice:
     def stop(self, timeout: float) -> bool:
         """Set SHUTDOWN and poll (never synchronize) until the kernel exits or ``timeout``."""
         self.image[ControlWord.SHUTDOWN] = 1
+        return self._wait_exit(timeout)
+
+    def pause(self, timeout: float) -> bool:
+        """Stop the kernel so that `relaunch` can resume the ring: set PAUSE and poll (never
+        synchronize) until it exits or ``timeout``; True once it exited (at once if it already had).
+
+        The kernel claims nothing more, its workers finish every slot already claimed or queued
+        (DONE or FAULT), every other slot stays as it is (PUBLISHED: served after the relaunch),
+        the device queue is left empty and DEVICE_STATE says EXITED (docs/PROTOCOL.md, 6.5). The
+        host may go on publishing and reaping meanwhile. False: a slot still runs (a long
+        program); call again, the word stays set.
+        """
+        if self._closed:
+            raise BackendError("this CUDA device is closed", "create a new Megakernel")
+        self.image[ControlWord.PAUSE] = 1
+        return self._wait_exit(timeout)
+
+    def relaunch(self, cubin: build.BuildResult | bytes | None = None) -> dict[int, str]:
+        """Launch the megakernel again over the same ring, once the previous launch has exited
+        (`pause` returned True, or it exited without being asked); returns the slots it had to
+        fault (below). The foundation of a hot swap: with ``cubin``, a new build takes over.
+
+        ``cubin``: None launches the loaded module again. A ``build.BuildResult``
+        (``build.build_megakernel`` / ``build.compile_source(..., symbols=build.MEGAKERNEL_SYMBOLS)``)
+        or the cubin's bytes (its symbols then must be the extern "C" names megakernel.cu uses)
+        is loaded as a new module first (only now: loading waits for a resident kernel) and
+        checked as start() checks a build: ISA and layout digests. A build that fails the check
+        is unloaded and BackendError raised; the old module stays, the device stays stopped, and
+        relaunch() may be called again. Once the new module passed, the old one is unloaded.
+
+        Preserved, and valid in the new launch: the image (ring, counters, heartbeat, doorbell,
+        tenant masks, debug log, observables), the program, context, region and DFA tables and
+        opcode bindings, the device pool with every program's code and tables, every
+        DeviceBuffer, staging chunk and global buffer: every handle stays valid and every slot
+        in flight resolves. PUBLISHED (and YIELD, REQUEUE) slots are served by the new launch;
+        DONE and FAULT slots not reaped yet stay as they are, for the host to reap once.
+
+        Reset: the module's globals (the work queue ``vyre_queue`` is zeroed before the launch;
+        the digests and block size are read-only), PAUSE and DEVICE_STATE. A slot the previous
+        launch left CLAIMED or WAIT_IO (it died holding it; never after a pause that returned
+        True) may have partly run: it is not run again but completed FAULT INTERNAL, its reason in
+        ``internal_errors`` (its future fails with it). IO entries go back to EMPTY.
+
+        The caller guarantees: no host thread answers IO requests meanwhile (Megakernel.relaunch
+        holds the host service's IO off), and a new ``cubin`` implements this runtime's ABI: the
+        same vyre_abi.h (the digests prove the protocol and ISA constants, not the rest), the same
+        Params and record layouts (abi.py), the same exported symbols, and no __device__ global
+        the host must fill other than ``vyre_queue`` (any other starts as the cubin initialises it,
+        on every launch).
+
+        BackendError: the kernel still runs (pause first); the CUDA context died of a sticky
+        error (not resumable in this process); the ring was shut down (SHUTDOWN is final); the
+        device is closed; the cubin failed its checks; the launch did not serve in time (the
+        device is stopped again, PAUSE set: relaunch may be retried).
+        """
+        if self._closed or not self._launched:
+            raise BackendError("this CUDA device is closed or was never started", "create a new Megakernel")
+        self.context.enter()
+        if not self._kernel_finished():
+            raise BackendError(
+                "the megakernel is still running: a relaunch needs it stopped",
+                "pause() it first and wait until that returns True (Megakernel.relaunch does both)",
+            )
+        self._refuse_dead_context()
+        if self.image[ControlWord.SHUTDOWN]:
+            raise BackendError(
+                "this ring was shut down (shutdown() or a SHUTDOWN slot); a shut-down ring is not resumed",
+                "create a new Megakernel",
+            )
+        _refuse_second_kernel()
+        if cubin is not None:
+            module, names = self._load_checked(_kernel_build(cubin, self.arch))
+            previous, self._module, self._names = self._module, module, names
+            if previous is not None:  # no kernel runs now: unloading cannot wait on one
+                self.close_errors += _free(previous)
+        reasons = resume.prepare_relaunch(self.image, self.layout)
+        self.internal_errors.update(reasons)
+        self._launch()
+        return reasons
+
+    def _refuse_dead_context(self) -> None:
+        """A kernel that ended in an error took the context with it (CUDA errors of a kernel are
+        sticky): nothing can be launched or copied in it any more."""
+        status = self._kernel_stream.status()
+        if status not in (driver.SUCCESS, driver.NOT_READY):
+            raise BackendError(
+                f"the megakernel died with {driver.error_name(status)}: the CUDA context is unusable and the ring "
+                "cannot be resumed in this process",
+                "shut this Megakernel down (its futures fail) and restart the process",
+            )
+
+    def _wait_exit(self, timeout: float) -> bool:
+        """Poll (never synchronize) until the kernel exits or ``timeout``; True once it exited."""
         if self._launched and not self._closed:
             self.context.enter()  # cuStreamQuery from whichever thread shuts down
         deadline = time.monotonic() + timeout
@@ -705,7 +826,12 @@ class CudaDevice:
         if status == driver.SUCCESS:
             if self.image[ControlWord.SHUTDOWN]:
                 return None
-            return "the megakernel exited although no shutdown was requested; nothing serves the ring"
+            if self.image[ControlWord.PAUSE]:
+                return "the megakernel is paused: nothing serves the ring until relaunch()"
+            return (
+                "the megakernel exited although no shutdown was requested; nothing serves the ring "
+                "(relaunch() resumes it)"
+            )
         return (
             f"the GPU reported {driver.error_name(status)}: the megakernel is dead and the CUDA context is "
             "unusable; restart the process"
@@ -756,6 +882,20 @@ class CudaDevice:
         for entry in self.registry.programs.values():
             for name, buffer in entry.global_buffers.items():
                 entry.global_buffers[name] = np.array(buffer, dtype=np.uint32)
+
+
+def _kernel_build(cubin: build.BuildResult | bytes, arch: str) -> build.BuildResult:
+    """A relaunch's cubin as a build: raw bytes name their symbols as megakernel.cu declares them
+    (extern "C", so the lowered names are the names themselves)."""
+    if isinstance(cubin, build.BuildResult):
+        return cubin
+    if isinstance(cubin, (bytes, bytearray, memoryview)):
+        names = {symbol: symbol for symbol in build.MEGAKERNEL_SYMBOLS}
+        return build.BuildResult(bytes(cubin), "", arch, "", names)
+    raise BackendError(
+        f"relaunch(cubin=...) takes a build.BuildResult or the cubin's bytes, not {type(cubin).__name__}",
+        "pass build.build_megakernel(arch) or build.compile_source(source, arch, symbols=build.MEGAKERNEL_SYMBOLS)",
+    )
 
 
 def _contiguous(data: Any) -> bool:

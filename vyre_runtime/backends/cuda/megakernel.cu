@@ -1,8 +1,10 @@
 // vyre persistent megakernel: a resident VIR0 interpreter serving the slot ring.
 //
-// Launched once. Block 0 is the dispatcher: its first warp scans the ring in host-mapped memory,
-// claims schedulable slots (it is the only claimer, so a plain store of CLAIMED suffices: the
-// host never writes a PUBLISHED slot) and pushes them onto a work queue in device memory. Every
+// Launched once per start, and again by a relaunch over the same ring after it exited (SHUTDOWN
+// ends it for good; PAUSE ends it for a relaunch: docs/PROTOCOL.md, 6.5).
+// Block 0 is the dispatcher: its first warp scans the ring in host-mapped memory, claims
+// schedulable slots (it is the only claimer, so a plain store of CLAIMED suffices: the host
+// never writes a PUBLISHED slot) and pushes them onto a work queue in device memory. Every
 // other block is a worker: it pops a slot, runs it (a built-in, or a VIR0 program with its
 // threads as lanes), writes the results, fences, and publishes DONE or FAULT last.
 // Semantics: docs/VIR0.md (bit-exact with the CPU backend) and docs/PROTOCOL.md.
@@ -41,7 +43,7 @@ extern "C" __device__ uint32_t vyre_block_threads = VYRE_BLOCK_THREADS;
 struct __align__(16) QueueState {  // entries are read and written with 16-byte accesses
     uint32_t head;       // next position a worker takes (workers CAS it); never passes `tail`
     uint32_t tail;       // one past the last position the dispatcher published
-    uint32_t shutdown;   // mirror of the SHUTDOWN control word, so workers never poll PCIe
+    uint32_t shutdown;   // the dispatcher saw SHUTDOWN or PAUSE and published its last entry: drain, exit
     uint32_t exited;     // blocks that have returned
     // entry of position q (at q % QUEUE_CAPACITY): word 0 the slot index, word 1 its sequence
     // q + 1 (stored last: the entry is position q's only while it holds q + 1), words 4..19 a
@@ -1025,8 +1027,10 @@ __device__ bool builtin_simple(const Params& p, uint32_t op, const uint32_t* arg
             }
         }
         case BI_SHUTDOWN:
-            store_volatile(&image[CW_SHUTDOWN], 1u);
-            store_volatile(&vyre_queue.shutdown, 1u);
+            // the control word only: the dispatcher reads it, publishes nothing more and alone tells
+            // the workers to leave. Setting the queue's flag here raced it: a slot queued after
+            // the workers had left was stuck CLAIMED for good (docs/PROTOCOL.md, 5.2)
+            store_release(&image[CW_SHUTDOWN], 1u);
             return true;
     }
     T.fault = SF_BAD_OPCODE;
@@ -1350,15 +1354,19 @@ __device__ void dispatch(const Params& p) {
     long long last_scan = 0;
     const long long scan_cycles = (long long)p.scan_interval_ns * 2;  // ~2 cycles per ns on an H100
     while (true) {
-        uint32_t stop = 0, tail = 0;
-        if (lane == 0) {  // two lanes: both reads in flight at once
+        uint32_t stop = 0, pause = 0, tail = 0;
+        if (lane == 0) {  // three lanes: the reads are in flight at once
             stop = load_volatile(&image[CW_SHUTDOWN]);
             store_volatile(&image[CW_HEARTBEAT], ++heartbeat);
         } else if (lane == 1) {
             tail = load_acquire(&image[CW_DOORBELL_TAIL]);
+        } else if (lane == 2) {
+            pause = load_volatile(&image[CW_PAUSE]);
         }
-        stop = __shfl_sync(FULL_MASK, stop, 0);
+        stop = __shfl_sync(FULL_MASK, stop, 0) | __shfl_sync(FULL_MASK, pause, 2);
         tail = __shfl_sync(FULL_MASK, tail, 1);
+        // SHUTDOWN (host or a SHUTDOWN slot) or PAUSE (a relaunch follows): claim nothing more;
+        // what was claimed is queued and the workers drain it, the rest stays in the ring
         if (stop) {  // every entry published so far comes before the shutdown flag
             if (lane == 0) { __threadfence(); store_volatile(&vyre_queue.shutdown, 1u); __threadfence(); }
             return;
