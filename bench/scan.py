@@ -120,6 +120,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hand-passes", type=int, default=20, help="timed passes of each hand-written kernel")
     parser.add_argument("--budget-s", type=float, default=75.0, help="stop trying lane counts after this")
     parser.add_argument("--output", type=Path, help="JSON path (default bench/results/scan-<backend>.json)")
+    parser.add_argument(
+        "--jit", action="store_true", help="also JIT each program (Megakernel.jit) and measure it at its best lanes"
+    )
     args = parser.parse_args(argv)
     args.lanes = [int(x) for x in args.lanes.split(",") if x]
     names = {s.name for s in SCANS}
@@ -292,6 +295,8 @@ def _measure_scan(mk, scan: Scan, args, program, plans, handle, regions, mapped_
         row["errors"].append(f"submit loop: {problem}")
     verdict = "" if problem is None else f"  MISMATCH: {problem}"
     print(f"  {scan.name:<16} submit loop: {rate:8.2f} GB/s  ({len(plans)} runs, window {window}){verdict}")
+    if args.jit:
+        jit_row(mk, scan, row, handle, regions[program.overlap], plans, best, runs, emit, expected)
     if mapped_regions is not None:
         # PCIe-bound and slow (byte loads over PCIe): a subset, one run per worker block
         subset = plans[: max(1, args.mapped_chunks)]
@@ -310,6 +315,25 @@ def _measure_scan(mk, scan: Scan, args, program, plans, handle, regions, mapped_
             flush=True,
         )
     return row
+
+
+def jit_row(mk, scan: Scan, row: dict, handle: int, regions, plans, lanes: int, runs: int, emit: int, expected) -> None:
+    """JIT the program (a hot swap to a variant holding it), then its device rate at ``lanes``."""
+    started = time.perf_counter()
+    mk.jit(handle, timeout=300)
+    row["jit_swap_seconds"] = time.perf_counter() - started  # NVRTC (or a cache hit) + pause + relaunch
+    rate, _, results = device_rate(mk, handle, regions, plans, lanes, runs, emit)
+    row["jit_device_gb_s"] = rate
+    problem = first_mismatch(scan, results, expected)
+    if problem:
+        row["errors"].append(f"jit: {problem}")
+    paths = mk.stats().programs[handle]
+    verdict = "" if problem is None else f"  MISMATCH: {problem}"
+    print(
+        f"  {scan.name:<16} JIT lanes {lanes:>5}: {rate:8.2f} GB/s  (swap {row['jit_swap_seconds']:.2f} s, "
+        f"{paths.runs_jit} native runs){verdict}",
+        flush=True,
+    )
 
 
 def slices(source, total: int, chunk: int, overlaps: set[int]) -> dict[int, list]:
@@ -430,7 +454,7 @@ def interpreted_phase(
     """Every example on the megakernel; returns (bytes staged, the kernel's grid and block)."""
     overlaps = {load_program(scan).overlap for scan in args.scans}
     print("interpreted (megakernel):", flush=True)
-    mk = Megakernel(backend=args.backend, slots=args.slots)
+    mk = Megakernel(backend=args.backend, slots=args.slots, jit="request" if args.jit else "off")
     clean = False
     try:
         geometry.update(grid=getattr(mk.device, "grid", None), block=getattr(mk.device, "block", None))
@@ -478,9 +502,11 @@ def report(args, rows: dict, geometry: dict, staged: int, seconds: float) -> int
     for row in rows.values():
         hand, interpreted = row.get("handwritten_device_gb_s"), row.get("interpreted_device_gb_s")
         row["ratio_interpreted_to_handwritten"] = interpreted / hand if hand and interpreted else None
+        native = row.get("jit_device_gb_s")
+        row["ratio_jit_to_handwritten"] = native / hand if hand and native else None
         row["verified"] = not row["errors"]
     columns = [("lanes", 6), ("interp dev", 12), ("submit loop", 13), ("interp mapped", 15)]
-    columns += [("hand dev", 11), ("hand mapped", 13), ("ratio", 8)]
+    columns += [("hand dev", 11), ("hand mapped", 13), ("ratio", 8), ("jit dev", 10), ("jit ratio", 10)]
     shape = f"grid {geometry['grid']} x {geometry['block']} threads"
     print(
         f"\nbackend {args.backend}, {args.total_mib} MiB in {args.chunk_mib} MiB chunks, {shape}; GB/s of owned bytes"
@@ -498,6 +524,8 @@ def report(args, rows: dict, geometry: dict, staged: int, seconds: float) -> int
             cell(row.get("handwritten_device_gb_s"), 11),
             cell(row.get("handwritten_mapped_gb_s"), 13),
             cell(row.get("ratio_interpreted_to_handwritten"), 8, 3),
+            cell(row.get("jit_device_gb_s"), 10),
+            cell(row.get("ratio_jit_to_handwritten"), 10, 3),
         ]
         verdict = "yes" if row["verified"] else "NO"
         print(f"{name:<16}{row.get('best_lanes', '-'):>6}" + "".join(cells) + f"  {verdict}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One complete GPU-machine session (the H100 of the device tool): install the carried wheels,
 # report the machine, run the GPU tests, then the CUDA benchmarks. Logs land under $OUT.
-#   bash scripts/gpu_session.sh [tests|soak|memcheck|bench|ingest|all]
+#   bash scripts/gpu_session.sh [tests|soak|memcheck|bench|jit|ingest|all]
 set -u
 what=${1:-all}
 OUT=${OUT:-/tmp/vyre-out}
@@ -17,7 +17,8 @@ export VYRE_CACHE_DIR=/tmp/vyre-cache
 timeout 120 python3 -m vyre_runtime.cli doctor > "$OUT/doctor.txt" 2>&1
 if [ "$what" = tests ] || [ "$what" = all ]; then
   timeout 400 python3 -m pytest -q -m gpu -x tests/test_cuda_backend.py tests/test_differential.py \
-    tests/test_device_buffers.py tests/test_cuda_range_intrinsics.py tests/test_cuda_relaunch.py > "$OUT/gpu-tests.txt" 2>&1
+    tests/test_device_buffers.py tests/test_cuda_range_intrinsics.py tests/test_cuda_relaunch.py \
+    tests/test_cuda_jit.py > "$OUT/gpu-tests.txt" 2>&1
   echo "gpu tests exit $?" >> "$OUT/gpu-tests.txt"
 fi
 if [ "$what" = soak ]; then
@@ -52,6 +53,11 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
   timeout 240 python3 bench/scan.py > "$OUT/scan-cuda.txt" 2>&1
   echo "scan exit $?" >> "$OUT/scan-cuda.txt"
   cp bench/results/scan-cuda.json "$OUT/" 2>/dev/null
+fi
+if [ "$what" = jit ] || [ "$what" = all ]; then
+  timeout 300 python3 bench/scan.py --jit ${SCAN_ARGS:-} > "$OUT/scan-jit.txt" 2>&1
+  echo "scan --jit exit $?" >> "$OUT/scan-jit.txt"
+  cp bench/results/scan-cuda.json "$OUT/scan-jit.json" 2>/dev/null
 fi
 if [ "$what" = ingest ] || [ "$what" = all ]; then
   timeout 60 python3 -m pytest -q tests/test_ingest_uring.py tests/test_ingest_reader.py > "$OUT/ingest-tests.txt" 2>&1

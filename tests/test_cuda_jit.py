@@ -41,8 +41,10 @@ def _same(mine, reference, where: str) -> None:
 
 def test_examples_run_natively_with_the_interpreters_and_the_cpus_results():
     programs = [asm.assemble_program(path.read_text(), source_name=path.name) for path in EXAMPLES]
-    cases = [(seed, text_with_needles(seed, size, NEEDLES), lanes) for seed, size, lanes in
-             ((1, 0, None), (2, 1, None), (3, 5000, None), (4, 70_001, 33), (5, 300_000, None))]
+    cases = [
+        (seed, text_with_needles(seed, size, NEEDLES), lanes)
+        for seed, size, lanes in ((1, 0, None), (2, 1, None), (3, 5000, None), (4, 70_001, 33), (5, 300_000, None))
+    ]
     with Megakernel(backend="cpu", slots=64, workers=2) as cpu:
         expected = {}
         for program in programs:

@@ -3,9 +3,9 @@
 Programs are interpreted by default. A program is JIT-compiled (backends/cuda/jit.py) when the
 caller asks (`Megakernel.jit`) or, under the "auto" policy, once it has run `hot_runs` times.
 Builds happen on a background thread: every program wanted so far goes into one megakernel
-variant (NVRTC, through the build cache), and the device swaps to it (CudaDevice.swap_variant:
-a graceful stop that leaves queued slots PUBLISHED, then a relaunch of the new module), so
-nothing is lost or run twice. Requests that arrive while a build runs share the next build.
+variant (NVRTC, through the build cache), and the Megakernel swaps to it (_swap_to_variant: a
+pause that leaves queued slots PUBLISHED, then a relaunch of the new module), so nothing is lost
+or run twice. Requests that arrive while a build runs share the next build.
 
 Only the CUDA backend compiles; on the CPU backend "auto" never triggers and an explicit request
 is refused with a clear error. `Megakernel.stats().programs` reports each program's state and
@@ -72,8 +72,16 @@ class _Waiter:
 class JitManager:
     """The policy's bookkeeping and the build thread of one Megakernel."""
 
-    def __init__(self, device: Any, registry: Registry, policy: JitPolicy, code_key: Callable[[Program], str]) -> None:
+    def __init__(
+        self,
+        device: Any,
+        registry: Registry,
+        policy: JitPolicy,
+        code_key: Callable[[Program], str],
+        swap: Callable[[dict[str, Program]], None],
+    ) -> None:
         self.device = device
+        self._swap = swap  # builds a variant of these programs and makes it the serving kernel
         self.registry = registry
         self.policy = policy
         self.supported = bool(getattr(device, "supports_jit", False))
@@ -201,7 +209,7 @@ class JitManager:
                 wanted = {k: p for k, p in self._wanted.items() if k not in self._failed}
                 self._building = True
             try:
-                self.device.swap_variant(wanted)
+                self._swap(wanted)
                 error = None
             except Exception as exc:  # a failed build or swap: these programs stay interpreted
                 error = exc

@@ -58,6 +58,7 @@ def _code_key(program: Program) -> str:
 
 
 PRIORITY_COUNT = len(Priority)
+JIT_SWAP_DRAIN_S = 600.0  # a hot swap waits this long for runs in flight to let the pause finish
 CHANNEL_SPINS = 200_000  # status checks before a channel call starts sleeping between checks
 
 
@@ -106,7 +107,7 @@ class Megakernel:
         self.image = self.device.image
         self.backend = self.device.name
         self.service = HostService(self.image, self.layout, self.registry, self.device, self._release_slots)
-        self._jit = JitManager(self.device, self.registry, jit_policy, _code_key)
+        self._jit = JitManager(self.device, self.registry, jit_policy, _code_key, self._swap_to_variant)
         self.service.run_observer = self._jit.observe
         self.service.start()
         try:
@@ -589,6 +590,35 @@ class Megakernel:
         if faulted:
             self.service.notify()  # the reaper hands their failures to the futures now
         return faulted
+
+    def _swap_to_variant(self, programs: dict[str, Program]) -> None:
+        """The JIT's hot swap (run on the JIT thread): build a megakernel variant holding
+        ``programs`` (code key -> program) while the running kernel keeps serving, then pause,
+        relaunch with the variant, and point the program records at its functions.
+
+        No slot is lost or run twice: the pause finishes every claimed slot and leaves the rest
+        PUBLISHED for the new launch (relaunch()). Records hold jit id 0 from before the pause
+        until the new module serves, so no run ever names an id of another module. If the new
+        module is refused, the old one is relaunched with its ids and the error raised."""
+        variant = self.device.build_variant(programs)  # seconds of NVRTC; the kernel serves meanwhile
+        previous = self.device.jit_ids()
+        self.device.set_jit_ids({})  # the old module interprets from here on
+        deadline = time.monotonic() + JIT_SWAP_DRAIN_S
+        while True:  # a long run may hold the pause: it ends at its fuel limit
+            try:
+                self.pause(timeout=5.0)
+                break
+            except BackendError:
+                if self._closed or self.image[ControlWord.SHUTDOWN] or time.monotonic() > deadline:
+                    raise
+        try:
+            self.relaunch(variant.build)
+        except BackendError:
+            if not (self._closed or self.image[ControlWord.SHUTDOWN]):
+                self.relaunch(None)  # the old module serves again
+                self.device.set_jit_ids(previous)
+            raise
+        self.device.set_jit_ids(variant.ids)
 
     def _refuse_if_shut_down(self) -> None:
         if self._closed or self.image[ControlWord.SHUTDOWN]:

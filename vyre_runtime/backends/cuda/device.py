@@ -329,6 +329,11 @@ class CudaDevice:
         through the build cache; runs on the caller's thread, no GPU work)."""
         return jit.build_variant(programs, self.arch)
 
+    def jit_ids(self) -> dict[str, int]:
+        """Code key -> jit id of the loaded module (empty: the plain kernel)."""
+        with self._jit_lock:
+            return dict(self._jit_ids)
+
     def set_jit_ids(self, ids: Mapping[str, int]) -> None:
         """Point every registered program's record at the LOADED module's functions (``ids``:
         code key -> jit id; empty: interpret everything). Call it with {} before a module swap
