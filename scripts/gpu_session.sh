@@ -16,7 +16,7 @@ export VYRE_CACHE_DIR=/tmp/vyre-cache
 { nvidia-smi; python3 -c 'import cuda.bindings, numpy; print("cuda-bindings", cuda.bindings.__version__, "numpy", numpy.__version__)'; } > "$OUT/machine.txt" 2>&1
 timeout 120 python3 -m vyre_runtime.cli doctor > "$OUT/doctor.txt" 2>&1
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  timeout 400 python3 -m pytest -q -m gpu -x tests/test_cuda_backend.py tests/test_differential.py \
+  timeout 480 python3 -m pytest -q -m gpu tests/test_cuda_backend.py tests/test_differential.py \
     tests/test_device_buffers.py tests/test_cuda_range_intrinsics.py tests/test_cuda_relaunch.py \
     tests/test_cuda_jit.py > "$OUT/gpu-tests.txt" 2>&1
   echo "gpu tests exit $?" >> "$OUT/gpu-tests.txt"
