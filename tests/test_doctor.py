@@ -31,3 +31,21 @@ def test_doctor_reports_io_uring_and_names_the_fallback_when_it_is_off(capsys, m
     main(["doctor"])
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("io_uring")]
     assert line[21:].startswith("missing") and "preadv fallback" in line
+
+
+def test_doctor_shows_an_unlimited_memlock_limit_as_unlimited(capsys, monkeypatch):
+    # root on the GPU machine has RLIMIT_MEMLOCK = RLIM_INFINITY; the doctor crashed on it once
+    import resource
+
+    real = resource.getrlimit
+
+    def unlimited_memlock(which):
+        if which == resource.RLIMIT_MEMLOCK:
+            return (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        return real(which)
+
+    monkeypatch.setattr(resource, "getrlimit", unlimited_memlock)
+    main(["doctor"])
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("io_uring")]
+    if line[21:].startswith("ok"):
+        assert "memlock limit unlimited" in line

@@ -199,7 +199,8 @@ def _doctor_ingest(line: Callable[..., None]) -> None:
             return "yes" if probe.get(key) else "no"
 
         memlock = probe.get("memlock_limit")
-        limit = "unlimited" if memlock is None or memlock < 0 else f"{memlock >> 20} MiB"
+        # probe_features reports RLIM_INFINITY as the word "unlimited", a finite limit in bytes
+        limit = f"{memlock >> 20} MiB" if isinstance(memlock, int) and memlock >= 0 else "unlimited"
         line(
             "io_uring",
             "ok",

@@ -1464,13 +1464,16 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
     }
 }
 
-// Blocks per SM the register budget must allow: the plain kernel fits 5 anyway (48 registers); a
-// JIT variant's native functions keep a program's registers live and would take ~120, i.e. 2
-// blocks per SM, so a variant caps them at 64 (4 blocks) and lets ptxas spill the rare excess.
-#ifndef VYRE_MIN_BLOCKS_PER_SM
-#define VYRE_MIN_BLOCKS_PER_SM 1
+// Blocks per SM the register budget must allow. The plain kernel names none (left alone, ptxas
+// gives it 48 registers: 5 blocks per SM; an explicit minimum of 1 made it take 96, i.e. 2). A JIT
+// variant's native functions keep a program's registers live and would take ~120 (2 blocks per
+// SM), so a variant asks for 4 (<= 64 registers) and lets ptxas spill the rare excess.
+#ifdef VYRE_MIN_BLOCKS_PER_SM
+#define VYRE_LAUNCH_BOUNDS __launch_bounds__(VYRE_BLOCK_THREADS, VYRE_MIN_BLOCKS_PER_SM)
+#else
+#define VYRE_LAUNCH_BOUNDS __launch_bounds__(VYRE_BLOCK_THREADS)
 #endif
-extern "C" __global__ void __launch_bounds__(VYRE_BLOCK_THREADS, VYRE_MIN_BLOCKS_PER_SM) vyre_megakernel(Params p) {
+extern "C" __global__ void VYRE_LAUNCH_BOUNDS vyre_megakernel(Params p) {
     __shared__ SlotShared T;
     __shared__ RunShared S;
     __shared__ uint32_t stage[STAGE_WORDS];
