@@ -48,6 +48,34 @@ def test_each_instruction_becomes_one_case_with_its_operands_as_constants() -> N
     assert f"i < {program.registers}u; i++) L.r[i] = 0" in text
 
 
+def test_basic_blocks_split_at_branches_and_targets_and_name_their_successors() -> None:
+    program = assemble_program((EXAMPLES[0].parent / "checksum.vasm").read_text())
+    blocks = jit.basic_blocks(program)
+    code = program.code
+    leaders = [block.first for block in blocks]
+    assert leaders[0] == 0 and leaders == sorted(leaders)
+    covered = [pc for block in blocks for pc in range(block.first, block.last + 1)]
+    assert covered == list(range(len(code)))  # every instruction in exactly one block
+    branches = {isa.Op.JMP, isa.Op.JZ, isa.Op.JNZ, isa.Op.EXIT, isa.Op.TRAP}
+    for block in blocks:
+        assert all(code[pc].op not in branches for pc in range(block.first, block.last))
+        last = code[block.last]
+        if last.op == isa.Op.JMP:
+            assert block.successors == (last.imm,)
+        elif last.op in (isa.Op.JZ, isa.Op.JNZ):
+            assert set(block.successors) == {last.imm, block.last + 1}
+        elif last.op in (isa.Op.EXIT, isa.Op.TRAP):
+            assert block.successors == ()
+        else:
+            assert block.successors == (block.last + 1,) and block.last + 1 in leaders
+        assert set(block.successors) <= set(leaders)
+    text = jit.translate(program, 1)
+    for block in blocks:  # each block runs straight once converged, and chains to its successors
+        assert f"B{block.first}:  // instructions {block.first}..{block.last}" in text
+        for successor in block.successors:
+            assert f"goto B{successor};" in text
+
+
 def test_the_code_key_follows_code_and_registers_but_not_names_tables_or_defaults() -> None:
     program, _, _ = deterministic_case(3)
     same_code = Program(name="other", code=program.code, registers=program.registers, lanes=7, fuel=9)

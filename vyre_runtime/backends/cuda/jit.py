@@ -29,6 +29,7 @@ import blake3
 
 from vyre_runtime.backends.cuda import build
 from vyre_runtime.errors import BackendError
+from vyre_runtime.vir0 import isa
 from vyre_runtime.vir0.program import Program, encode_code
 from vyre_runtime.vir0.verify import verify
 
@@ -52,24 +53,112 @@ def _words(instruction_bytes: bytes) -> tuple[int, int]:
     return int.from_bytes(instruction_bytes[:4], "little"), int.from_bytes(instruction_bytes[4:8], "little")
 
 
+_BRANCHES = frozenset({isa.Op.JMP, isa.Op.JZ, isa.Op.JNZ})
+_ENDS_LANE = frozenset({isa.Op.EXIT, isa.Op.TRAP})
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Straight-line instructions first..last: only `last` may branch, exit or trap."""
+
+    first: int
+    last: int
+    successors: tuple[int, ...]  # leaders a lane may continue at after `last`
+
+
+def basic_blocks(program: Program) -> list[_Block]:
+    """The program's basic blocks: leaders are pc 0, every branch target and every instruction
+    after a branch, exit or trap; a block runs from its leader up to the next branch/exit/trap,
+    or to just before the next leader (then it falls through to it)."""
+    code = program.code
+    leaders = {0}
+    for pc, instruction in enumerate(code):
+        if instruction.op in _BRANCHES:
+            leaders.add(instruction.imm)
+        if instruction.op in _BRANCHES | _ENDS_LANE and pc + 1 < len(code):
+            leaders.add(pc + 1)
+    blocks = []
+    for first in sorted(leaders):
+        last = first
+        while code[last].op not in _BRANCHES | _ENDS_LANE and last + 1 not in leaders:
+            last += 1  # verified code ends with a terminator: this stays inside the code
+        op = code[last].op
+        if op == isa.Op.JMP:
+            successors: tuple[int, ...] = (code[last].imm,)
+        elif op in (isa.Op.JZ, isa.Op.JNZ):
+            successors = tuple(dict.fromkeys((code[last].imm, last + 1)))
+        elif op in _ENDS_LANE:
+            successors = ()
+        else:
+            successors = (last + 1,)
+        blocks.append(_Block(first, last, successors))
+    return blocks
+
+
+def _step(code: bytes, program: Program, pc: int, indent: str) -> list[str]:
+    """One instruction for every thread of a converged warp: live lanes take part (and pay
+    fuel); the others call along (collectives need the whole warp) and are left untouched."""
+    word0, imm = _words(code[pc * 8 : pc * 8 + 8])
+    byte, d, a, b = word0 & 0xFF, (word0 >> 8) & 0xFF, (word0 >> 16) & 0xFF, word0 >> 24
+    collective = program.code[pc].op == isa.Op.SHFL  # the only op that reads `participants`
+    participants = "__ballot_sync(FULL_MASK, part)" if collective else "0u"
+    return [
+        f"{indent}{{  // {pc}: {program.code[pc].mnemonic}",
+        f"{indent}    bool part = L.live;",
+        f"{indent}    if (part) {{ L.fuel--; L.instructions++; }}",
+        f"{indent}    exec_op<{byte:#04x}u>(S, L, part, {participants}, {d}u, {a}u, {b}u, {imm:#x}u);",
+        f"{indent}}}",
+    ]
+
+
 def translate(program: Program, jit_id: int) -> str:
-    """CUDA C++ for ``program`` (verified here) as `vyre_jit_<jit_id>(S, L)`: one batch of lanes."""
+    """CUDA C++ for ``program`` (verified here) as `vyre_jit_<jit_id>(S, L)`: one batch of lanes.
+
+    The function is the interpreter's scheduler (`run_batch`) with two ways to run a step:
+    - converged: when every live lane of the warp stands at the same block leader with fuel for
+      the whole block, the block's instructions run straight (no min-pc vote, no fetch) and, if
+      every live lane then continues at the same leader, the next block follows at once. This
+      is exactly what stepping does for such a warp: each instruction runs for the live lanes at
+      it, a lane that faults drops out and pays no further fuel, and fuel cannot run out inside
+      the block (checked on entry);
+    - otherwise one scheduler step, as run_batch does it (min pc, fuel fault, participants).
+    Both call exec_op<byte>, the interpreter's own instruction code.
+    """
     if jit_id <= 0:
         raise BackendError(f"jit id {jit_id}: ids start at 1 (0 means 'interpret')")
     verify(program)  # only verified code is specialized: its registers and jumps are in range
     code = encode_code(program.code)
+    blocks = basic_blocks(program)
+    length = {block.first: block.last - block.first + 1 for block in blocks}
+
+    def converged(leader: int) -> str:
+        return f"__ballot_sync(FULL_MASK, L.live && L.pc == {leader}u && L.fuel >= {length[leader]}u) == live"
+
+    body = []
+    for block in blocks:
+        body.append(f"    B{block.first}:  // instructions {block.first}..{block.last}")
+        for pc in range(block.first, block.last + 1):
+            body += _step(code, program, pc, "        ")
+        body.append("        live = __ballot_sync(FULL_MASK, L.live);")
+        for successor in block.successors:
+            body.append(f"        if (live && {converged(successor)}) goto B{successor};")
+        body.append("        continue;")
     cases = []
     for pc, instruction in enumerate(program.code):
         word0, imm = _words(code[pc * 8 : pc * 8 + 8])
         byte, d, a, b = word0 & 0xFF, (word0 >> 8) & 0xFF, (word0 >> 16) & 0xFF, word0 >> 24
         cases.append(
-            f"        case {pc}u: exec_op<{byte:#04x}u>(S, L, part, participants, {d}u, {a}u, {b}u, {imm:#x}u);"
+            f"            case {pc}u: exec_op<{byte:#04x}u>(S, L, part, participants, {d}u, {a}u, {b}u, {imm:#x}u);"
             f" break;  // {instruction.mnemonic}"
         )
+    entries = [
+        f"            case {block.first}u: if ({converged(block.first)}) goto B{block.first}; break;"
+        for block in blocks
+    ]
     name = program.name.replace("*/", "* /")
     return "\n".join(
         [
-            f"// {name}: {len(program.code)} instructions, {program.registers} registers",
+            f"// {name}: {len(program.code)} instructions in {len(blocks)} blocks, {program.registers} registers",
             f"__device__ __noinline__ void vyre_jit_{jit_id}(RunShared& S, Lane& io) {{",
             "    Lane L;  // a private copy: constant indices keep its registers out of local memory",
             "    L.id = io.id; L.live = io.live; L.instructions = io.instructions;",
@@ -79,27 +168,36 @@ def translate(program: Program, jit_id: int) -> str:
             f"    for (uint32_t i = 0; i < {program.registers}u; i++) L.r[i] = 0;",
             "    L.pc = 0;",
             "    L.fuel = S.fuel;",
-            "    while (true) {  // run_batch's scheduler, step for step",
-            "        uint32_t my_pc = L.live ? L.pc : 0xffffffffu;",
-            "        uint32_t pc = __reduce_min_sync(FULL_MASK, my_pc);",
+            "    uint32_t live;",
+            "    while (true) {",
+            "        uint32_t pc = __reduce_min_sync(FULL_MASK, L.live ? L.pc : 0xffffffffu);",
             "        if (pc == 0xffffffffu) break;",
-            "        bool part = L.live && L.pc == pc;",
-            "        if (part && L.fuel == 0) {",
-            "            lane_fault(L, FAULT_FUEL_EXHAUSTED, 0);",
-            "            part = false;",
+            "        live = __ballot_sync(FULL_MASK, L.live);",
+            "        switch (pc) {  // a converged warp at a block leader runs the block straight",
+            *entries,
+            "            default: break;",
             "        }",
-            "        uint32_t participants = __ballot_sync(FULL_MASK, part);",
-            "        if (participants == 0) continue;",
-            "        if (part) {",
-            "            L.fuel--;",
-            "            L.instructions++;",
-            "        }",
-            "        switch (pc) {",
+            "        {  // one scheduler step, run_batch's",
+            "            bool part = L.live && L.pc == pc;",
+            "            if (part && L.fuel == 0) {",
+            "                lane_fault(L, FAULT_FUEL_EXHAUSTED, 0);",
+            "                part = false;",
+            "            }",
+            "            uint32_t participants = __ballot_sync(FULL_MASK, part);",
+            "            if (participants == 0) continue;",
+            "            if (part) {",
+            "                L.fuel--;",
+            "                L.instructions++;",
+            "            }",
+            "            switch (pc) {",
             *cases,
-            "        default:  // unreachable for verified code (jumps stay inside it)",
-            "            if (part) lane_fault(L, FAULT_BAD_INSTRUCTION, 0);",
-            "            break;",
+            "            default:  // unreachable for verified code (jumps stay inside it)",
+            "                if (part) lane_fault(L, FAULT_BAD_INSTRUCTION, 0);",
+            "                break;",
+            "            }",
             "        }",
+            "        continue;",
+            *body,
             "    }",
             "    io.live = L.live; io.pc = L.pc; io.fuel = L.fuel; io.instructions = L.instructions;",
             "    io.fault_lane = L.fault_lane; io.fault_code = L.fault_code;",
