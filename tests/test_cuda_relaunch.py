@@ -118,13 +118,16 @@ def test_a_cubin_built_for_another_layout_is_refused_and_the_old_module_relaunch
 
 
 def test_the_shutdown_opcode_with_slots_still_queued_loses_none():
-    """Regression: a worker running SHUTDOWN told the other workers to leave while the dispatcher
-    still queued slots; a slot queued after they left stayed CLAIMED for good. Now only the
-    dispatcher ends the queue, after its last push: every slot completes or stays PUBLISHED."""
-    for round_ in range(3):
+    """The SHUTDOWN slot's contract: every slot completes or stays PUBLISHED. A worker running
+    SHUTDOWN used to tell the other workers to leave while the dispatcher could still queue slots
+    (one queued after they left stayed CLAIMED for good); now only the dispatcher ends the queue,
+    after its last push. SHUTDOWN goes early in one doorbell batch, so the dispatcher is still
+    pushing the batch when a worker runs it. (On an H100 this workload did not catch the old
+    kernel: the dispatcher out-pushed the workers, who never saw the queue empty in the window.)"""
+    add = SlotRequest(BuiltinOpcode.ATOMIC_ADD, (COUNTER, 1))
+    for round_, before in enumerate((0, 0, 0, 300, 0, 0)):
         with resident(slots=2048) as mk:
-            requests = [SlotRequest(BuiltinOpcode.ATOMIC_ADD, (COUNTER, 1))] * 600
-            futures = mk.batch([*requests, SlotRequest(BuiltinOpcode.SHUTDOWN), *requests])
+            futures = mk.batch([*[add] * before, SlotRequest(BuiltinOpcode.SHUTDOWN), *[add] * (1500 - before)])
             deadline = time.monotonic() + SHUTDOWN_S
             while int(mk.image[ControlWord.DEVICE_STATE]) != DeviceState.EXITED and time.monotonic() < deadline:
                 time.sleep(0.001)
