@@ -402,9 +402,10 @@ class HostService:
             future.set_exception(BackendError(f"the backend failed on slot {slot}: {detail}", "please report this bug"))
         elif pending.run is not None:
             program_handle, context_handle, region_handle = pending.run
+            fused = context_handle in self.registry.fused_runs
             run = self.device.run_result(program_handle, context_handle)
             self.release_run(context_handle, region_handle)
-            future.set_result(_run_outcome(run, outcome.fault))
+            future.set_result(_fused_outcomes(run, outcome.fault) if fused else _run_outcome(run, outcome.fault))
         else:
             future.set_result(outcome)
 
@@ -504,6 +505,21 @@ class HostService:
             **read_device_counters(self.image, self.layout),
             debug_dropped=debuglog.dropped(self.image, self.layout),
         )
+
+
+def _fused_outcomes(runs: list[Any], slot_fault: SlotFaultInfo | None) -> list[RunOutcome]:
+    """One RunOutcome per member of a fused run: a slot fault (nothing ran: a bad handle or
+    argument) is every member's; otherwise each member carries its own program fault, if any."""
+    if slot_fault is not None:
+        return [_run_outcome(run, slot_fault) for run in runs]
+    return [_run_outcome(run, None if run is None else _member_fault(run.fault)) for run in runs]
+
+
+def _member_fault(fault: Any) -> SlotFaultInfo | None:
+    """A member's VIR0 fault as the slot fault the same program would end a RUN_PROGRAM with."""
+    if fault is None:
+        return None
+    return SlotFaultInfo(SlotFault(int(fault.code)), fault.pc, fault.lane, fault.detail)
 
 
 def _run_outcome(run: Any, fault: SlotFaultInfo | None) -> RunOutcome:
