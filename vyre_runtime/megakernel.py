@@ -595,7 +595,8 @@ def _per_member(name: str, value: Any, members: int, high: int, high_text: str) 
             f"{name} lists {len(values)} values for {members} program(s)", f"pass one {name} per member, or one for all"
         )
     for item in values:
-        if item is not None and (isinstance(item, bool) or not isinstance(item, (int, np.integer)) or not 1 <= item <= high):
+        is_integer = isinstance(item, (int, np.integer)) and not isinstance(item, bool)
+        if item is not None and (not is_integer or not 1 <= item <= high):
             raise DispatchError(f"{name}={item}; allowed 1..{high_text}")
     return values
 

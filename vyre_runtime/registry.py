@@ -137,9 +137,9 @@ class Registry:
             )
         for member in members:
             if isinstance(member, bool) or not isinstance(member, int):
-                raise DispatchError(f"fused member {member!r} is not a program handle", "pass register_program's handles")
+                raise DispatchError(f"fused member {member!r} is not a program handle", "pass register_program's")
             if member in self.fused:
-                raise DispatchError(f"handle {member} is a fused group; groups do not nest", "list its programs instead")
+                raise DispatchError(f"handle {member} is a fused group; groups do not nest", "list its programs")
             if member not in self.programs:
                 raise DispatchError(f"program handle {member} is not registered", "use register_program's handle")
         if len(set(members)) != len(members):

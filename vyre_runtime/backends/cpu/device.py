@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from vyre_runtime.backends.cpu.builtins import SIMPLE_BODIES, DeviceContext, SlotFaultRaised, packed_slot
+from vyre_runtime.backends.cpu.results import Region, RunResult
+from vyre_runtime.backends.cpu.run import run_program
 from vyre_runtime.errors import DispatchError
 from vyre_runtime.protocol import ioqueue
 from vyre_runtime.protocol.codec import check_image, ring_view
@@ -40,8 +42,6 @@ from vyre_runtime.protocol.layout import (
     SlotWord,
 )
 from vyre_runtime.protocol.opcodes import BuiltinOpcode, is_user_opcode, metric_index
-from vyre_runtime.backends.cpu.results import Region, RunResult
-from vyre_runtime.backends.cpu.run import run_program
 from vyre_runtime.registry import FusedGroup, RegisteredProgram, Registry, RunContext
 from vyre_runtime.vir0.isa import MAX_LANES
 
