@@ -11,8 +11,8 @@ once, timed until the last result:
   RUN_PROGRAM slots per chunk: each reads the chunk over PCIe;
 - the four as one fused group, one slot per chunk: the chunk crosses PCIe once into device
   staging, the members read that copy;
-- the same fused group and the one program over a device-resident copy (DeviceBuffer): the
-  ceiling when nothing crosses PCIe.
+- the same fused group, and each program alone, over a device-resident copy (DeviceBuffer):
+  the ceiling when nothing crosses PCIe, and what each member's own work costs.
 Stream rows (`--stream-size` > 0): a warm file of that size through StreamPipeline (io_uring ->
 arena -> runs) with the one program, the four unfused and the four fused.
 Fused and separate results are checked equal. Writes bench/results/fused-<backend>.json.
@@ -42,7 +42,7 @@ from vyre_runtime.ingest.stream import StreamOptions, StreamPipeline  # noqa: E4
 from vyre_runtime.megakernel import Megakernel  # noqa: E402
 
 GB = 1e9
-PROGRAMS = ("histogram.vasm", "line_count.vasm", "literal_search.vasm", "xxh32_blocks.vasm")
+PROGRAMS = "histogram,line_count,literal_search,xxh32_blocks"  # examples/*.vasm; the first is the baseline
 EMIT_CAPACITY = 8192  # xxh32_blocks emits one record per 4 KiB block: 4096 per 16 MiB chunk
 
 
@@ -104,8 +104,8 @@ def region_rows(mk: Megakernel, programs: list, args: argparse.Namespace) -> dic
         ("host: 1 program", [handles[0]], host_regions),
         (f"host: {len(handles)} programs, separate runs", handles, host_regions),
         (f"host: {len(handles)} programs, fused", [group], host_regions),
-        ("device: 1 program", [handles[0]], device_regions),
         (f"device: {len(handles)} programs, fused", [group], device_regions),
+        *((f"device: {program.name} alone", [handle], device_regions) for program, handle in zip(programs, handles)),
     )
     results = {}
     for name, which, regions in cases:
@@ -159,6 +159,7 @@ def stream_rows(mk: Megakernel, programs: list, args: argparse.Namespace) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--programs", default=PROGRAMS, help="comma-separated examples/ names (the first: baseline)")
     parser.add_argument("--size", default="1GiB")
     parser.add_argument("--chunk", default="16MiB")
     parser.add_argument("--lanes", type=int, default=256)
@@ -167,8 +168,10 @@ def main() -> None:
     parser.add_argument("--stream-chunks", type=int, default=64)
     parser.add_argument("--dir", default=str(ROOT / "bench" / "data"))
     args = parser.parse_args()
-    args.size, args.chunk, args.stream_size = (parse_size(v) for v in (args.size, args.chunk, args.stream_size))
-    programs = [load_program_file(str(ROOT / "examples" / name)) for name in PROGRAMS]
+    args.size, args.chunk = parse_size(args.size), parse_size(args.chunk)
+    args.stream_size = 0 if args.stream_size == "0" else parse_size(args.stream_size)
+    names = args.programs.split(",")
+    programs = [load_program_file(str(ROOT / "examples" / f"{name}.vasm")) for name in names]
     report: dict = {
         "bench": "fused",
         "backend": args.backend,
@@ -177,14 +180,14 @@ def main() -> None:
         "size": args.size,
         "chunk": args.chunk,
         "lanes": args.lanes,
-        "programs": list(PROGRAMS),
+        "programs": names,
     }
     with Megakernel(backend=args.backend, slots=1024) as mk:
         report["device"] = getattr(getattr(mk.device, "info", None), "name", args.backend)
         report["regions"] = region_rows(mk, programs, args)
         if args.stream_size:
             report["stream"] = stream_rows(mk, programs, args)
-    out = ROOT / "bench" / "results" / f"fused-{args.backend}.json"
+    out = ROOT / "bench" / "results" / f"fused-{args.backend}-{len(names)}x-{args.chunk >> 20}MiB-{names[-1]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))
     print(f"wrote {out}")
