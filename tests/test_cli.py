@@ -112,6 +112,21 @@ def test_several_programs_run_over_one_read_of_each_input(tmp_path, capsys):
     assert document["stats"]["bytes_processed"] == document["stats"]["bytes_read"] == len(data.read_bytes())
 
 
+def test_run_fuse_gives_every_program_the_results_of_no_fuse_from_one_slot_per_chunk(tmp_path, capsys):
+    data = tmp_path / "log.txt"
+    data.write_bytes(b"vyre\nvyre\nx\n" * 500)
+    programs = [str(EXAMPLES / "line_count.vasm"), str(EXAMPLES / "literal_search.vasm")]
+    documents = {}
+    for flag in ("--fuse", "--no-fuse"):
+        argv = [*programs, str(data), "--json", "--chunk-size", "1000", "--backend", "cpu", flag]
+        assert run_cli("run", *argv) == 0
+        documents[flag] = json.loads(capsys.readouterr().out)
+    fused, separate = (documents[flag]["files"][0]["results"] for flag in ("--fuse", "--no-fuse"))
+    assert fused == separate and fused[0]["outputs"]["lines"] == [1500]
+    chunks = documents["--fuse"]["files"][0]["chunks"]
+    assert documents["--fuse"]["stats"]["runs"] == chunks and documents["--no-fuse"]["stats"]["runs"] == 2 * chunks
+
+
 def test_directories_are_walked_in_sorted_order(tmp_path, capsys):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "2.txt").write_bytes(b"\n")

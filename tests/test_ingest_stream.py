@@ -261,12 +261,15 @@ def injecting(rewrite: Rewrite | None, made: list[FaultInjectingReader]) -> Call
 # ---------------------------------------------------------------------------- exactly once
 
 
+@pytest.mark.parametrize("fuse", [False, True], ids=["separate", "fused"])
 @pytest.mark.parametrize("direct", [False, True], ids=["buffered", "o_direct"])
 @pytest.mark.parametrize("reader", READERS)
-def test_every_byte_of_every_file_is_processed_exactly_once(programs, megakernel, request, tmp_path, reader, direct):
+def test_every_byte_of_every_file_is_processed_exactly_once(
+    programs, megakernel, request, tmp_path, reader, direct, fuse
+):
     paths, contents = write_files(directory_for(direct, request, tmp_path), SIZES, seed=10)
     made: list[FaultInjectingReader] = []
-    stream_options = options(reader=reader, direct=direct, read_size=4096 if direct else 1500)
+    stream_options = options(reader=reader, direct=direct, read_size=4096 if direct else 1500, fuse=fuse)
     results, stats = run(programs, megakernel, paths, stream_options, reader_factory=injecting(None, made))
     for result, data in zip(results, contents):
         check_exact(result, data)
@@ -275,7 +278,7 @@ def test_every_byte_of_every_file_is_processed_exactly_once(programs, megakernel
     assert stats.reader == reader and stats.fallback_reason is None
     assert stats.host_bytes_copied == 0  # regular files: reads land in the arena, nothing bounced
     assert stats.bytes_read >= sum(SIZES) and stats.bytes_processed == sum(SIZES)
-    assert stats.runs == 3 * sum(r.chunks for r in results)
+    assert stats.runs == (1 if fuse else 3) * sum(r.chunks for r in results)  # fused: one slot per chunk
     [recorder] = made
     assert all(is_direct == direct for _, is_direct, *_ in recorder.reads)
     if direct:  # aligned chunks: every O_DIRECT read starts, ends and lands on page boundaries
@@ -422,14 +425,15 @@ def test_a_fifo_ending_near_a_chunk_edge_is_exact(programs, megakernel, tmp_path
     assert stats.host_bytes_copied == carried_bytes(size, CHUNK, OVERLAP)
 
 
-def test_chunks_smaller_than_the_overlap_are_exact_from_a_file_and_a_pipe(programs, megakernel, tmp_path):
+@pytest.mark.parametrize("fuse", [False, True], ids=["separate", "fused"])
+def test_chunks_smaller_than_the_overlap_are_exact_from_a_file_and_a_pipe(programs, megakernel, tmp_path, fuse):
     tiny = 10  # every region reaches over several neighbours: the carry holds more than one chunk
     data = data_with_needles(140, 700, chunk_size=tiny)
     (tmp_path / "tiny.bin").write_bytes(data)
     fifo = tmp_path / "tiny.fifo"
     os.mkfifo(fifo)
     writer = feed_fifo(fifo, data, piece=97)
-    stream_options = options(chunk_size=tiny, read_size=33)
+    stream_options = options(chunk_size=tiny, read_size=33, fuse=fuse)
     results, stats = run(programs, megakernel, [str(tmp_path / "tiny.bin"), str(fifo)], stream_options)
     writer.join(10)
     for result in results:
@@ -709,10 +713,11 @@ def test_an_injected_eio_on_a_pipe_fails_only_that_pipe(programs, megakernel, tm
     check_exact(results[2], contents[1])
 
 
-def test_a_program_fault_is_reported_for_its_chunk_and_everything_else_counts(programs, megakernel, tmp_path):
+@pytest.mark.parametrize("fuse", [False, True], ids=["separate", "fused"])
+def test_a_program_fault_is_reported_for_its_chunk_and_everything_else_counts(programs, megakernel, tmp_path, fuse):
     trap = assemble_program(TRAP_ON_SECOND_CHUNK)
     paths, contents = write_files(tmp_path, [4 * CHUNK + 3, CHUNK], seed=120)
-    with StreamPipeline([trap, *programs], megakernel, options()) as pipeline:
+    with StreamPipeline([trap, *programs], megakernel, options(fuse=fuse)) as pipeline:
         results = pipeline.run(paths)
     first, second = results
     trapped = first.programs[0]
@@ -744,6 +749,14 @@ def test_bad_options_raise_dispatch_error(programs, megakernel, changes, message
         StreamPipeline(programs, megakernel, StreamOptions(**changes))
 
 
+def test_fusion_is_off_by_default_on_the_cpu_and_needs_two_to_eight_programs(programs, megakernel):
+    assert StreamPipeline(programs, megakernel, options()).options.fuse is False  # nothing to save on the CPU
+    with pytest.raises(DispatchError, match=r"fuse=True needs 2\.\.8 programs, not 1"):
+        StreamPipeline(programs[:1], megakernel, options(fuse=True))
+    with pytest.raises(DispatchError, match="not 9"):
+        StreamPipeline(programs * 3, megakernel, options(fuse=True))
+
+
 def test_a_stream_without_programs_is_refused(megakernel):
     with pytest.raises(DispatchError, match="at least one program"):
         StreamPipeline([], megakernel)
@@ -768,19 +781,20 @@ def test_a_pipeline_runs_again_on_its_arena_and_rings_and_close_hands_the_arena_
         pipeline.run(paths)
 
 
+@pytest.mark.parametrize("fuse", [False, True], ids=["separate", "fused"])
 @pytest.mark.parametrize("direct", [False, True], ids=["buffered", "o_direct"])
 @pytest.mark.parametrize("per_slot", [2, 3])
 def test_several_chunks_per_slot_run_as_the_same_chunks_exactly_once(
-    programs, megakernel, request, tmp_path, direct, per_slot
+    programs, megakernel, request, tmp_path, direct, per_slot, fuse
 ):
     paths, contents = write_files(directory_for(direct, request, tmp_path), SIZES, seed=140 + per_slot)
-    stream_options = options(direct=direct, read_size=4096 if direct else 1500, chunks_per_slot=per_slot)
+    stream_options = options(direct=direct, read_size=4096 if direct else 1500, chunks_per_slot=per_slot, fuse=fuse)
     results, stats = run(programs, megakernel, paths, stream_options)
     for result, data in zip(results, contents):
         check_exact(result, data)
         assert result.chunks == -(-len(data) // CHUNK)  # programs still see CHUNK-sized chunks
     assert stats.bytes_processed == sum(SIZES) and stats.host_bytes_copied == 0
-    assert stats.runs == 3 * sum(r.chunks for r in results)
+    assert stats.runs == (1 if fuse else 3) * sum(r.chunks for r in results)
 
 
 # ---------------------------------------------------------------------------- aborted runs

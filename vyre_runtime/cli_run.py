@@ -56,6 +56,15 @@ def add_run_parser(commands: argparse._SubParsersAction, handler: Callable[[argp
     run.add_argument("--lanes", type=int, help="lanes per chunk (default: each program's .lanes)")
     run.add_argument("--fuel", type=int, help="instruction budget per lane (default: each program's .fuel)")
     run.add_argument("--emit-capacity", type=int, default=65536, help="records kept per chunk")
+    fuse = run.add_mutually_exclusive_group()
+    fuse.add_argument(
+        "--fuse",
+        dest="fuse",
+        action="store_true",
+        default=None,
+        help="one fused slot runs all programs over a chunk: one pass over PCIe (default: on CUDA, 2+ programs)",
+    )
+    fuse.add_argument("--no-fuse", dest="fuse", action="store_false", help="one slot per program and chunk")
     run.add_argument("--max-records", type=int, default=10, help="records to print (human output)")
     progress = run.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar")
@@ -109,6 +118,7 @@ def command_run(args: argparse.Namespace, load_program: Callable[[str], Program]
         lanes=args.lanes,
         fuel=args.fuel,
         emit_capacity=args.emit_capacity,
+        fuse=args.fuse,
     )
     show_progress = args.progress if args.progress is not None else (sys.stderr.isatty() and not args.json)
     with (

@@ -405,14 +405,25 @@ class HostService:
             future.set_exception(BackendError(f"the backend failed on slot {slot}: {detail}", "please report this bug"))
         elif pending.run is not None:
             program_handle, context_handle, region_handle = pending.run
+            fused = context_handle in self.registry.fused_runs
             run = self.device.run_result(program_handle, context_handle)
             self.release_run(context_handle, region_handle)
-            result = _run_outcome(run, outcome.fault)
+            result = _fused_outcomes(run, outcome.fault) if fused else _run_outcome(run, outcome.fault)
             if self.run_observer is not None and run is not None:
-                self.run_observer(program_handle, result.path)
+                self._observe_paths(program_handle, fused, result)
             future.set_result(result)
         else:
             future.set_result(outcome)
+
+    def _observe_paths(self, program: int, fused: bool, result: Any) -> None:
+        """Tell the JIT policy which path each program of a finished run took."""
+        if not fused:
+            self.run_observer(program, result.path)
+            return
+        group = self.registry.fused.get(program)
+        for member, outcome in zip(group.members if group else (), result):
+            if outcome.path != "not run":
+                self.run_observer(member, outcome.path)
 
     def program_in_flight(self, program: int) -> bool:
         with self._lock:
@@ -516,6 +527,21 @@ class HostService:
             **read_device_counters(self.image, self.layout),
             debug_dropped=debuglog.dropped(self.image, self.layout),
         )
+
+
+def _fused_outcomes(runs: list[Any], slot_fault: SlotFaultInfo | None) -> list[RunOutcome]:
+    """One RunOutcome per member of a fused run: a slot fault (nothing ran: a bad handle or
+    argument) is every member's; otherwise each member carries its own program fault, if any."""
+    if slot_fault is not None:
+        return [_run_outcome(run, slot_fault) for run in runs]
+    return [_run_outcome(run, None if run is None else _member_fault(run.fault)) for run in runs]
+
+
+def _member_fault(fault: Any) -> SlotFaultInfo | None:
+    """A member's VIR0 fault as the slot fault the same program would end a RUN_PROGRAM with."""
+    if fault is None:
+        return None
+    return SlotFaultInfo(SlotFault(int(fault.code)), fault.pc, fault.lane, fault.detail)
 
 
 def _run_outcome(run: Any, fault: SlotFaultInfo | None) -> RunOutcome:

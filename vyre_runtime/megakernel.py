@@ -176,11 +176,43 @@ class Megakernel:
         self.device.program_registered(handle)
         return handle
 
+    def register_fused(self, handles: Sequence[int]) -> int:
+        """A fused group of 2..MAX_FUSED_MEMBERS registered programs, each listed once; returns
+        its handle. ``submit(group, data)`` runs every member, in order, over the same bytes
+        from one RUN_PROGRAM slot (on CUDA the bytes cross PCIe once) and resolves to one
+        RunOutcome per member, in member order (docs/PROTOCOL.md, "Fused runs"). Members keep
+        their own global buffers; ``unregister_program(group)`` releases the group."""
+        try:
+            members = tuple(handles)
+        except TypeError:
+            raise DispatchError(
+                f"register_fused takes a sequence of program handles, not a {type(handles).__name__}",
+                "pass e.g. [handle_a, handle_b]",
+            ) from None
+        handle = self.registry.add_fused(members)
+        try:
+            self.device.fused_registered(handle)
+        except BaseException:
+            self.registry.remove_fused(handle)
+            raise
+        return handle
+
     def unregister_program(self, handle: int) -> None:
-        """Release a program's handle (and its device record); refused while runs of it are in
-        flight. Its global buffers stay readable through any views already taken."""
+        """Release a program's (or a fused group's) handle and its device record; refused while
+        runs of it are in flight, and for a program while a fused group has it as a member.
+        Its global buffers stay readable through any views already taken."""
         if self.service.program_in_flight(handle):
             raise DispatchError(f"program {handle} has runs in flight", "wait for them before unregistering")
+        if handle in self.registry.fused:
+            self.registry.remove_fused(handle)
+            self.device.fused_unregistered(handle)
+            return
+        groups = self.registry.groups_using(handle)
+        if groups:
+            raise DispatchError(
+                f"program {handle} is a member of fused group(s) {groups}",
+                "unregister those groups (unregister_program(group)) first",
+            )
         bound = [op for op, program in self.registry.opcode_programs.items() if program == handle]
         self.registry.remove_program(handle)
         for opcode in bound:
@@ -267,8 +299,8 @@ class Megakernel:
         program: int | Program | bytes,
         data: Any,
         *,
-        lanes: int | None = None,
-        fuel: int | None = None,
+        lanes: int | Sequence[int | None] | None = None,
+        fuel: int | Sequence[int | None] | None = None,
         emit_capacity: int = 65536,
         own_lo: int = 0,
         own_hi: int | None = None,
@@ -282,26 +314,33 @@ class Megakernel:
         DeviceBuffer or a slice of one (``device_buffer``; read in place, no staging), or on CUDA
         a device array with ``__cuda_array_interface__`` (CuPy, PyTorch; read as its bytes).
 
-        The future resolves to the run's result (outputs, records, dropped, fault).
+        The future resolves to the run's result (outputs, records, dropped, fault); for a fused
+        group (register_fused), to a list of one such result per member, in member order. Then
+        ``lanes`` and ``fuel`` may also be sequences, one value per member (None: its default);
+        ``emit_capacity`` is each member's.
         """
         handle = program if isinstance(program, int) else self.register_program(program)
-        if handle not in self.registry.programs:
+        group = self.registry.fused.get(handle)
+        if group is None and handle not in self.registry.programs:
             raise DispatchError(f"program handle {handle} is not registered", "use register_program's handle")
         view, length = self._region_data(data)
         own_hi = length if own_hi is None else own_hi
         if length > 0xFFFFFFFF or not 0 <= own_lo <= own_hi <= length:
             raise DispatchError(f"own range {own_lo}..{own_hi} must lie inside the {length}-byte region")
-        if lanes is not None and not 1 <= lanes <= MAX_LANES:
-            raise DispatchError(f"lanes={lanes}; allowed 1..{MAX_LANES}")
-        if fuel is not None and not 1 <= fuel <= 0xFFFFFFFF:
-            raise DispatchError(f"fuel={fuel}; allowed 1..2^32-1")
+        members = 1 if group is None else len(group.members)
+        member_lanes = _per_member("lanes", lanes, members, MAX_LANES, str(MAX_LANES))
+        member_fuel = _per_member("fuel", fuel, members, 0xFFFFFFFF, "2^32-1")
         if not 0 <= emit_capacity <= 0xFFFFFFFF:
             raise DispatchError(f"emit_capacity={emit_capacity}; allowed 0..2^32-1 records")
-        context = self.registry.add_context(fuel, emit_capacity)
+        if group is None:
+            context, lanes_word = self.registry.add_context(member_fuel[0], emit_capacity), member_lanes[0] or 0
+        else:  # each member's lanes travel in the fused run's record; the slot's LANES word is 0
+            lane_counts = [count or 0 for count in member_lanes]
+            context, lanes_word = self.registry.add_fused_run(group, member_fuel, lane_counts, emit_capacity), 0
         region = self.registry.add_region(view)
         args = (
             handle, context, region, 0, 0, length, own_lo, own_hi,
-            file_offset & 0xFFFFFFFF, file_offset >> 32, chunk_index, lanes or 0,
+            file_offset & 0xFFFFFFFF, file_offset >> 32, chunk_index, lanes_word,
         )  # fmt: skip
         request = SlotRequest(BuiltinOpcode.RUN_PROGRAM, args, tenant, Priority(priority))
         try:
@@ -655,6 +694,21 @@ class Megakernel:
                 f"a {self.backend} worker was still busy {timeout:.1f} s after shutdown began",
                 "lower the fuel of long programs; the worker stops at its next slot boundary",
             )
+
+
+def _per_member(name: str, value: Any, members: int, high: int, high_text: str) -> list[int | None]:
+    """A submit option as one value per program run (a fused group's members, else one): a
+    scalar (or None, each program's default) applies to all; a sequence lists one per member."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * members
+    if len(values) != members:
+        raise DispatchError(
+            f"{name} lists {len(values)} values for {members} program(s)", f"pass one {name} per member, or one for all"
+        )
+    for item in values:
+        is_integer = isinstance(item, (int, np.integer)) and not isinstance(item, bool)
+        if item is not None and (not is_integer or not 1 <= item <= high):
+            raise DispatchError(f"{name}={item}; allowed 1..{high_text}")
+    return values
 
 
 class Channel:

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from vyre_runtime.errors import DispatchError, ProtocolError
-from vyre_runtime.protocol.opcodes import is_user_opcode, tenant_window
+from vyre_runtime.protocol.opcodes import MAX_FUSED_MEMBERS, is_user_opcode, tenant_window
 from vyre_runtime.vir0.isa import Scope
 from vyre_runtime.vir0.program import Program
 
 MAX_HANDLE = 0xFFFFFFFF
+MIN_FUSED_MEMBERS = 2
 ResourceLoader = Callable[[int, int], bytes]  # (offset, nbytes) -> bytes
 
 
@@ -41,11 +42,32 @@ class RunContext:
     result: Any = None
 
 
+@dataclass(frozen=True)
+class FusedGroup:
+    """Programs that run one after another over the same bytes from one RUN_PROGRAM slot
+    (docs/PROTOCOL.md, "Fused runs"); ``members`` are program handles, in result order."""
+
+    handle: int
+    members: tuple[int, ...]
+
+
+@dataclass
+class FusedRun:
+    """One fused run in flight: a run context per member (in member order) and each member's
+    lane count (0: the program's default). Its ``result`` is one result per member."""
+
+    handle: int
+    contexts: tuple[int, ...]
+    lanes: tuple[int, ...]
+
+
 @dataclass
 class Registry:
     programs: dict[int, RegisteredProgram] = field(default_factory=dict)
     contexts: dict[int, RunContext] = field(default_factory=dict)
     regions: dict[int, Any] = field(default_factory=dict)  # handle -> bytes-like
+    fused: dict[int, FusedGroup] = field(default_factory=dict)  # fused-group handle -> its members
+    fused_runs: dict[int, FusedRun] = field(default_factory=dict)  # a fused run's context handle
     dfas: dict[int, np.ndarray] = field(default_factory=dict)  # handle -> (states, 256) uint32
     opcode_programs: dict[int, int] = field(default_factory=dict)  # user opcode -> program handle
     resources: dict[int, ResourceLoader] = field(default_factory=dict)
@@ -100,6 +122,56 @@ class Registry:
         self.contexts[handle] = RunContext(handle, fuel, emit_capacity)
         return handle
 
+    def add_fused(self, members: tuple[int, ...]) -> int:
+        """A fused group of registered programs (the checks with their fixes: _check_fused)."""
+        self._check_fused(members)
+        handle = self._new_handle("fused")
+        self.fused[handle] = FusedGroup(handle, members)
+        return handle
+
+    def _check_fused(self, members: tuple[int, ...]) -> None:
+        if not MIN_FUSED_MEMBERS <= len(members) <= MAX_FUSED_MEMBERS:
+            raise DispatchError(
+                f"a fused group has {MIN_FUSED_MEMBERS}..{MAX_FUSED_MEMBERS} programs, not {len(members)}",
+                "submit a single program directly; split more programs over several groups",
+            )
+        for member in members:
+            if isinstance(member, bool) or not isinstance(member, int):
+                raise DispatchError(f"fused member {member!r} is not a program handle", "pass register_program's")
+            if member in self.fused:
+                raise DispatchError(f"handle {member} is a fused group; groups do not nest", "list its programs")
+            if member not in self.programs:
+                raise DispatchError(f"program handle {member} is not registered", "use register_program's handle")
+        if len(set(members)) != len(members):
+            duplicate = next(m for m in members if members.count(m) > 1)
+            raise DispatchError(
+                f"program {duplicate} appears twice in the fused group",
+                "register the program twice (each handle has its own global buffers) or list it once",
+            )
+
+    def groups_using(self, program: int) -> list[int]:
+        """Fused groups that have ``program`` as a member."""
+        return [group.handle for group in self.fused.values() if program in group.members]
+
+    def remove_fused(self, handle: int) -> None:
+        if self.fused.pop(handle, None) is None:
+            raise DispatchError(f"fused group {handle} is not registered", "use register_fused's handle")
+        self._forget_handle("fused", handle)
+
+    def add_fused_run(self, group: FusedGroup, fuel: list[int | None], lanes: list[int], emit_capacity: int) -> int:
+        """A run context per member, and the fused run that lists them (released together)."""
+        contexts: list[int] = []
+        try:
+            for member_fuel in fuel:
+                contexts.append(self.add_context(member_fuel, emit_capacity))
+            handle = self._new_handle("fused_run")
+        except BaseException:
+            for context in contexts:
+                self.release_run(context, 0)
+            raise
+        self.fused_runs[handle] = FusedRun(handle, tuple(contexts), tuple(lanes))
+        return handle
+
     def add_region(self, data: Any) -> int:
         handle = self._new_handle("region")
         self.regions[handle] = data
@@ -122,6 +194,10 @@ class Registry:
             raise ProtocolError(
                 f"opcode {opcode:#x} is not in tenant {tenant}'s user window {window.start:#x}..{window.stop - 1:#x}"
             )
+        if program_handle in self.fused:
+            raise DispatchError(
+                f"handle {program_handle} is a fused group; a user opcode runs one program", "submit() the group"
+            )
         if program_handle not in self.programs:
             raise DispatchError(f"program handle {program_handle} is not registered", "use register_program's handle")
         self.opcode_programs[opcode] = program_handle
@@ -140,6 +216,12 @@ class Registry:
             del self.opcode_programs[opcode]
 
     def release_run(self, context: int, region: int) -> None:
+        """Forget a run's context (a fused run's member contexts with it) and its region."""
+        fused_run = self.fused_runs.pop(context, None)
+        if fused_run is not None:
+            self._forget_handle("fused_run", context)
+            for member_context in fused_run.contexts:
+                self.release_run(member_context, 0)
         if self.contexts.pop(context, None) is not None:
             self._forget_handle("context", context)
         if self.regions.pop(region, None) is not None:

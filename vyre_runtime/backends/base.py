@@ -43,6 +43,12 @@ class Device(Protocol):
     def program_unregistered(self, handle: int) -> None:
         """The program is gone: the device must treat its handle as unknown (BAD_HANDLE)."""
 
+    def fused_registered(self, handle: int) -> None:
+        """Make registry.fused[handle] (a fused group's member list) readable by the device."""
+
+    def fused_unregistered(self, handle: int) -> None:
+        """The fused group is gone: the device must treat its handle as unknown (BAD_HANDLE)."""
+
     def dfa_registered(self, handle: int) -> None:
         """Make registry.dfas[handle] readable by the device."""
 
@@ -50,11 +56,13 @@ class Device(Protocol):
         """A user opcode now runs ``program``."""
 
     def run_prepared(self, program: int, context: int, region: int) -> None:
-        """Before a RUN_PROGRAM slot is published: stage its context and data region."""
+        """Before a RUN_PROGRAM slot is published: stage its context and data region (for a
+        fused group, ``context`` is a registry.fused_runs handle: every member's context)."""
 
     def run_result(self, program: int, context: int) -> Any:
         """After the slot completed: the run's result (outputs, records, dropped, instructions), or
-        None if the program never ran (the slot faulted on a bad handle or argument)."""
+        None if the program never ran (the slot faulted on a bad handle or argument); for a
+        fused run, a list of those, one per member in member order."""
 
     def run_released(self, context: int, region: int) -> None:
         """The host is done with this run: recycle its staging memory."""

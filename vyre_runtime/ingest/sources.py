@@ -67,6 +67,7 @@ class Source:
     chunks: int = 0
     bytes_read: int = 0
     program_handles: list[int] = field(default_factory=list)
+    fused_handle: int = 0  # the programs' fused group when the stream fuses them (0: none)
     outcomes: list[dict[int, Any]] = field(default_factory=list)  # per program: chunk index -> outcome
     _plans: Any = None
     # sequential sources: what the last chunk read and must hand on

@@ -2,8 +2,16 @@
 
     free chunk slot --plan--> reads in flight (io_uring READ_FIXED or preadv, matched by
     user_data) --last read lands--> one RUN_PROGRAM slot per program over the chunk's bytes,
-    in place (GPU-visible arena: no copy) --every run done--> outcomes kept by chunk index,
-    slot freed --input finished--> merged per program in chunk order (results.py)
+    in place (GPU-visible arena: no copy), or one fused slot running every program over them
+    --every run done--> outcomes kept by chunk index, slot freed --input finished--> merged per
+    program in chunk order (results.py)
+
+Fusion (StreamOptions.fuse; on by default for several programs on CUDA): the programs of an input
+form one fused group (Megakernel.register_fused), and each chunk is one RUN_PROGRAM slot whose
+bytes cross PCIe once into device staging, instead of once per program. Every program then sees
+the chunk with the group's widest overlap as context (unfused, each sees its own `.overlap`):
+the same results for programs that, as Program.overlap asks, count only what is anchored in the
+owned range and need no more than their overlap of context.
 
 A slot is reused only after every run over it finished (DESIGN.md, "Exactly once"); the chunk
 plan attributes each byte to one chunk, so a match spanning a boundary is counted once (the
@@ -32,6 +40,7 @@ from vyre_runtime.ingest.reader import ReadCompletion, Reader, open_reader
 from vyre_runtime.ingest.results import ChunkOutcome, FileResult, ProgramResult, merge
 from vyre_runtime.ingest.sources import Piece, Source
 from vyre_runtime.megakernel import Megakernel
+from vyre_runtime.protocol.opcodes import MAX_FUSED_MEMBERS
 from vyre_runtime.vir0.isa import MAX_LANES
 from vyre_runtime.vir0.program import Program
 
@@ -42,6 +51,8 @@ DEFAULT_CHUNK_SIZE = 16 << 20
 DEFAULT_CHUNKS = {"cuda": 32, "cpu": 8}
 ProgressCallback = Callable[[int, int], None]  # (bytes read so far, bytes known in total)
 ABORT_RUN_WAIT_S = 5.0  # how long an aborted run() waits for runs still reading the arena
+FUSION_BACKENDS = ("cuda",)  # where fusing saves work by default: one PCIe pass per chunk, not one per program
+FUSED_RUN = -1  # ChunkSlot.futures' program index of a fused run's future (every program's outcome)
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class StreamOptions:
     lanes: int | None = None  # None: each program's .lanes
     fuel: int | None = None  # None: each program's .fuel
     emit_capacity: int = 65536  # records per chunk and program
+    fuse: bool | None = None  # one fused slot per chunk for all programs; None: on for 2+ programs on CUDA
 
     def check(self) -> None:
         for name in ("chunk_size", "chunks", "chunks_per_slot", "read_size", "queue_depth", "rings"):
@@ -122,6 +134,14 @@ class StreamPipeline:
         options.check()
         if options.chunks is None:
             options = replace(options, chunks=DEFAULT_CHUNKS.get(megakernel.backend, 8))
+        if options.fuse is None:  # the CPU reads host memory at memory speed: nothing to save there
+            fusable = 2 <= len(programs) <= MAX_FUSED_MEMBERS
+            options = replace(options, fuse=fusable and megakernel.backend in FUSION_BACKENDS)
+        if options.fuse and not 2 <= len(programs) <= MAX_FUSED_MEMBERS:
+            raise DispatchError(
+                f"fuse=True needs 2..{MAX_FUSED_MEMBERS} programs, not {len(programs)}",
+                "pass fuse=False (or None: fused where it helps), or fewer programs",
+            )
         self.options = options
         self.progress = progress
         self.reader_factory = reader_factory or _open_reader  # tests inject faults through a wrapper
@@ -246,7 +266,7 @@ class StreamPipeline:
         self._running, self._pieces, self._free = [], {}, deque()
         for source in planning:
             if id(source) not in busy:
-                for handle in source.program_handles:
+                for handle in self._handles_to_unregister(source):
                     with contextlib.suppress(VyreError):
                         self.megakernel.unregister_program(handle)
             source.close()  # the readers' own references went with the readers
@@ -325,6 +345,8 @@ class StreamPipeline:
             source.error, source.planning_done = error, True
             return
         source.program_handles = [self.megakernel.register_program(p) for p in self.programs]  # fresh globals
+        if self.options.fuse:
+            source.fused_handle = self.megakernel.register_fused(source.program_handles)
         source.outcomes = [{} for _ in self.programs]
         if source.size is not None:
             self._total_known += source.size
@@ -511,32 +533,40 @@ class StreamPipeline:
 
     def _launch(self, slot: ChunkSlot, source: Source, plan: ChunkPlan) -> None:
         """One RUN_PROGRAM per program over chunk ``plan`` of the slot, each with its own overlap's
-        share (the slot's bytes start at file offset slot.plan.region_start)."""
-        chunk = self.arena.chunk(slot.index)
-        options = self.options
+        share (the slot's bytes start at file offset slot.plan.region_start); fused, one slot for
+        all programs over the chunk with the widest overlap (FUSED_RUN stands for its futures'
+        program index: the future resolves to every program's outcome)."""
         self.stats.bytes_processed += plan.own_end - plan.own_start
         try:
-            for program_index, (program, handle) in enumerate(zip(self.programs, source.program_handles)):
-                start = max(plan.region_start, plan.own_start - program.overlap)
-                end = min(plan.region_end, plan.own_end + program.overlap)
-                first = slot.data_offset + start - slot.plan.region_start
-                region = chunk[first : first + end - start]
-                future = self.megakernel.submit(
-                    handle,
-                    region,
-                    lanes=options.lanes,
-                    fuel=options.fuel,
-                    emit_capacity=options.emit_capacity,
-                    own_lo=plan.own_start - start,
-                    own_hi=plan.own_end - start,
-                    file_offset=start,
-                    chunk_index=plan.index,
-                )
-                slot.futures.append((plan, program_index, future))
+            if source.fused_handle:
+                future = self._submit(slot, plan, source.fused_handle, self.overlap)
+                slot.futures.append((plan, FUSED_RUN, future))
                 self.stats.runs += 1
+            else:
+                for program_index, (program, handle) in enumerate(zip(self.programs, source.program_handles)):
+                    slot.futures.append((plan, program_index, self._submit(slot, plan, handle, program.overlap)))
+                    self.stats.runs += 1
         except VyreError as error:
             self._fail(source, error)
         source.chunks += 1
+
+    def _submit(self, slot: ChunkSlot, plan: ChunkPlan, handle: int, overlap: int) -> concurrent.futures.Future:
+        """A run of ``handle`` over chunk ``plan`` with ``overlap`` bytes of context on each side."""
+        options = self.options
+        start = max(plan.region_start, plan.own_start - overlap)
+        end = min(plan.region_end, plan.own_end + overlap)
+        first = slot.data_offset + start - slot.plan.region_start
+        return self.megakernel.submit(
+            handle,
+            self.arena.chunk(slot.index)[first : first + end - start],
+            lanes=options.lanes,
+            fuel=options.fuel,
+            emit_capacity=options.emit_capacity,
+            own_lo=plan.own_start - start,
+            own_hi=plan.own_end - start,
+            file_offset=start,
+            chunk_index=plan.index,
+        )
 
     def _reap_runs(self) -> bool:
         finished = [slot for slot in self._running if all(f.done() for _, _, f in slot.futures)]
@@ -556,7 +586,11 @@ class StreamPipeline:
                         BackendError("the Megakernel shut down before this chunk ran", "keep it open while streaming"),
                     )
                     continue
-                source.outcomes[program_index][plan.index] = ChunkOutcome(plan, outcome)
+                if program_index == FUSED_RUN:
+                    for outcomes, member_outcome in zip(source.outcomes, outcome):
+                        outcomes[plan.index] = ChunkOutcome(plan, member_outcome)
+                else:
+                    source.outcomes[program_index][plan.index] = ChunkOutcome(plan, outcome)
             self._release(slot)
         return bool(finished)
 
@@ -579,6 +613,11 @@ class StreamPipeline:
 
     # ------------------------------------------------------------------ finishing
 
+    @staticmethod
+    def _handles_to_unregister(source: Source) -> list[int]:
+        """An input's handles in the order they can go: its fused group before its members."""
+        return [source.fused_handle] * bool(source.fused_handle) + source.program_handles
+
     def _fail(self, source: Source, error: VyreError) -> None:
         if source.error is None:
             source.error = error
@@ -596,6 +635,7 @@ class StreamPipeline:
         for program, handle, outcomes in zip(self.programs, source.program_handles, source.outcomes):
             global_buffers = {k: v.copy() for k, v in registry.programs[handle].global_buffers.items()}
             result.programs.append(merge(program, outcomes, global_buffers))
+        for handle in self._handles_to_unregister(source):
             self.megakernel.unregister_program(handle)
         result.chunks = source.chunks
         if source.handle >= 0 or source.buffered_handle >= 0:

@@ -404,6 +404,7 @@ def constants() -> tuple[Constant, ...]:
         Constant("TENANT_WINDOW", opcodes.TENANT_WINDOW, "user opcodes per tenant"),
         Constant("USER_METRIC_BASE", opcodes.USER_METRIC_BASE, "metric index of the first user opcode"),
         Constant("MAX_PACKED_OPS", opcodes.MAX_PACKED_OPS, "ops per PACKED_SLOT"),
+        Constant("MAX_FUSED_MEMBERS", opcodes.MAX_FUSED_MEMBERS, "programs per fused group (RUN_PROGRAM)"),
         Constant("DFA_STEP_MAX_BYTES", DFA_STEP_MAX_BYTES, "bytes per DFA_STEP slot"),
     )  # fmt: skip
 

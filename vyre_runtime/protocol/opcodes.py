@@ -52,6 +52,7 @@ PACKABLE = frozenset(
     }
 )
 MAX_PACKED_OPS = 7  # 1 + 3 x 7 metadata bytes = 6 words, leaving 6 argument words
+MAX_FUSED_MEMBERS = 8  # programs of one fused group (Megakernel.register_fused)
 
 # Metrics: one counter per built-in, then one per user opcode (docs/PROTOCOL.md, "Metrics").
 BUILTIN_METRIC_INDEX = {op: index for index, op in enumerate(BuiltinOpcode)}

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from vyre_runtime.backends.cpu.builtins import SIMPLE_BODIES, DeviceContext, SlotFaultRaised, packed_slot
+from vyre_runtime.backends.cpu.results import Region, RunResult
+from vyre_runtime.backends.cpu.run import run_program
 from vyre_runtime.errors import BackendError, DispatchError
 from vyre_runtime.protocol import ioqueue, resume
 from vyre_runtime.protocol.codec import check_image, ring_view
@@ -41,7 +43,8 @@ from vyre_runtime.protocol.layout import (
     SlotWord,
 )
 from vyre_runtime.protocol.opcodes import BuiltinOpcode, is_user_opcode, metric_index
-from vyre_runtime.registry import Registry
+from vyre_runtime.registry import FusedGroup, RegisteredProgram, Registry, RunContext
+from vyre_runtime.vir0.isa import MAX_LANES
 
 MASK32 = 0xFFFFFFFF
 SCAN_INTERVAL_S = 0.02  # an idle worker rescans the ring this often
@@ -112,6 +115,12 @@ class CpuDevice:
     def dfa_registered(self, handle: int) -> None:
         pass
 
+    def fused_registered(self, handle: int) -> None:
+        pass
+
+    def fused_unregistered(self, handle: int) -> None:
+        pass
+
     def program_unregistered(self, handle: int) -> None:
         pass
 
@@ -122,6 +131,9 @@ class CpuDevice:
         pass
 
     def run_result(self, program: int, context: int) -> Any:
+        fused_run = self.registry.fused_runs.get(context)
+        if fused_run is not None:
+            return [self.run_result(program, member) for member in fused_run.contexts]
         run = self.registry.contexts.get(context)
         return None if run is None else run.result
 
@@ -318,42 +330,84 @@ class CpuDevice:
 
     def _run_program(self, program_handle: int, args: tuple[int, ...]) -> tuple[int, ...]:
         """RUN_PROGRAM arguments after the program handle (docs/PROTOCOL.md, RUN_PROGRAM)."""
-        from vyre_runtime.backends.cpu import Region, run_program
-
-        context_handle, region_handle, offset_lo, offset_hi, length, own_lo, own_hi = args[:7]
-        file_lo, file_hi, chunk_index, lanes = args[7:11]
+        group = self.registry.fused.get(program_handle)
+        if group is not None:
+            return self._run_fused(group, args)
+        context_handle, region_handle, lanes = args[0], args[1], args[10]
         registered = self.registry.programs.get(program_handle)
         run = self.registry.contexts.get(context_handle)
         data = self.registry.regions.get(region_handle)
         for handle, found in ((program_handle, registered), (context_handle, run), (region_handle, data)):
             if found is None:
                 raise SlotFaultRaised(SlotFault.BAD_HANDLE, detail=handle)
+        region = self._run_region(data, args)
+        try:
+            result = self._run_member(registered, run, region, lanes)
+        except DispatchError:
+            raise SlotFaultRaised(SlotFault.BAD_ARGUMENT, detail=lanes) from None
+        if result.fault is not None:
+            fault = result.fault
+            raise SlotFaultRaised(SlotFault(int(fault.code)), detail=fault.detail, pc=fault.pc, lane=fault.lane)
+        return (len(result.records), result.dropped, result.instructions & MASK32, result.instructions >> 32 & MASK32)
+
+    def _run_fused(self, group: FusedGroup, args: tuple[int, ...]) -> tuple[int, ...]:
+        """A fused group's members, one after another, over the same bytes (docs/PROTOCOL.md,
+        "Fused runs"): every handle and argument is checked before any member runs; a member's
+        fault stays in its own result and the next member still runs."""
+        context_handle, region_handle, slot_lanes = args[0], args[1], args[10]
+        fused_run = self.registry.fused_runs.get(context_handle)
+        if fused_run is None or len(fused_run.contexts) != len(group.members):
+            raise SlotFaultRaised(SlotFault.BAD_HANDLE, detail=context_handle)
+        data = self.registry.regions.get(region_handle)
+        if data is None:
+            raise SlotFaultRaised(SlotFault.BAD_HANDLE, detail=region_handle)
+        members = []
+        for program_handle, member_context in zip(group.members, fused_run.contexts):
+            registered = self.registry.programs.get(program_handle)
+            run = self.registry.contexts.get(member_context)
+            for handle, found in ((program_handle, registered), (member_context, run)):
+                if found is None:
+                    raise SlotFaultRaised(SlotFault.BAD_HANDLE, detail=handle)
+            members.append((registered, run))
+        region = self._run_region(data, args)
+        if slot_lanes != 0:  # a fused run's lane counts are per member, in its fused-run record
+            raise SlotFaultRaised(SlotFault.BAD_ARGUMENT, detail=slot_lanes)
+        for lanes in fused_run.lanes:
+            if lanes > MAX_LANES:
+                raise SlotFaultRaised(SlotFault.BAD_ARGUMENT, detail=lanes)
+        faulted, instructions = 0, 0
+        for index, ((registered, run), lanes) in enumerate(zip(members, fused_run.lanes)):
+            result = self._run_member(registered, run, region, lanes)
+            faulted |= (result.fault is not None) << index
+            instructions += result.instructions
+        return (len(members), faulted, instructions & MASK32, instructions >> 32 & MASK32)
+
+    def _run_region(self, data: Any, args: tuple[int, ...]) -> Region:
+        """The bytes and special registers of a run, from its RunArg words (after PROGRAM)."""
+        offset_lo, offset_hi, length, own_lo, own_hi, file_lo, file_hi, chunk_index = args[2:10]
         offset = offset_lo | offset_hi << 32
         if offset + length > len(data) or not own_lo <= own_hi <= length:
             raise SlotFaultRaised(SlotFault.BAD_ARGUMENT, detail=offset_lo)
-        region = Region(
+        return Region(
             data=memoryview(data)[offset : offset + length],
             own_lo=own_lo,
             own_hi=own_hi,
             file_offset=file_lo | file_hi << 32,
             chunk_index=chunk_index,
         )
-        try:
-            result = run_program(
-                registered.program,
-                region,
-                lanes=lanes or None,
-                fuel=run.fuel,
-                emit_capacity=run.emit_capacity,
-                global_buffers=registered.global_buffers,
-            )
-        except DispatchError:
-            raise SlotFaultRaised(SlotFault.BAD_ARGUMENT, detail=lanes) from None
+
+    def _run_member(self, registered: RegisteredProgram, run: RunContext, region: Region, lanes: int) -> RunResult:
+        """One program over the region; the result goes to its run context for run_result."""
+        result = run_program(
+            registered.program,
+            region,
+            lanes=lanes or None,
+            fuel=run.fuel,
+            emit_capacity=run.emit_capacity,
+            global_buffers=registered.global_buffers,
+        )
         run.result = result
-        if result.fault is not None:
-            fault = result.fault
-            raise SlotFaultRaised(SlotFault(int(fault.code)), detail=fault.detail, pc=fault.pc, lane=fault.lane)
-        return (len(result.records), result.dropped, result.instructions & MASK32, result.instructions >> 32 & MASK32)
+        return result
 
     def _load_miss(self, slot: int, args: tuple[int, ...]) -> tuple[int, ...]:
         resource, offset_lo, offset_hi, nbytes, destination = args[:5]

@@ -15,6 +15,7 @@ from enum import IntEnum
 
 import numpy as np
 
+from vyre_runtime.protocol.opcodes import MAX_FUSED_MEMBERS
 from vyre_runtime.vir0.isa import MAX_BINDINGS
 
 # A read-only table of a program: bytes in device memory.
@@ -87,6 +88,23 @@ NO_FAULT_LANE = 0xFFFFFFFF
 # A DFA table registered for the DFA_STEP built-in, in device memory.
 DFA = np.dtype([("handle", "<u4"), ("states", "<u4"), ("transitions", "<u8")], align=True)
 
+# A fused group (Megakernel.register_fused): its member programs' handles, in run order.
+FUSED = np.dtype([("handle", "<u4"), ("count", "<u4"), ("members", "<u4", (MAX_FUSED_MEMBERS,))], align=True)
+
+# One fused run in flight: each member's run-context handle and lane count (0: the program's
+# default), and the device memory a host-mapped region is copied into first (0: read in place).
+FUSED_RUN = np.dtype(
+    [
+        ("handle", "<u4"),
+        ("count", "<u4"),
+        ("contexts", "<u4", (MAX_FUSED_MEMBERS,)),
+        ("lanes", "<u4", (MAX_FUSED_MEMBERS,)),
+        ("staging", "<u8"),
+        ("staging_bytes", "<u8"),
+    ],
+    align=True,
+)
+
 # The kernel's one parameter, passed by value: where everything is, and the geometry.
 PARAMS = np.dtype(
     [
@@ -96,10 +114,14 @@ PARAMS = np.dtype(
         ("regions", "<u8"),
         ("dfas", "<u8"),
         ("user_programs", "<u8"),  # u32[USER_OPCODE_COUNT]: program handle bound to each user opcode
+        ("fused", "<u8"),  # FUSED[fused_capacity]
+        ("fused_runs", "<u8"),  # FUSED_RUN[fused_run_capacity]
         ("program_capacity", "<u4"),
         ("context_capacity", "<u4"),
         ("region_capacity", "<u4"),
         ("dfa_capacity", "<u4"),
+        ("fused_capacity", "<u4"),
+        ("fused_run_capacity", "<u4"),
         ("slots", "<u4"),
         ("ring", "<u4"),  # word offsets inside the image (protocol.layout.Layout)
         ("tenants", "<u4"),
@@ -119,4 +141,4 @@ PARAMS = np.dtype(
     align=True,
 )
 
-RECORDS.update({"Dfa": DFA, "Params": PARAMS})
+RECORDS.update({"Dfa": DFA, "Fused": FUSED, "FusedRun": FUSED_RUN, "Params": PARAMS})

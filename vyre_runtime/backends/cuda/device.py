@@ -32,13 +32,13 @@ import numpy as np
 
 from vyre_runtime.backends.cpu.results import Fault, RunResult
 from vyre_runtime.backends.cuda import abi, build, driver, header, jit
-from vyre_runtime.backends.cuda.arena import Chunk, StagingArena
+from vyre_runtime.backends.cuda.arena import Chunk, StagingArena, size_class
 from vyre_runtime.backends.cuda.buffers import BufferPool, CudaBuffer
 from vyre_runtime.buffers import DeviceRegion
 from vyre_runtime.errors import BackendError, DispatchError
 from vyre_runtime.protocol import codec, resume
 from vyre_runtime.protocol.layout import ControlWord, DeviceState, Layout, layout_digest
-from vyre_runtime.protocol.opcodes import USER_OPCODE_BASE, USER_OPCODE_COUNT
+from vyre_runtime.protocol.opcodes import MAX_FUSED_MEMBERS, USER_OPCODE_BASE, USER_OPCODE_COUNT
 from vyre_runtime.registry import Registry
 from vyre_runtime.vir0.isa import MAX_BINDINGS, FaultCode, Scope
 from vyre_runtime.vir0.program import Program, encode_code
@@ -46,6 +46,8 @@ from vyre_runtime.vir0.verify import dfa_state_count
 
 PROGRAM_CAPACITY = 1024
 DFA_CAPACITY = 256
+FUSED_CAPACITY = 256
+STAGING_SLACK = 32  # a fused run's copy starts at the source's 16-byte boundary and ends on one
 SPARE_RUN_RECORDS = 1024  # contexts/regions beyond one per slot: submitters waiting for a slot hold one
 START_TIMEOUT_S = 10.0  # launch -> DEVICE_STATE SERVING
 EXIT_GRACE_S = 2.0  # a kernel told to stop after a failed start
@@ -91,6 +93,14 @@ class PoolBlock:
 
     pointer: int
     nbytes: int
+
+
+@dataclass
+class _StagedFusedRun:
+    """A fused run's host-side holdings: its member contexts and its device staging block."""
+
+    contexts: tuple[int, ...]
+    staging: driver.DeviceMemory | PoolBlock | None = None
 
 
 @dataclass
@@ -143,6 +153,10 @@ class CudaDevice:
         self._device_memory: list[driver.DeviceMemory] = []
         self._pool: driver.DeviceMemory | None = None
         self._runs: dict[int, _StagedRun] = {}
+        self._fused_runs: dict[int, _StagedFusedRun] = {}
+        # device staging for fused runs over host-mapped regions, by size class: taken per run,
+        # returned when it is released, never freed while the kernel runs (cuMemFree waits for it)
+        self._staging_free: dict[int, list[driver.DeviceMemory | PoolBlock]] = {}
         self._region_chunks: dict[int, Chunk | None] = {}
         self._region_buffers: dict[int, CudaBuffer] = {}  # region -> the DeviceBuffer it reads (held)
         self._buffer_pool: BufferPool | None = None  # made by the first device_buffer()
@@ -176,10 +190,13 @@ class CudaDevice:
             run_records = layout.slots + SPARE_RUN_RECORDS
             self.capacities = {"program": PROGRAM_CAPACITY, "context": run_records, "region": run_records}
             self.capacities["dfa"] = DFA_CAPACITY
+            self.capacities.update({"fused": FUSED_CAPACITY, "fused_run": run_records})
             self.programs, self._programs_pointer = self._table(abi.PROGRAM, PROGRAM_CAPACITY)
             self.contexts, self._contexts_pointer = self._table(abi.CONTEXT, run_records)
             self.regions, self._regions_pointer = self._table(abi.REGION, run_records)
             self.dfas, self._dfas_pointer = self._table(abi.DFA, DFA_CAPACITY)
+            self.fused, self._fused_pointer = self._table(abi.FUSED, FUSED_CAPACITY)
+            self.fused_runs, self._fused_runs_pointer = self._table(abi.FUSED_RUN, run_records)
             self.user_programs, self._user_programs_pointer = self._table(np.dtype("<u4"), USER_OPCODE_COUNT)
             self._empty_region = self.arena.allocate(1)  # a valid address for 0-byte regions
         except BaseException:
@@ -352,6 +369,15 @@ class CudaDevice:
         # stays with the device until close()
         self.programs["handle"][handle % len(self.programs)] = 0
 
+    def fused_registered(self, handle: int) -> None:
+        members = self.registry.fused[handle].members
+        padded = np.zeros(MAX_FUSED_MEMBERS, dtype="<u4")
+        padded[: len(members)] = members
+        self._write_record(self.fused, handle, "fused group", {"count": len(members), "members": padded})
+
+    def fused_unregistered(self, handle: int) -> None:
+        self.fused["handle"][handle % len(self.fused)] = 0  # BAD_HANDLE from now on
+
     def dfa_registered(self, handle: int) -> None:
         transitions = np.ascontiguousarray(self.registry.dfas[handle], dtype="<u4")
         memory = self._device_allocate(transitions.nbytes)
@@ -365,6 +391,48 @@ class CudaDevice:
     # ------------------------------------------------------------------ runs
 
     def run_prepared(self, program: int, context: int, region: int) -> None:
+        group = self.registry.fused.get(program)
+        if group is not None:
+            self._fused_run_prepared(group.members, context, region)
+            return
+        self._stage_context(program, context)
+        self._stage_region(region)
+
+    def _fused_run_prepared(self, members: tuple[int, ...], fused_context: int, region: int) -> None:
+        """Every member's context, the region, and (for a region in host memory) a device staging
+        block the kernel copies the bytes into once, so the members read HBM, not PCIe."""
+        fused_run = self.registry.fused_runs[fused_context]
+        staged = _StagedFusedRun(fused_run.contexts)
+        with self._lock:
+            self._fused_runs[fused_context] = staged  # before anything can fail: run_released returns it all
+        for member, member_context in zip(members, fused_run.contexts):
+            self._stage_context(member, member_context)
+        self._stage_region(region)
+        data = self.registry.regions[region]
+        length = data.nbytes if isinstance(data, DeviceRegion) else memoryview(data).nbytes
+        if not isinstance(data, DeviceRegion) and length:
+            staged.staging = self._take_staging(length + STAGING_SLACK)
+        contexts = np.zeros(MAX_FUSED_MEMBERS, dtype="<u4")
+        contexts[: len(members)] = fused_run.contexts
+        lanes = np.zeros(MAX_FUSED_MEMBERS, dtype="<u4")
+        lanes[: len(members)] = fused_run.lanes
+        values = {"count": len(members), "contexts": contexts, "lanes": lanes}
+        if staged.staging is not None:
+            values.update(staging=staged.staging.pointer, staging_bytes=staged.staging.nbytes)
+        self._write_record(self.fused_runs, fused_context, "fused run", values)
+
+    def _take_staging(self, nbytes: int) -> driver.DeviceMemory | PoolBlock:
+        """Device memory of at least ``nbytes`` for a fused run's copy of its input: a released
+        block of the same size class, else a new one (from the pre-launch pool while it lasts)."""
+        size = size_class(nbytes)
+        with self._lock:
+            free = self._staging_free.get(size)
+            if free:
+                return free.pop()
+        return self._device_allocate(size)
+
+    def _stage_context(self, program: int, context: int) -> None:
+        """A run context's record: fuel and emit capacity in, RUN outputs and records staged."""
         entry = self.registry.programs[program].program
         run = self.registry.contexts[context]
         record_bytes = run.emit_capacity * entry.emit_words * 4
@@ -402,7 +470,6 @@ class CudaDevice:
                 "outputs": outputs,
             },
         )
-        self._stage_region(region)
 
     def _stage_region(self, region: int) -> None:
         data = self.registry.regions[region]
@@ -488,7 +555,13 @@ class CudaDevice:
             timeout = COPY_TIMEOUT_S + nbytes / COPY_MIN_BYTES_PER_S
             return driver.download_array(self._side_stream, pointer, nbytes, timeout)
 
-    def run_result(self, program: int, context: int) -> RunResult | None:
+    def run_result(self, program: int, context: int) -> RunResult | list[RunResult | None] | None:
+        fused_run = self.registry.fused_runs.get(context)
+        if fused_run is not None:
+            members = self.registry.fused[program].members
+            return [
+                self.run_result(member, member_context) for member, member_context in zip(members, fused_run.contexts)
+            ]
         with self._lock:
             staged = self._runs.get(context)
         index = context % len(self.contexts)
@@ -532,17 +605,36 @@ class CudaDevice:
 
     def run_released(self, context: int, region: int) -> None:
         with self._lock:
-            staged = self._runs.pop(context, None)
+            fused = self._fused_runs.pop(context, None)
             region_chunk = self._region_chunks.pop(region, None)
             region_buffer = self._region_buffers.pop(region, None)
-        for table, handle in ((self.contexts, context), (self.regions, region)):
-            index = handle % len(table)
-            if int(table["handle"][index]) == handle:
-                table["handle"][index] = 0
+        if fused is not None:
+            self._clear_record(self.fused_runs, context)
+            for member_context in fused.contexts:
+                self._release_context(member_context)
+            if fused.staging is not None:  # the record is gone: no later run can name this block
+                with self._lock:
+                    self._staging_free.setdefault(fused.staging.nbytes, []).append(fused.staging)
+        else:
+            self._release_context(context)
+        self._clear_record(self.regions, region)
         if region_buffer is not None:  # after its record is gone: the buffer may be recycled now
             region_buffer.unhold()
+        if region_chunk is not None:
+            self.arena.release(region_chunk)
+
+    @staticmethod
+    def _clear_record(table: np.ndarray, handle: int) -> None:
+        index = handle % len(table)
+        if int(table["handle"][index]) == handle:
+            table["handle"][index] = 0
+
+    def _release_context(self, context: int) -> None:
+        with self._lock:
+            staged = self._runs.pop(context, None)
+        self._clear_record(self.contexts, context)
         chunks = [] if staged is None else [*staged.outputs.values(), staged.records]
-        for chunk in [*chunks, region_chunk]:
+        for chunk in chunks:
             if chunk is not None:
                 self.arena.release(chunk)
 
@@ -560,6 +652,10 @@ class CudaDevice:
             "regions": self._regions_pointer,
             "dfas": self._dfas_pointer,
             "user_programs": self._user_programs_pointer,
+            "fused": self._fused_pointer,
+            "fused_runs": self._fused_runs_pointer,
+            "fused_capacity": len(self.fused),
+            "fused_run_capacity": len(self.fused_runs),
             "program_capacity": len(self.programs),
             "context_capacity": len(self.contexts),
             "region_capacity": len(self.regions),

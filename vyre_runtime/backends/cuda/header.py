@@ -116,6 +116,7 @@ def generate() -> str:
         f"#define USER_OPCODE_COUNT {opcodes.USER_OPCODE_COUNT:#x}u",
         f"#define USER_METRIC_BASE {opcodes.USER_METRIC_BASE}u",
         f"#define MAX_PACKED_OPS {opcodes.MAX_PACKED_OPS}u",
+        f"#define MAX_FUSED_MEMBERS {opcodes.MAX_FUSED_MEMBERS}u",
     ]
     lines += _enum_block(layout.SlotWord, "SW_")
     lines += _enum_block(layout.SlotState, "ST_")

@@ -33,6 +33,9 @@
 #define SCAN_ROUND_VECS 2u          // 16-byte vectors each thread loads per round of a warp scan
 #endif
 #define HIST_PRIVATE_MIN_BYTES 1024u  // a warp counts a range this long in shared memory first
+#ifndef STAGE_COPY_VECS  // tuning knob like SCAN_ROUND_VECS
+#define STAGE_COPY_VECS 8u          // 16-byte loads in flight per thread while a fused run copies its input
+#endif
 
 extern "C" __device__ uint32_t vyre_isa_digest = VYRE_ISA_DIGEST;
 extern "C" __device__ uint32_t vyre_layout_digest = VYRE_LAYOUT_DIGEST;
@@ -1107,62 +1110,38 @@ __device__ bool run_builtin(const Params& p, uint32_t op, const uint32_t* args, 
     return builtin_simple(p, op, args, T);
 }
 
-// RUN_PROGRAM (and user opcodes): all threads of the block. `args` = RUN_PROGRAM args from PROGRAM.
-__device__ void run_program_slot(const Params& p, uint32_t program_handle, const uint32_t* args, SlotShared& T,
-                                 RunShared& S, uint32_t* stage) {
-    __shared__ const Program* s_program;
-    __shared__ Context* s_context;
-    __shared__ bool s_ok;
-    if (threadIdx.x == 0) {
-        s_ok = false;
-        const Program* program = ((const Program*)p.programs) + (program_handle % p.program_capacity);
-        uint32_t context_handle = args[RA_CONTEXT], region_handle = args[RA_REGION];
-        Context* context = ((Context*)p.contexts) + (context_handle % p.context_capacity);
-        const Region* region = ((const Region*)p.regions) + (region_handle % p.region_capacity);
-        uint64_t offset = args[RA_OFFSET_LO] | ((uint64_t)args[RA_OFFSET_HI] << 32);
-        uint32_t length = args[RA_LENGTH];
-        if (program_handle == 0 || load_volatile(&program->handle) != program_handle) {
-            T.fault = SF_BAD_HANDLE; T.results[3] = program_handle;
-        } else if (context_handle == 0 || load_volatile(&context->handle) != context_handle) {
-            T.fault = SF_BAD_HANDLE; T.results[3] = context_handle;
-        } else if (region_handle == 0 || load_volatile(&region->handle) != region_handle) {
-            T.fault = SF_BAD_HANDLE; T.results[3] = region_handle;
-        } else if (offset + length > region->length || args[RA_OWN_LO] > args[RA_OWN_HI] || args[RA_OWN_HI] > length) {
-            T.fault = SF_BAD_ARGUMENT; T.results[3] = args[RA_OFFSET_LO];
-        } else {
-            uint32_t lanes = args[RA_LANES] ? args[RA_LANES] : program->lanes;
-            if (lanes > (1u << 20)) {
-                T.fault = SF_BAD_ARGUMENT; T.results[3] = lanes;
-            } else {
-                s_ok = true;
-                s_program = program;
-                s_context = context;
-                S.input = (const unsigned char*)region->pointer + offset;
-                S.region_len = length;
-                S.own_lo = args[RA_OWN_LO]; S.own_hi = args[RA_OWN_HI];
-                S.file_lo = args[RA_FILE_OFFSET_LO]; S.file_hi = args[RA_FILE_OFFSET_HI];
-                S.chunk = args[RA_CHUNK_INDEX]; S.lanes = lanes;
-                S.fuel = context->fuel ? context->fuel : program->fuel;
-                S.emit_capacity = context->emit_capacity; S.emit_words = program->emit_words;
-                S.records = (uint32_t*)context->records;
-                S.registers = program->registers;
-                S.jit_id = program->jit_id;
-                S.code = (const uint2*)program->code;
-                S.table_count = program->table_count; S.binding_count = program->binding_count;
-                S.emitted = 0; S.dropped = 0; S.fault_lane = NO_LANE; S.instructions = 0;
-                uint32_t run_words = 0;
-                for (uint32_t i = 0; i < S.binding_count; i++)
-                    if (program->bindings[i].scope == SCOPE_RUN) run_words += program->bindings[i].words;
-                S.staged = run_words <= STAGE_WORDS;
-                uint32_t used = S.staged ? run_words : 0u;  // the stage's words after these are free
-                S.hist_scratch = STAGE_WORDS - used >= HIST_BINS * (blockDim.x / 32u) ? stage + used : nullptr;
-            }
-        }
-    }
-    __syncthreads();
-    if (!s_ok) return;
-    const Program* program = s_program;
-    Context* context = s_context;
+// Thread 0: the run state of `program` with `context` over `length` bytes at `input`, with the
+// slot's own range, file offset and chunk index, on `lanes` lanes.
+__device__ void load_run(RunShared& S, const Program* program, const Context* context, const unsigned char* input,
+                         uint32_t length, const uint32_t* args, uint32_t lanes, uint32_t* stage) {
+    S.input = input;
+    S.region_len = length;
+    S.own_lo = args[RA_OWN_LO]; S.own_hi = args[RA_OWN_HI];
+    S.file_lo = args[RA_FILE_OFFSET_LO]; S.file_hi = args[RA_FILE_OFFSET_HI];
+    S.chunk = args[RA_CHUNK_INDEX]; S.lanes = lanes;
+    S.fuel = context->fuel ? context->fuel : program->fuel;
+    S.emit_capacity = context->emit_capacity; S.emit_words = program->emit_words;
+    S.records = (uint32_t*)context->records;
+    S.registers = program->registers;
+    S.jit_id = program->jit_id;
+    S.code = (const uint2*)program->code;
+    S.table_count = program->table_count; S.binding_count = program->binding_count;
+    S.emitted = 0; S.dropped = 0; S.fault_lane = NO_LANE; S.instructions = 0;
+    uint32_t run_words = 0;
+    for (uint32_t i = 0; i < S.binding_count; i++)
+        if (program->bindings[i].scope == SCOPE_RUN) run_words += program->bindings[i].words;
+    S.staged = run_words <= STAGE_WORDS;
+    uint32_t used = S.staged ? run_words : 0u;  // the stage's words after these are free
+    S.hist_scratch = STAGE_WORDS - used >= HIST_BINS * (blockDim.x / 32u) ? stage + used : nullptr;
+}
+
+__device__ __forceinline__ uint32_t kept_records(const RunShared& S) {
+    return S.emitted < S.emit_capacity ? S.emitted : S.emit_capacity;
+}
+
+// All threads: a run set up by load_run, from its tables and bindings to the result fields of
+// its context (the host reads them after the slot completes).
+__device__ void run_loaded(RunShared& S, const Program* program, Context* context, uint32_t* stage) {
     // tables and bindings, one thread each
     if (threadIdx.x < S.table_count) {
         const Table* t = ((const Table*)program->tables) + threadIdx.x;
@@ -1200,8 +1179,7 @@ __device__ void run_program_slot(const Params& p, uint32_t program_handle, const
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-        uint32_t emitted = S.emitted < S.emit_capacity ? S.emitted : S.emit_capacity;
-        context->emitted = emitted;
+        context->emitted = kept_records(S);
         context->dropped = S.dropped;
         context->instructions = S.instructions;
         context->lanes = S.lanes;
@@ -1210,11 +1188,186 @@ __device__ void run_program_slot(const Params& p, uint32_t program_handle, const
         context->fault_pc = S.fault_pc;
         context->fault_detail = S.fault_detail;
         context->fault_lane = S.fault_lane;
+    }
+}
+
+// ------------------------------------------------------------------ fused runs
+
+// What thread 0 resolved of a fused run, for the whole block (device or shared memory only: the
+// records themselves are host-mapped, and every thread reading them would cross PCIe).
+struct FusedShared {
+    uint32_t count;
+    const Program* programs[MAX_FUSED_MEMBERS];
+    Context* contexts[MAX_FUSED_MEMBERS];
+    uint32_t lanes[MAX_FUSED_MEMBERS];
+    const unsigned char* source;  // the run's bytes where they lie
+    unsigned char* staging;       // device memory to copy them into first, or null: read in place
+};
+
+// The fused group `handle` names, or null: a program handle never matches (one handle counter
+// serves every kind, so the two tables never hold the same handle).
+__device__ __forceinline__ const Fused* fused_group(const Params& p, uint32_t handle) {
+    if (handle == 0 || p.fused_capacity == 0) return nullptr;
+    const Fused* group = ((const Fused*)p.fused) + (handle % p.fused_capacity);
+    return load_volatile(&group->handle) == handle ? group : nullptr;
+}
+
+__device__ __forceinline__ bool slot_fault(SlotShared& T, uint32_t code, uint32_t detail) {
+    T.fault = code;
+    T.results[3] = detail;
+    return false;
+}
+
+// Thread 0: every check of a fused RUN_PROGRAM, in the CPU backend's order (handles: the fused
+// run, the region, then each member's program and context; then the byte range and the lanes),
+// before any member runs. Fills F; false when the slot faulted.
+__device__ bool check_fused(const Params& p, const Fused* group, const uint32_t* args, SlotShared& T, FusedShared& F) {
+    uint32_t run_handle = args[RA_CONTEXT], region_handle = args[RA_REGION];
+    const FusedRun* run = ((const FusedRun*)p.fused_runs) + (run_handle % p.fused_run_capacity);
+    const Region* region = ((const Region*)p.regions) + (region_handle % p.region_capacity);
+    uint32_t count = group->count;
+    if (run_handle == 0 || load_volatile(&run->handle) != run_handle || run->count != count || count > MAX_FUSED_MEMBERS)
+        return slot_fault(T, SF_BAD_HANDLE, run_handle);
+    if (region_handle == 0 || load_volatile(&region->handle) != region_handle)
+        return slot_fault(T, SF_BAD_HANDLE, region_handle);
+    F.count = count;
+    for (uint32_t m = 0; m < count; m++) {
+        uint32_t program_handle = group->members[m], context_handle = run->contexts[m];
+        const Program* program = ((const Program*)p.programs) + (program_handle % p.program_capacity);
+        Context* context = ((Context*)p.contexts) + (context_handle % p.context_capacity);
+        if (program_handle == 0 || load_volatile(&program->handle) != program_handle)
+            return slot_fault(T, SF_BAD_HANDLE, program_handle);
+        if (context_handle == 0 || load_volatile(&context->handle) != context_handle)
+            return slot_fault(T, SF_BAD_HANDLE, context_handle);
+        F.programs[m] = program;
+        F.contexts[m] = context;
+        F.lanes[m] = run->lanes[m];
+    }
+    uint64_t offset = args[RA_OFFSET_LO] | ((uint64_t)args[RA_OFFSET_HI] << 32);
+    uint32_t length = args[RA_LENGTH];
+    if (offset + length > region->length || args[RA_OWN_LO] > args[RA_OWN_HI] || args[RA_OWN_HI] > length)
+        return slot_fault(T, SF_BAD_ARGUMENT, args[RA_OFFSET_LO]);
+    if (args[RA_LANES] != 0) return slot_fault(T, SF_BAD_ARGUMENT, args[RA_LANES]);  // lanes are per member
+    for (uint32_t m = 0; m < count; m++) {
+        if (F.lanes[m] > (1u << 20)) return slot_fault(T, SF_BAD_ARGUMENT, F.lanes[m]);
+        if (F.lanes[m] == 0) F.lanes[m] = F.programs[m]->lanes;
+    }
+    F.source = (const unsigned char*)region->pointer + offset;
+    // the copy keeps the source's offset within 16 bytes and rounds its end up to 16 (copy_input)
+    uint64_t needed = ((uint64_t)F.source & 15u) + length + 15u;
+    F.staging = run->staging && run->staging_bytes >= needed ? (unsigned char*)run->staging : nullptr;
+    return true;
+}
+
+// All threads: the run's bytes in device memory. A host-mapped region is copied into `staging`
+// once, with aligned 16-byte loads, STAGE_COPY_VECS of them in flight per thread: one block's
+// copy is bound by PCIe latency, so many loads must be outstanding together. The copy starts at
+// the source's 16-byte boundary (the bytes before it and after the end share the source's
+// 16-byte blocks, so its pages), so the input keeps its alignment and every access is aligned.
+__device__ const unsigned char* copy_input(const unsigned char* source, unsigned char* staging, uint32_t length) {
+    if (staging == nullptr || length == 0) return source;
+    uint32_t head = (uint32_t)((uint64_t)source & 15u);
+    const uint4* from = (const uint4*)(source - head);
+    uint4* to = (uint4*)staging;
+    uint32_t vecs = (head + length + 15u) / 16u;
+    for (uint32_t base = 0; base < vecs; base += blockDim.x * STAGE_COPY_VECS) {
+        uint4 v[STAGE_COPY_VECS];
+#pragma unroll
+        for (uint32_t k = 0; k < STAGE_COPY_VECS; k++) {
+            uint32_t i = base + k * blockDim.x + threadIdx.x;
+            if (i < vecs) v[k] = from[i];
+        }
+#pragma unroll
+        for (uint32_t k = 0; k < STAGE_COPY_VECS; k++) {
+            uint32_t i = base + k * blockDim.x + threadIdx.x;
+            if (i < vecs) to[i] = v[k];
+        }
+    }
+    __syncthreads();  // the copy is complete (and visible to the block) before a member reads it
+    return staging + head;
+}
+
+// A fused group's RUN_PROGRAM (docs/PROTOCOL.md, "Fused runs"): checks everything, copies a
+// host-mapped region into device staging once (one pass over PCIe), then runs each member over
+// the same bytes in member order. A member's fault stays in its own context; the slot completes
+// DONE with the member count, the mask of faulting members and the total lane-instructions.
+__device__ void run_fused_slot(const Params& p, const Fused* group, const uint32_t* args, SlotShared& T,
+                               RunShared& S, uint32_t* stage) {
+    __shared__ FusedShared F;
+    __shared__ bool s_ok;
+    if (threadIdx.x == 0) s_ok = check_fused(p, group, args, T, F);
+    __syncthreads();
+    if (!s_ok) return;
+    uint32_t length = args[RA_LENGTH];
+    const unsigned char* input = copy_input(F.source, F.staging, length);
+    uint32_t faulted = 0;
+    uint64_t instructions = 0;  // thread 0's tallies
+    for (uint32_t m = 0; m < F.count; m++) {
+        if (threadIdx.x == 0) load_run(S, F.programs[m], F.contexts[m], input, length, args, F.lanes[m], stage);
+        __syncthreads();
+        run_loaded(S, F.programs[m], F.contexts[m], stage);
+        if (threadIdx.x == 0) {
+            if (S.fault_lane != NO_LANE) faulted |= 1u << m;
+            instructions += S.instructions;
+        }
+        __syncthreads();  // S is the next member's only after everyone is done with this one
+    }
+    if (threadIdx.x == 0) {
+        T.results[0] = F.count; T.results[1] = faulted;
+        T.results[2] = (uint32_t)instructions; T.results[3] = (uint32_t)(instructions >> 32);
+    }
+}
+
+// RUN_PROGRAM (and user opcodes): all threads of the block. `args` = RUN_PROGRAM args from PROGRAM.
+__device__ void run_program_slot(const Params& p, uint32_t program_handle, const uint32_t* args, SlotShared& T,
+                                 RunShared& S, uint32_t* stage) {
+    __shared__ const Program* s_program;
+    __shared__ Context* s_context;
+    __shared__ const Fused* s_group;
+    __shared__ bool s_ok;
+    if (threadIdx.x == 0) s_group = fused_group(p, program_handle);
+    __syncthreads();
+    if (s_group) {
+        run_fused_slot(p, s_group, args, T, S, stage);
+        return;
+    }
+    if (threadIdx.x == 0) {
+        s_ok = false;
+        const Program* program = ((const Program*)p.programs) + (program_handle % p.program_capacity);
+        uint32_t context_handle = args[RA_CONTEXT], region_handle = args[RA_REGION];
+        Context* context = ((Context*)p.contexts) + (context_handle % p.context_capacity);
+        const Region* region = ((const Region*)p.regions) + (region_handle % p.region_capacity);
+        uint64_t offset = args[RA_OFFSET_LO] | ((uint64_t)args[RA_OFFSET_HI] << 32);
+        uint32_t length = args[RA_LENGTH];
+        if (program_handle == 0 || load_volatile(&program->handle) != program_handle) {
+            T.fault = SF_BAD_HANDLE; T.results[3] = program_handle;
+        } else if (context_handle == 0 || load_volatile(&context->handle) != context_handle) {
+            T.fault = SF_BAD_HANDLE; T.results[3] = context_handle;
+        } else if (region_handle == 0 || load_volatile(&region->handle) != region_handle) {
+            T.fault = SF_BAD_HANDLE; T.results[3] = region_handle;
+        } else if (offset + length > region->length || args[RA_OWN_LO] > args[RA_OWN_HI] || args[RA_OWN_HI] > length) {
+            T.fault = SF_BAD_ARGUMENT; T.results[3] = args[RA_OFFSET_LO];
+        } else {
+            uint32_t lanes = args[RA_LANES] ? args[RA_LANES] : program->lanes;
+            if (lanes > (1u << 20)) {
+                T.fault = SF_BAD_ARGUMENT; T.results[3] = lanes;
+            } else {
+                s_ok = true;
+                s_program = program;
+                s_context = context;
+                load_run(S, program, context, (const unsigned char*)region->pointer + offset, length, args, lanes, stage);
+            }
+        }
+    }
+    __syncthreads();
+    if (!s_ok) return;
+    run_loaded(S, s_program, s_context, stage);
+    if (threadIdx.x == 0) {
         if (S.fault_lane != NO_LANE) {
             T.fault = S.fault_code;
             T.results[0] = S.fault_code; T.results[1] = S.fault_pc; T.results[2] = S.fault_lane; T.results[3] = S.fault_detail;
         } else {
-            T.results[0] = emitted; T.results[1] = S.dropped;
+            T.results[0] = kept_records(S); T.results[1] = S.dropped;
             T.results[2] = (uint32_t)S.instructions; T.results[3] = (uint32_t)(S.instructions >> 32);
         }
     }
