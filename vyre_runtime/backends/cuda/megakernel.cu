@@ -53,6 +53,20 @@ extern "C" {
 __device__ QueueState vyre_queue;
 }
 
+// The device-owned counters (DONE_COUNT, FAULT_COUNT, CLAIM_COUNT, the metrics), counted in
+// device memory and copied into the image by the dispatcher whenever DONE_COUNT or CLAIM_COUNT
+// moved, and by the last block out. An atomic on a host-mapped word is a PCIe round trip that
+// every block serialises on (the H100 has no host-native atomics): counting there capped bulk
+// throughput. The image words keep one writer (the dispatcher) and plain stores.
+#define COUNTER_METRICS (USER_METRIC_BASE + USER_OPCODE_COUNT)
+#define DIRTY_WORDS ((COUNTER_METRICS + 31u) / 32u)
+struct DeviceCounters {
+    uint32_t done, fault, claim;       // absolute values, seeded from the image at start
+    uint32_t metrics[COUNTER_METRICS];
+    uint32_t dirty[DIRTY_WORDS];       // bit m: metric m moved since the dispatcher last copied it
+};
+__device__ DeviceCounters vyre_counters;
+
 // ------------------------------------------------------------------ memory ordering helpers
 
 __device__ __forceinline__ uint32_t load_acquire(const uint32_t* p) {
@@ -1167,15 +1181,21 @@ __device__ void complete_slot(const Params& p, SlotShared& T) {
     for (uint32_t k = 0; k < RESULT_WORDS; k++) slot[SW_RESULT0 + k] = T.results[k];
     // results, then the status with release semantics (status last: docs/PROTOCOL.md)
     store_release(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);
-    // counters after the status: fire-and-forget reductions over PCIe that the round trip does
-    // not wait for; they are exact once the device is idle (docs/PROTOCOL.md, counters)
+    // counters after the status, in device memory: the round trip does not wait for them; the
+    // dispatcher copies them into the image (docs/PROTOCOL.md, counters)
     uint32_t metric = 0xffffffffu;
     if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) metric = USER_METRIC_BASE + op - USER_OPCODE_BASE;
     else if (op == BI_SHUTDOWN) metric = METRIC_SHUTDOWN;
     else if (op <= BI_RUN_PROGRAM) metric = op;  // built-in metric index = its opcode (generated tables agree)
-    if (metric != 0xffffffffu) atomicAdd(&image[p.metrics + metric], 1u);
-    atomicAdd(&image[CW_DONE_COUNT], 1u);
-    if (T.fault) atomicAdd(&image[CW_FAULT_COUNT], 1u);
+    if (metric != 0xffffffffu) {
+        atomicAdd(&vyre_counters.metrics[metric], 1u);
+        __threadfence();  // the count before its dirty bit: a copier that clears the bit reads the count after
+        atomicOr(&vyre_counters.dirty[metric / 32u], 1u << (metric % 32u));
+    }
+    if (T.fault) atomicAdd(&vyre_counters.fault, 1u);
+    __threadfence();  // metric, dirty bit and fault count before DONE_COUNT: a copier that sees the new
+                      // DONE_COUNT finds them
+    atomicAdd(&vyre_counters.done, 1u);
 }
 
 __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunShared& S, uint32_t* stage) {
@@ -1275,11 +1295,52 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     if (lane == 0 && take) {
         __threadfence();
         store_volatile(&vyre_queue.tail, tail + take);
-        atomicAdd(&image[CW_CLAIM_COUNT], take);
+        store_volatile(&vyre_counters.claim, load_volatile(&vyre_counters.claim) + take);  // lane 0 is its only writer
     }
     __syncwarp();
     claimed += take;
     return take == offered;
+}
+
+// The dispatcher warp, before its first claim (so before any completion counts): the device
+// counters start from the image's words, so a device continues the counts it finds.
+__device__ void seed_counters(const Params& p, uint32_t lane) {
+    const uint32_t* image = (const uint32_t*)p.image;
+    for (uint32_t m = lane; m < COUNTER_METRICS; m += 32) vyre_counters.metrics[m] = load_volatile(&image[p.metrics + m]);
+    for (uint32_t w = lane; w < DIRTY_WORDS; w += 32) vyre_counters.dirty[w] = 0;
+    if (lane == 0) {
+        vyre_counters.done = load_volatile(&image[CW_DONE_COUNT]);
+        vyre_counters.fault = load_volatile(&image[CW_FAULT_COUNT]);
+        vyre_counters.claim = load_volatile(&image[CW_CLAIM_COUNT]);
+    }
+    __threadfence();
+    __syncwarp();
+}
+
+// Copies the device counters into the image: the metrics whose dirty bit is set, FAULT_COUNT,
+// CLAIM_COUNT, and DONE_COUNT last (release), so a host that sees DONE_COUNT move finds the
+// metrics of those completions. Threads `first, first + stride, ...` share the metric words: the
+// dispatcher warp (0, 32), or the last block out alone (0, 1). Thread 0 stores the control words.
+// Returns the DONE_COUNT it copied.
+__device__ uint32_t copy_counters(const Params& p, uint32_t first, uint32_t stride) {
+    uint32_t* image = (uint32_t*)p.image;
+    uint32_t done = load_volatile(&vyre_counters.done);
+    __threadfence();  // a completion adds to DONE_COUNT last: what it counted before is visible now
+    for (uint32_t w = first; w < DIRTY_WORDS; w += stride) {
+        uint32_t bits = load_volatile(&vyre_counters.dirty[w]) ? atomicExch(&vyre_counters.dirty[w], 0u) : 0u;
+        if (bits) __threadfence();  // the bits, then the counts they flag
+        for (; bits; bits &= bits - 1u) {
+            uint32_t m = w * 32u + (uint32_t)(__ffs(bits) - 1);
+            store_volatile(&image[p.metrics + m], load_volatile(&vyre_counters.metrics[m]));
+        }
+    }
+    if (stride > 1) __syncwarp();
+    if (first == 0) {
+        store_volatile(&image[CW_FAULT_COUNT], load_volatile(&vyre_counters.fault));
+        store_volatile(&image[CW_CLAIM_COUNT], load_volatile(&vyre_counters.claim));
+        store_release(&image[CW_DONE_COUNT], done);
+    }
+    return done;
 }
 
 __device__ void dispatch(const Params& p) {
@@ -1290,16 +1351,28 @@ __device__ void dispatch(const Params& p) {
     uint32_t head = load_volatile(&image[CW_DOORBELL_HEAD]);
     long long last_scan = 0;
     const long long scan_cycles = (long long)p.scan_interval_ns * 2;  // ~2 cycles per ns on an H100
+    seed_counters(p, lane);
+    uint32_t copied_done = vyre_counters.done, copied_claim = vyre_counters.claim;
     while (true) {
-        uint32_t stop = 0, tail = 0;
-        if (lane == 0) {  // two lanes: both reads in flight at once
+        uint32_t stop = 0, tail = 0, done = 0, claims = 0;
+        if (lane == 0) {  // four lanes: every read in flight at once
             stop = load_volatile(&image[CW_SHUTDOWN]);
             store_volatile(&image[CW_HEARTBEAT], ++heartbeat);
         } else if (lane == 1) {
             tail = load_acquire(&image[CW_DOORBELL_TAIL]);
+        } else if (lane == 2) {
+            done = load_volatile(&vyre_counters.done);
+        } else if (lane == 3) {
+            claims = load_volatile(&vyre_counters.claim);
         }
         stop = __shfl_sync(FULL_MASK, stop, 0);
         tail = __shfl_sync(FULL_MASK, tail, 1);
+        done = __shfl_sync(FULL_MASK, done, 2);
+        claims = __shfl_sync(FULL_MASK, claims, 3);
+        if (done != copied_done || claims != copied_claim) {  // completions or claims since the last copy
+            copied_done = copy_counters(p, lane, 32);
+            copied_claim = claims;
+        }
         if (stop) {  // every entry published so far comes before the shutdown flag
             if (lane == 0) { __threadfence(); store_volatile(&vyre_queue.shutdown, 1u); __threadfence(); }
             return;
@@ -1423,6 +1496,7 @@ extern "C" __global__ void __launch_bounds__(VYRE_BLOCK_THREADS) vyre_megakernel
     if (threadIdx.x == 0) {
         __threadfence();
         if (atomicAdd(&vyre_queue.exited, 1u) == gridDim.x - 1) {  // the last block out
+            copy_counters(p, 0, 1);  // every completion counted: the image's counters are exact
             vyre_queue.head = 0; vyre_queue.tail = 0; vyre_queue.shutdown = 0; vyre_queue.exited = 0;
             __threadfence_system();
             store_release(&image[CW_DEVICE_STATE], DS_EXITED);
