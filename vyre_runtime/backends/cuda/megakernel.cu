@@ -1353,20 +1353,31 @@ __device__ void dispatch(const Params& p) {
     const long long scan_cycles = (long long)p.scan_interval_ns * 2;  // ~2 cycles per ns on an H100
     seed_counters(p, lane);
     uint32_t copied_done = vyre_counters.done, copied_claim = vyre_counters.claim;
+    const uint32_t window = p.doorbells < 32u ? p.doorbells : 32u;  // entries polled per pass
+    const uint32_t lap_shift = (uint32_t)(__ffs(p.doorbells) - 1);  // doorbells is a power of two
     while (true) {
-        uint32_t stop = 0, tail = 0, done = 0, claims = 0;
-        if (lane == 0) {  // four lanes: every read in flight at once
+        // One round trip: the doorbell entries at the head, SHUTDOWN and the tenant masks, all in
+        // flight at once (and two device-memory counters). An entry carrying the tag of its
+        // position's lap was written for this position (docs/PROTOCOL.md, The doorbell); its
+        // acquire orders this lane's reads of the slot it names after the host's stores.
+        uint32_t position = head + lane;
+        uint32_t entry = lane < window ? load_acquire(&image[p.doorbell + (position & (p.doorbells - 1u))]) : 0u;
+        uint32_t mask_low, mask_high;
+        load_masks(p, lane, mask_low, mask_high);
+        uint32_t stop = 0, done = 0, claims = 0;
+        if (lane == 0) {
             stop = load_volatile(&image[CW_SHUTDOWN]);
             store_volatile(&image[CW_HEARTBEAT], ++heartbeat);
-        } else if (lane == 1) {
-            tail = load_acquire(&image[CW_DOORBELL_TAIL]);
         } else if (lane == 2) {
             done = load_volatile(&vyre_counters.done);
         } else if (lane == 3) {
             claims = load_volatile(&vyre_counters.claim);
         }
+        uint32_t tag = DOORBELL_TAG_FLAG | ((position >> lap_shift) & DOORBELL_LAP_MASK);
+        // the entries up to the first one not written yet: a later entry's read may have overtaken it
+        uint32_t written = __ballot_sync(FULL_MASK, lane < window && (entry >> DOORBELL_SLOT_BITS) == tag);
+        uint32_t fresh = written == FULL_MASK ? 32u : (uint32_t)(__ffs(~written) - 1);
         stop = __shfl_sync(FULL_MASK, stop, 0);
-        tail = __shfl_sync(FULL_MASK, tail, 1);
         done = __shfl_sync(FULL_MASK, done, 2);
         claims = __shfl_sync(FULL_MASK, claims, 3);
         if (done != copied_done || claims != copied_claim) {  // completions or claims since the last copy
@@ -1380,21 +1391,14 @@ __device__ void dispatch(const Params& p) {
         uint32_t claimed = 0;
         bool room = true;
         // 1. the doorbell: the slots the host just published (docs/PROTOCOL.md, Doorbell)
-        uint32_t pending = tail - head;
-        if (pending > p.doorbells) pending = p.doorbells;  // a corrupt tail cannot make us read garbage
-        uint32_t mask_low = 0, mask_high = 0;
-        if (pending) load_masks(p, lane, mask_low, mask_high);  // in flight with the entries
-        for (uint32_t i = 0; i < pending && room; i += 32) {
-            uint32_t index = NO_LANE;
-            if (i + lane < pending) {
-                index = load_volatile(&image[p.doorbell + (head + i + lane) % p.doorbells]);
-                if (index >= p.slots) index = NO_LANE;
-            }
+        if (fresh) {
+            uint32_t index = lane < fresh ? entry & ((1u << DOORBELL_SLOT_BITS) - 1u) : NO_LANE;
+            if (index >= p.slots) index = NO_LANE;  // a corrupted entry names no slot
             room = claim_offered(p, index, mask_low, mask_high, claimed);
-        }
-        if (pending && room) {
-            head += pending;
-            if (lane == 0) store_volatile(&image[CW_DOORBELL_HEAD], head);
+            if (room) {  // else the whole window is offered again (a claimed slot is not schedulable then)
+                head += fresh;
+                if (lane == 0) store_volatile(&image[CW_DOORBELL_HEAD], head);
+            }
         }
         // 2. now and then, every status word: finds slots whose hint did not fit
         long long now = clock64();
@@ -1404,11 +1408,11 @@ __device__ void dispatch(const Params& p) {
             for (uint32_t base = 0; base < p.slots && room; base += 32)
                 room = claim_offered(p, base + lane < p.slots ? base + lane : NO_LANE, mask_low, mask_high, claimed);
         }
-        if (claimed) {
+        if (claimed || fresh) {  // busy: look again at once (a full window may have more behind it)
             sleep_ns = 32;
         } else {
             __nanosleep(sleep_ns);
-            // the dispatcher polls one word (the doorbell tail): it can afford to look often
+            // the dispatcher polls one line of entries: it can afford to look often
             sleep_ns = sleep_ns * 2 < DISPATCH_SLEEP_CAP_NS ? sleep_ns * 2 : DISPATCH_SLEEP_CAP_NS;
         }
     }
