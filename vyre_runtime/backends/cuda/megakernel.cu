@@ -25,6 +25,9 @@
 #define IO_SHUTDOWN_GRACE_CYCLES (2000000000ull)
 #define DISPATCH_SLEEP_CAP_NS 256u  // idle back-off ceiling of the dispatcher
 #define WORKER_SLEEP_CAP_NS 512u    // idle back-off ceiling of a worker (it polls device memory)
+#ifndef WORKER_HOT_POLLS  // tuning knob: polls without any sleep after a block served a slot
+#define WORKER_HOT_POLLS 4096u      // ~1 ms: a block that just worked takes the next slot at once
+#endif
 #define HIST_BINS 256u              // words a hist adds into (HISTOGRAM_WORDS of docs/VIR0.md)
 #define WARP_SCAN_MIN_BYTES 64u     // countb/findb/findl/hist ranges this long are scanned by the whole warp
 #ifndef SCAN_ROUND_VECS  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=SCAN_ROUND_VECS=8u): more bytes in flight per warp
@@ -66,6 +69,25 @@ struct DeviceCounters {
     uint32_t dirty[DIRTY_WORDS];       // bit m: metric m moved since the dispatcher last copied it
 };
 __device__ DeviceCounters vyre_counters;
+
+// ------------------------------------------------------------------ stage stamps (diagnostics)
+
+// With $VYRE_MEGAKERNEL_DEFINES=VYRE_STAGE_STAMPS the kernel stamps %globaltimer (ns) at each step
+// of a slot's way into control words STAMP_WORD + k, for `bench/roundtrip_breakdown.py --stages`
+// (one slot in flight at a time). Those words are reserved (docs/PROTOCOL.md, section 6): a normal
+// build never writes them; this build is a measuring instrument, not a device.
+#ifdef VYRE_STAGE_STAMPS
+#define STAMP_WORD 48u
+__device__ __forceinline__ uint32_t global_ns() {
+    uint64_t t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return (uint32_t)t;
+}
+#define STAMP(p, k, t) (*(volatile uint32_t*)((uint32_t*)(p).image + STAMP_WORD + (k)) = (t))
+#define PASS_WORD 56u  // then: dispatcher passes that found entries, their ns, the entries found, scans
+#else
+#define STAMP(p, k, t) ((void)0)
+#endif
 
 // ------------------------------------------------------------------ memory ordering helpers
 
@@ -1179,8 +1201,10 @@ __device__ void complete_slot(const Params& p, SlotShared& T) {
         T.results[0] = T.fault; T.results[1] = 0; T.results[2] = 0;
     }
     for (uint32_t k = 0; k < RESULT_WORDS; k++) slot[SW_RESULT0 + k] = T.results[k];
+    STAMP(p, 5, global_ns());
     // results, then the status with release semantics (status last: docs/PROTOCOL.md)
     store_release(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);
+    STAMP(p, 6, global_ns());
     // counters after the status, in device memory: the round trip does not wait for them; the
     // dispatcher copies them into the image (docs/PROTOCOL.md, counters)
     uint32_t metric = 0xffffffffu;
@@ -1196,6 +1220,7 @@ __device__ void complete_slot(const Params& p, SlotShared& T) {
     __threadfence();  // metric, dirty bit and fault count before DONE_COUNT: a copier that sees the new
                       // DONE_COUNT finds them
     atomicAdd(&vyre_counters.done, 1u);
+    STAMP(p, 7, global_ns());
 }
 
 __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunShared& S, uint32_t* stage) {
@@ -1247,15 +1272,23 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     // the same slot may be offered twice (a repeated hint): only its lowest lane goes on
     uint32_t same = __match_any_sync(FULL_MASK, index);
     bool found = index != NO_LANE && (__ffs(same) - 1) == (int)lane;
-    uint4 head_words = make_uint4(0, 0, 0, 0);
+    uint4 head_words = make_uint4(0, 0, 0, 0), a0 = head_words, a1 = head_words, a2 = head_words;
     if (found) {
-        uint32_t* slot = image + p.ring + index * SLOT_WORDS;
-        // status, opcode, tenant, priority in one read; the host wrote status last, and a read
-        // that sees it PUBLISHED sees the words written before it (docs/PROTOCOL.md, publication)
-        head_words = load_volatile4(slot);
-        uint32_t state = head_words.x;
+        const uint4* slot = (const uint4*)(image + p.ring + index * SLOT_WORDS);
+        // The status with acquire semantics, then the payload: the host wrote the status last,
+        // so a read after an acquire that sees it PUBLISHED sees the words written before it
+        // (docs/PROTOCOL.md, publication). A load-acquire orders only this lane's later loads; a
+        // volatile read + __threadfence_system() would also drain every store in flight (the
+        // heartbeat, the doorbell head) over PCIe first.
+        uint32_t state = load_acquire((const uint32_t*)slot);
         found = state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE;
-        if (found) __threadfence_system();  // acquire: nothing of the payload is read before the status
+        if (found) {  // status (again: a schedulable status only the dispatcher changes), opcode,
+                      // tenant, priority and the 12 arguments, four reads in flight together
+            head_words = load_volatile4(slot);
+            a0 = load_volatile4(slot + 1); a1 = load_volatile4(slot + 2); a2 = load_volatile4(slot + 3);
+            head_words.x = state;
+            STAMP(p, 2, global_ns());
+        }
     }
     // a paused tenant's slot stays PUBLISHED, visible to the host, never stuck CLAIMED; an
     // out-of-range tenant is claimed, and faulted BAD_TENANT by its worker
@@ -1276,9 +1309,6 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     uint32_t take = offered < room ? offered : room;
     uint32_t rank = __popc(mask & ((1u << lane) - 1u));
     if (found && rank < take) {
-        const uint4* slot = (const uint4*)(image + p.ring + index * SLOT_WORDS);
-        // the 12 argument words, three reads in flight together
-        uint4 a0 = load_volatile4(slot + 1), a1 = load_volatile4(slot + 2), a2 = load_volatile4(slot + 3);
         store_volatile(&image[p.ring + index * SLOT_WORDS + SW_STATUS], ST_CLAIMED);
         uint32_t* words = vyre_queue.entries[(tail + rank) % QUEUE_CAPACITY];
         uint4* entry = (uint4*)words;
@@ -1295,6 +1325,7 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     if (lane == 0 && take) {
         __threadfence();
         store_volatile(&vyre_queue.tail, tail + take);
+        STAMP(p, 3, global_ns());
         store_volatile(&vyre_counters.claim, load_volatile(&vyre_counters.claim) + take);  // lane 0 is its only writer
     }
     __syncwarp();
@@ -1354,8 +1385,14 @@ __device__ void dispatch(const Params& p) {
     seed_counters(p, lane);
     uint32_t copied_done = vyre_counters.done, copied_claim = vyre_counters.claim;
     const uint32_t window = p.doorbells < 32u ? p.doorbells : 32u;  // entries polled per pass
+#ifdef VYRE_STAGE_STAMPS
+    uint32_t busy_passes = 0, busy_ns = 0, busy_entries = 0, scans = 0;
+#endif
     const uint32_t lap_shift = (uint32_t)(__ffs(p.doorbells) - 1);  // doorbells is a power of two
     while (true) {
+#ifdef VYRE_STAGE_STAMPS
+        uint32_t pass_ns = global_ns();
+#endif
         // One round trip: the doorbell entries at the head, SHUTDOWN and the tenant masks, all in
         // flight at once (and two device-memory counters). An entry carrying the tag of its
         // position's lap was written for this position (docs/PROTOCOL.md, The doorbell); its
@@ -1392,6 +1429,7 @@ __device__ void dispatch(const Params& p) {
         bool room = true;
         // 1. the doorbell: the slots the host just published (docs/PROTOCOL.md, Doorbell)
         if (fresh) {
+            if (lane == 0) { STAMP(p, 0, pass_ns); STAMP(p, 1, global_ns()); }
             uint32_t index = lane < fresh ? entry & ((1u << DOORBELL_SLOT_BITS) - 1u) : NO_LANE;
             if (index >= p.slots) index = NO_LANE;  // a corrupted entry names no slot
             room = claim_offered(p, index, mask_low, mask_high, claimed);
@@ -1404,10 +1442,21 @@ __device__ void dispatch(const Params& p) {
         long long now = clock64();
         if (room && now - last_scan > scan_cycles) {
             last_scan = now;
+#ifdef VYRE_STAGE_STAMPS
+            scans++;
+#endif
             load_masks(p, lane, mask_low, mask_high);
             for (uint32_t base = 0; base < p.slots && room; base += 32)
                 room = claim_offered(p, base + lane < p.slots ? base + lane : NO_LANE, mask_low, mask_high, claimed);
         }
+#ifdef VYRE_STAGE_STAMPS
+        if (lane == 0 && fresh) {
+            busy_passes++; busy_ns += global_ns() - pass_ns; busy_entries += fresh;
+            uint32_t* words = image + PASS_WORD;
+            store_volatile(words, busy_passes); store_volatile(words + 1, busy_ns);
+            store_volatile(words + 2, busy_entries); store_volatile(words + 3, scans);
+        }
+#endif
         if (claimed || fresh) {  // busy: look again at once (a full window may have more behind it)
             sleep_ns = 32;
         } else {
@@ -1424,6 +1473,10 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
     __shared__ uint32_t s_index;
     __shared__ uint32_t s_stop;
     uint32_t sleep_ns = 32;
+    // Blocks that served a slot recently poll without sleeping for a while: the next slot of a
+    // busy stream (or a caller's next round trip) is taken a nanosleep sooner. Idle blocks
+    // back off, so the whole grid never hammers the queue's words at once.
+    uint32_t hot_polls = 0;
     while (true) {
         if (threadIdx.x == 0) {
             s_stop = 0;
@@ -1447,10 +1500,12 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                         uint4 e3 = load_volatile4(entry + 3), e4 = load_volatile4(entry + 4);
                         __threadfence();  // the copy is complete before the position is taken
                         if (atomicCAS(&vyre_queue.head, head, head + 1u) == head) {
+                            STAMP(p, 4, global_ns());
                             s_index = e0.x;
                             uint4* words = (uint4*)T.words;
                             words[0] = e1; words[1] = e2; words[2] = e3; words[3] = e4;
                             sleep_ns = 32;
+                            hot_polls = WORKER_HOT_POLLS;
                             break;
                         }
                     } else {  // published, its entry not visible yet: look again shortly
@@ -1461,6 +1516,8 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                         s_stop = 1;
                         break;
                     }
+                } else if (hot_polls) {
+                    hot_polls--;
                 } else {
                     __nanosleep(sleep_ns);
                     uint32_t cap = p.idle_sleep_ns < WORKER_SLEEP_CAP_NS ? p.idle_sleep_ns : WORKER_SLEEP_CAP_NS;
