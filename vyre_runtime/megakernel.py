@@ -49,6 +49,7 @@ from vyre_runtime.vir0.program import Program
 FULL_RING_POLICIES = ("block", "raise")
 PRIORITY_COUNT = len(Priority)
 CHANNEL_SPINS = 200_000  # status checks before a channel call starts sleeping between checks
+REAP_SPIN_S = 0.00002  # a bulk publisher's pause between reaps while the ring is full
 # plain ints for the channel's hot path (an enum member lookup costs about a microsecond)
 _EMPTY, _PUBLISHED, _DONE = int(SlotState.EMPTY), int(SlotState.PUBLISHED), int(SlotState.DONE)
 _WAIT_IO, _FAULT = int(SlotState.WAIT_IO), int(SlotState.FAULT)
@@ -372,8 +373,8 @@ class Megakernel:
     def _allocate_up_to(self, priority: Priority, wanted: int, timeout: float | None) -> list[int]:
         """At least one and at most ``wanted`` free slots, waiting (or raising) like _allocate.
         The partitions are drained in _take_one's order, a whole run of slots at a time."""
-        if not self.service.device_signals:  # a GPU cannot wake the reaper: reap here, no poll interval
-            self.service.reap()
+        if not self.service.device_signals:
+            self._reap_until_free(priority, timeout)
         first = self._allocate([priority], timeout)
         with self._free_changed:
             for partition in [*range(priority, PRIORITY_COUNT), *range(priority - 1, -1, -1)]:
@@ -383,6 +384,24 @@ class Megakernel:
                 if take > 0:
                     first += [free.popleft() for _ in range(take)]
         return first
+
+    def _reap_until_free(self, priority: Priority, timeout: float | None) -> None:
+        """A device that cannot signal (a GPU) completes slots without waking anyone: reap here
+        until ``priority`` can take a slot, instead of sleeping until the service thread's next
+        poll (half a millisecond, in which a GPU completes a ring's worth of tiny slots). Gives
+        up at the deadline and leaves the waiting (or raising) to _allocate."""
+        deadline = time.monotonic() + (self.publish_timeout if timeout is None else timeout)
+        while True:
+            self.service.reap()
+            if self._takeable(priority) or self._closed or time.monotonic() >= deadline:
+                return
+            time.sleep(REAP_SPIN_S)
+
+    def _takeable(self, priority: Priority) -> bool:
+        """Whether _take_one(priority) would find a slot now (read without the lock: a hint)."""
+        if any(self._free[partition] for partition in range(priority, PRIORITY_COUNT)):
+            return True
+        return any(len(self._free[partition]) > self._reserve[partition] for partition in range(priority))
 
     def channel(self, *, tenant: int = 0, priority: Priority = Priority.NORMAL) -> Channel:
         """Reserve one slot for the calling thread: the lowest-overhead synchronous round trip

@@ -70,6 +70,14 @@ struct DeviceCounters {
 };
 __device__ DeviceCounters vyre_counters;
 
+// 1 while the dispatcher has claimed slot i and its worker has not stored DONE or FAULT yet.
+// The dispatcher claims in device memory and the worker that takes the slot stores CLAIMED in
+// the image: a CLAIMED store by the dispatcher would have to reach host memory before the
+// hand-off (a worker's DONE must never be overtaken by it), a PCIe write drained on the claim
+// path of every slot. Until the worker's CLAIMED lands the slot still reads PUBLISHED, so the
+// dispatcher checks this word before it reads a status (docs/PROTOCOL.md, Claiming).
+__device__ uint32_t vyre_owned[1u << DOORBELL_SLOT_BITS];
+
 // ------------------------------------------------------------------ stage stamps (diagnostics)
 
 // With $VYRE_MEGAKERNEL_DEFINES=VYRE_STAGE_STAMPS the kernel stamps %globaltimer (ns) at each step
@@ -1202,8 +1210,12 @@ __device__ void complete_slot(const Params& p, SlotShared& T) {
     }
     for (uint32_t k = 0; k < RESULT_WORDS; k++) slot[SW_RESULT0 + k] = T.results[k];
     STAMP(p, 5, global_ns());
-    // results, then the status with release semantics (status last: docs/PROTOCOL.md)
-    store_release(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);
+    // CLAIMED (stored at take) and the results, then the claim is released, then the status
+    // (status last: docs/PROTOCOL.md). Once the dispatcher sees the claim released it reads
+    // CLAIMED or a later status, never the PUBLISHED this slot was claimed from.
+    __threadfence_system();
+    store_volatile(&vyre_owned[T.index], 0u);
+    store_volatile(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);
     STAMP(p, 6, global_ns());
     // counters after the status, in device memory: the round trip does not wait for them; the
     // dispatcher copies them into the image (docs/PROTOCOL.md, counters)
@@ -1273,6 +1285,10 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     uint32_t same = __match_any_sync(FULL_MASK, index);
     bool found = index != NO_LANE && (__ffs(same) - 1) == (int)lane;
     uint4 head_words = make_uint4(0, 0, 0, 0), a0 = head_words, a1 = head_words, a2 = head_words;
+    // a slot this device claimed and has not completed reads PUBLISHED until its worker's
+    // CLAIMED lands: never claim it twice. The owner clears the word only after its CLAIMED is
+    // visible (complete_slot), and the acquire orders the status read below after this one.
+    if (found && load_acquire_gpu(&vyre_owned[index])) found = false;
     if (found) {
         const uint4* slot = (const uint4*)(image + p.ring + index * SLOT_WORDS);
         // The status with acquire semantics, then the payload: the host wrote the status last,
@@ -1309,7 +1325,7 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     uint32_t take = offered < room ? offered : room;
     uint32_t rank = __popc(mask & ((1u << lane) - 1u));
     if (found && rank < take) {
-        store_volatile(&image[p.ring + index * SLOT_WORDS + SW_STATUS], ST_CLAIMED);
+        store_volatile(&vyre_owned[index], 1u);  // claimed: the worker stores CLAIMED in the image
         uint32_t* words = vyre_queue.entries[(tail + rank) % QUEUE_CAPACITY];
         uint4* entry = (uint4*)words;
         head_words.x = ST_CLAIMED;
@@ -1318,7 +1334,7 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
         entry[2] = a0;
         entry[3] = a1;
         entry[4] = a2;
-        __threadfence();  // the entry's words, then its sequence (workers check it: see work())
+        __threadfence();  // the entry's words and the claim, then its sequence (workers check it: see work())
         store_volatile(&words[1], tail + rank + 1u);
     }
     __syncwarp();
@@ -1331,6 +1347,31 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     __syncwarp();
     claimed += take;
     return take == offered;
+}
+
+// The periodic scan of every status word (docs/PROTOCOL.md, The fallback scan): each lane reads
+// SCAN_BATCHES statuses at once (a PCIe round trip each, all in flight), and only batches with a
+// schedulable status go through claim_offered's careful claim. Returns false when the queue filled.
+#define SCAN_BATCHES 8u
+__device__ bool scan_ring(const Params& p, uint32_t lane, uint32_t mask_low, uint32_t mask_high, uint32_t& claimed) {
+    const uint32_t* image = (const uint32_t*)p.image;
+    bool room = true;
+    for (uint32_t base = 0; base < p.slots && room; base += 32u * SCAN_BATCHES) {
+        uint32_t seen[SCAN_BATCHES];
+#pragma unroll
+        for (uint32_t k = 0; k < SCAN_BATCHES; k++) {
+            uint32_t i = base + 32u * k + lane;
+            seen[k] = i < p.slots ? load_volatile(&image[p.ring + i * SLOT_WORDS + SW_STATUS]) : (uint32_t)ST_EMPTY;
+        }
+#pragma unroll
+        for (uint32_t k = 0; k < SCAN_BATCHES; k++) {
+            uint32_t i = base + 32u * k + lane;
+            bool maybe = seen[k] == ST_PUBLISHED || seen[k] == ST_YIELD || seen[k] == ST_REQUEUE;
+            if (room && __ballot_sync(FULL_MASK, maybe))  // claim_offered reads the status again, carefully
+                room = claim_offered(p, maybe ? i : NO_LANE, mask_low, mask_high, claimed);
+        }
+    }
+    return room;
 }
 
 // The dispatcher warp, before its first claim (so before any completion counts): the device
@@ -1383,6 +1424,9 @@ __device__ void dispatch(const Params& p) {
     long long last_scan = 0;
     const long long scan_cycles = (long long)p.scan_interval_ns * 2;  // ~2 cycles per ns on an H100
     seed_counters(p, lane);
+    for (uint32_t i = lane; i < p.slots; i += 32) vyre_owned[i] = 0;  // nothing claimed yet
+    __threadfence();
+    __syncwarp();
     uint32_t copied_done = vyre_counters.done, copied_claim = vyre_counters.claim;
     const uint32_t window = p.doorbells < 32u ? p.doorbells : 32u;  // entries polled per pass
 #ifdef VYRE_STAGE_STAMPS
@@ -1404,7 +1448,6 @@ __device__ void dispatch(const Params& p) {
         uint32_t stop = 0, done = 0, claims = 0;
         if (lane == 0) {
             stop = load_volatile(&image[CW_SHUTDOWN]);
-            store_volatile(&image[CW_HEARTBEAT], ++heartbeat);
         } else if (lane == 2) {
             done = load_volatile(&vyre_counters.done);
         } else if (lane == 3) {
@@ -1417,10 +1460,6 @@ __device__ void dispatch(const Params& p) {
         stop = __shfl_sync(FULL_MASK, stop, 0);
         done = __shfl_sync(FULL_MASK, done, 2);
         claims = __shfl_sync(FULL_MASK, claims, 3);
-        if (done != copied_done || claims != copied_claim) {  // completions or claims since the last copy
-            copied_done = copy_counters(p, lane, 32);
-            copied_claim = claims;
-        }
         if (stop) {  // every entry published so far comes before the shutdown flag
             if (lane == 0) { __threadfence(); store_volatile(&vyre_queue.shutdown, 1u); __threadfence(); }
             return;
@@ -1446,8 +1485,13 @@ __device__ void dispatch(const Params& p) {
             scans++;
 #endif
             load_masks(p, lane, mask_low, mask_high);
-            for (uint32_t base = 0; base < p.slots && room; base += 32)
-                room = claim_offered(p, base + lane < p.slots ? base + lane : NO_LANE, mask_low, mask_high, claimed);
+            room = scan_ring(p, lane, mask_low, mask_high, claimed);
+        }
+        // the image's counters, after this pass's claims: their PCIe stores drain while the
+        // next pass polls, not in front of a claim
+        if (done != copied_done || claims != copied_claim) {  // completions or claims since the last copy
+            copied_done = copy_counters(p, lane, 32);
+            copied_claim = claims;
         }
 #ifdef VYRE_STAGE_STAMPS
         if (lane == 0 && fresh) {
@@ -1459,7 +1503,8 @@ __device__ void dispatch(const Params& p) {
 #endif
         if (claimed || fresh) {  // busy: look again at once (a full window may have more behind it)
             sleep_ns = 32;
-        } else {
+        } else {  // an idle pass: the heartbeat (docs/PROTOCOL.md, Liveness), then back off
+            if (lane == 0) store_volatile(&image[CW_HEARTBEAT], ++heartbeat);
             __nanosleep(sleep_ns);
             // the dispatcher polls one line of entries: it can afford to look often
             sleep_ns = sleep_ns * 2 < DISPATCH_SLEEP_CAP_NS ? sleep_ns * 2 : DISPATCH_SLEEP_CAP_NS;
@@ -1501,6 +1546,8 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                         __threadfence();  // the copy is complete before the position is taken
                         if (atomicCAS(&vyre_queue.head, head, head + 1u) == head) {
                             STAMP(p, 4, global_ns());
+                            // the claim, visible in the image; complete_slot's fence orders it before DONE
+                            store_volatile((uint32_t*)p.image + p.ring + e0.x * SLOT_WORDS + SW_STATUS, ST_CLAIMED);
                             s_index = e0.x;
                             uint4* words = (uint4*)T.words;
                             words[0] = e1; words[1] = e2; words[2] = e3; words[3] = e4;
