@@ -10,7 +10,9 @@ round trip is split into those steps.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -41,10 +43,14 @@ PASS_WORD = 56  # megakernel.cu: dispatcher passes that found entries, their ns,
 def bulk_passes(mk: Megakernel, count: int) -> str:
     """A publish_bulk of tiny NOPs, and what the dispatcher's busy passes did meanwhile."""
     before = mk.image[PASS_WORD : PASS_WORD + 4].astype(np.int64)
+    profile = cProfile.Profile()  # where the host's time goes meanwhile (the publisher's thread)
     started = time.perf_counter()
+    profile.enable()
     ticket = mk.publish_bulk(BuiltinOpcode.NOP, count=count)
     assert ticket.wait(timeout=120) and ticket.faulted == 0
+    profile.disable()
     seconds = time.perf_counter() - started
+    pstats.Stats(profile).sort_stats("tottime").print_stats(12)
     passes, nanoseconds, entries, scans = ((mk.image[PASS_WORD : PASS_WORD + 4] - before) & 0xFFFFFFFF).tolist()
     return (
         f"bulk {count} NOPs: {count / seconds:,.0f} slots/s; dispatcher: {passes} passes with entries, "

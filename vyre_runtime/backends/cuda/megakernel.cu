@@ -24,6 +24,7 @@
 #define NO_LANE 0xffffffffu
 #define IO_SHUTDOWN_GRACE_CYCLES (2000000000ull)
 #define DISPATCH_SLEEP_CAP_NS 256u  // idle back-off ceiling of the dispatcher
+#define COUNTER_COPY_PASSES 16u     // busy dispatcher passes between copies of the counters
 #define WORKER_SLEEP_CAP_NS 512u    // idle back-off ceiling of a worker (it polls device memory)
 #ifndef WORKER_HOT_POLLS  // tuning knob: polls without any sleep after a block served a slot
 #define WORKER_HOT_POLLS 4096u      // ~1 ms: a block that just worked takes the next slot at once
@@ -1427,7 +1428,7 @@ __device__ void dispatch(const Params& p) {
     for (uint32_t i = lane; i < p.slots; i += 32) vyre_owned[i] = 0;  // nothing claimed yet
     __threadfence();
     __syncwarp();
-    uint32_t copied_done = vyre_counters.done, copied_claim = vyre_counters.claim;
+    uint32_t copied_done = vyre_counters.done, copied_claim = vyre_counters.claim, busy_passes_uncopied = 0;
     const uint32_t window = p.doorbells < 32u ? p.doorbells : 32u;  // entries polled per pass
 #ifdef VYRE_STAGE_STAMPS
     uint32_t busy_passes = 0, busy_ns = 0, busy_entries = 0, scans = 0;
@@ -1488,10 +1489,13 @@ __device__ void dispatch(const Params& p) {
             room = scan_ring(p, lane, mask_low, mask_high, claimed);
         }
         // the image's counters, after this pass's claims: their PCIe stores drain while the
-        // next pass polls, not in front of a claim
-        if (done != copied_done || claims != copied_claim) {  // completions or claims since the last copy
+        // next pass polls, not in front of a claim. While entries keep coming, only every
+        // COUNTER_COPY_PASSES passes (a copy ends in a system-scope release); at once when idle.
+        busy_passes_uncopied = fresh ? busy_passes_uncopied + 1u : COUNTER_COPY_PASSES;
+        if ((done != copied_done || claims != copied_claim) && busy_passes_uncopied >= COUNTER_COPY_PASSES) {
             copied_done = copy_counters(p, lane, 32);
             copied_claim = claims;
+            busy_passes_uncopied = 0;
         }
 #ifdef VYRE_STAGE_STAMPS
         if (lane == 0 && fresh) {
