@@ -1,10 +1,11 @@
 // vyre persistent megakernel: a resident VIR0 interpreter serving the slot ring.
 //
-// Launched once. Block 0 is the dispatcher: its first warp scans the ring in host-mapped memory,
-// claims schedulable slots (it is the only claimer, so a plain store of CLAIMED suffices: the
-// host never writes a PUBLISHED slot) and pushes them onto a work queue in device memory. Every
-// other block is a worker: it pops a slot, runs it (a built-in, or a VIR0 program with its
-// threads as lanes), writes the results, fences, and publishes DONE or FAULT last.
+// Launched once. Block 0 is the dispatcher: its first warp polls the doorbell (and now and then
+// scans the ring) in host-mapped memory, claims schedulable slots (it is the only claimer, so it
+// records a claim in device memory, vyre_owned: the host never writes a PUBLISHED slot) and
+// pushes them onto a work queue in device memory. Every other block is a worker: it pops a slot,
+// stores CLAIMED, runs it (a built-in, or a VIR0 program with its threads as lanes), writes the
+// results, fences, releases the claim and publishes DONE or FAULT last.
 // Semantics: docs/VIR0.md (bit-exact with the CPU backend) and docs/PROTOCOL.md.
 // Every protocol and ISA number comes from the generated vyre_abi.h.
 // Atomics on the image (host-mapped memory) are device-scope: only GPU threads ever
@@ -1269,8 +1270,8 @@ __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunSh
 
 // Each lane offers one slot index (or NO_LANE). Claims every offered slot that is still
 // schedulable and whose tenant is enabled, pushing it onto the work queue in lane order.
-// Returns false when the queue filled up. Only the dispatcher claims, so a plain store of
-// CLAIMED suffices (the host never writes a PUBLISHED slot; docs/PROTOCOL.md, claims).
+// Returns false when the queue filled up. Only the dispatcher claims, so a claim is a plain store
+// into vyre_owned (the host never writes a PUBLISHED slot; docs/PROTOCOL.md, One claimer).
 // Tenant-mask words of tenants `lane` and `lane + 32`, read in parallel by the warp (<= 64 tenants).
 __device__ __forceinline__ void load_masks(const Params& p, uint32_t lane, uint32_t& low, uint32_t& high) {
     const uint32_t* masks = (const uint32_t*)p.image + p.tenant_masks;
