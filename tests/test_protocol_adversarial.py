@@ -21,6 +21,8 @@ from vyre_runtime.protocol.codec import (
     SlotRequest,
     counter_delta,
     decode_packed,
+    doorbell_entry,
+    doorbell_entry_slot,
     encode_packed,
     new_image,
     read_slot,
@@ -1027,7 +1029,13 @@ TAIL, HEAD = int(ControlWord.DOORBELL_TAIL), int(ControlWord.DOORBELL_HEAD)
 
 
 def doorbell_entries(image: np.ndarray) -> list[int]:
-    return image[LAYOUT.doorbell : LAYOUT.doorbell + LAYOUT.doorbells].tolist()
+    """The slot index each entry names (an entry never written reads as 0)."""
+    region = image[LAYOUT.doorbell : LAYOUT.doorbell + LAYOUT.doorbells]
+    return [doorbell_entry_slot(entry) for entry in region.tolist()]
+
+
+def entry_slot(image: np.ndarray, position: int) -> int:
+    return doorbell_entry_slot(int(image[LAYOUT.doorbell + position % LAYOUT.doorbells]))
 
 
 def set_doorbell(image: np.ndarray, head: int, tail: int) -> None:
@@ -1063,7 +1071,7 @@ def test_a_nearly_full_doorbell_takes_the_first_slots_that_fit_and_returns_the_c
     assert image[TAIL] == (head + pending + room) & MASK32 == (head + LAYOUT.doorbells) & MASK32
     assert image[HEAD] == head
     for k, slot in enumerate(offered[:room]):
-        assert image[LAYOUT.doorbell + (head + pending + k) % LAYOUT.doorbells] == slot
+        assert entry_slot(image, head + pending + k) == slot
     assert not set(offered[room:]) & set(doorbell_entries(image))  # dropped: left to the scan
 
 
@@ -1093,13 +1101,13 @@ def test_the_u32_tail_wraps_at_two_to_the_32(image):
     # the example of docs/PROTOCOL.md 4.7: two pending, room for two of three slots
     set_doorbell(image, MASK32 - 2, MASK32)
     assert ring_doorbell(image, LAYOUT, [5, 6, 7]) == 2
-    assert image[LAYOUT.doorbell + 3] == 5  # position 2^32 - 1
-    assert image[LAYOUT.doorbell + 0] == 6  # position 0
+    assert entry_slot(image, MASK32) == 5  # position 2^32 - 1: entry 3
+    assert entry_slot(image, 0) == 6  # position 0: entry 0
     assert image[TAIL] == 1
     assert 7 not in doorbell_entries(image)
     image[HEAD] = 1  # consumed across the wrap
     assert ring_doorbell(image, LAYOUT, [7]) == 1
-    assert (image[LAYOUT.doorbell + 1], image[TAIL]) == (7, 2)
+    assert (entry_slot(image, 1), image[TAIL]) == (7, 2)
 
 
 def test_a_consumer_moving_the_head_frees_room(image):
@@ -1137,12 +1145,17 @@ def test_the_doorbell_never_overwrites_a_pending_entry_and_loses_no_hint_it_acce
         else:
             taken = min(n, (tail - head) & MASK32)
             got = [int(image[LAYOUT.doorbell + (head + k) % LAYOUT.doorbells]) for k in range(taken)]
-            assert got == pending[:taken]
+            # what a device polling the entries checks: each one carries its own position's tag
+            assert got == [doorbell_entry(head + k, slot, LAYOUT.doorbells) for k, slot in enumerate(pending[:taken])]
             del pending[:taken]
             image[HEAD] = (head + taken) & MASK32
         assert (int(image[TAIL]) - int(image[HEAD])) & MASK32 == len(pending) <= LAYOUT.doorbells
-        head = int(image[HEAD])
-        assert [int(image[LAYOUT.doorbell + (head + k) % LAYOUT.doorbells]) for k in range(len(pending))] == pending
+        head, tail = int(image[HEAD]), int(image[TAIL])
+        assert [entry_slot(image, head + k) for k in range(len(pending))] == pending
+        # the next position is not written yet: whatever its word holds (zero, or the previous lap's
+        # entry) never carries that position's tag, so a polling device stops there
+        unwritten = int(image[LAYOUT.doorbell + tail % LAYOUT.doorbells])
+        assert all(unwritten != doorbell_entry(tail, slot, LAYOUT.doorbells) for slot in range(LAYOUT.slots))
 
 
 def test_the_cpu_device_consumes_the_doorbell_and_claims_a_duplicated_hint_once(image):
@@ -1179,3 +1192,13 @@ def test_a_hinted_slot_of_a_paused_tenant_stays_published_and_the_scan_finds_it_
     assert read_slot(image, LAYOUT, 1).state == SlotState.PUBLISHED  # ... the slot is not
     image[LAYOUT.tenant_masks + 0] = MASK32  # resumed
     assert scan(device) == [1]
+
+
+@pytest.mark.parametrize("capacity", [1, 4, 4096, 1 << 16])
+@pytest.mark.parametrize("position", [0, 1, 4095, 4096, 1 << 20, MASK32 - 4096, MASK32])
+def test_a_doorbell_entry_names_its_slot_and_differs_from_the_previous_lap_and_from_zero(capacity, position):
+    for slot in (0, 1, LAYOUT.slots - 1, (1 << 20) - 1):
+        entry = doorbell_entry(position, slot, capacity)
+        assert doorbell_entry_slot(entry) == slot and 0 < entry <= MASK32
+        previous_lap = doorbell_entry((position - capacity) & MASK32, slot, capacity)
+        assert entry != previous_lap  # a stale entry of the same word never passes for this position's

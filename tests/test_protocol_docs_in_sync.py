@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from vyre_runtime.backends.cpu import builtins
 from vyre_runtime.protocol import debuglog, docgen, ioqueue
-from vyre_runtime.protocol.codec import new_image, ring_doorbell
+from vyre_runtime.protocol.codec import doorbell_entry, new_image, ring_doorbell
 from vyre_runtime.protocol.layout import (
     DEBUG_RECORD_WORDS,
     MAX_DOORBELLS,
@@ -123,7 +123,7 @@ def test_the_printed_doorbell_address_is_where_ring_doorbell_writes(tail: int) -
     env = docgen.formula_environment(layout)
     for k, slot in enumerate([11, 12]):
         position = (tail + k) & 0xFFFFFFFF
-        assert image[docgen.evaluate(formula, env, p=position)] == slot
+        assert image[docgen.evaluate(formula, env, p=position)] == doorbell_entry(position, slot, layout.doorbells)
 
 
 def test_the_doorbell_section_names_its_words_and_the_host_function() -> None:
@@ -197,5 +197,6 @@ def test_the_worked_example_slot_is_what_write_slot_writes() -> None:
     assert f"| STATUS | `{int(SlotState.PUBLISHED):#x}` | `{int(SlotState.DONE):#x}` |" in block
     # ... and its doorbell hint is what codec.ring_doorbell writes: the entry, then the tail
     entry = Layout().doorbell
-    assert f"| 1 | {entry} | `{4 * entry:#07x}` |" in block and "| 207 |" in block
+    tagged = doorbell_entry(0, 207, Layout().doorbells)  # slot 207 at position 0: lap 0's tag
+    assert f"| 1 | {entry} | `{4 * entry:#07x}` |" in block and f"| `{tagged:#010x}` |" in block
     assert f"| 2 | {int(ControlWord.DOORBELL_TAIL)} |" in block

@@ -60,6 +60,11 @@ def _code_key(program: Program) -> str:
 PRIORITY_COUNT = len(Priority)
 JIT_SWAP_DRAIN_S = 600.0  # a hot swap waits this long for runs in flight to let the pause finish
 CHANNEL_SPINS = 200_000  # status checks before a channel call starts sleeping between checks
+REAP_SPIN_S = 0.00002  # a bulk publisher's pause between reaps while the ring is full
+# plain ints for the channel's hot path (an enum member lookup costs about a microsecond)
+_EMPTY, _PUBLISHED, _DONE = int(SlotState.EMPTY), int(SlotState.PUBLISHED), int(SlotState.DONE)
+_WAIT_IO, _FAULT = int(SlotState.WAIT_IO), int(SlotState.FAULT)
+_ARG0, _RESULT0 = int(SlotWord.ARG0), int(SlotWord.RESULT0)
 
 
 class Megakernel:
@@ -97,6 +102,7 @@ class Megakernel:
             self._free.append(deque(range(offsets[priority], offsets[priority + 1])))
         # a more urgent partition lends slots to less urgent work but keeps a quarter (>= 1) free
         self._reserve = [max(1, (offsets[p + 1] - offsets[p]) // 4) for p in Priority]
+        self._partition_starts = np.asarray(self.layout.partition_offsets[:PRIORITY_COUNT], dtype=np.int64)
         self._free_changed = threading.Condition()
         self._doorbell_lock = threading.Lock()
         self._host_memory_lock = threading.Lock()
@@ -442,15 +448,37 @@ class Megakernel:
         return ticket
 
     def _allocate_up_to(self, priority: Priority, wanted: int, timeout: float | None) -> list[int]:
-        """At least one and at most ``wanted`` free slots, waiting (or raising) like _allocate."""
+        """At least one and at most ``wanted`` free slots, waiting (or raising) like _allocate.
+        The partitions are drained in _take_one's order, a whole run of slots at a time."""
+        if not self.service.device_signals:
+            self._reap_until_free(priority, timeout)
         first = self._allocate([priority], timeout)
         with self._free_changed:
-            while len(first) < wanted:
-                taken = self._take_one(priority)
-                if taken is None:
-                    break
-                first.append(taken[1])
+            for partition in [*range(priority, PRIORITY_COUNT), *range(priority - 1, -1, -1)]:
+                free = self._free[partition]
+                keep = self._reserve[partition] if partition < priority else 0
+                take = min(wanted - len(first), len(free) - keep)
+                if take > 0:
+                    first += [free.popleft() for _ in range(take)]
         return first
+
+    def _reap_until_free(self, priority: Priority, timeout: float | None) -> None:
+        """A device that cannot signal (a GPU) completes slots without waking anyone: reap here
+        until ``priority`` can take a slot, instead of sleeping until the service thread's next
+        poll (half a millisecond, in which a GPU completes a ring's worth of tiny slots). Gives
+        up at the deadline and leaves the waiting (or raising) to _allocate."""
+        deadline = time.monotonic() + (self.publish_timeout if timeout is None else timeout)
+        while True:
+            self.service.reap()
+            if self._takeable(priority) or self._closed or time.monotonic() >= deadline:
+                return
+            time.sleep(REAP_SPIN_S)
+
+    def _takeable(self, priority: Priority) -> bool:
+        """Whether _take_one(priority) would find a slot now (read without the lock: a hint)."""
+        if any(self._free[partition] for partition in range(priority, PRIORITY_COUNT)):
+            return True
+        return any(len(self._free[partition]) > self._reserve[partition] for partition in range(priority))
 
     def channel(self, *, tenant: int = 0, priority: Priority = Priority.NORMAL) -> Channel:
         """Reserve one slot for the calling thread: the lowest-overhead synchronous round trip
@@ -559,10 +587,17 @@ class Megakernel:
             self._free_changed.notify_all()
 
     def _release_slots(self, slots: list[int]) -> None:
-        offsets = self.layout.partition_offsets
+        if len(slots) == 1:
+            partitions = [bisect.bisect_right(self.layout.partition_offsets, slots[0]) - 1]
+            runs = [slots]
+        else:  # a reap hands back thousands of bulk slots: group them by partition in NumPy
+            indices = np.asarray(slots, dtype=np.int64)
+            owner = np.searchsorted(self._partition_starts, indices, side="right") - 1
+            partitions = np.unique(owner).tolist()
+            runs = [indices[owner == partition].tolist() for partition in partitions]
         with self._free_changed:
-            for slot in slots:
-                self._free[bisect.bisect_right(offsets, slot) - 1].append(slot)
+            for partition, run in zip(partitions, runs):
+                self._free[partition].extend(run)
             self._free_changed.notify_all()
 
     # ------------------------------------------------------------------ results
@@ -724,9 +759,18 @@ class Channel:
         self.slot = slot
         self._tenant = tenant
         self._priority = priority
-        self._base = megakernel.layout.slot(slot)
         self._closed = False
         self._validated: set[int] = set()
+        # Everything a call touches is prepared once: a call is a few stores and loads on
+        # mapped memory, and each NumPy or enum access costs a fraction of a microsecond.
+        base = megakernel.layout.slot(slot)
+        self._words = megakernel.image[base : base + SLOT_WORDS]  # a view: stores land in the image
+        self._payload = np.zeros(SLOT_WORDS - 1, dtype=np.uint32)  # OPCODE .. ARG11 of the next call
+        self._payload[SlotWord.TENANT - 1] = tenant
+        self._payload[SlotWord.PRIORITY - 1] = priority
+        self._argument_words = 0  # ARG words the previous call set (the rest of _payload is zero)
+        self._hint = [slot]
+        self._hint_priority = [int(priority)]
 
     def __enter__(self) -> Channel:
         return self
@@ -743,24 +787,44 @@ class Channel:
             if opcode == BuiltinOpcode.RUN_PROGRAM:
                 raise DispatchError("RUN_PROGRAM goes through submit(), which stages its data", "use submit()")
             self._validated.add(opcode)
-        if len(args) > ARGS_PER_SLOT or any(not 0 <= a <= 0xFFFFFFFF for a in args):
+        count = len(args)
+        if count > ARGS_PER_SLOT or (count and not (min(args) >= 0 and max(args) <= 0xFFFFFFFF)):
             raise ProtocolError(f"arguments {tuple(args)!r}: at most {ARGS_PER_SLOT} u32 words")
-        image, base = mk.image, self._base
+        words, payload = self._words, self._payload
         started = time.perf_counter_ns()
-        if image[base] != SlotState.EMPTY:
+        if words[0] != _EMPTY:
             raise ProtocolError(f"channel slot {self.slot} is not EMPTY; a previous call was abandoned")
-        payload = [opcode, self._tenant, self._priority, *args]
-        image[base + 1 : base + 4 + len(args)] = payload  # payload first ...
-        image[base + 4 + len(args) : base + SLOT_WORDS] = 0  # (no stale arguments)
-        image[base] = SlotState.PUBLISHED  # ... status last (docs/PROTOCOL.md, publication)
+        payload[0] = opcode
+        if count or self._argument_words:  # all twelve ARG words, every time (no stale arguments)
+            payload[_ARG0 - 1 :] = 0
+            payload[_ARG0 - 1 : _ARG0 - 1 + count] = args
+            self._argument_words = count
+        words[1:] = payload  # payload first ...
+        words[0] = _PUBLISHED  # ... status last (docs/PROTOCOL.md, publication)
         with mk._doorbell_lock:
-            codec.ring_doorbell(image, mk.layout, [self.slot])
-        mk.device.ring_doorbell([self.slot], [int(self._priority)])
-        status = base + SlotWord.STATUS
+            codec.ring_doorbell(mk.image, mk.layout, self._hint)
+        mk.device.ring_doorbell(self._hint, self._hint_priority)
+        state = self._wait(words, timeout)
+        results = tuple(words[_RESULT0:].tolist())
+        words[0] = _EMPTY  # results copied out: hand the slot back for the next call
+        fault = None
+        if state == _FAULT:
+            code, pc, lane, detail = results
+            fault = SlotFaultInfo(
+                SlotFault(code) if code in SlotFault.__members__.values() else SlotFault.INTERNAL, pc, lane, detail
+            )
+        mk.service.count_channel_call(time.perf_counter_ns() - started, fault is not None)
+        return SlotOutcome(self.slot, int(opcode), results, fault)
+
+    def _wait(self, words: np.ndarray, timeout: float) -> int:
+        """Spin on the slot's status word until DONE or FAULT; returns that status."""
+        cpu_threads = self._megakernel.service.device_signals  # a CPU device needs the GIL to make progress
         spins = 0
         deadline = None
-        cpu_threads = mk.service.device_signals  # a CPU device needs the GIL to make progress
-        while image[status] < SlotState.DONE or image[status] == SlotState.WAIT_IO:
+        while True:
+            state = int(words[0])
+            if state >= _DONE and state != _WAIT_IO:
+                return state
             if cpu_threads:
                 time.sleep(0)
             spins += 1
@@ -769,21 +833,10 @@ class Channel:
                 deadline = deadline or now + timeout
                 if now > deadline:
                     raise BackendError(
-                        f"slot {self.slot} did not complete within {timeout} s (state {int(image[status])})",
+                        f"slot {self.slot} did not complete within {timeout} s (state {state})",
                         "check Megakernel.stats() heartbeat; the device may be wedged",
                     )
                 time.sleep(0.00002)
-        state = int(image[status])
-        results = tuple(image[base + SlotWord.RESULT0 : base + SlotWord.RESULT0 + 4].tolist())
-        image[status] = SlotState.EMPTY  # results copied out: hand the slot back for the next call
-        fault = None
-        if state == SlotState.FAULT:
-            code, pc, lane, detail = results
-            fault = SlotFaultInfo(
-                SlotFault(code) if code in SlotFault.__members__.values() else SlotFault.INTERNAL, pc, lane, detail
-            )
-        mk.service.count_channel_call(time.perf_counter_ns() - started, fault is not None)
-        return SlotOutcome(self.slot, int(opcode), results, fault)
 
     def close(self) -> None:
         if not self._closed:

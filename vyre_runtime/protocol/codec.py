@@ -13,6 +13,9 @@ import numpy as np
 from vyre_runtime.errors import ProtocolError
 from vyre_runtime.protocol.layout import (
     ARGS_PER_SLOT,
+    DOORBELL_LAP_MASK,
+    DOORBELL_SLOT_BITS,
+    DOORBELL_TAG_FLAG,
     IN_FLIGHT,
     RESULT_WORDS,
     SLOT_WORDS,
@@ -267,23 +270,43 @@ def decode_packed(args: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
 def ring_doorbell(image: np.ndarray, layout: Layout, slots: list[int]) -> int:
     """Host side: hint that ``slots`` were just published, so a device need not scan the ring.
 
-    Entries go at DOORBELL_TAIL (host-owned), then the tail moves (entries first, tail last).
-    When the device has not consumed enough entries (DOORBELL_HEAD) the rest are left out: a
-    hint is an optimisation, the device's periodic scan of the status words still finds every
-    slot. Returns how many hints were written. The caller serialises host threads.
+    Entries (`doorbell_entry`: the slot, tagged with its position's lap) go at DOORBELL_TAIL
+    (host-owned), then the tail moves (entries first, tail last). When the device has not
+    consumed enough entries (DOORBELL_HEAD) the rest are left out: a hint is an optimisation, the
+    device's periodic scan of the status words still finds every slot. Returns how many hints
+    were written. The caller serialises host threads.
     """
-    tail = int(image[ControlWord.DOORBELL_TAIL])
-    head = int(image[ControlWord.DOORBELL_HEAD])
-    room = layout.doorbells - ((tail - head) & 0xFFFFFFFF)
+    tail = int(image[_DOORBELL_TAIL])
+    head = int(image[_DOORBELL_HEAD])
+    capacity = layout.doorbells
+    room = capacity - ((tail - head) & 0xFFFFFFFF)
     count = max(0, min(room, len(slots)))
     if count == 1:  # the latency path: scalar stores
-        image[layout.doorbell + tail % layout.doorbells] = slots[0]
-        image[ControlWord.DOORBELL_TAIL] = (tail + 1) & 0xFFFFFFFF
+        image[layout.doorbell + tail % capacity] = doorbell_entry(tail, slots[0], capacity)
+        image[_DOORBELL_TAIL] = (tail + 1) & 0xFFFFFFFF
     elif count:
-        positions = (tail + np.arange(count, dtype=np.int64)) % layout.doorbells
-        image[layout.doorbell + positions] = slots[:count]
-        image[ControlWord.DOORBELL_TAIL] = (tail + count) & 0xFFFFFFFF
+        positions = (tail + np.arange(count, dtype=np.int64)) & 0xFFFFFFFF
+        laps = (positions // capacity) & DOORBELL_LAP_MASK
+        entries = np.asarray(slots[:count], dtype=np.int64) | ((DOORBELL_TAG_FLAG | laps) << DOORBELL_SLOT_BITS)
+        image[layout.doorbell + positions % capacity] = entries
+        image[_DOORBELL_TAIL] = (tail + count) & 0xFFFFFFFF
     return count
+
+
+def doorbell_entry(position: int, slot: int, capacity: int) -> int:
+    """The word the host stores at doorbell position ``position`` (a u32) for ``slot``: the slot
+    index in the low DOORBELL_SLOT_BITS bits, the tag of the position's lap above them."""
+    lap = ((position & 0xFFFFFFFF) // capacity) & DOORBELL_LAP_MASK
+    return slot | (DOORBELL_TAG_FLAG | lap) << DOORBELL_SLOT_BITS
+
+
+def doorbell_entry_slot(entry: int) -> int:
+    """The slot index a doorbell entry names (its tag bits removed)."""
+    return entry & ((1 << DOORBELL_SLOT_BITS) - 1)
+
+
+# plain ints for ring_doorbell, which runs on every publication (an enum lookup costs ~1 us)
+_DOORBELL_TAIL, _DOORBELL_HEAD = int(ControlWord.DOORBELL_TAIL), int(ControlWord.DOORBELL_HEAD)
 
 
 def counter_delta(before: int, after: int) -> int:
@@ -299,6 +322,8 @@ __all__ = [
     "check_image",
     "counter_delta",
     "decode_packed",
+    "doorbell_entry",
+    "doorbell_entry_slot",
     "encode_packed",
     "init_image",
     "new_image",

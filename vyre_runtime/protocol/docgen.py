@@ -398,6 +398,9 @@ def constants() -> tuple[Constant, ...]:
         Constant("MAX_DEBUG_RECORDS", layout.MAX_DEBUG_RECORDS, "`Layout.debug_records` range 1 .. this, power of 2"),
         Constant("MAX_IO_ENTRIES", layout.MAX_IO_ENTRIES, "`Layout.io_entries` range 1 .. this"),
         Constant("MAX_DOORBELLS", layout.MAX_DOORBELLS, "`Layout.doorbells` range 1 .. this, power of 2"),
+        Constant("DOORBELL_SLOT_BITS", layout.DOORBELL_SLOT_BITS, "low bits of a doorbell entry: the slot index"),
+        Constant("DOORBELL_TAG_FLAG", layout.DOORBELL_TAG_FLAG, "set in the tag of every written doorbell entry"),
+        Constant("DOORBELL_LAP_MASK", layout.DOORBELL_LAP_MASK, "lap bits of a doorbell entry's tag"),
         Constant("BUILTIN_LIMIT", opcodes.BUILTIN_LIMIT, "opcodes below this are built-ins or reserved for them"),
         Constant("USER_OPCODE_BASE", opcodes.USER_OPCODE_BASE, "first user opcode"),
         Constant("USER_OPCODE_COUNT", opcodes.USER_OPCODE_COUNT, "user opcodes"),
@@ -611,7 +614,8 @@ def digest_markdown() -> str:
         "little-endian): `SLOT_WORDS, ARGS_PER_SLOT, RESULT_WORDS, CONTROL_HEADER_WORDS, DEBUG_RECORD_WORDS, "
         "IO_ENTRY_WORDS, METRIC_WORDS, MAX_TENANTS, PRIORITY_OFFSET_WORDS, BUILTIN_LIMIT, USER_OPCODE_BASE, "
         "USER_OPCODE_COUNT, TENANT_WINDOW, USER_METRIC_BASE, MAX_PACKED_OPS`, the packable opcodes in "
-        f"increasing order, then for each member of `{enums}` (in that order, members in definition order) "
+        "increasing order, `DOORBELL_SLOT_BITS, DOORBELL_TAG_FLAG, DOORBELL_LAP_MASK`, then for each member "
+        f"of `{enums}` (in that order, members in definition order) "
         "the length of its name and its value.\n"
     )
 
@@ -643,8 +647,8 @@ def example_markdown() -> str:
     entry, tail = geometry.doorbell, int(ControlWord.DOORBELL_TAIL)
     assert changed == [tail, entry], changed  # ring_doorbell touched exactly the entry and the tail
     doorbell_rows = [
-        ("1", str(entry), f"`{4 * entry:#07x}`", "doorbell entry at position `p = 0` (`doorbell + p % doorbells`)",
-         str(int(image[entry]))),
+        ("1", str(entry), f"`{4 * entry:#07x}`", "doorbell entry at position `p = 0` (`doorbell + p % doorbells`): "
+         f"slot {index}, tag `DOORBELL_TAG_FLAG | 0` (lap 0)", _hex(int(image[entry]))),
         ("2", str(tail), f"`{4 * tail:#07x}`", "`DOORBELL_TAIL` (after the store fence)", str(int(image[tail]))),
     ]  # fmt: skip
     doorbell = markdown_table(("store", "word", "byte offset", "what", "value"), doorbell_rows)
@@ -667,8 +671,9 @@ def example_markdown() -> str:
         f"(`codec.ring_doorbell`) of the fresh image (`DOORBELL_TAIL = DOORBELL_HEAD = 0`, "
         f"`DOORBELL_CAPACITY = {geometry.doorbells}`): one entry, then the tail.\n\n"
         + doorbell
-        + f"\nA device that polls `DOORBELL_TAIL` reads 1, takes entry 0 (slot {index}), claims slot {index} "
-        f"by its status CAS as usual, then stores `DOORBELL_HEAD = 1`.\n"
+        + f"\nA device polling the entry at its head (position 0) reads `{int(image[entry]):#010x}`: the tag "
+        f"of lap 0 (`{int(image[entry]) >> layout.DOORBELL_SLOT_BITS:#x}`), so the entry is new; it claims slot "
+        f"{index} (status, tenant check, CAS) as usual, then stores `DOORBELL_HEAD = 1`.\n"
         + f"\n**A packed slot.** `encode_packed([{op_text}])`: metadata bytes `{raw.hex(' ')}` (count "
         f"{len(ops)}, then `(opcode, first argument word, argument count)` per op, zero padded to "
         f"{metadata_words} words), then the arguments:\n\n" + markdown_table(("word", "value", "part"), packed_rows)

@@ -39,6 +39,14 @@ MAX_OBSERVABLES = 1 << 20
 MAX_DEBUG_RECORDS = 1 << 16
 MAX_IO_ENTRIES = 1024
 MAX_DOORBELLS = 1 << 16
+# A doorbell entry holds a slot index in its low DOORBELL_SLOT_BITS bits (every index < MAX_SLOTS
+# fits) and, above them, the tag of the lap that wrote it: DOORBELL_TAG_FLAG | (lap &
+# DOORBELL_LAP_MASK), lap = position // DOORBELL_CAPACITY. A device polls the entries themselves
+# (no DOORBELL_TAIL round trip first): an entry not yet written in this lap still holds the previous
+# lap's tag, or zero, and never passes for a new one (docs/PROTOCOL.md, The doorbell).
+DOORBELL_SLOT_BITS = 20
+DOORBELL_TAG_FLAG = 0x800
+DOORBELL_LAP_MASK = 0x7FF
 
 
 class SlotWord(IntEnum):
@@ -301,6 +309,7 @@ def layout_digest() -> int:
     # the opcode space and packed-slot rules a device enforces are part of the contract too
     parts += [BUILTIN_LIMIT, USER_OPCODE_BASE, USER_OPCODE_COUNT, TENANT_WINDOW, USER_METRIC_BASE, MAX_PACKED_OPS]
     parts += sorted(int(opcode) for opcode in PACKABLE)
+    parts += [DOORBELL_SLOT_BITS, DOORBELL_TAG_FLAG, DOORBELL_LAP_MASK]  # the doorbell entry format
     enums = (BuiltinOpcode, SlotWord, SlotState, Priority, SlotFault, ControlWord, DeviceState, RunArg, DebugWord)
     for enum in (*enums, IoWord, IoState, IoOp, IoError):
         parts += [value for member in enum for value in (len(member.name), int(member))]

@@ -117,6 +117,9 @@ def generate() -> str:
         f"#define USER_METRIC_BASE {opcodes.USER_METRIC_BASE}u",
         f"#define MAX_PACKED_OPS {opcodes.MAX_PACKED_OPS}u",
         f"#define MAX_FUSED_MEMBERS {opcodes.MAX_FUSED_MEMBERS}u",
+        f"#define DOORBELL_SLOT_BITS {layout.DOORBELL_SLOT_BITS}u",
+        f"#define DOORBELL_TAG_FLAG {layout.DOORBELL_TAG_FLAG:#x}u",
+        f"#define DOORBELL_LAP_MASK {layout.DOORBELL_LAP_MASK:#x}u",
     ]
     lines += _enum_block(layout.SlotWord, "SW_")
     lines += _enum_block(layout.SlotState, "ST_")

@@ -2,11 +2,12 @@
 //
 // Launched once per start, and again by a relaunch over the same ring after it exited (SHUTDOWN
 // ends it for good; PAUSE ends it for a relaunch: docs/PROTOCOL.md, 6.5).
-// Block 0 is the dispatcher: its first warp scans the ring in host-mapped memory, claims
-// schedulable slots (it is the only claimer, so a plain store of CLAIMED suffices: the host
-// never writes a PUBLISHED slot) and pushes them onto a work queue in device memory. Every
-// other block is a worker: it pops a slot, runs it (a built-in, or a VIR0 program with its
-// threads as lanes), writes the results, fences, and publishes DONE or FAULT last.
+// Block 0 is the dispatcher: its first warp polls the doorbell (and now and then
+// scans the ring) in host-mapped memory, claims schedulable slots (it is the only claimer, so it
+// records a claim in device memory, vyre_owned: the host never writes a PUBLISHED slot) and
+// pushes them onto a work queue in device memory. Every other block is a worker: it pops a slot,
+// stores CLAIMED, runs it (a built-in, or a VIR0 program with its threads as lanes), writes the
+// results, fences, releases the claim and publishes DONE or FAULT last.
 // Semantics: docs/VIR0.md (bit-exact with the CPU backend) and docs/PROTOCOL.md.
 // Every protocol and ISA number comes from the generated vyre_abi.h.
 // Atomics on the image (host-mapped memory) are device-scope: only GPU threads ever
@@ -26,7 +27,11 @@
 #define NO_LANE 0xffffffffu
 #define IO_SHUTDOWN_GRACE_CYCLES (2000000000ull)
 #define DISPATCH_SLEEP_CAP_NS 256u  // idle back-off ceiling of the dispatcher
+#define COUNTER_COPY_PASSES 16u     // busy dispatcher passes between copies of the counters
 #define WORKER_SLEEP_CAP_NS 512u    // idle back-off ceiling of a worker (it polls device memory)
+#ifndef WORKER_HOT_POLLS  // tuning knob: polls without any sleep after a block served a slot
+#define WORKER_HOT_POLLS 4096u      // ~1 ms: a block that just worked takes the next slot at once
+#endif
 #define HIST_BINS 256u              // words a hist adds into (HISTOGRAM_WORDS of docs/VIR0.md)
 #define WARP_SCAN_MIN_BYTES 64u     // countb/findb/findl/hist ranges this long are scanned by the whole warp
 #ifndef SCAN_ROUND_VECS  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=SCAN_ROUND_VECS=8u): more bytes in flight per warp
@@ -63,6 +68,47 @@ struct __align__(16) QueueState {  // entries are read and written with 16-byte 
 extern "C" {
 __device__ QueueState vyre_queue;
 }
+
+// The device-owned counters (DONE_COUNT, FAULT_COUNT, CLAIM_COUNT, the metrics), counted in
+// device memory and copied into the image by the dispatcher whenever DONE_COUNT or CLAIM_COUNT
+// moved, and by the last block out. An atomic on a host-mapped word is a PCIe round trip that
+// every block serialises on (the H100 has no host-native atomics): counting there capped bulk
+// throughput. The image words keep one writer (the dispatcher) and plain stores.
+#define COUNTER_METRICS (USER_METRIC_BASE + USER_OPCODE_COUNT)
+#define DIRTY_WORDS ((COUNTER_METRICS + 31u) / 32u)
+struct DeviceCounters {
+    uint32_t done, fault, claim;       // absolute values, seeded from the image at start
+    uint32_t metrics[COUNTER_METRICS];
+    uint32_t dirty[DIRTY_WORDS];       // bit m: metric m moved since the dispatcher last copied it
+};
+__device__ DeviceCounters vyre_counters;
+
+// 1 while the dispatcher has claimed slot i and its worker has not stored DONE or FAULT yet.
+// The dispatcher claims in device memory and the worker that takes the slot stores CLAIMED in
+// the image: a CLAIMED store by the dispatcher would have to reach host memory before the
+// hand-off (a worker's DONE must never be overtaken by it), a PCIe write drained on the claim
+// path of every slot. Until the worker's CLAIMED lands the slot still reads PUBLISHED, so the
+// dispatcher checks this word before it reads a status (docs/PROTOCOL.md, Claiming).
+__device__ uint32_t vyre_owned[1u << DOORBELL_SLOT_BITS];
+
+// ------------------------------------------------------------------ stage stamps (diagnostics)
+
+// With $VYRE_MEGAKERNEL_DEFINES=VYRE_STAGE_STAMPS the kernel stamps %globaltimer (ns) at each step
+// of a slot's way into control words STAMP_WORD + k, for `bench/roundtrip_breakdown.py --stages`
+// (one slot in flight at a time). Those words are reserved (docs/PROTOCOL.md, section 6): a normal
+// build never writes them; this build is a measuring instrument, not a device.
+#ifdef VYRE_STAGE_STAMPS
+#define STAMP_WORD 48u
+__device__ __forceinline__ uint32_t global_ns() {
+    uint64_t t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return (uint32_t)t;
+}
+#define STAMP(p, k, t) (*(volatile uint32_t*)((uint32_t*)(p).image + STAMP_WORD + (k)) = (t))
+#define PASS_WORD 56u  // then: dispatcher passes that found entries, their ns, the entries found, scans
+#else
+#define STAMP(p, k, t) ((void)0)
+#endif
 
 // ------------------------------------------------------------------ memory ordering helpers
 
@@ -1387,17 +1433,30 @@ __device__ void complete_slot(const Params& p, SlotShared& T) {
         T.results[0] = T.fault; T.results[1] = 0; T.results[2] = 0;
     }
     for (uint32_t k = 0; k < RESULT_WORDS; k++) slot[SW_RESULT0 + k] = T.results[k];
-    // results, then the status with release semantics (status last: docs/PROTOCOL.md)
-    store_release(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);
-    // counters after the status: fire-and-forget reductions over PCIe that the round trip does
-    // not wait for; they are exact once the device is idle (docs/PROTOCOL.md, counters)
+    STAMP(p, 5, global_ns());
+    // CLAIMED (stored at take) and the results, then the claim is released, then the status
+    // (status last: docs/PROTOCOL.md). Once the dispatcher sees the claim released it reads
+    // CLAIMED or a later status, never the PUBLISHED this slot was claimed from.
+    __threadfence_system();
+    store_volatile(&vyre_owned[T.index], 0u);
+    store_volatile(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);
+    STAMP(p, 6, global_ns());
+    // counters after the status, in device memory: the round trip does not wait for them; the
+    // dispatcher copies them into the image (docs/PROTOCOL.md, counters)
     uint32_t metric = 0xffffffffu;
     if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) metric = USER_METRIC_BASE + op - USER_OPCODE_BASE;
     else if (op == BI_SHUTDOWN) metric = METRIC_SHUTDOWN;
     else if (op <= BI_RUN_PROGRAM) metric = op;  // built-in metric index = its opcode (generated tables agree)
-    if (metric != 0xffffffffu) atomicAdd(&image[p.metrics + metric], 1u);
-    atomicAdd(&image[CW_DONE_COUNT], 1u);
-    if (T.fault) atomicAdd(&image[CW_FAULT_COUNT], 1u);
+    if (metric != 0xffffffffu) {
+        atomicAdd(&vyre_counters.metrics[metric], 1u);
+        __threadfence();  // the count before its dirty bit: a copier that clears the bit reads the count after
+        atomicOr(&vyre_counters.dirty[metric / 32u], 1u << (metric % 32u));
+    }
+    if (T.fault) atomicAdd(&vyre_counters.fault, 1u);
+    __threadfence();  // metric, dirty bit and fault count before DONE_COUNT: a copier that sees the new
+                      // DONE_COUNT finds them
+    atomicAdd(&vyre_counters.done, 1u);
+    STAMP(p, 7, global_ns());
 }
 
 __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunShared& S, uint32_t* stage) {
@@ -1433,8 +1492,8 @@ __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunSh
 
 // Each lane offers one slot index (or NO_LANE). Claims every offered slot that is still
 // schedulable and whose tenant is enabled, pushing it onto the work queue in lane order.
-// Returns false when the queue filled up. Only the dispatcher claims, so a plain store of
-// CLAIMED suffices (the host never writes a PUBLISHED slot; docs/PROTOCOL.md, claims).
+// Returns false when the queue filled up. Only the dispatcher claims, so a claim is a plain store
+// into vyre_owned (the host never writes a PUBLISHED slot; docs/PROTOCOL.md, One claimer).
 // Tenant-mask words of tenants `lane` and `lane + 32`, read in parallel by the warp (<= 64 tenants).
 __device__ __forceinline__ void load_masks(const Params& p, uint32_t lane, uint32_t& low, uint32_t& high) {
     const uint32_t* masks = (const uint32_t*)p.image + p.tenant_masks;
@@ -1449,15 +1508,27 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     // the same slot may be offered twice (a repeated hint): only its lowest lane goes on
     uint32_t same = __match_any_sync(FULL_MASK, index);
     bool found = index != NO_LANE && (__ffs(same) - 1) == (int)lane;
-    uint4 head_words = make_uint4(0, 0, 0, 0);
+    uint4 head_words = make_uint4(0, 0, 0, 0), a0 = head_words, a1 = head_words, a2 = head_words;
+    // a slot this device claimed and has not completed reads PUBLISHED until its worker's
+    // CLAIMED lands: never claim it twice. The owner clears the word only after its CLAIMED is
+    // visible (complete_slot), and the acquire orders the status read below after this one.
+    if (found && load_acquire_gpu(&vyre_owned[index])) found = false;
     if (found) {
-        uint32_t* slot = image + p.ring + index * SLOT_WORDS;
-        // status, opcode, tenant, priority in one read; the host wrote status last, and a read
-        // that sees it PUBLISHED sees the words written before it (docs/PROTOCOL.md, publication)
-        head_words = load_volatile4(slot);
-        uint32_t state = head_words.x;
+        const uint4* slot = (const uint4*)(image + p.ring + index * SLOT_WORDS);
+        // The status with acquire semantics, then the payload: the host wrote the status last,
+        // so a read after an acquire that sees it PUBLISHED sees the words written before it
+        // (docs/PROTOCOL.md, publication). A load-acquire orders only this lane's later loads; a
+        // volatile read + __threadfence_system() would also drain every store in flight (the
+        // heartbeat, the doorbell head) over PCIe first.
+        uint32_t state = load_acquire((const uint32_t*)slot);
         found = state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE;
-        if (found) __threadfence_system();  // acquire: nothing of the payload is read before the status
+        if (found) {  // status (again: a schedulable status only the dispatcher changes), opcode,
+                      // tenant, priority and the 12 arguments, four reads in flight together
+            head_words = load_volatile4(slot);
+            a0 = load_volatile4(slot + 1); a1 = load_volatile4(slot + 2); a2 = load_volatile4(slot + 3);
+            head_words.x = state;
+            STAMP(p, 2, global_ns());
+        }
     }
     // a paused tenant's slot stays PUBLISHED, visible to the host, never stuck CLAIMED; an
     // out-of-range tenant is claimed, and faulted BAD_TENANT by its worker
@@ -1480,10 +1551,7 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     uint32_t take = offered < room ? offered : room;
     uint32_t rank = __popc(mask & ((1u << lane) - 1u));
     if (found && rank < take) {
-        const uint4* slot = (const uint4*)(image + p.ring + index * SLOT_WORDS);
-        // the 12 argument words, three reads in flight together
-        uint4 a0 = load_volatile4(slot + 1), a1 = load_volatile4(slot + 2), a2 = load_volatile4(slot + 3);
-        store_volatile(&image[p.ring + index * SLOT_WORDS + SW_STATUS], ST_CLAIMED);
+        store_volatile(&vyre_owned[index], 1u);  // claimed: the worker stores CLAIMED in the image
         uint32_t* words = vyre_queue.entries[(tail + rank) % QUEUE_CAPACITY];
         uint4* entry = (uint4*)words;
         head_words.x = ST_CLAIMED;
@@ -1492,18 +1560,85 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
         entry[2] = a0;
         entry[3] = a1;
         entry[4] = a2;
-        __threadfence();  // the entry's words, then its sequence (workers check it: see work())
+        __threadfence();  // the entry's words and the claim, then its sequence (workers check it: see work())
         store_volatile(&words[1], tail + rank + 1u);
     }
     __syncwarp();
     if (lane == 0 && take) {
         __threadfence();
         store_volatile(&vyre_queue.tail, tail + take);
-        atomicAdd(&image[CW_CLAIM_COUNT], take);
+        STAMP(p, 3, global_ns());
+        store_volatile(&vyre_counters.claim, load_volatile(&vyre_counters.claim) + take);  // lane 0 is its only writer
     }
     __syncwarp();
     claimed += take;
     return take == offered;
+}
+
+// The periodic scan of every status word (docs/PROTOCOL.md, The fallback scan): each lane reads
+// SCAN_BATCHES statuses at once (a PCIe round trip each, all in flight), and only batches with a
+// schedulable status go through claim_offered's careful claim. Returns false when the queue filled.
+#define SCAN_BATCHES 8u
+__device__ bool scan_ring(const Params& p, uint32_t lane, uint32_t mask_low, uint32_t mask_high, uint32_t& claimed) {
+    const uint32_t* image = (const uint32_t*)p.image;
+    bool room = true;
+    for (uint32_t base = 0; base < p.slots && room; base += 32u * SCAN_BATCHES) {
+        uint32_t seen[SCAN_BATCHES];
+#pragma unroll
+        for (uint32_t k = 0; k < SCAN_BATCHES; k++) {
+            uint32_t i = base + 32u * k + lane;
+            seen[k] = i < p.slots ? load_volatile(&image[p.ring + i * SLOT_WORDS + SW_STATUS]) : (uint32_t)ST_EMPTY;
+        }
+#pragma unroll
+        for (uint32_t k = 0; k < SCAN_BATCHES; k++) {
+            uint32_t i = base + 32u * k + lane;
+            bool maybe = seen[k] == ST_PUBLISHED || seen[k] == ST_YIELD || seen[k] == ST_REQUEUE;
+            if (room && __ballot_sync(FULL_MASK, maybe))  // claim_offered reads the status again, carefully
+                room = claim_offered(p, maybe ? i : NO_LANE, mask_low, mask_high, claimed);
+        }
+    }
+    return room;
+}
+
+// The dispatcher warp, before its first claim (so before any completion counts): the device
+// counters start from the image's words, so a device continues the counts it finds.
+__device__ void seed_counters(const Params& p, uint32_t lane) {
+    const uint32_t* image = (const uint32_t*)p.image;
+    for (uint32_t m = lane; m < COUNTER_METRICS; m += 32) vyre_counters.metrics[m] = load_volatile(&image[p.metrics + m]);
+    for (uint32_t w = lane; w < DIRTY_WORDS; w += 32) vyre_counters.dirty[w] = 0;
+    if (lane == 0) {
+        vyre_counters.done = load_volatile(&image[CW_DONE_COUNT]);
+        vyre_counters.fault = load_volatile(&image[CW_FAULT_COUNT]);
+        vyre_counters.claim = load_volatile(&image[CW_CLAIM_COUNT]);
+    }
+    __threadfence();
+    __syncwarp();
+}
+
+// Copies the device counters into the image: the metrics whose dirty bit is set, FAULT_COUNT,
+// CLAIM_COUNT, and DONE_COUNT last (release), so a host that sees DONE_COUNT move finds the
+// metrics of those completions. Threads `first, first + stride, ...` share the metric words: the
+// dispatcher warp (0, 32), or the last block out alone (0, 1). Thread 0 stores the control words.
+// Returns the DONE_COUNT it copied.
+__device__ uint32_t copy_counters(const Params& p, uint32_t first, uint32_t stride) {
+    uint32_t* image = (uint32_t*)p.image;
+    uint32_t done = load_volatile(&vyre_counters.done);
+    __threadfence();  // a completion adds to DONE_COUNT last: what it counted before is visible now
+    for (uint32_t w = first; w < DIRTY_WORDS; w += stride) {
+        uint32_t bits = load_volatile(&vyre_counters.dirty[w]) ? atomicExch(&vyre_counters.dirty[w], 0u) : 0u;
+        if (bits) __threadfence();  // the bits, then the counts they flag
+        for (; bits; bits &= bits - 1u) {
+            uint32_t m = w * 32u + (uint32_t)(__ffs(bits) - 1);
+            store_volatile(&image[p.metrics + m], load_volatile(&vyre_counters.metrics[m]));
+        }
+    }
+    if (stride > 1) __syncwarp();
+    if (first == 0) {
+        store_volatile(&image[CW_FAULT_COUNT], load_volatile(&vyre_counters.fault));
+        store_volatile(&image[CW_CLAIM_COUNT], load_volatile(&vyre_counters.claim));
+        store_release(&image[CW_DONE_COUNT], done);
+    }
+    return done;
 }
 
 __device__ void dispatch(const Params& p) {
@@ -1514,20 +1649,47 @@ __device__ void dispatch(const Params& p) {
     uint32_t head = load_volatile(&image[CW_DOORBELL_HEAD]);
     long long last_scan = 0;
     const long long scan_cycles = (long long)p.scan_interval_ns * 2;  // ~2 cycles per ns on an H100
+    seed_counters(p, lane);
+    for (uint32_t i = lane; i < p.slots; i += 32) vyre_owned[i] = 0;  // nothing claimed yet
+    __threadfence();
+    __syncwarp();
+    uint32_t copied_done = vyre_counters.done, copied_claim = vyre_counters.claim, busy_passes_uncopied = 0;
+    const uint32_t window = p.doorbells < 32u ? p.doorbells : 32u;  // entries polled per pass
+#ifdef VYRE_STAGE_STAMPS
+    uint32_t busy_passes = 0, busy_ns = 0, busy_entries = 0, scans = 0;
+#endif
+    const uint32_t lap_shift = (uint32_t)(__ffs(p.doorbells) - 1);  // doorbells is a power of two
     while (true) {
-        uint32_t stop = 0, pause = 0, tail = 0;
-        if (lane == 0) {  // three lanes: the reads are in flight at once
+#ifdef VYRE_STAGE_STAMPS
+        uint32_t pass_ns = global_ns();
+#endif
+        // One round trip: the doorbell entries at the head, SHUTDOWN and the tenant masks, all in
+        // flight at once (and two device-memory counters). An entry carrying the tag of its
+        // position's lap was written for this position (docs/PROTOCOL.md, The doorbell); its
+        // acquire orders this lane's reads of the slot it names after the host's stores.
+        uint32_t position = head + lane;
+        uint32_t entry = lane < window ? load_acquire(&image[p.doorbell + (position & (p.doorbells - 1u))]) : 0u;
+        uint32_t mask_low, mask_high;
+        load_masks(p, lane, mask_low, mask_high);
+        uint32_t stop = 0, pause = 0, done = 0, claims = 0;
+        if (lane == 0) {
             stop = load_volatile(&image[CW_SHUTDOWN]);
-            store_volatile(&image[CW_HEARTBEAT], ++heartbeat);
         } else if (lane == 1) {
-            tail = load_acquire(&image[CW_DOORBELL_TAIL]);
-        } else if (lane == 2) {
             pause = load_volatile(&image[CW_PAUSE]);
+        } else if (lane == 2) {
+            done = load_volatile(&vyre_counters.done);
+        } else if (lane == 3) {
+            claims = load_volatile(&vyre_counters.claim);
         }
-        stop = __shfl_sync(FULL_MASK, stop, 0) | __shfl_sync(FULL_MASK, pause, 2);
-        tail = __shfl_sync(FULL_MASK, tail, 1);
+        uint32_t tag = DOORBELL_TAG_FLAG | ((position >> lap_shift) & DOORBELL_LAP_MASK);
+        // the entries up to the first one not written yet: a later entry's read may have overtaken it
+        uint32_t written = __ballot_sync(FULL_MASK, lane < window && (entry >> DOORBELL_SLOT_BITS) == tag);
+        uint32_t fresh = written == FULL_MASK ? 32u : (uint32_t)(__ffs(~written) - 1);
         // SHUTDOWN (host or a SHUTDOWN slot) or PAUSE (a relaunch follows): claim nothing more;
         // what was claimed is queued and the workers drain it, the rest stays in the ring
+        stop = __shfl_sync(FULL_MASK, stop, 0) | __shfl_sync(FULL_MASK, pause, 1);
+        done = __shfl_sync(FULL_MASK, done, 2);
+        claims = __shfl_sync(FULL_MASK, claims, 3);
         if (stop) {  // every entry published so far comes before the shutdown flag
             if (lane == 0) { __threadfence(); store_volatile(&vyre_queue.shutdown, 1u); __threadfence(); }
             return;
@@ -1535,35 +1697,49 @@ __device__ void dispatch(const Params& p) {
         uint32_t claimed = 0;
         bool room = true;
         // 1. the doorbell: the slots the host just published (docs/PROTOCOL.md, Doorbell)
-        uint32_t pending = tail - head;
-        if (pending > p.doorbells) pending = p.doorbells;  // a corrupt tail cannot make us read garbage
-        uint32_t mask_low = 0, mask_high = 0;
-        if (pending) load_masks(p, lane, mask_low, mask_high);  // in flight with the entries
-        for (uint32_t i = 0; i < pending && room; i += 32) {
-            uint32_t index = NO_LANE;
-            if (i + lane < pending) {
-                index = load_volatile(&image[p.doorbell + (head + i + lane) % p.doorbells]);
-                if (index >= p.slots) index = NO_LANE;
-            }
+        if (fresh) {
+            if (lane == 0) { STAMP(p, 0, pass_ns); STAMP(p, 1, global_ns()); }
+            uint32_t index = lane < fresh ? entry & ((1u << DOORBELL_SLOT_BITS) - 1u) : NO_LANE;
+            if (index >= p.slots) index = NO_LANE;  // a corrupted entry names no slot
             room = claim_offered(p, index, mask_low, mask_high, claimed);
-        }
-        if (pending && room) {
-            head += pending;
-            if (lane == 0) store_volatile(&image[CW_DOORBELL_HEAD], head);
+            if (room) {  // else the whole window is offered again (a claimed slot is not schedulable then)
+                head += fresh;
+                if (lane == 0) store_volatile(&image[CW_DOORBELL_HEAD], head);
+            }
         }
         // 2. now and then, every status word: finds slots whose hint did not fit
         long long now = clock64();
         if (room && now - last_scan > scan_cycles) {
             last_scan = now;
+#ifdef VYRE_STAGE_STAMPS
+            scans++;
+#endif
             load_masks(p, lane, mask_low, mask_high);
-            for (uint32_t base = 0; base < p.slots && room; base += 32)
-                room = claim_offered(p, base + lane < p.slots ? base + lane : NO_LANE, mask_low, mask_high, claimed);
+            room = scan_ring(p, lane, mask_low, mask_high, claimed);
         }
-        if (claimed) {
+        // the image's counters, after this pass's claims: their PCIe stores drain while the
+        // next pass polls, not in front of a claim. While entries keep coming, only every
+        // COUNTER_COPY_PASSES passes (a copy ends in a system-scope release); at once when idle.
+        busy_passes_uncopied = fresh ? busy_passes_uncopied + 1u : COUNTER_COPY_PASSES;
+        if ((done != copied_done || claims != copied_claim) && busy_passes_uncopied >= COUNTER_COPY_PASSES) {
+            copied_done = copy_counters(p, lane, 32);
+            copied_claim = claims;
+            busy_passes_uncopied = 0;
+        }
+#ifdef VYRE_STAGE_STAMPS
+        if (lane == 0 && fresh) {
+            busy_passes++; busy_ns += global_ns() - pass_ns; busy_entries += fresh;
+            uint32_t* words = image + PASS_WORD;
+            store_volatile(words, busy_passes); store_volatile(words + 1, busy_ns);
+            store_volatile(words + 2, busy_entries); store_volatile(words + 3, scans);
+        }
+#endif
+        if (claimed || fresh) {  // busy: look again at once (a full window may have more behind it)
             sleep_ns = 32;
-        } else {
+        } else {  // an idle pass: the heartbeat (docs/PROTOCOL.md, Liveness), then back off
+            if (lane == 0) store_volatile(&image[CW_HEARTBEAT], ++heartbeat);
             __nanosleep(sleep_ns);
-            // the dispatcher polls one word (the doorbell tail): it can afford to look often
+            // the dispatcher polls one line of entries: it can afford to look often
             sleep_ns = sleep_ns * 2 < DISPATCH_SLEEP_CAP_NS ? sleep_ns * 2 : DISPATCH_SLEEP_CAP_NS;
         }
     }
@@ -1575,6 +1751,10 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
     __shared__ uint32_t s_index;
     __shared__ uint32_t s_stop;
     uint32_t sleep_ns = 32;
+    // Blocks that served a slot recently poll without sleeping for a while: the next slot of a
+    // busy stream (or a caller's next round trip) is taken a nanosleep sooner. Idle blocks
+    // back off, so the whole grid never hammers the queue's words at once.
+    uint32_t hot_polls = 0;
     while (true) {
         if (threadIdx.x == 0) {
             s_stop = 0;
@@ -1590,10 +1770,14 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                     uint4 e3 = load_volatile4(entry + 3), e4 = load_volatile4(entry + 4);
                     __threadfence();  // the copy is complete before the entry is handed back
                     store_volatile(&slot_words[2], ticket - ticket % QUEUE_CAPACITY + QUEUE_CAPACITY);
+                    STAMP(p, 4, global_ns());
+                    // the claim, visible in the image; complete_slot's fence orders it before DONE
+                    store_volatile((uint32_t*)p.image + p.ring + e0.x * SLOT_WORDS + SW_STATUS, ST_CLAIMED);
                     s_index = e0.x;
                     uint4* words = (uint4*)T.words;
                     words[0] = e1; words[1] = e2; words[2] = e3; words[3] = e4;
                     sleep_ns = 32;
+                    hot_polls = WORKER_HOT_POLLS;
                     break;
                 } else if (load_acquire_gpu(&vyre_queue.shutdown)) {  // told to stop: is my position ever filled?
                     // the dispatcher stored its last tail before the flag: a ticket at or past it
@@ -1603,6 +1787,8 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                         break;
                     }
                     __nanosleep(32);
+                } else if (hot_polls) {
+                    hot_polls--;
                 } else {
                     __nanosleep(sleep_ns);
                     uint32_t cap = p.idle_sleep_ns < WORKER_SLEEP_CAP_NS ? p.idle_sleep_ns : WORKER_SLEEP_CAP_NS;
@@ -1651,6 +1837,7 @@ extern "C" __global__ void VYRE_LAUNCH_BOUNDS vyre_megakernel(Params p) {
     if (threadIdx.x == 0) {
         __threadfence();
         if (atomicAdd(&vyre_queue.exited, 1u) == gridDim.x - 1) {  // the last block out
+            copy_counters(p, 0, 1);  // every completion counted: the image's counters are exact
             vyre_queue.head = 0; vyre_queue.tail = 0; vyre_queue.shutdown = 0; vyre_queue.exited = 0;
             __threadfence_system();
             store_release(&image[CW_DEVICE_STATE], DS_EXITED);
