@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from cuda.bindings import driver as cu
-from scan_reference import HASH_BLOCK, ChunkExpectation, Scan, offset_records, sorted_rows
+from scan_reference import HASH_BLOCK, ChunkExpectation, Scan, kept_records, offset_records, sorted_rows
 
 from vyre_runtime.backends.cuda import driver
 from vyre_runtime.backends.cuda.build import compile_source
@@ -26,6 +26,7 @@ SPAN = 64 << 10  # bytes per block: line count, histogram, literal
 DFA_SPAN = 256  # bytes per thread: DFA count
 MAX_STATIC_SHARED = 48 << 10  # dynamic shared memory without opting in
 LITERAL_RECORDS = 1 << 21  # record capacity of the literal search (2 words each)
+KEPT_CAPACITY = 1 << 16  # filter_compact's kept words per chunk (its `kept` binding's size)
 TIMEOUT_S = 30.0
 
 # The kernels' one parameter (struct ScanArgs in the .cu: same fields, sizes and offsets).
@@ -85,7 +86,7 @@ class HandWritten:
         self.stream = driver.Stream()
         blocks = total // HASH_BLOCK
         self.out = driver.DeviceMemory(self.chunks * 256 * 4)
-        self.records = driver.DeviceMemory(max(LITERAL_RECORDS * 2, blocks * 3) * 4)
+        self.records = driver.DeviceMemory(max(LITERAL_RECORDS * 2, blocks * 3, self.chunks * KEPT_CAPACITY) * 4)
         self.record_count = driver.DeviceMemory(4)
         self.tables: list[driver.DeviceMemory] = []
 
@@ -102,7 +103,7 @@ class HandWritten:
         args["out"], args["records"] = self.out.pointer, self.records.pointer
         args["record_count"] = self.record_count.pointer
         shared = 0
-        if scan.kind in ("count", "histogram", "literal"):
+        if scan.kind in ("count", "histogram", "literal", "checksum", "filter"):
             args["span"] = SPAN
             grid = math.ceil(self.total / SPAN)
         elif scan.kind == "blocks":
@@ -119,6 +120,11 @@ class HandWritten:
                 raise ValueError(f"the hand-written literal search takes 1..16 bytes, not {len(needle)}")
             args["table"], args["table_length"] = self._table(needle).pointer, len(needle)
             args["record_capacity"] = LITERAL_RECORDS
+        if scan.kind == "filter":
+            capacity = program.bindings[program.binding_index("kept")].words
+            if capacity > KEPT_CAPACITY:
+                raise ValueError(f"the hand-written filter keeps {KEPT_CAPACITY} words per chunk, not {capacity}")
+            args["record_capacity"] = capacity
         if scan.kind == "dfa":
             table = program.tables[0].data
             states = int(np.frombuffer(table[:4], "<u4")[0])
@@ -144,7 +150,7 @@ class HandWritten:
         self._zero_outputs()
         driver.launch(function, grid, BLOCK, self.stream, argument, shared)
         self.stream.wait(TIMEOUT_S, f"{scan.kernel}")
-        results = self._results(scan)
+        results = self._results(scan, int(args["record_capacity"][0]))
         events = Events()
         try:
             events.record(events.start, self.stream)
@@ -157,13 +163,17 @@ class HandWritten:
             events.destroy()
         return Timing(passes * self.total / seconds / 1e9, seconds, passes), results
 
-    def _results(self, scan: Scan) -> dict[int, ChunkExpectation]:
+    def _results(self, scan: Scan, record_capacity: int) -> dict[int, ChunkExpectation]:
         out = np.frombuffer(driver.download(self.stream, self.out.pointer, self.out.nbytes, TIMEOUT_S), "<u4")
         results: dict[int, ChunkExpectation] = {}
         if scan.kind in ("count", "dfa", "literal"):
             values = {i: out[i : i + 1].copy() for i in range(self.chunks)}
         elif scan.kind == "histogram":
             values = {i: out[i * 256 : (i + 1) * 256].copy() for i in range(self.chunks)}
+        elif scan.kind == "checksum":
+            values = {i: out[2 * i : 2 * i + 2].copy() for i in range(self.chunks)}
+        elif scan.kind == "filter":
+            values = {i: out[i : i + 1].copy() for i in range(self.chunks)}
         else:
             values = dict.fromkeys(range(self.chunks))
         records_by_chunk: dict[int, np.ndarray | None] = dict.fromkeys(range(self.chunks))
@@ -178,6 +188,13 @@ class HandWritten:
             chunk_of = offsets // np.uint64(self.chunk)
             for i in range(self.chunks):
                 records_by_chunk[i] = offset_records(offsets[chunk_of == i])
+        elif scan.kind == "filter":
+            words = np.frombuffer(
+                driver.download(self.stream, self.records.pointer, self.chunks * record_capacity * 4, TIMEOUT_S),
+                "<u4",
+            ).reshape(self.chunks, record_capacity)
+            for i in range(self.chunks):  # slots 0..count-1 of each chunk (those that fit)
+                records_by_chunk[i] = kept_records(words[i, : min(int(values[i][0]), record_capacity)])
         elif scan.kind == "blocks":
             blocks = self.total // HASH_BLOCK
             rows = np.frombuffer(

@@ -31,7 +31,7 @@ class Scan:
 
     name: str  # examples/<name>.vasm
     kernel: str  # its function in bench/kernels/scan_kernels.cu
-    kind: str  # "count" | "histogram" | "literal" | "blocks" | "dfa"
+    kind: str  # "count" | "histogram" | "literal" | "blocks" | "dfa" | "checksum" | "filter"
     output: str | None  # the binding holding the per-chunk value (None: records only)
 
 
@@ -43,6 +43,14 @@ SCANS = (
     Scan("xxh32_blocks", "scan_xxh32_blocks", "blocks", None),
     Scan("dfa_count", "scan_dfa_count", "dfa", "matches"),
 )
+# The word examples (bench/jit.py): checksum's value is (sum, bytes); filter_compact's records
+# are its `kept` word indices, compared as a sorted multiset (their order is not specified).
+WORD_SCANS = (
+    Scan("checksum", "scan_checksum", "checksum", "sum"),
+    Scan("filter_compact", "scan_filter_compact", "filter", "count"),
+)
+ALL_SCANS = SCANS + WORD_SCANS
+KEEP_FROM = 0xF0000000  # filter_compact keeps the words >= this
 
 
 def load_program(scan: Scan) -> Program:
@@ -64,6 +72,16 @@ def generate(total: int, seed: int = 7) -> np.ndarray:
         where = where[where + len(needle) <= total]
         for k, byte in enumerate(needle):
             data[where + k] = byte
+    return data
+
+
+def salt_kept_words(data: np.ndarray, every: int = 64, seed: int = 11) -> np.ndarray:
+    """Give one aligned u32 word in ``every`` (at random) a top byte >= 0xF0, so filter_compact
+    keeps about 1/``every`` of the words (text alone has none: its bytes are < 0x80). In place."""
+    rng = np.random.default_rng(seed)
+    words = len(data) // 4
+    chosen = rng.choice(words, size=words // every, replace=False) if words else np.zeros(0, np.int64)
+    data[chosen * 4 + 3] = 0xF0 | rng.integers(0, 16, len(chosen), dtype=np.uint8)
     return data
 
 
@@ -176,6 +194,16 @@ def numpy_expectation(scan: Scan, program: Program, data: np.ndarray, plan: Chun
         return ChunkExpectation(None, block_records(data, start, end, hashes))
     if scan.kind == "dfa":
         return ChunkExpectation(np.array([pattern_end_count(data, start, end, list(NEEDLES[1:]))], np.uint32), None)
+    if scan.kind == "checksum":
+        shifts = (np.arange(start, end, dtype=np.uint64) & np.uint64(3)) * np.uint64(8)
+        total = int(np.sum(owned.astype(np.uint64) << shifts, dtype=np.uint64)) & 0xFFFFFFFF
+        return ChunkExpectation(np.array([total, end - start], dtype=np.uint32), None)
+    if scan.kind == "filter":
+        if start % 4:
+            raise ValueError("filter_compact's reference takes chunks that start on a word")
+        words = owned[: len(owned) & ~3].view("<u4")
+        indices = (start // 4 + np.flatnonzero(words >= KEEP_FROM)).astype(np.uint32)
+        return ChunkExpectation(np.array([len(indices)], dtype=np.uint32), kept_records(indices))
     raise ValueError(f"unknown scan kind {scan.kind!r}")
 
 
@@ -189,6 +217,30 @@ def sorted_rows(records: np.ndarray) -> np.ndarray:
     return records[np.lexsort(records.T[::-1])]
 
 
+def kept_records(indices: np.ndarray) -> np.ndarray:
+    """filter_compact's kept word indices as one-word rows, in `sorted_rows` order."""
+    return np.sort(np.asarray(indices, dtype=np.uint32)).reshape(-1, 1)
+
+
+def run_value(scan: Scan, run) -> np.ndarray:
+    """The words of a run (a RunResult) that the expectation's `value` holds."""
+    if scan.kind == "checksum":
+        return np.concatenate([run.outputs["sum"], run.outputs["bytes"]])
+    return run.outputs[scan.output]
+
+
+def run_records(scan: Scan, run) -> np.ndarray:
+    """A run's records in `sorted_rows` order; filter_compact's are the filled part of `kept`
+    (slots 0..count-1 when everything fit; the rest must still hold the binding's init)."""
+    if scan.kind == "filter":
+        kept = np.asarray(run.outputs["kept"], dtype=np.uint32)
+        filled = min(int(run.outputs["count"][0]), len(kept))
+        if np.any(kept[filled:] != 0xFFFFFFFF):
+            raise ValueError(f"filter_compact wrote kept slots past its count {filled}")
+        return kept_records(kept[:filled])
+    return sorted_rows(np.asarray(run.records, dtype=np.uint32))
+
+
 def run_mismatch(scan: Scan, plan: ChunkPlan, run, expected: ChunkExpectation) -> str | None:
     """None if ``run`` (a RunResult) is what ``expected`` says, else one line on the difference."""
     where = f"{scan.name} chunk {plan.index}"
@@ -197,11 +249,14 @@ def run_mismatch(scan: Scan, plan: ChunkPlan, run, expected: ChunkExpectation) -
     if run.dropped:
         return f"{where}: {run.dropped} records dropped (emit capacity too small)"
     if expected.value is not None:
-        got = run.outputs[scan.output]
+        got = run_value(scan, run)
         if not np.array_equal(got, expected.value):
             return f"{where}: {scan.output} = {got[:4].tolist()}..., expected {expected.value[:4].tolist()}..."
     if expected.records is not None:
-        got = sorted_rows(np.asarray(run.records, dtype=np.uint32))
+        try:
+            got = run_records(scan, run)
+        except ValueError as error:
+            return f"{where}: {error}"
         if got.shape != expected.records.shape or not np.array_equal(got, expected.records):
             return f"{where}: {len(got)} records differ from the {len(expected.records)} expected"
     return None

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One complete GPU-machine session (the H100 of the device tool): install the carried wheels,
 # report the machine, run the GPU tests, then the CUDA benchmarks. Logs land under $OUT.
-#   bash scripts/gpu_session.sh [tests|soak|memcheck|bench|jit|ingest|all]
+#   bash scripts/gpu_session.sh [tests|soak|memcheck|bench|jit|jitbench|ingest|all]
+# (jitbench, not part of all: bench/jit.py, every example interpreted vs JIT vs hand-written)
 set -u
 what=${1:-all}
 OUT=${OUT:-/tmp/vyre-out}
@@ -58,6 +59,11 @@ if [ "$what" = jit ] || [ "$what" = all ]; then
   timeout 300 python3 bench/scan.py --jit ${SCAN_ARGS:-} > "$OUT/scan-jit.txt" 2>&1
   echo "scan --jit exit $?" >> "$OUT/scan-jit.txt"
   cp bench/results/scan-cuda.json "$OUT/scan-jit.json" 2>/dev/null
+fi
+if [ "$what" = jitbench ]; then
+  timeout ${JITBENCH_TIMEOUT_S:-300} python3 bench/jit.py ${JITBENCH_ARGS:-} > "$OUT/jit-bench.txt" 2>&1
+  echo "jit bench exit $?" >> "$OUT/jit-bench.txt"
+  cp bench/results/jit-cuda.json "$OUT/" 2>/dev/null
 fi
 if [ "$what" = ingest ] || [ "$what" = all ]; then
   timeout 60 python3 -m pytest -q tests/test_ingest_uring.py tests/test_ingest_reader.py > "$OUT/ingest-tests.txt" 2>&1

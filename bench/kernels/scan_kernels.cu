@@ -8,6 +8,8 @@
 //   scan_fnv1a_blocks   records[block]         (offset lo, hi, FNV-1a) / 4 KiB (fnv1a_blocks.vasm)
 //   scan_xxh32_blocks   records[block]         (offset lo, hi, xxHash32)       (xxh32_blocks.vasm)
 //   scan_dfa_count      out[chunk]             pattern ends owned by the chunk (dfa_count.vasm)
+//   scan_checksum       out[2 chunk], [+1]     sum of LE u32 words, owned bytes (checksum.vasm)
+//   scan_filter_compact out[chunk], records    kept word indices, per chunk    (filter_compact.vasm)
 // A chunk owns [chunk * a.chunk, (chunk + 1) * a.chunk); a match belongs to the chunk holding its
 // anchor (the literal's first byte, the pattern's last byte), as in the examples.
 // Compiled by bench/scan.py with vyre_runtime.backends.cuda.build.compile_source (NVRTC, the
@@ -274,4 +276,69 @@ extern "C" __global__ void __launch_bounds__(SCAN_BLOCK) scan_dfa_count(ScanArgs
         count += (t & VIR0_DFA_ACCEPT_BIT) != 0;
     }
     if (count) atomicAdd(&a.out[start / a.chunk], count);
+}
+
+// ------------------------------------------------------------------ checksum
+
+// The sum, over every byte b at file position p, of b << 8 * (p mod 4): the sum of the
+// little-endian u32 words, since the data starts at file position 0 (aligned words need no
+// rotation). A block's span lies inside one chunk (the host checks chunk % span == 0).
+extern "C" __global__ void __launch_bounds__(SCAN_BLOCK) scan_checksum(ScanArgs a) {
+    uint64_t start = (uint64_t)blockIdx.x * a.span;
+    if (start >= a.total) return;
+    uint64_t end = min_u64(start + a.span, a.total);
+    uint64_t vector_end = start + ((end - start) & ~15ull);
+    uint32_t sum = 0;  // wraps mod 2^32, as the example's add does
+    for (uint64_t p = start + threadIdx.x * 16ull; p < vector_end; p += SCAN_BLOCK * 16ull) {
+        uint4 v = load16(a.data + p);
+        sum += v.x + v.y + v.z + v.w;
+    }
+    for (uint64_t p = vector_end + threadIdx.x; p < end; p += SCAN_BLOCK) sum += (uint32_t)a.data[p] << (8u * (p & 3u));
+    uint32_t total = block_sum(sum);
+    if (threadIdx.x == 0) {
+        uint32_t* out = a.out + 2ull * (start / a.chunk);
+        atomicAdd(&out[0], total);
+        atomicAdd(&out[1], (uint32_t)(end - start));
+    }
+}
+
+// ------------------------------------------------------------------ filter + compaction
+
+// The file word index of every u32 word >= 0xF0000000, in any order (as the example: `count`
+// counts every kept word, the chunk's a.record_capacity records keep the first that fit).
+// Warp-aggregated: one atomic per warp and step reserves the warp's slots in its chunk's
+// counter. Whole 16-byte steps only: the host makes total and span multiples of 4096 bytes.
+// The step loop is the same for every thread of the block (the shuffles need whole warps).
+extern "C" __global__ void __launch_bounds__(SCAN_BLOCK) scan_filter_compact(ScanArgs a) {
+    uint64_t start = (uint64_t)blockIdx.x * a.span;
+    if (start >= a.total) return;  // uniform across the block
+    uint64_t end = min_u64(start + a.span, a.total);
+    uint64_t chunk = start / a.chunk;
+    uint32_t* counter = a.out + chunk;
+    uint32_t* kept = a.records + chunk * a.record_capacity;
+    uint32_t lane = threadIdx.x & 31u;
+    for (uint64_t base = start; base < end; base += SCAN_BLOCK * 16ull) {
+        uint64_t p = base + threadIdx.x * 16ull;
+        uint4 v = p + 16 <= end ? load16(a.data + p) : make_uint4(0, 0, 0, 0);
+        uint32_t flags = (v.x >= 0xF0000000u) | (v.y >= 0xF0000000u) << 1 | (v.z >= 0xF0000000u) << 2 |
+                         (v.w >= 0xF0000000u) << 3;
+        uint32_t mine = __popc(flags);
+        uint32_t before = mine;  // inclusive prefix sum over the warp
+#pragma unroll
+        for (uint32_t d = 1; d < 32; d <<= 1) {
+            uint32_t up = __shfl_up_sync(FULL_MASK, before, d);
+            if (lane >= d) before += up;
+        }
+        uint32_t warp_total = __shfl_sync(FULL_MASK, before, 31);
+        uint32_t slot = 0;
+        if (lane == 31 && warp_total) slot = atomicAdd(counter, warp_total);
+        slot = __shfl_sync(FULL_MASK, slot, 31) + before - mine;
+        uint32_t word = (uint32_t)(p >> 2);
+        while (flags) {
+            uint32_t k = __ffs(flags) - 1;
+            flags &= flags - 1;
+            if (slot < a.record_capacity) kept[slot] = word + k;
+            slot++;
+        }
+    }
 }
