@@ -154,3 +154,14 @@ def test_a_forced_progress_bar_reports_on_stderr_and_leaves_the_results_alone(tm
     captured = capsys.readouterr()
     assert "lines = 5000" in captured.out
     assert "10.0/10.0 kB" in captured.err  # rich's download column: every byte accounted for
+
+
+def test_run_jit_on_the_cpu_backend_fails_with_a_clear_error_and_json_counts_no_native_chunks(tmp_path, capsys):
+    data = tmp_path / "log.txt"
+    data.write_bytes(b"a\nb\n" * 100)
+    program = str(EXAMPLES / "line_count.vasm")
+    assert run_cli("run", program, str(data), "--backend", "cpu", "--jit") != 0
+    assert "needs the cuda backend" in capsys.readouterr().err
+    assert run_cli("run", program, str(data), "--backend", "cpu", "--json") == 0
+    [result] = json.loads(capsys.readouterr().out)["files"][0]["results"]
+    assert result["jit_chunks"] == 0 and result["outputs"]["lines"] == [200]

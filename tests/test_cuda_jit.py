@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,32 @@ def test_a_hot_program_is_swapped_to_native_code_while_runs_stream_and_no_run_is
         assert stats.completed == stats.published
     finally:
         gpu.shutdown(timeout=SHUTDOWN_S)
+
+
+def test_a_stream_with_jit_runs_every_chunk_natively_and_auto_counts_code_across_per_file_handles(tmp_path):
+    from vyre_runtime.ingest.stream import StreamOptions, StreamPipeline
+
+    program = asm.assemble_program((EXAMPLES[0].parent / "line_count.vasm").read_text())
+    files = []
+    for index in range(6):
+        path = tmp_path / f"part{index}.txt"
+        path.write_bytes(text_with_needles(index, 300_000, NEEDLES))
+        files.append(path)
+    expected = [path.read_bytes().count(b"\n") for path in files]
+    options = StreamOptions(chunk_size=64 << 10, jit=True)
+    with Megakernel(backend="cuda", slots=256, jit="request") as gpu, StreamPipeline([program], gpu, options) as stream:
+        results = stream.run([str(path) for path in files])
+        assert [r.programs[0].outputs["lines"].tolist() for r in results] == [[n] for n in expected]
+        assert all(r.programs[0].jit_chunks == r.chunks > 1 for r in results)
+    hot = JitPolicy(mode="auto", hot_runs=8, settle_s=0.0)
+    options = StreamOptions(chunk_size=64 << 10)
+    with Megakernel(backend="cuda", slots=256, jit=hot) as gpu, StreamPipeline([program], gpu, options) as stream:
+        first = stream.run([str(path) for path in files[:2]])  # 10 chunks over two handles: hot
+        probe = gpu.register_program(program)  # same code: its state is the code's
+        deadline = time.monotonic() + 120
+        while gpu.stats().programs[probe].state != "jit":  # the auto build and swap, not requested
+            assert time.monotonic() < deadline, gpu.stats().programs[probe]
+            time.sleep(0.05)
+        later = stream.run([str(path) for path in files[2:]])
+        assert [r.programs[0].outputs["lines"].tolist() for r in first + later] == [[n] for n in expected]
+        assert all(r.programs[0].jit_chunks == r.chunks for r in later)

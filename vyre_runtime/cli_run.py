@@ -65,6 +65,11 @@ def add_run_parser(commands: argparse._SubParsersAction, handler: Callable[[argp
         help="one fused slot runs all programs over a chunk: one pass over PCIe (default: on CUDA, 2+ programs)",
     )
     fuse.add_argument("--no-fuse", dest="fuse", action="store_false", help="one slot per program and chunk")
+    run.add_argument(
+        "--jit",
+        action="store_true",
+        help="compile the programs to native GPU code first (CUDA; a one-off NVRTC build, cached on disk)",
+    )
     run.add_argument("--max-records", type=int, default=10, help="records to print (human output)")
     progress = run.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar")
@@ -119,6 +124,7 @@ def command_run(args: argparse.Namespace, load_program: Callable[[str], Program]
         fuel=args.fuel,
         emit_capacity=args.emit_capacity,
         fuse=args.fuse,
+        jit=args.jit,
     )
     show_progress = args.progress if args.progress is not None else (sys.stderr.isatty() and not args.json)
     with (
@@ -236,6 +242,7 @@ def _json_document(
             "record_chunks": result.record_chunks.tolist(),
             "dropped": result.dropped,
             "instructions": result.instructions,
+            "jit_chunks": result.jit_chunks,
             "faults": [
                 {
                     "chunk": f.chunk.index,

@@ -1,7 +1,8 @@
 """Which programs run as native code: the JIT policy, per-program paths and background builds.
 
 Programs are interpreted by default. A program is JIT-compiled (backends/cuda/jit.py) when the
-caller asks (`Megakernel.jit`) or, under the "auto" policy, once it has run `hot_runs` times.
+caller asks (`Megakernel.jit`) or, under the "auto" policy, once its code has run `hot_runs`
+times interpreted (counted by code, so the handles a stream registers per file add up).
 Builds happen on a background thread: every program wanted so far goes into one megakernel
 variant (NVRTC, through the build cache), and the Megakernel swaps to it (_swap_to_variant: a
 pause that leaves queued slots PUBLISHED, then a relaunch of the new module), so nothing is lost
@@ -88,6 +89,9 @@ class JitManager:
         self._code_key = code_key
         self._lock = threading.Condition()
         self._runs: dict[int, list[int]] = {}  # handle -> [interpreted, jit]
+        # interpreted runs per code key: what makes code hot, whichever handles ran it (a stream
+        # registers its programs afresh for every file, and they share one native function)
+        self._key_runs: dict[str, int] = {}
         self._keys: dict[int, str] = {}  # handle -> code key
         self._wanted: dict[str, Program] = {}  # every code key asked for (built or not)
         self._serving: set[str] = set()  # keys the running module holds
@@ -104,16 +108,14 @@ class JitManager:
         with self._lock:
             runs = self._runs.setdefault(handle, [0, 0])
             runs[path == "jit"] += 1
-            if (
-                path == "interpreted"
-                and self.policy.mode == "auto"
-                and self.supported
-                and runs[0] >= self.policy.hot_runs
-                and handle in self.registry.programs
-            ):
-                key = self._key(handle)
-                if key not in self._wanted and key not in self._failed:
-                    self._want(key, self.registry.programs[handle].program)
+            if path != "interpreted" or self.policy.mode != "auto" or not self.supported:
+                return
+            if handle not in self.registry.programs:
+                return  # unregistered meanwhile: its code is counted through the handles that remain
+            key = self._key(handle)
+            count = self._key_runs[key] = self._key_runs.get(key, 0) + 1
+            if count >= self.policy.hot_runs and key not in self._wanted and key not in self._failed:
+                self._want(key, self.registry.programs[handle].program)
 
     def forget(self, handle: int) -> None:
         """``handle`` was unregistered (its code stays in the module: other handles may share it)."""

@@ -45,6 +45,7 @@ class ProgramResult:
     dropped: int = 0
     faults: list[ChunkFault] = field(default_factory=list)
     instructions: int = 0
+    jit_chunks: int = 0  # chunks the device ran as native code (the rest: interpreted)
 
 
 @dataclass
@@ -81,6 +82,7 @@ def merge(program: Program, chunks: dict[int, ChunkOutcome], global_buffers: dic
     for index in sorted(chunks):
         plan, outcome = chunks[index].plan, chunks[index].outcome
         result.instructions += outcome.instructions
+        result.jit_chunks += outcome.path == "jit"
         if outcome.fault is not None:
             result.faults.append(ChunkFault(plan, outcome.fault))
             continue

@@ -71,6 +71,7 @@ class StreamOptions:
     fuel: int | None = None  # None: each program's .fuel
     emit_capacity: int = 65536  # records per chunk and program
     fuse: bool | None = None  # one fused slot per chunk for all programs; None: on for 2+ programs on CUDA
+    jit: bool = False  # JIT-compile the programs before the first chunk (CUDA; Megakernel.jit)
 
     def check(self) -> None:
         for name in ("chunk_size", "chunks", "chunks_per_slot", "read_size", "queue_depth", "rings"):
@@ -157,6 +158,20 @@ class StreamPipeline:
         self.arena: Arena | None = None
         self.reader_name, self.fallback_reason = "", None
         self._closed = False
+        self._jitted = False
+
+    def _jit_programs(self) -> None:
+        """options.jit: compile the programs to native code before the first chunk. The swap is
+        by code, so the handles each input registers afresh run natively too."""
+        if self._jitted or not self.options.jit:
+            return
+        handles = [self.megakernel.register_program(program) for program in self.programs]
+        try:
+            self.megakernel.jit(*handles)
+        finally:
+            for handle in handles:
+                self.megakernel.unregister_program(handle)
+        self._jitted = True
 
     # ------------------------------------------------------------------ public
 
@@ -166,6 +181,7 @@ class StreamPipeline:
         if self._closed:
             raise DispatchError("this stream pipeline is closed", "make a new StreamPipeline")
         options = self.options
+        self._jit_programs()  # before the clock: a build is a one-off (and cached on disk)
         started = time.perf_counter()
         self.stats = StreamStats()
         if self.arena is None:
