@@ -215,6 +215,7 @@ def main() -> int:
     )
     parser.add_argument("--cold", action="store_true", help="also measure after dropping the page cache (O_DIRECT)")
     parser.add_argument("--repeat", type=int, default=2, help="warm runs of each row (the best is kept)")
+    parser.add_argument("--jit", action="store_true", help="JIT the consumers first (StreamOptions.jit; CUDA)")
     args = parser.parse_args()
 
     size, chunk_size, read_size = parse_size(args.size), parse_size(args.chunk_size), parse_size(args.read_size)
@@ -234,6 +235,7 @@ def main() -> int:
         read_size=read_size,
         queue_depth=args.depth,
         lanes=args.lanes,
+        jit=args.jit,
     )
     cuda = args.backend == "cuda" or (args.backend == "auto" and cuda_unavailable_reason() is None)
     # plain memory for the raw reads: io_uring pins registered pages itself
