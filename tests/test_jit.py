@@ -149,6 +149,13 @@ def test_the_cpu_backend_refuses_a_jit_request_and_reports_every_run_as_interpre
             assert outcome.path == "interpreted"
         with pytest.raises(BackendError, match="needs the cuda backend"):
             mk.jit(handle)
+        with pytest.raises(DispatchError, match="not registered"):
+            mk.jit(handle + 1000)
+        other = mk.register_program(assemble_program(EXAMPLES[1].read_text()))
+        group = mk.register_fused([handle, other])
+        with pytest.raises(DispatchError, match="is a fused group") as refused:
+            mk.jit(group)
+        assert f"its members ({handle}, {other})" in refused.value.one_line()
         path = mk.stats().programs[handle]
         assert (path.state, path.runs_interpreted, path.runs_jit) == ("interpreted", 3, 0)
         assert path.name == program.name

@@ -125,6 +125,10 @@ class JitManager:
 
     def request(self, handles: Iterable[int]) -> Future:
         """Compile ``handles``; the Future resolves once the serving module runs them natively."""
+        handles = list(handles)
+        with self._lock:
+            for handle in handles:  # the caller's arguments first, on every backend
+                self._check_handle(handle)
         if not self.supported:
             raise BackendError(
                 f"the {getattr(self.device, 'name', '?')} backend interprets every program: JIT compiles "
@@ -139,8 +143,7 @@ class JitManager:
                 raise BackendError("the Megakernel is shut down", "open a new one")
             keys = set()
             for handle in handles:
-                if handle not in self.registry.programs:
-                    raise DispatchError(f"program handle {handle} is not registered", "register_program() first")
+                self._check_handle(handle)  # again: it may have been unregistered meanwhile
                 key = self._key(handle)
                 if key in self._failed:
                     raise BackendError(f"program {handle} failed to JIT-compile: {self._failed[key]}")
@@ -153,6 +156,16 @@ class JitManager:
             else:
                 self._waiters.append(_Waiter(missing, future))
         return future
+
+    def _check_handle(self, handle: int) -> None:  # under the lock
+        if handle in self.registry.fused:
+            members = ", ".join(map(str, self.registry.fused[handle].members))
+            raise DispatchError(
+                f"handle {handle} is a fused group; the JIT compiles programs",
+                f"jit() its members ({members}): the group's runs then use their native code",
+            )
+        if handle not in self.registry.programs:
+            raise DispatchError(f"program handle {handle} is not registered", "register_program() first")
 
     # ------------------------------------------------------------------ reporting
 
