@@ -200,7 +200,8 @@ def _print_file(programs: Sequence[Program], result: FileResult, max_records: in
 
 
 def _print_program(program: Program, result: ProgramResult, max_records: int) -> None:
-    print(f"  {program.name}:")
+    native = f" (native code on {result.jit_chunks} chunks)" if result.jit_chunks else ""
+    print(f"  {program.name}:{native}")
     for name, value in result.outputs.items():
         if isinstance(value, list):
             print(f"    {name}: {len(value)} chunks")
