@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One complete GPU-machine session (the H100 of the device tool): install the carried wheels,
 # report the machine, run the GPU tests, then the CUDA benchmarks. Logs land under $OUT.
-#   bash scripts/gpu_session.sh [tests|soak|memcheck|bench|jit|jitbench|ingest|all]
+#   bash scripts/gpu_session.sh [tests|soak|memcheck|bench|jit|jitbench|sweep|ingest|all]
 # (jitbench, not part of all: bench/jit.py, every example interpreted vs JIT vs hand-written)
 set -u
 what=${1:-all}
@@ -59,6 +59,16 @@ if [ "$what" = jit ] || [ "$what" = all ]; then
   timeout 300 python3 bench/scan.py --jit ${SCAN_ARGS:-} > "$OUT/scan-jit.txt" 2>&1
   echo "scan --jit exit $?" >> "$OUT/scan-jit.txt"
   cp bench/results/scan-cuda.json "$OUT/scan-jit.json" 2>/dev/null
+fi
+if [ "$what" = sweep ]; then
+  # Where the time of 1 MiB runs goes: device time against the number of runs and the chunk size
+  # (constant in runs: a floor of the measurement; linear in runs, not in size: a per-run cost)
+  for chunk in 1 4; do
+    for runs in 256 512 1024 2048; do
+      timeout 60 python3 bench/scan.py --programs line_count --lanes 256 --chunk-mib $chunk --runs $runs \
+        --budget-s 5 --mapped-chunks 1 2>&1 | grep "lanes   256:" | sed "s/^/chunk ${chunk} MiB, runs ${runs}: /" >> "$OUT/sweep.txt"
+    done
+  done
 fi
 if [ "$what" = jitbench ]; then
   timeout ${JITBENCH_TIMEOUT_S:-300} python3 bench/jit.py ${JITBENCH_ARGS:-} > "$OUT/jit-bench.txt" 2>&1
