@@ -159,3 +159,17 @@ def test_the_cpu_backend_refuses_a_jit_request_and_reports_every_run_as_interpre
         path = mk.stats().programs[handle]
         assert (path.state, path.runs_interpreted, path.runs_jit) == ("interpreted", 3, 0)
         assert path.name == program.name
+
+
+def test_a_failing_run_observer_costs_no_result_and_is_kept_for_diagnosis() -> None:
+    program = assemble_program(EXAMPLES[0].read_text())
+    with Megakernel(backend="cpu", slots=16, workers=1) as mk:
+        handle = mk.register_program(program)
+
+        def broken(handle: int, path: str) -> None:
+            raise KeyError(handle)
+
+        mk.service.run_observer = broken
+        outcomes = [mk.submit(handle, b"x\ny\n").result(30) for _ in range(3)]
+        assert all(outcome.ok for outcome in outcomes)
+        assert len(mk.service.observer_errors) == 3 and mk.service.observer_errors[0].startswith("KeyError")

@@ -188,6 +188,7 @@ class HostService:
         self.stray_samples: list[tuple[int, tuple[int, ...]]] = []  # (slot, its 16 words), the first few
         # told (program handle, path) of every finished run: the JIT policy counts hot programs
         self.run_observer: Callable[[int, str], None] | None = None
+        self.observer_errors: list[str] = []  # what run_observer raised (a bug), kept for diagnosis
         self._pending: dict[int, _Pending] = {}
         self._bulk_ticket = np.zeros(layout.slots, dtype=np.int64)  # slot -> ticket id, 0 = none
         self._bulk_in_flight = 0
@@ -409,9 +410,12 @@ class HostService:
             run = self.device.run_result(program_handle, context_handle)
             self.release_run(context_handle, region_handle)
             result = _fused_outcomes(run, outcome.fault) if fused else _run_outcome(run, outcome.fault)
-            if self.run_observer is not None and run is not None:
-                self._observe_paths(program_handle, fused, result)
             future.set_result(result)
+            if self.run_observer is not None and run is not None:  # after the caller has its result
+                try:
+                    self._observe_paths(program_handle, fused, result)
+                except Exception as error:  # bookkeeping must never cost a result or the reaper
+                    self.observer_errors.append(f"{type(error).__name__}: {error}")
         else:
             future.set_result(outcome)
 

@@ -110,12 +110,13 @@ class JitManager:
             runs[path == "jit"] += 1
             if path != "interpreted" or self.policy.mode != "auto" or not self.supported:
                 return
-            if handle not in self.registry.programs:
+            entry = self.registry.programs.get(handle)
+            if entry is None:
                 return  # unregistered meanwhile: its code is counted through the handles that remain
-            key = self._key(handle)
+            key = self._keys.get(handle) or self._keys.setdefault(handle, self._code_key(entry.program))
             count = self._key_runs[key] = self._key_runs.get(key, 0) + 1
             if count >= self.policy.hot_runs and key not in self._wanted and key not in self._failed:
-                self._want(key, self.registry.programs[handle].program)
+                self._want(key, entry.program)
 
     def forget(self, handle: int) -> None:
         """``handle`` was unregistered (its code stays in the module: other handles may share it)."""
@@ -145,8 +146,8 @@ class JitManager:
             for handle in handles:
                 self._check_handle(handle)  # again: it may have been unregistered meanwhile
                 key = self._key(handle)
-                if key in self._failed:
-                    raise BackendError(f"program {handle} failed to JIT-compile: {self._failed[key]}")
+                if self._failed.pop(key, None) is not None:  # asked again: try again (it may have been transient)
+                    self._wanted.pop(key, None)
                 keys.add(key)
                 if key not in self._wanted:
                     self._want(key, self.registry.programs[handle].program)
@@ -236,20 +237,28 @@ class JitManager:
                     message = error.one_line() if hasattr(error, "one_line") else str(error)
                     for key in set(wanted) - self._serving:
                         self._failed[key] = message
-                self._settle_waiters(error)
+                settled = self._settle_waiters(error)
+            for future, failure in settled:  # outside the lock: done-callbacks may call back in
+                if failure is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(failure)
 
-    def _settle_waiters(self, error: Exception | None) -> None:  # under the lock
-        remaining = []
+    def _settle_waiters(self, error: Exception | None) -> list[tuple[Future, Exception | None]]:  # under the lock
+        """The waiters this build answers (removed from the list), with their outcome."""
+        remaining, settled = [], []
         for waiter in self._waiters:
             if waiter.keys <= self._serving:
-                waiter.future.set_result(None)
+                settled.append((waiter.future, None))
             elif error is not None and waiter.keys & self._failed.keys():
-                waiter.future.set_exception(
-                    BackendError(f"the JIT build failed: {error}", "the programs stay interpreted")
+                failure = BackendError(
+                    f"the JIT build failed: {error}", "the programs stay interpreted; jit() them again to retry"
                 )
+                settled.append((waiter.future, failure))
             else:
                 remaining.append(waiter)
         self._waiters = remaining
+        return settled
 
 
 __all__ = ["JIT_MODES", "JitManager", "JitPolicy", "ProgramPath"]

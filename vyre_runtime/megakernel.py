@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
 
 import numpy as np
@@ -105,6 +106,7 @@ class Megakernel:
         self._partition_starts = np.asarray(self.layout.partition_offsets[:PRIORITY_COUNT], dtype=np.int64)
         self._free_changed = threading.Condition()
         self._doorbell_lock = threading.Lock()
+        self._swap_lock = threading.Lock()  # held by a JIT swap from its pause to its relaunch
         self._host_memory_lock = threading.Lock()
         self._host_memory_free: dict[int, list[np.ndarray]] = {}
         self._host_memory_retired: list[np.ndarray] = []  # kept mapped, never lent again
@@ -238,7 +240,7 @@ class Megakernel:
         if wait:
             try:
                 future.result(timeout)
-            except TimeoutError:
+            except FutureTimeoutError:  # (not the builtin TimeoutError on Python 3.10)
                 raise BackendError(
                     f"the JIT build of programs {handles} did not finish within {timeout} s",
                     "wait on the Future (wait=False), or raise timeout; the programs stay interpreted meanwhile",
@@ -659,40 +661,47 @@ class Megakernel:
         a device that cannot be resumed in this process (a dead CUDA context: restart it).
         """
         self.pause(timeout)  # returns at once when the device already exited
+        return self._relaunch_paused(cubin, None)
+
+    def _relaunch_paused(self, cubin: Any, jit_ids: dict[str, int] | None) -> dict[int, str]:
+        """relaunch() once the device has exited; ``jit_ids`` go with a JIT variant's cubin."""
         with self.service.io_lock:  # the relaunch resets the IO entries: no answer may race it
-            faulted = self.device.relaunch(cubin)
+            # (only the CUDA device takes jit_ids; a JIT swap happens only there)
+            options = {} if jit_ids is None else {"jit_ids": jit_ids}
+            faulted = self.device.relaunch(cubin, **options)
         if faulted:
             self.service.notify()  # the reaper hands their failures to the futures now
         return faulted
 
     def _swap_to_variant(self, programs: dict[str, Program]) -> None:
         """The JIT's hot swap (run on the JIT thread): build a megakernel variant holding
-        ``programs`` (code key -> program) while the running kernel keeps serving, then pause,
-        relaunch with the variant, and point the program records at its functions.
+        ``programs`` (code key -> program) while the running kernel keeps serving, then pause and
+        relaunch with the variant, whose functions the program records then name.
 
         No slot is lost or run twice: the pause finishes every claimed slot and leaves the rest
-        PUBLISHED for the new launch (relaunch()). Records hold jit id 0 from before the pause
-        until the new module serves, so no run ever names an id of another module. If the new
-        module is refused, the old one is relaunched with its ids and the error raised."""
+        PUBLISHED for the new launch (relaunch()). Once PAUSE is set the dispatcher is gone, so
+        the swap waits for the drain however long the runs in flight take (their fuel bounds
+        them) and always relaunches: the variant, or, if that launch fails, whichever module is
+        loaded then, with its own ids (CudaDevice.relaunch keeps ids and module together).
+        shutdown() waits for a swap in progress (up to its timeout) before it stops the device.
+        """
         variant = self.device.build_variant(programs)  # seconds of NVRTC; the kernel serves meanwhile
-        previous = self.device.jit_ids()
-        self.device.set_jit_ids({})  # the old module interprets from here on
-        deadline = time.monotonic() + JIT_SWAP_DRAIN_S
-        while True:  # a long run may hold the pause: it ends at its fuel limit
+        with self._swap_lock:
+            if self._closed or self.image[ControlWord.SHUTDOWN]:
+                raise BackendError("the Megakernel shut down before the JIT swap", "nothing to do")
+            while True:
+                try:
+                    self.pause(timeout=5.0)
+                    break
+                except BackendError:
+                    if self._closed or self.image[ControlWord.SHUTDOWN]:
+                        raise
             try:
-                self.pause(timeout=5.0)
-                break
+                self._relaunch_paused(variant.build, variant.ids)
             except BackendError:
-                if self._closed or self.image[ControlWord.SHUTDOWN] or time.monotonic() > deadline:
-                    raise
-        try:
-            self.relaunch(variant.build)
-        except BackendError:
-            if not (self._closed or self.image[ControlWord.SHUTDOWN]):
-                self.relaunch(None)  # the old module serves again
-                self.device.set_jit_ids(previous)
-            raise
-        self.device.set_jit_ids(variant.ids)
+                if not (self._closed or self.image[ControlWord.SHUTDOWN]):
+                    self._relaunch_paused(None, None)  # the loaded module serves again
+                raise
 
     def _refuse_if_shut_down(self) -> None:
         if self._closed or self.image[ControlWord.SHUTDOWN]:
@@ -713,9 +722,16 @@ class Megakernel:
             return
         self._jit.close()  # no swap may begin once shutdown has
         deadline = time.monotonic() + timeout
-        if not cancel and not self.image[ControlWord.PAUSE]:  # a paused device completes nothing more
-            self.service.wait_idle(max(0.0, deadline - time.monotonic() - 0.5 * min(timeout, 1.0)))
-        self._closed = True
+        # a swap in progress relaunches before we go on, so the work it paused is served (or, past
+        # the deadline, cancelled below like any other)
+        swap_waited = self._swap_lock.acquire(timeout=max(0.0, 0.5 * timeout))
+        try:
+            if not cancel and not self.image[ControlWord.PAUSE]:  # a paused device completes nothing more
+                self.service.wait_idle(max(0.0, deadline - time.monotonic() - 0.5 * min(timeout, 1.0)))
+            self._closed = True
+        finally:
+            if swap_waited:
+                self._swap_lock.release()
         self.service.answer_all_io_with_shutdown()
         stopped = self.device.stop(max(0.1, deadline - time.monotonic()))
         self.service.stop()

@@ -827,7 +827,9 @@ class CudaDevice:
         self.image[ControlWord.PAUSE] = 1
         return self._wait_exit(timeout)
 
-    def relaunch(self, cubin: build.BuildResult | bytes | None = None) -> dict[int, str]:
+    def relaunch(
+        self, cubin: build.BuildResult | bytes | None = None, *, jit_ids: Mapping[str, int] | None = None
+    ) -> dict[int, str]:
         """Launch the megakernel again over the same ring, once the previous launch has exited
         (`pause` returned True, or it exited without being asked); returns the slots it had to
         fault (below). The foundation of a hot swap: with ``cubin``, a new build takes over.
@@ -838,7 +840,9 @@ class CudaDevice:
         is loaded as a new module first (only now: loading waits for a resident kernel) and
         checked as start() checks a build: ISA and layout digests. A build that fails the check
         is unloaded and BackendError raised; the old module stays, the device stays stopped, and
-        relaunch() may be called again. Once the new module passed, the old one is unloaded.
+        relaunch() may be called again. Once the new module passed, the old one is unloaded,
+        and the program records' JIT ids become ``jit_ids`` (a JIT variant's code key -> id;
+        None or {}: interpret everything), so they always name functions of the loaded module.
 
         Preserved, and valid in the new launch: the image (ring, counters, heartbeat, doorbell,
         tenant masks, debug log, observables), the program, context, region and DFA tables and
@@ -885,6 +889,9 @@ class CudaDevice:
             previous, self._module, self._names = self._module, module, names
             if previous is not None:  # no kernel runs now: unloading cannot wait on one
                 self.close_errors += _free(previous)
+            # the program records name the functions of the module that is loaded, whatever
+            # happens to this launch: a relaunch(None) after a failed one runs this module again
+            self.set_jit_ids(jit_ids or {})
         reasons = resume.prepare_relaunch(self.image, self.layout)
         self.internal_errors.update(reasons)
         self._launch()

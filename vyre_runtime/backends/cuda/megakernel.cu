@@ -1129,7 +1129,9 @@ __device__ bool builtin_load_miss(const Params& p, const uint32_t* args, SlotSha
                 atomicCAS(&candidate[IW_STATUS], IS_EMPTY, IS_RESERVED) == IS_EMPTY) entry = candidate;
         }
         if (entry == nullptr) {
-            if (load_volatile(&vyre_queue.shutdown)) { T.fault = SF_CANCELLED; return false; }
+            // SHUTDOWN itself, not the queue's flag (which PAUSE raises too): across a pause the
+            // host keeps answering IO, and a relaunch must not cost a LOAD_MISS its answer
+            if (load_volatile(&image[CW_SHUTDOWN])) { T.fault = SF_CANCELLED; return false; }
             __nanosleep(1000);
         }
     }
@@ -1143,7 +1145,7 @@ __device__ bool builtin_load_miss(const Params& p, const uint32_t* args, SlotSha
     while (true) {  // the host answers every claimed request, ERROR included
         state = load_acquire(&entry[IW_STATUS]);
         if (state == IS_OK || state == IS_ERROR) break;
-        if (load_volatile(&vyre_queue.shutdown)) {
+        if (load_volatile(&image[CW_SHUTDOWN])) {  // SHUTDOWN, not PAUSE (see above)
             if (!shutdown_seen) shutdown_seen = clock64();
             else if (clock64() - shutdown_seen > (long long)IO_SHUTDOWN_GRACE_CYCLES) { T.fault = SF_CANCELLED; return false; }
         }
