@@ -166,3 +166,19 @@ def test_a_stream_with_jit_runs_every_chunk_natively_and_auto_counts_code_across
         later = stream.run([str(path) for path in files[2:]])
         assert [r.programs[0].outputs["lines"].tolist() for r in first + later] == [[n] for n in expected]
         assert all(r.programs[0].jit_chunks == r.chunks for r in later)
+
+
+def test_relaunching_another_build_takes_the_native_ids_with_the_old_module():
+    """JIT ids name functions of one module: a relaunch with another build (here the plain kernel)
+    must leave every record interpreting, never pointing at a function the new module lacks."""
+    from vyre_runtime.backends.cuda import build
+
+    program = counting_program()
+    with Megakernel(backend="cuda", slots=64, jit="request") as gpu:
+        handle = gpu.register_program(program)
+        gpu.jit(handle)
+        native = gpu.submit(handle, b"abcd").result(60)
+        gpu.relaunch(cubin=build.build_megakernel(gpu.device.arch))
+        plain = gpu.submit(handle, b"abcd").result(60)
+        assert (native.path, plain.path) == ("jit", "interpreted")
+        assert native.outputs["bytes"].tolist() == plain.outputs["bytes"].tolist() == [4 * program.lanes]
