@@ -181,4 +181,5 @@ def test_relaunching_another_build_takes_the_native_ids_with_the_old_module():
         gpu.relaunch(cubin=build.build_megakernel(gpu.device.arch))
         plain = gpu.submit(handle, b"abcd").result(60)
         assert (native.path, plain.path) == ("jit", "interpreted")
+        assert gpu.stats().programs[handle].state == "interpreted"
         assert native.outputs["bytes"].tolist() == plain.outputs["bytes"].tolist() == [4 * program.lanes]

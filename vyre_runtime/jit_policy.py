@@ -118,6 +118,14 @@ class JitManager:
             if count >= self.policy.hot_runs and key not in self._wanted and key not in self._failed:
                 self._want(key, entry.program)
 
+    def module_replaced(self) -> None:
+        """Someone relaunched the device with a build of their own: every program interprets
+        again, and nothing is rebuilt unless asked again (or hot again, under "auto")."""
+        with self._lock:
+            self._serving.clear()
+            self._wanted.clear()
+            self._key_runs.clear()
+
     def forget(self, handle: int) -> None:
         """``handle`` was unregistered (its code stays in the module: other handles may share it)."""
         with self._lock:

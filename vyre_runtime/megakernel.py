@@ -661,7 +661,10 @@ class Megakernel:
         a device that cannot be resumed in this process (a dead CUDA context: restart it).
         """
         self.pause(timeout)  # returns at once when the device already exited
-        return self._relaunch_paused(cubin, None)
+        faulted = self._relaunch_paused(cubin, None)
+        if cubin is not None:  # the caller's build runs now: no program is native any more
+            self._jit.module_replaced()
+        return faulted
 
     def _relaunch_paused(self, cubin: Any, jit_ids: dict[str, int] | None) -> dict[int, str]:
         """relaunch() once the device has exited; ``jit_ids`` go with a JIT variant's cubin."""
