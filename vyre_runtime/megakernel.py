@@ -660,10 +660,11 @@ class Megakernel:
         the new build must guarantee. BackendError: shut down, still busy after ``timeout``, or
         a device that cannot be resumed in this process (a dead CUDA context: restart it).
         """
-        self.pause(timeout)  # returns at once when the device already exited
-        faulted = self._relaunch_paused(cubin, None)
-        if cubin is not None:  # the caller's build runs now: no program is native any more
-            self._jit.module_replaced()
+        with self._swap_lock:  # never in the middle of a JIT swap
+            self.pause(timeout)  # returns at once when the device already exited
+            faulted = self._relaunch_paused(cubin, None)
+            if cubin is not None:  # the caller's build runs now: no program is native any more
+                self._jit.module_replaced()
         return faulted
 
     def _relaunch_paused(self, cubin: Any, jit_ids: dict[str, int] | None) -> dict[int, str]:
