@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from provenance import git_commit  # noqa: E402
+from provenance import git_commit, machine  # noqa: E402
 
 from vyre_runtime import cache  # noqa: E402
 from vyre_runtime.backends.cuda import build  # noqa: E402
@@ -85,7 +84,7 @@ def main() -> int:
         "bench": "cache",
         "date": time.strftime("%Y-%m-%d"),
         "commit": git_commit(),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
+        "machine": machine(),
         "arch": args.arch,
         "nvrtc": version,
         "cubin_bytes": len(built.cubin),

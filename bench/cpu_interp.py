@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from provenance import git_commit  # noqa: E402
+from provenance import git_commit, machine  # noqa: E402
 
 from vyre_runtime.chunking import parse_size  # noqa: E402
 from vyre_runtime.cli import load_program_file  # noqa: E402
@@ -226,7 +225,7 @@ def main() -> int:
         "bench": "cpu_interp",
         "date": time.strftime("%Y-%m-%d"),
         "commit": git_commit(),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
+        "machine": machine(),
         "numpy": np.__version__,
         "chunk_size": options.chunk_size,
         "workers": args.workers,

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from provenance import git_commit  # noqa: E402
+from provenance import git_commit, machine  # noqa: E402
 
 from vyre_runtime.megakernel import Megakernel  # noqa: E402
 from vyre_runtime.protocol.codec import SlotRequest  # noqa: E402
@@ -152,7 +150,7 @@ def main() -> int:
         "backend": backend,
         "date": time.strftime("%Y-%m-%d"),
         "commit": git_commit(),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
+        "machine": machine(),
         "rows": rows,
     }
     output = ROOT / "bench" / "results" / f"dispatch-{backend}.json"

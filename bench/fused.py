@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -34,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from provenance import git_commit  # noqa: E402
+from provenance import git_commit, machine  # noqa: E402
 
 from vyre_runtime.chunking import parse_size  # noqa: E402
 from vyre_runtime.cli import load_program_file  # noqa: E402
@@ -176,7 +175,7 @@ def main() -> None:
         "bench": "fused",
         "backend": args.backend,
         "commit": git_commit(),
-        "machine": platform.node(),
+        "machine": machine(),
         "size": args.size,
         "chunk": args.chunk,
         "lanes": args.lanes,

@@ -21,7 +21,6 @@ import argparse
 import json
 import mmap
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from provenance import git_commit  # noqa: E402
+from provenance import git_commit, machine  # noqa: E402
 
 from vyre_runtime.backends.selection import cuda_unavailable_reason  # noqa: E402
 from vyre_runtime.chunking import parse_size  # noqa: E402
@@ -279,7 +278,7 @@ def main() -> int:
     document = {
         "bench": "ingest",
         "backend": backend,
-        "machine": platform.node(),
+        "machine": machine(),
         "commit": git_commit(),
         "size": size,
         "chunk_size": chunk_size,

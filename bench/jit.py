@@ -42,11 +42,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from provenance import git_commit  # noqa: E402
+from cache import timed  # noqa: E402
+from provenance import git_commit, gpu_name, machine  # noqa: E402
 from scan import (  # noqa: E402
     ALLOCATE_DEADLINE_S,
     EMIT_CAPACITY,
@@ -366,18 +364,6 @@ def hot_swap(mk: Megakernel, targets: list[Target], report: dict) -> dict:
 # ---------------------------------------------------------------------- cold compile vs cache hit
 
 
-def timed(count: int, action: Callable[[], object], before: Callable[[], object] = lambda: None) -> dict:
-    """Milliseconds of ``action`` (``before`` runs untimed ahead of each call)."""
-    samples = []
-    for _ in range(count):
-        before()
-        started = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - started) * 1e3)
-    values = np.asarray(samples)
-    return {"p50_ms": float(np.median(values)), "min_ms": float(values.min()), "runs": count}
-
-
 COLD = "cold build (NVRTC, use_cache=False)"
 UNSEEN = "cold build of never-seen text"
 
@@ -542,8 +528,8 @@ def write_report(args, rows: dict, report: dict, seconds: float) -> int:
         "backend": args.backend,
         "date": time.strftime("%Y-%m-%d"),
         "commit": git_commit(),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
-        "gpu": _gpu_name() if args.backend == "cuda" else None,
+        "machine": machine(),
+        "gpu": gpu_name() if args.backend == "cuda" else None,
         "total_bytes": args.total,
         "chunk_bytes": args.chunk,
         "targets": {"jit_to_handwritten": JIT_TARGET, "cache_hit_speedup": CACHE_TARGET},
@@ -556,12 +542,6 @@ def write_report(args, rows: dict, report: dict, seconds: float) -> int:
     output.write_text(json.dumps(document, indent=2, default=float) + "\n")
     print(f"wrote {output} ({seconds:.1f} s)")
     return sum(bool(row["errors"]) for row in rows.values())
-
-
-def _gpu_name() -> str:
-    from vyre_runtime.backends.cuda import driver
-
-    return driver.device_info(0).name
 
 
 if __name__ == "__main__":

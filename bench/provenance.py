@@ -1,8 +1,9 @@
-"""Which code a benchmark measured: the commit every bench writes into its JSON results."""
+"""Which code and machine a benchmark measured: what every bench writes into its JSON results."""
 
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -20,3 +21,15 @@ def git_commit() -> str:
     except OSError:
         return named or "unknown"
     return completed.stdout.strip() or named or "unknown"
+
+
+def machine() -> str:
+    """Host name, architecture, CPU count and Python version."""
+    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}"
+
+
+def gpu_name() -> str:
+    """The name of GPU 0 (call only where the CUDA backend runs)."""
+    from vyre_runtime.backends.cuda import driver
+
+    return driver.device_info(0).name

@@ -39,7 +39,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import sys
 import threading
 import time
@@ -52,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from provenance import git_commit  # noqa: E402
+from provenance import git_commit, gpu_name, machine  # noqa: E402
 from scan_reference import (  # noqa: E402
     SCANS,
     ChunkExpectation,
@@ -542,8 +541,8 @@ def report(args, rows: dict, geometry: dict, staged: int, seconds: float) -> int
         "backend": args.backend,
         "date": time.strftime("%Y-%m-%d"),
         "commit": git_commit(),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
-        "gpu": _gpu_name() if args.backend == "cuda" else None,
+        "machine": machine(),
+        "gpu": gpu_name() if args.backend == "cuda" else None,
         "total_bytes": args.total,
         "chunk_bytes": args.chunk,
         "geometry": geometry,
@@ -556,12 +555,6 @@ def report(args, rows: dict, geometry: dict, staged: int, seconds: float) -> int
     output.write_text(json.dumps(document, indent=2, default=float))
     print(f"wrote {output} ({seconds:.1f} s)")
     return sum(bool(row["errors"]) for row in rows.values())
-
-
-def _gpu_name() -> str:
-    from vyre_runtime.backends.cuda import driver
-
-    return driver.device_info(0).name
 
 
 if __name__ == "__main__":
