@@ -122,6 +122,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--jit", action="store_true", help="also JIT each program (Megakernel.jit) and measure it at its best lanes"
     )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="build the kernel with VYRE_STAGE_STAMPS and split each device-rate row into worker-block phases",
+    )
     args = parser.parse_args(argv)
     args.lanes = [int(x) for x in args.lanes.split(",") if x]
     names = {s.name for s in SCANS}
@@ -180,6 +185,39 @@ def check_exactly_once(mk: Megakernel, before: tuple[int, int], runs: int, stray
             f"{what}: exactly-once violated: {runs} runs published, the device claimed {claims} and "
             f"completed {done}; {new_strays} completions of slots nobody published"
         )
+
+
+# megakernel.cu, RUN_PHASE(k): where worker blocks spend their time (VYRE_STAGE_STAMPS builds)
+RUN_PHASES = (
+    "waiting for an entry",
+    "checks + records",
+    "bindings in",
+    "program",
+    "outputs out + context",
+    "results",
+    "fence + DONE",
+)
+PHASE_GLOBAL = "vyre_run_phase_ns"
+
+
+def read_phases(mk: Megakernel) -> np.ndarray:
+    """The kernel's phase sums (ns, then the slots served), copied from device memory."""
+    from vyre_runtime.backends.cuda import driver
+
+    device = mk.device
+    pointer, nbytes = device._module.global_address(PHASE_GLOBAL)
+    raw = driver.download(device._side_stream, pointer, nbytes, 10.0)
+    return np.frombuffer(raw, dtype=np.uint64).astype(np.int64)
+
+
+def phase_report(before: np.ndarray, after: np.ndarray, seconds: float, grid: int) -> str:
+    """Per slot served: microseconds of a block in each phase; and the share of the grid's time."""
+    delta = after - before
+    served = max(int(delta[len(RUN_PHASES)]), 1)
+    busy = delta[1 : len(RUN_PHASES)].sum()
+    parts = [f"{name} {delta[k] / served / 1e3:.1f}" for k, name in enumerate(RUN_PHASES)]
+    share = busy / max(seconds * 1e9 * grid, 1.0)
+    return f"    phases, us per slot ({served} slots; blocks busy {share:.0%} of grid time): " + ", ".join(parts)
 
 
 def device_rate(mk: Megakernel, handle: int, regions: list, plans: list[ChunkPlan], lanes: int, runs: int, emit: int):
@@ -278,6 +316,7 @@ def _measure_scan(mk, scan: Scan, args, program, plans, handle, regions, mapped_
         if row["lanes"] and time.monotonic() - started > allowance_s:
             row["lanes"][str(lanes)] = {"skipped": "time allowance used up"}
             continue
+        phases_before = read_phases(mk) if args.phases else None
         rate, seconds, results = device_rate(mk, handle, regions[program.overlap], plans, lanes, runs, emit)
         problem = first_mismatch(scan, results, expected)
         row["lanes"][str(lanes)] = {"gb_per_s": rate, "seconds": seconds, "verified": problem is None}
@@ -285,6 +324,8 @@ def _measure_scan(mk, scan: Scan, args, program, plans, handle, regions, mapped_
             row["errors"].append(f"lanes {lanes}: {problem}")
         verdict = "" if problem is None else f"  MISMATCH: {problem}"
         print(f"  {scan.name:<16} lanes {lanes:>5}: {rate:8.2f} GB/s  ({runs} runs, {seconds * 1e3:.1f} ms){verdict}")
+        if phases_before is not None:
+            print(phase_report(phases_before, read_phases(mk), seconds, grid), flush=True)
     measured = {int(k): v["gb_per_s"] for k, v in row["lanes"].items() if "gb_per_s" in v}
     best = max(measured, key=measured.get)
     row["best_lanes"], row["interpreted_device_gb_s"] = best, measured[best]
@@ -410,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         if reason is not None:
             print(f"scan: no usable CUDA GPU here ({reason}); this benchmark needs one. Nothing was measured.")
             return 2
+    if args.phases:  # before any build: the stamped kernel is a different cubin
+        defines = os.environ.get("VYRE_MEGAKERNEL_DEFINES", "")
+        os.environ["VYRE_MEGAKERNEL_DEFINES"] = f"{defines} VYRE_STAGE_STAMPS".strip()
     began = time.monotonic()
     print(f"generating {args.total_mib} MiB of text ...", flush=True)
     data = generate(args.total)

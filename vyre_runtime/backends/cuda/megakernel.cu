@@ -106,8 +106,31 @@ __device__ __forceinline__ uint32_t global_ns() {
 }
 #define STAMP(p, k, t) (*(volatile uint32_t*)((uint32_t*)(p).image + STAMP_WORD + (k)) = (t))
 #define PASS_WORD 56u  // then: dispatcher passes that found entries, their ns, the entries found, scans
+// Where a worker block's time goes, summed over every block and slot (ns): RUN_PHASE(k) adds the
+// time since thread 0's previous mark to phase k. `bench/scan.py --phases` reads the sums before
+// and after a measurement (RunPhase in bench/scan.py names them).
+#define RUN_PHASES 8u
+__device__ unsigned long long vyre_run_phase_ns[RUN_PHASES];
+__shared__ unsigned long long vyre_phase_since;
+__device__ __forceinline__ unsigned long long global_ns64() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+#define RUN_PHASE_START() \
+    do { if (threadIdx.x == 0) vyre_phase_since = global_ns64(); } while (0)
+#define RUN_PHASE(k)                                                           \
+    do {                                                                       \
+        if (threadIdx.x == 0) {                                                \
+            unsigned long long now_ = global_ns64();                           \
+            atomicAdd(&vyre_run_phase_ns[k], now_ - vyre_phase_since);         \
+            vyre_phase_since = now_;                                           \
+        }                                                                      \
+    } while (0)
 #else
 #define STAMP(p, k, t) ((void)0)
+#define RUN_PHASE_START() ((void)0)
+#define RUN_PHASE(k) ((void)0)
 #endif
 
 // ------------------------------------------------------------------ memory ordering helpers
@@ -1225,7 +1248,9 @@ __device__ void run_loaded(RunShared& S, const Program* program, Context* contex
                 for (uint32_t w = threadIdx.x; w < S.bind_words[i]; w += blockDim.x) S.bind_ptr[i][w] = S.bind_home[i][w];
         __syncthreads();
     }
+    RUN_PHASE(2);  // tables, bindings, run outputs staged in
     run_program(S);
+    RUN_PHASE(3);  // the program
     if (S.staged) {
         for (uint32_t i = 0; i < S.binding_count; i++)
             if (S.bind_home[i])
@@ -1243,6 +1268,7 @@ __device__ void run_loaded(RunShared& S, const Program* program, Context* contex
         context->fault_detail = S.fault_detail;
         context->fault_lane = S.fault_lane;
     }
+    RUN_PHASE(4);  // run outputs staged out, the context's result fields
 }
 
 // ------------------------------------------------------------------ fused runs
@@ -1414,6 +1440,7 @@ __device__ void run_program_slot(const Params& p, uint32_t program_handle, const
         }
     }
     __syncthreads();
+    RUN_PHASE(1);  // the slot's checks and the run's records (host-mapped) read by thread 0
     if (!s_ok) return;
     run_loaded(S, s_program, s_context, stage);
     if (threadIdx.x == 0) {
@@ -1486,7 +1513,12 @@ __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunSh
         run_builtin(p, op, args, T);
     }
     __syncthreads();
+    RUN_PHASE(5);  // the slot's results
     if (threadIdx.x == 0) complete_slot(p, T);
+    RUN_PHASE(6);  // the fence and DONE
+#ifdef VYRE_STAGE_STAMPS
+    if (threadIdx.x == 0) atomicAdd(&vyre_run_phase_ns[7], 1ull);  // slots served
+#endif
     __syncthreads();
 }
 
@@ -1764,6 +1796,7 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
             // this block's position: nobody else takes it, and its entry is this position's only
             // while word 1 holds ticket + 1 (the dispatcher stores it last, after the words)
             uint32_t ticket = atomicAdd(&vyre_queue.head, 1u);
+            RUN_PHASE_START();
             uint32_t* slot_words = vyre_queue.entries[ticket % QUEUE_CAPACITY];
             while (true) {
                 if (load_acquire_gpu(&slot_words[1]) == ticket + 1u) {
@@ -1773,6 +1806,7 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                     __threadfence();  // the copy is complete before the entry is handed back
                     store_volatile(&slot_words[2], ticket - ticket % QUEUE_CAPACITY + QUEUE_CAPACITY);
                     STAMP(p, 4, global_ns());
+                    RUN_PHASE(0);  // waiting for an entry (idle time included)
                     // the claim, visible in the image; complete_slot's fence orders it before DONE
                     store_volatile((uint32_t*)p.image + p.ring + e0.x * SLOT_WORDS + SW_STATUS, ST_CLAIMED);
                     s_index = e0.x;
