@@ -195,7 +195,10 @@ RUN_PHASES = (
     "program",
     "outputs out + context",
     "results",
-    "fence + DONE",
+    "result stores",
+    "release fence",
+    "status",
+    "counters",
 )
 PHASE_GLOBAL = "vyre_run_phase_ns"
 
@@ -213,7 +216,7 @@ def read_phases(mk: Megakernel) -> np.ndarray:
 def phase_report(before: np.ndarray, after: np.ndarray, seconds: float, grid: int) -> str:
     """Per slot served: microseconds of a block in each phase; and the share of the grid's time."""
     delta = after - before
-    served = max(int(delta[len(RUN_PHASES)]), 1)
+    served = max(int(delta[-1]), 1)  # the last word counts the slots served
     busy = delta[1 : len(RUN_PHASES)].sum()
     parts = [f"{name} {delta[k] / served / 1e3:.1f}" for k, name in enumerate(RUN_PHASES)]
     share = busy / max(seconds * 1e9 * grid, 1.0)

@@ -109,7 +109,7 @@ __device__ __forceinline__ uint32_t global_ns() {
 // Where a worker block's time goes, summed over every block and slot (ns): RUN_PHASE(k) adds the
 // time since thread 0's previous mark to phase k. `bench/scan.py --phases` reads the sums before
 // and after a measurement (RunPhase in bench/scan.py names them).
-#define RUN_PHASES 8u
+#define RUN_PHASES 12u  // the last word counts the slots served
 __device__ unsigned long long vyre_run_phase_ns[RUN_PHASES];
 __shared__ unsigned long long vyre_phase_since;
 __device__ __forceinline__ unsigned long long global_ns64() {
@@ -142,6 +142,9 @@ __device__ __forceinline__ uint32_t load_acquire(const uint32_t* p) {
 }
 __device__ __forceinline__ void store_release(uint32_t* p, uint32_t v) {
     asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ void fence_release_sys() {  // this thread's (and, cumulatively, its block's) stores first
+    asm volatile("fence.acq_rel.sys;" ::: "memory");
 }
 __device__ __forceinline__ uint32_t load_acquire_gpu(const uint32_t* p) {  // device memory, GPU threads only
     uint32_t v;
@@ -1187,6 +1190,49 @@ __device__ bool run_builtin(const Params& p, uint32_t op, const uint32_t* args, 
     return builtin_simple(p, op, args, T);
 }
 
+// ------------------------------------------------------------------ a run's records
+
+__device__ __forceinline__ uint2 load_volatile2(const void* p) {  // one 8-byte read, never cached
+    uint2 v;
+    asm volatile("ld.volatile.global.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p) : "memory");
+    return v;
+}
+
+// Shared-memory copies of the records a run reads. The tables of records are host-mapped: thread
+// 0 following their fields one after another paid a PCIe round trip (2-4 us under load) for each
+// dependent read; warp 0 copies all three records with every 8-byte read in flight at once.
+struct __align__(8) RunRecords {
+    Program program;
+    Context context;  // its settings (fuel, emit capacity, records, outputs); results go to the real one
+    Region region;
+};
+constexpr uint32_t RECORD_WORDS8 = (sizeof(Program) + sizeof(Context) + sizeof(Region)) / 8u;
+static_assert(sizeof(Program) % 8 == 0 && sizeof(Context) % 8 == 0 && sizeof(Region) % 8 == 0, "8-byte records");
+static_assert(offsetof(RunRecords, context) == sizeof(Program), "RunRecords is the three records back to back");
+static_assert(offsetof(RunRecords, region) == sizeof(Program) + sizeof(Context), "RunRecords is packed");
+
+// Warp 0 (all 32 threads): R = *program, *context and, unless null, *region. The caller syncs.
+__device__ void fetch_records(const Program* program, const Context* context, const Region* region, RunRecords& R) {
+    constexpr uint32_t P = sizeof(Program) / 8u, C = sizeof(Context) / 8u;
+    constexpr uint32_t PER_LANE = (RECORD_WORDS8 + 31u) / 32u;
+    uint32_t lane = threadIdx.x & 31u;
+    uint32_t words = region ? RECORD_WORDS8 : P + C;
+    uint2 v[PER_LANE];
+#pragma unroll
+    for (uint32_t k = 0; k < PER_LANE; k++) {  // every read issued before any is used
+        uint32_t i = lane + 32u * k;
+        const uint2* source = i < P ? (const uint2*)program + i
+                              : i < P + C ? (const uint2*)context + (i - P)
+                                          : (const uint2*)region + (i - P - C);
+        v[k] = i < words ? load_volatile2(source) : make_uint2(0u, 0u);
+    }
+#pragma unroll
+    for (uint32_t k = 0; k < PER_LANE; k++) {
+        uint32_t i = lane + 32u * k;
+        if (i < words) ((uint2*)&R)[i] = v[k];
+    }
+}
+
 // Thread 0: the run state of `program` with `context` over `length` bytes at `input`, with the
 // slot's own range, file offset and chunk index, on `lanes` lanes.
 __device__ void load_run(RunShared& S, const Program* program, const Context* context, const unsigned char* input,
@@ -1218,7 +1264,8 @@ __device__ __forceinline__ uint32_t kept_records(const RunShared& S) {
 
 // All threads: a run set up by load_run, from its tables and bindings to the result fields of
 // its context (the host reads them after the slot completes).
-__device__ void run_loaded(RunShared& S, const Program* program, Context* context, uint32_t* stage) {
+__device__ void run_loaded(RunShared& S, const RunRecords& R, Context* context, uint32_t* stage) {
+    const Program* program = &R.program;
     // tables and bindings, one thread each
     if (threadIdx.x < S.table_count) {
         const Table* t = ((const Table*)program->tables) + threadIdx.x;
@@ -1235,7 +1282,7 @@ __device__ void run_loaded(RunShared& S, const Program* program, Context* contex
                 S.bind_ptr[i] = (uint32_t*)binding.global_pointer;
                 S.bind_home[i] = nullptr;
             } else {
-                S.bind_home[i] = (uint32_t*)context->outputs[i];
+                S.bind_home[i] = (uint32_t*)R.context.outputs[i];
                 S.bind_ptr[i] = S.staged ? stage + offset : S.bind_home[i];
                 offset += binding.words;
             }
@@ -1284,12 +1331,12 @@ struct FusedShared {
     unsigned char* staging;       // device memory to copy them into first, or null: read in place
 };
 
-// The fused group `handle` names, or null: a program handle never matches (one handle counter
-// serves every kind, so the two tables never hold the same handle).
-__device__ __forceinline__ const Fused* fused_group(const Params& p, uint32_t handle) {
+// The fused-group record `handle` would name, or null when there are none; it is that group's
+// only if it holds `handle`: a program handle never matches (one handle counter serves every
+// kind, so the two tables never hold the same handle).
+__device__ __forceinline__ const Fused* fused_slot(const Params& p, uint32_t handle) {
     if (handle == 0 || p.fused_capacity == 0) return nullptr;
-    const Fused* group = ((const Fused*)p.fused) + (handle % p.fused_capacity);
-    return load_volatile(&group->handle) == handle ? group : nullptr;
+    return ((const Fused*)p.fused) + (handle % p.fused_capacity);
 }
 
 __device__ __forceinline__ bool slot_fault(SlotShared& T, uint32_t code, uint32_t detail) {
@@ -1372,7 +1419,7 @@ __device__ const unsigned char* copy_input(const unsigned char* source, unsigned
 // the same bytes in member order. A member's fault stays in its own context; the slot completes
 // DONE with the member count, the mask of faulting members and the total lane-instructions.
 __device__ void run_fused_slot(const Params& p, const Fused* group, const uint32_t* args, SlotShared& T,
-                               RunShared& S, uint32_t* stage) {
+                               RunShared& S, RunRecords& R, uint32_t* stage) {
     __shared__ FusedShared F;
     __shared__ bool s_ok;
     if (threadIdx.x == 0) s_ok = check_fused(p, group, args, T, F);
@@ -1383,9 +1430,11 @@ __device__ void run_fused_slot(const Params& p, const Fused* group, const uint32
     uint32_t faulted = 0;
     uint64_t instructions = 0;  // thread 0's tallies
     for (uint32_t m = 0; m < F.count; m++) {
-        if (threadIdx.x == 0) load_run(S, F.programs[m], F.contexts[m], input, length, args, F.lanes[m], stage);
+        if (threadIdx.x < 32) fetch_records(F.programs[m], F.contexts[m], nullptr, R);
         __syncthreads();
-        run_loaded(S, F.programs[m], F.contexts[m], stage);
+        if (threadIdx.x == 0) load_run(S, &R.program, &R.context, input, length, args, F.lanes[m], stage);
+        __syncthreads();
+        run_loaded(S, R, F.contexts[m], stage);
         if (threadIdx.x == 0) {
             if (S.fault_lane != NO_LANE) faulted |= 1u << m;
             instructions += S.instructions;
@@ -1401,48 +1450,53 @@ __device__ void run_fused_slot(const Params& p, const Fused* group, const uint32
 // RUN_PROGRAM (and user opcodes): all threads of the block. `args` = RUN_PROGRAM args from PROGRAM.
 __device__ void run_program_slot(const Params& p, uint32_t program_handle, const uint32_t* args, SlotShared& T,
                                  RunShared& S, uint32_t* stage) {
-    __shared__ const Program* s_program;
+    __shared__ RunRecords R;
     __shared__ Context* s_context;
     __shared__ const Fused* s_group;
     __shared__ bool s_ok;
-    if (threadIdx.x == 0) s_group = fused_group(p, program_handle);
+    uint32_t context_handle = args[RA_CONTEXT], region_handle = args[RA_REGION];
+    const Program* program = ((const Program*)p.programs) + (program_handle % p.program_capacity);
+    Context* context = ((Context*)p.contexts) + (context_handle % p.context_capacity);
+    const Region* region = ((const Region*)p.regions) + (region_handle % p.region_capacity);
+    // the fused group's handle and the three records, all in flight together (a fused handle
+    // never names a program, so then the records read are simply not used)
+    const Fused* group = fused_slot(p, program_handle);
+    uint32_t group_handle = threadIdx.x == 0 && group ? load_volatile(&group->handle) : 0u;
+    if (threadIdx.x < 32) fetch_records(program, context, region, R);
+    if (threadIdx.x == 0) s_group = group && group_handle == program_handle ? group : nullptr;
     __syncthreads();
     if (s_group) {
-        run_fused_slot(p, s_group, args, T, S, stage);
+        run_fused_slot(p, s_group, args, T, S, R, stage);
         return;
     }
     if (threadIdx.x == 0) {
         s_ok = false;
-        const Program* program = ((const Program*)p.programs) + (program_handle % p.program_capacity);
-        uint32_t context_handle = args[RA_CONTEXT], region_handle = args[RA_REGION];
-        Context* context = ((Context*)p.contexts) + (context_handle % p.context_capacity);
-        const Region* region = ((const Region*)p.regions) + (region_handle % p.region_capacity);
         uint64_t offset = args[RA_OFFSET_LO] | ((uint64_t)args[RA_OFFSET_HI] << 32);
         uint32_t length = args[RA_LENGTH];
-        if (program_handle == 0 || load_volatile(&program->handle) != program_handle) {
+        if (program_handle == 0 || R.program.handle != program_handle) {
             T.fault = SF_BAD_HANDLE; T.results[3] = program_handle;
-        } else if (context_handle == 0 || load_volatile(&context->handle) != context_handle) {
+        } else if (context_handle == 0 || R.context.handle != context_handle) {
             T.fault = SF_BAD_HANDLE; T.results[3] = context_handle;
-        } else if (region_handle == 0 || load_volatile(&region->handle) != region_handle) {
+        } else if (region_handle == 0 || R.region.handle != region_handle) {
             T.fault = SF_BAD_HANDLE; T.results[3] = region_handle;
-        } else if (offset + length > region->length || args[RA_OWN_LO] > args[RA_OWN_HI] || args[RA_OWN_HI] > length) {
+        } else if (offset + length > R.region.length || args[RA_OWN_LO] > args[RA_OWN_HI] || args[RA_OWN_HI] > length) {
             T.fault = SF_BAD_ARGUMENT; T.results[3] = args[RA_OFFSET_LO];
         } else {
-            uint32_t lanes = args[RA_LANES] ? args[RA_LANES] : program->lanes;
+            uint32_t lanes = args[RA_LANES] ? args[RA_LANES] : R.program.lanes;
             if (lanes > (1u << 20)) {
                 T.fault = SF_BAD_ARGUMENT; T.results[3] = lanes;
             } else {
                 s_ok = true;
-                s_program = program;
                 s_context = context;
-                load_run(S, program, context, (const unsigned char*)region->pointer + offset, length, args, lanes, stage);
+                const unsigned char* input = (const unsigned char*)R.region.pointer + offset;
+                load_run(S, &R.program, &R.context, input, length, args, lanes, stage);
             }
         }
     }
     __syncthreads();
-    RUN_PHASE(1);  // the slot's checks and the run's records (host-mapped) read by thread 0
+    RUN_PHASE(1);  // the slot's checks and the run's records (host-mapped) read by warp 0
     if (!s_ok) return;
-    run_loaded(S, s_program, s_context, stage);
+    run_loaded(S, R, s_context, stage);
     if (threadIdx.x == 0) {
         if (S.fault_lane != NO_LANE) {
             T.fault = S.fault_code;
@@ -1463,13 +1517,19 @@ __device__ void complete_slot(const Params& p, SlotShared& T) {
     }
     for (uint32_t k = 0; k < RESULT_WORDS; k++) slot[SW_RESULT0 + k] = T.results[k];
     STAMP(p, 5, global_ns());
+    RUN_PHASE(6);  // the result stores
     // CLAIMED (stored at take) and the results, then the claim is released, then the status
     // (status last: docs/PROTOCOL.md). Once the dispatcher sees the claim released it reads
-    // CLAIMED or a later status, never the PUBLISHED this slot was claimed from.
-    __threadfence_system();
+    // CLAIMED or a later status, never the PUBLISHED this slot was claimed from. A release fence
+    // is all this needs (the block's stores were ordered before it by the caller's
+    // __syncthreads); __threadfence_system() is a sequentially consistent fence, far slower
+    // while the GPU is busy.
+    fence_release_sys();
+    RUN_PHASE(7);  // the fence
     store_volatile(&vyre_owned[T.index], 0u);
     store_volatile(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);
     STAMP(p, 6, global_ns());
+    RUN_PHASE(8);  // the claim released and the status stored
     // counters after the status, in device memory: the round trip does not wait for them; the
     // dispatcher copies them into the image (docs/PROTOCOL.md, counters)
     uint32_t metric = 0xffffffffu;
@@ -1486,6 +1546,7 @@ __device__ void complete_slot(const Params& p, SlotShared& T) {
                       // DONE_COUNT finds them
     atomicAdd(&vyre_counters.done, 1u);
     STAMP(p, 7, global_ns());
+    RUN_PHASE(9);  // the device counters
 }
 
 __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunShared& S, uint32_t* stage) {
@@ -1515,9 +1576,8 @@ __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunSh
     __syncthreads();
     RUN_PHASE(5);  // the slot's results
     if (threadIdx.x == 0) complete_slot(p, T);
-    RUN_PHASE(6);  // the fence and DONE
 #ifdef VYRE_STAGE_STAMPS
-    if (threadIdx.x == 0) atomicAdd(&vyre_run_phase_ns[7], 1ull);  // slots served
+    if (threadIdx.x == 0) atomicAdd(&vyre_run_phase_ns[RUN_PHASES - 1], 1ull);  // slots served
 #endif
     __syncthreads();
 }
@@ -1693,6 +1753,8 @@ __device__ void dispatch(const Params& p) {
     uint32_t busy_passes = 0, busy_ns = 0, busy_entries = 0, scans = 0;
 #endif
     const uint32_t lap_shift = (uint32_t)(__ffs(p.doorbells) - 1);  // doorbells is a power of two
+    uint32_t enabled_low = 0, enabled_high = 0;  // the tenant masks of the previous pass
+    bool scan_due = false;
     while (true) {
 #ifdef VYRE_STAGE_STAMPS
         uint32_t pass_ns = global_ns();
@@ -1705,6 +1767,13 @@ __device__ void dispatch(const Params& p) {
         uint32_t entry = lane < window ? load_acquire(&image[p.doorbell + (position & (p.doorbells - 1u))]) : 0u;
         uint32_t mask_low, mask_high;
         load_masks(p, lane, mask_low, mask_high);
+        // a tenant enabled since the last pass: its slots were passed over while it was paused
+        // (their doorbell entries are gone), so the scan below runs now rather than up to
+        // scan_interval_ns later. (The first pass counts every enabled tenant: a relaunch resumes
+        // what the ring holds at once.)
+        scan_due |= __any_sync(FULL_MASK, (mask_low && !enabled_low) || (mask_high && !enabled_high));
+        enabled_low = mask_low;
+        enabled_high = mask_high;
         uint32_t stop = 0, pause = 0, done = 0, claims = 0;
         if (lane == 0) {
             stop = load_volatile(&image[CW_SHUTDOWN]);
@@ -1743,13 +1812,14 @@ __device__ void dispatch(const Params& p) {
         }
         // 2. now and then, every status word: finds slots whose hint did not fit
         long long now = clock64();
-        if (room && now - last_scan > scan_cycles) {
+        if (room && (scan_due || now - last_scan > scan_cycles)) {
             last_scan = now;
 #ifdef VYRE_STAGE_STAMPS
             scans++;
 #endif
             load_masks(p, lane, mask_low, mask_high);
             room = scan_ring(p, lane, mask_low, mask_high, claimed);
+            scan_due = !room;  // a scan the full queue cut short is finished next pass
         }
         // the image's counters, after this pass's claims: their PCIe stores drain while the
         // next pass polls, not in front of a claim. While entries keep coming, only every
