@@ -191,7 +191,13 @@ class CudaDevice:
             self.capacities = {"program": PROGRAM_CAPACITY, "context": run_records, "region": run_records}
             self.capacities["dfa"] = DFA_CAPACITY
             self.capacities.update({"fused": FUSED_CAPACITY, "fused_run": run_records})
-            self.programs, self._programs_pointer = self._table(abi.PROGRAM, PROGRAM_CAPACITY)
+            # The program table lives in device memory: every run reads its program's record (440
+            # bytes), and over PCIe that read cost a round trip per run; `programs` is the host's
+            # copy, uploaded record by record as it changes (_upload_program).
+            self.programs = np.zeros(PROGRAM_CAPACITY, dtype=abi.PROGRAM)
+            self._programs_memory = self._device_allocate(self.programs.nbytes)
+            self._device_copy(self._programs_memory, self.programs)
+            self._programs_pointer = self._programs_memory.pointer
             self.contexts, self._contexts_pointer = self._table(abi.CONTEXT, run_records)
             self.regions, self._regions_pointer = self._table(abi.REGION, run_records)
             self.dfas, self._dfas_pointer = self._table(abi.DFA, DFA_CAPACITY)
@@ -242,6 +248,21 @@ class CudaDevice:
         """Copy to device memory on the non-blocking side stream and wait for it, bounded."""
         with self._upload_lock:  # one waiter at a time on the shared side stream
             driver.upload(self._side_stream, memory.pointer, data, COPY_TIMEOUT_S)
+
+    def _upload_program(self, index: int, field: str | None = None) -> None:
+        """Copy program record ``index`` (or just its u32 ``field``) from the host's copy to the
+        device table. A whole record goes in with handle 0, then its handle in a second copy: a run
+        that reads the record meanwhile sees either handle 0 (BAD_HANDLE) or the complete record."""
+        record = self.programs[index : index + 1]
+        base = self._programs_pointer + index * abi.PROGRAM.itemsize
+        with self._upload_lock:  # one waiter at a time on the shared side stream
+            if field is None:
+                staged = record.copy()
+                staged["handle"] = 0
+                driver.upload(self._side_stream, base, staged.view(np.uint8), COPY_TIMEOUT_S)
+                field = "handle"
+            offset = abi.PROGRAM.fields[field][1]
+            driver.upload(self._side_stream, base + offset, record[field].copy().view(np.uint8), COPY_TIMEOUT_S)
 
     def _device_address(self, data: Any) -> tuple[int | None, int]:
         """(device address, bytes) of a region the kernel can read in place, else (None, bytes)."""
@@ -338,6 +359,7 @@ class CudaDevice:
                 "bindings": bindings,
             },
         )
+        self._upload_program(handle % len(self.programs))
 
     # ------------------------------------------------------------------ JIT variants
 
@@ -362,12 +384,15 @@ class CudaDevice:
                 index = handle % len(self.programs)
                 if int(self.programs["handle"][index]) == handle:
                     self.programs["jit_id"][index] = self._jit_ids.get(jit.code_key(entry.program), 0)
+                    self._upload_program(index, "jit_id")
 
     def program_unregistered(self, handle: int) -> None:
         # the record's handle goes to 0 first, so the kernel answers BAD_HANDLE from now on; its
         # device memory cannot be freed while the kernel runs (cuMemFree synchronizes), so it
         # stays with the device until close()
-        self.programs["handle"][handle % len(self.programs)] = 0
+        index = handle % len(self.programs)
+        self.programs["handle"][index] = 0
+        self._upload_program(index, "handle")
 
     def fused_registered(self, handle: int) -> None:
         members = self.registry.fused[handle].members

@@ -1508,7 +1508,53 @@ __device__ void run_program_slot(const Params& p, uint32_t program_handle, const
     }
 }
 
-__device__ void complete_slot(const Params& p, SlotShared& T) {
+// ------------------------------------------------------------------ completion counts
+
+// A worker block's completions not yet added to the device counters. Adding them per slot cost
+// two device-scope fences per slot, and under load a fence waits tens of microseconds; a block
+// adds its counts every COUNT_BATCH slots, and at once whenever it finds no entry waiting (so
+// an idle device's counters are exact) and before it exits.
+#define COUNT_BATCH 16u
+#define COUNT_METRICS 4u  // distinct metrics a batch holds (a block mostly serves one kind)
+#define NO_METRIC 0xffffffffu
+struct BlockCounts {
+    uint32_t done, fault, kinds;
+    uint32_t metric[COUNT_METRICS], count[COUNT_METRICS];
+};
+
+// Thread 0: the batch into the device counters (docs/PROTOCOL.md, counters): each metric's count
+// before its dirty bit, all of them and the fault count before DONE_COUNT, so a copier that sees
+// the new DONE_COUNT finds them.
+__device__ void flush_counts(BlockCounts& C) {
+    if (C.done == 0) return;
+    for (uint32_t k = 0; k < C.kinds; k++) atomicAdd(&vyre_counters.metrics[C.metric[k]], C.count[k]);
+    if (C.kinds) {
+        __threadfence();  // the counts before their dirty bits: a copier that clears a bit reads its count after
+        for (uint32_t k = 0; k < C.kinds; k++) atomicOr(&vyre_counters.dirty[C.metric[k] / 32u], 1u << (C.metric[k] % 32u));
+    }
+    if (C.fault) atomicAdd(&vyre_counters.fault, C.fault);
+    __threadfence();
+    atomicAdd(&vyre_counters.done, C.done);
+    C.done = 0; C.fault = 0; C.kinds = 0;
+}
+
+// Thread 0: one completion counted in the block's batch (flushed when full).
+__device__ void count_completion(BlockCounts& C, uint32_t metric, bool faulted) {
+    if (metric != NO_METRIC) {
+        uint32_t k = 0;
+        while (k < C.kinds && C.metric[k] != metric) k++;
+        if (k == COUNT_METRICS) {  // a fifth kind: the batch so far first
+            flush_counts(C);
+            k = 0;
+        }
+        if (k == C.kinds) { C.metric[k] = metric; C.count[k] = 0; C.kinds++; }
+        C.count[k]++;
+    }
+    C.fault += faulted;
+    if (++C.done >= COUNT_BATCH) flush_counts(C);
+}
+
+__device__ void complete_slot(const Params& p, SlotShared& T, BlockCounts& C) {
     uint32_t* image = (uint32_t*)p.image;
     uint32_t* slot = image + p.ring + T.index * SLOT_WORDS;
     uint32_t op = T.words[SW_OPCODE];
@@ -1532,24 +1578,17 @@ __device__ void complete_slot(const Params& p, SlotShared& T) {
     RUN_PHASE(8);  // the claim released and the status stored
     // counters after the status, in device memory: the round trip does not wait for them; the
     // dispatcher copies them into the image (docs/PROTOCOL.md, counters)
-    uint32_t metric = 0xffffffffu;
+    uint32_t metric = NO_METRIC;
     if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) metric = USER_METRIC_BASE + op - USER_OPCODE_BASE;
     else if (op == BI_SHUTDOWN) metric = METRIC_SHUTDOWN;
     else if (op <= BI_RUN_PROGRAM) metric = op;  // built-in metric index = its opcode (generated tables agree)
-    if (metric != 0xffffffffu) {
-        atomicAdd(&vyre_counters.metrics[metric], 1u);
-        __threadfence();  // the count before its dirty bit: a copier that clears the bit reads the count after
-        atomicOr(&vyre_counters.dirty[metric / 32u], 1u << (metric % 32u));
-    }
-    if (T.fault) atomicAdd(&vyre_counters.fault, 1u);
-    __threadfence();  // metric, dirty bit and fault count before DONE_COUNT: a copier that sees the new
-                      // DONE_COUNT finds them
-    atomicAdd(&vyre_counters.done, 1u);
+    count_completion(C, metric, T.fault != 0);
     STAMP(p, 7, global_ns());
-    RUN_PHASE(9);  // the device counters
+    RUN_PHASE(9);  // the block's counts
 }
 
-__device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunShared& S, uint32_t* stage) {
+__device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunShared& S, uint32_t* stage,
+                           BlockCounts& C) {
     if (threadIdx.x < RESULT_WORDS) T.results[threadIdx.x] = 0;
     if (threadIdx.x == 0) { T.fault = 0; T.index = index; }
     __syncthreads();
@@ -1575,7 +1614,7 @@ __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunSh
     }
     __syncthreads();
     RUN_PHASE(5);  // the slot's results
-    if (threadIdx.x == 0) complete_slot(p, T);
+    if (threadIdx.x == 0) complete_slot(p, T, C);
 #ifdef VYRE_STAGE_STAMPS
     if (threadIdx.x == 0) atomicAdd(&vyre_run_phase_ns[RUN_PHASES - 1], 1ull);  // slots served
 #endif
@@ -1854,6 +1893,8 @@ __device__ void dispatch(const Params& p) {
 __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* stage) {
     __shared__ uint32_t s_index;
     __shared__ uint32_t s_stop;
+    __shared__ BlockCounts C;
+    if (threadIdx.x == 0) { C.done = 0; C.fault = 0; C.kinds = 0; }
     uint32_t sleep_ns = 32;
     // Blocks that served a slot recently poll without sleeping for a while: the next slot of a
     // busy stream (or a caller's next round trip) is taken a nanosleep sooner. Idle blocks
@@ -1868,7 +1909,7 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
             uint32_t ticket = atomicAdd(&vyre_queue.head, 1u);
             RUN_PHASE_START();
             uint32_t* slot_words = vyre_queue.entries[ticket % QUEUE_CAPACITY];
-            while (true) {
+            for (bool first = true;; first = false) {
                 if (load_acquire_gpu(&slot_words[1]) == ticket + 1u) {
                     const uint4* entry = (const uint4*)slot_words;
                     uint4 e0 = load_volatile4(entry), e1 = load_volatile4(entry + 1), e2 = load_volatile4(entry + 2);
@@ -1885,6 +1926,8 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                     sleep_ns = 32;
                     hot_polls = WORKER_HOT_POLLS;
                     break;
+                } else if (first) {  // nothing waiting: count what this block completed before it waits
+                    flush_counts(C);
                 } else if (load_acquire_gpu(&vyre_queue.shutdown)) {  // told to stop: is my position ever filled?
                     // the dispatcher stored its last tail before the flag: a ticket at or past it
                     // never gets an entry (one before it does: keep waiting for it)
@@ -1903,8 +1946,8 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
             }
         }
         __syncthreads();
-        if (s_stop) return;
-        serve_slot(p, s_index, T, S, stage);
+        if (s_stop) return;  // (counted: the block found no entry at once, so it flushed)
+        serve_slot(p, s_index, T, S, stage, C);
     }
 }
 
