@@ -485,6 +485,8 @@ __device__ __forceinline__ Split split_range(const unsigned char* p, uint32_t n)
     return x;
 }
 
+#define NOT_A_BYTE 0x100u  // an edge value no byte equals: this thread has no edge byte
+
 // The up to 30 bytes outside the body, one per thread: threads 0-15 take head byte `lane`,
 // threads 16-31 tail byte `lane - 16`. False when this thread has none.
 __device__ __forceinline__ bool edge_byte(const Split& x, uint32_t n, uint32_t lane, uint32_t& offset) {
@@ -543,7 +545,9 @@ __device__ __forceinline__ void mask_round(const uint4* body, uint32_t vecs, uin
 __device__ uint32_t warp_count_byte(const unsigned char* p, uint32_t n, uint32_t byte) {
     uint32_t lane = threadIdx.x & 31u, offset, count = 0;
     Split x = split_range(p, n);
-    if (edge_byte(x, n, lane, offset) && p[offset] == byte) count = 1;
+    // the edge byte is loaded now and compared after the body: its read is in flight with the
+    // first round's instead of costing a memory latency of its own (a range is often 1-4 rounds)
+    uint32_t edge = edge_byte(x, n, lane, offset) ? (uint32_t)p[offset] : NOT_A_BYTE;
     const uint4* body = (const uint4*)(p + x.head);
     uint32_t pattern = byte * 0x01010101u;
     for (uint32_t first = lane; first < x.vecs; first += 32u * SCAN_ROUND_VECS) {
@@ -553,6 +557,7 @@ __device__ uint32_t warp_count_byte(const unsigned char* p, uint32_t n, uint32_t
         for (uint32_t k = 0; k < SCAN_ROUND_VECS; k++)
             if (first + 32u * k < x.vecs) count += count16(q[k], pattern);
     }
+    count += edge == byte;
     return __reduce_add_sync(FULL_MASK, count);  // <= n: no wrap
 }
 
@@ -644,7 +649,7 @@ __device__ void warp_histogram(const unsigned char* p, uint32_t n, uint32_t* wor
         __syncwarp();
     }
     Split x = split_range(p, n);
-    if (edge_byte(x, n, lane, offset)) atomicAdd(&bins[p[offset]], 1u);
+    uint32_t edge = edge_byte(x, n, lane, offset) ? (uint32_t)p[offset] : NOT_A_BYTE;  // counted last (see warp_count_byte)
     const uint4* body = (const uint4*)(p + x.head);
     for (uint32_t first = lane; first < x.vecs; first += 32u * SCAN_ROUND_VECS) {
         uint4 q[SCAN_ROUND_VECS];
@@ -659,6 +664,7 @@ __device__ void warp_histogram(const unsigned char* p, uint32_t n, uint32_t* wor
             }
         }
     }
+    if (edge != NOT_A_BYTE) atomicAdd(&bins[edge], 1u);
     if (private_bins) {
         __syncwarp();  // every count is in; thread t reads (and next time zeroes) bins t, t + 32, ...
         for (uint32_t k = lane; k < HIST_BINS; k += 32u) {
