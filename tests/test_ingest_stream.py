@@ -749,12 +749,27 @@ def test_bad_options_raise_dispatch_error(programs, megakernel, changes, message
         StreamPipeline(programs, megakernel, StreamOptions(**changes))
 
 
-def test_fusion_is_off_by_default_on_the_cpu_and_needs_two_to_eight_programs(programs, megakernel):
+def test_fusion_is_off_by_default_on_the_cpu_and_takes_one_to_eight_programs(programs, megakernel):
     assert StreamPipeline(programs, megakernel, options()).options.fuse is False  # nothing to save on the CPU
-    with pytest.raises(DispatchError, match=r"fuse=True needs 2\.\.8 programs, not 1"):
-        StreamPipeline(programs[:1], megakernel, options(fuse=True))
-    with pytest.raises(DispatchError, match="not 9"):
+    assert StreamPipeline(programs[:1], megakernel, options(fuse=True)).options.fuse  # a group of one
+    with pytest.raises(DispatchError, match=r"fuse=True needs 1\.\.8 programs, not 9"):
         StreamPipeline(programs * 3, megakernel, options(fuse=True))
+
+
+@pytest.mark.parametrize("fuse", [False, True], ids=["separate", "group-of-one"])
+def test_a_single_program_streams_alone_or_as_a_group_of_one_with_the_same_result(megakernel, tmp_path, fuse):
+    checksum = load_program_file(str(EXAMPLES / "checksum.vasm"))
+    data = random.Random(5).randbytes(BIG)
+    path = tmp_path / "one.bin"
+    path.write_bytes(data)
+    with StreamPipeline([checksum], megakernel, options(fuse=fuse)) as pipeline:
+        [result] = pipeline.run([str(path)])
+        stats = pipeline.stats
+    assert result.error is None and stats.runs == result.chunks  # one slot per chunk either way
+    padded = data + bytes(-len(data) % 4)
+    expected = int(np.frombuffer(padded, dtype="<u4").sum(dtype=np.uint64) & 0xFFFFFFFF)
+    assert int(result.programs[0].outputs["sum"][0]) == expected
+    assert int(result.programs[0].outputs["bytes"][0]) == len(data)
 
 
 def test_a_stream_without_programs_is_refused(megakernel):

@@ -62,7 +62,7 @@ def add_run_parser(commands: argparse._SubParsersAction, handler: Callable[[argp
         dest="fuse",
         action="store_true",
         default=None,
-        help="one fused slot runs all programs over a chunk: one pass over PCIe (default: on CUDA, 2+ programs)",
+        help="one fused slot runs all programs over a chunk: one pass over PCIe into device staging (default: on CUDA)",
     )
     fuse.add_argument("--no-fuse", dest="fuse", action="store_false", help="one slot per program and chunk")
     run.add_argument(

@@ -6,9 +6,11 @@
     --every run done--> outcomes kept by chunk index, slot freed --input finished--> merged per
     program in chunk order (results.py)
 
-Fusion (StreamOptions.fuse; on by default for several programs on CUDA): the programs of an input
-form one fused group (Megakernel.register_fused), and each chunk is one RUN_PROGRAM slot whose
-bytes cross PCIe once into device staging, instead of once per program. Every program then sees
+Fusion (StreamOptions.fuse; on by default on CUDA): the programs of an input form one fused group
+(Megakernel.register_fused; a group of one for a single program), and each chunk is one
+RUN_PROGRAM slot whose bytes cross PCIe once, as wide loads with many in flight, into device
+staging, instead of once per program and as each program's own loads (a checksum's 4-byte words:
+one PCIe latency each, ~2 GB/s per block). Every program then sees
 the chunk with the group's widest overlap as context (unfused, each sees its own `.overlap`):
 the same results for programs that, as Program.overlap asks, count only what is anchored in the
 owned range and need no more than their overlap of context.
@@ -70,7 +72,7 @@ class StreamOptions:
     lanes: int | None = None  # None: each program's .lanes
     fuel: int | None = None  # None: each program's .fuel
     emit_capacity: int = 65536  # records per chunk and program
-    fuse: bool | None = None  # one fused slot per chunk for all programs; None: on for 2+ programs on CUDA
+    fuse: bool | None = None  # one fused slot per chunk for all programs (staged on CUDA); None: on on CUDA
     jit: bool = False  # JIT-compile the programs before the first chunk (CUDA; Megakernel.jit)
 
     def check(self) -> None:
@@ -98,6 +100,10 @@ class StreamStats:
     short_reads: int = 0
     runs: int = 0
     seconds: float = 0.0
+    # slot-seconds spent reading (first read queued -> last landed) and running (launch -> reaped):
+    # divided by `seconds`, the mean number of slots in each state (where the pipeline waits)
+    reading_slot_seconds: float = 0.0
+    running_slot_seconds: float = 0.0
 
     @property
     def gigabytes_per_second(self) -> float:
@@ -113,6 +119,8 @@ class ChunkSlot:
     data_offset: int = 0  # where region byte 0 sits in the slot
     reads_left: int = 0
     region_end: int = 0  # sequential: the stream position the region reached
+    taken_at: float = 0.0  # perf_counter when the slot left the free list
+    launched_at: float = 0.0  # ... when its runs were submitted
     futures: list[tuple[ChunkPlan, int, concurrent.futures.Future]] = field(default_factory=list)
 
 
@@ -136,11 +144,11 @@ class StreamPipeline:
         if options.chunks is None:
             options = replace(options, chunks=DEFAULT_CHUNKS.get(megakernel.backend, 8))
         if options.fuse is None:  # the CPU reads host memory at memory speed: nothing to save there
-            fusable = 2 <= len(programs) <= MAX_FUSED_MEMBERS
+            fusable = len(programs) <= MAX_FUSED_MEMBERS
             options = replace(options, fuse=fusable and megakernel.backend in FUSION_BACKENDS)
-        if options.fuse and not 2 <= len(programs) <= MAX_FUSED_MEMBERS:
+        if options.fuse and len(programs) > MAX_FUSED_MEMBERS:
             raise DispatchError(
-                f"fuse=True needs 2..{MAX_FUSED_MEMBERS} programs, not {len(programs)}",
+                f"fuse=True needs 1..{MAX_FUSED_MEMBERS} programs, not {len(programs)}",
                 "pass fuse=False (or None: fused where it helps), or fewer programs",
             )
         self.options = options
@@ -369,8 +377,13 @@ class StreamPipeline:
         if source.size == 0:
             source.planning_done = True
 
-    def _start_positional_chunk(self, source: Source, plans: list[ChunkPlan]) -> None:
+    def _take_slot(self) -> ChunkSlot:
         slot = self._free.popleft()
+        slot.taken_at = time.perf_counter()
+        return slot
+
+    def _start_positional_chunk(self, source: Source, plans: list[ChunkPlan]) -> None:
+        slot = self._take_slot()
         first_plan, last_plan = plans[0], plans[-1]
         plan = ChunkPlan(
             first_plan.index, first_plan.region_start, last_plan.region_end, first_plan.own_start, last_plan.own_end
@@ -393,7 +406,7 @@ class StreamPipeline:
             self._queue(piece, source)
 
     def _start_sequential_chunk(self, source: Source) -> None:
-        slot = self._free.popleft()
+        slot = self._take_slot()
         slot.source, slot.plan, slot.plans, slot.data_offset = source, None, [], 0
         source.slots_busy += 1
         source.reading = True
@@ -538,6 +551,8 @@ class StreamPipeline:
         if source.error is not None or slot.plan is None:
             self._release(slot)
             return
+        slot.launched_at = time.perf_counter()
+        self.stats.reading_slot_seconds += slot.launched_at - slot.taken_at
         for plan in slot.plans:
             if source.error is None:  # a failed submission fails the input: launch no more of it
                 self._launch(slot, source, plan)
@@ -586,8 +601,10 @@ class StreamPipeline:
 
     def _reap_runs(self) -> bool:
         finished = [slot for slot in self._running if all(f.done() for _, _, f in slot.futures)]
+        now = time.perf_counter()
         for slot in finished:
             self._running.remove(slot)
+            self.stats.running_slot_seconds += now - slot.launched_at
             source = slot.source
             assert source is not None
             for plan, program_index, future in slot.futures:
