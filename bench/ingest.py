@@ -225,7 +225,7 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=96)
     parser.add_argument("--chunks-per-slot", type=int, default=1)
     parser.add_argument("--read-size", default="4MiB")
-    parser.add_argument("--depth", type=int, default=64)
+    parser.add_argument("--depth", type=int, default=128)
     parser.add_argument("--lanes", type=int, default=256, help="consumer lanes (0: the program's)")
     parser.add_argument(
         "--consumers",

@@ -772,6 +772,20 @@ def test_a_single_program_streams_alone_or_as_a_group_of_one_with_the_same_resul
     assert int(result.programs[0].outputs["bytes"][0]) == len(data)
 
 
+def test_the_arena_holds_no_more_slots_than_the_files_need_and_grows_when_they_need_more(
+    programs, megakernel, tmp_path
+):
+    paths, contents = write_files(tmp_path, [1, CHUNK + 1, BIG], seed=171)
+    with StreamPipeline(programs, megakernel, options()) as pipeline:
+        check_exact(pipeline.run(paths[:1])[0], contents[0])
+        assert pipeline.arena is not None and pipeline.arena.count == 1  # a 1-byte file pins one slot
+        check_exact(pipeline.run(paths[1:2])[0], contents[1])
+        assert pipeline.arena.count == 2  # replaced (with its rings) by a bigger one
+        for result, content in zip(pipeline.run(paths), contents):
+            check_exact(result, content)
+        assert pipeline.arena.count == SLOTS  # never more than asked for
+
+
 def test_a_stream_without_programs_is_refused(megakernel):
     with pytest.raises(DispatchError, match="at least one program"):
         StreamPipeline([], megakernel)
@@ -890,7 +904,7 @@ def test_an_arena_a_stuck_read_may_still_write_is_never_reused_nor_lent_again(pr
         assert made[0].drained == (reader == "io_uring")
         assert (memory is not None) == made[0].drained
         pipeline.reader_factory = injecting(None, made)
-        paths, contents = write_files(tmp_path, [2 * CHUNK], seed=160)
+        paths, contents = write_files(tmp_path, [SLOTS * CHUNK], seed=160)  # a full arena: the same size
         check_exact(pipeline.run(paths)[0], contents[0])
         lent = pipeline.arena.memory
         pipeline.close()
