@@ -7,8 +7,10 @@ no O_DIRECT), read warm (page cache) and, with --cold, after dropping the page c
 O_DIRECT. Rows, all in one run over the same file:
 - raw io_uring: READ_FIXED into the arena, IOSQE_ASYNC, no consumer (the reading ceiling);
 - vyre stream: the pipeline (io_uring -> arena -> RUN_PROGRAM per chunk), "consumed" = a program
-  read every byte and its result matched NumPy's: examples/checksum.vasm (interpreted word loads)
-  and examples/histogram.vasm (the hist range intrinsic: warp-cooperative 16-byte loads on a GPU);
+  read every byte and its result matched NumPy's: examples/checksum.vasm (word loads) and
+  examples/histogram.vasm (the hist range intrinsic: warp-cooperative 16-byte loads on a GPU).
+  A consumer is NAME[+jit][+separate]: +jit compiles it first (StreamOptions.jit), +separate runs
+  it unfused (fuse=False: it reads the arena over PCIe in place, no device staging);
 - readinto + cuMemcpyHtoD: a plain loop into a pinned buffer and an async copy to device memory
   (double-buffered), what a user writes by hand (CUDA only);
 - KvikIO CuFile.pread into device memory, 16 threads, 4 MiB tasks (CUDA only, if kvikio imports).
@@ -23,6 +25,7 @@ import mmap
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,17 +47,21 @@ GB = 1e9
 
 
 def make_file(path: Path, size: int) -> tuple[int, np.ndarray]:
-    """Random bytes (written in 64 MiB pieces); returns the reference checksum and byte histogram."""
+    """Random bytes (written in 64 MiB pieces; a file of that size already there is kept);
+    returns the reference checksum and byte histogram, computed from the bytes."""
     rng = np.random.default_rng(7)
     checksum = 0
     histogram = np.zeros(256, dtype=np.uint64)
     piece = 64 << 20
-    with open(path, "wb") as handle:
+    keep = path.exists() and path.stat().st_size == size
+    with open(path, "rb" if keep else "wb") as handle:
         for start in range(0, size, piece):
-            data = np.frombuffer(rng.bytes(min(piece, size - start)), dtype=np.uint8)
+            wanted = min(piece, size - start)
+            data = np.frombuffer(handle.read(wanted) if keep else rng.bytes(wanted), dtype=np.uint8)
             checksum = (checksum + place_sum(data, start)) & 0xFFFFFFFF
             histogram += np.bincount(data, minlength=256).astype(np.uint64)
-            handle.write(data.tobytes())
+            if not keep:
+                handle.write(data.tobytes())
     return checksum, histogram
 
 
@@ -136,7 +143,18 @@ def vyre_stream(pipeline: StreamPipeline, path: Path, consumer: str, expected: d
         "host_bytes_copied": stats.host_bytes_copied,
         "reader": stats.reader,
         "faults": len(result.faults),
+        "slots_reading": round(stats.reading_slot_seconds / stats.seconds, 1),  # mean slots in each state
+        "slots_running": round(stats.running_slot_seconds / stats.seconds, 1),
     }
+
+
+def consumer_options(spec: str, options: StreamOptions) -> tuple[str, StreamOptions]:
+    """NAME[+jit][+separate] -> the program's name and the stream options it runs with."""
+    name, *flags = spec.split("+")
+    unknown = set(flags) - {"jit", "separate"}
+    if unknown:
+        raise SystemExit(f"unknown consumer flag(s) {sorted(unknown)} in {spec!r}; known: jit, separate")
+    return name, replace(options, jit=options.jit or "jit" in flags, fuse=False if "separate" in flags else None)
 
 
 def readinto_memcpy(path: Path, chunk: int = 16 << 20) -> float:
@@ -203,14 +221,16 @@ def main() -> int:
     parser.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--size", default="1GiB")
     parser.add_argument("--dir", default=str(ROOT / "bench" / "data"))
-    parser.add_argument("--chunk-size", default="4MiB")
-    parser.add_argument("--chunks", type=int, default=32)
+    parser.add_argument("--chunk-size", default="16MiB")
+    parser.add_argument("--chunks", type=int, default=96)
     parser.add_argument("--chunks-per-slot", type=int, default=1)
-    parser.add_argument("--read-size", default="1MiB")
-    parser.add_argument("--depth", type=int, default=32)
-    parser.add_argument("--lanes", type=int, default=None, help="consumer lanes (default: the program's)")
+    parser.add_argument("--read-size", default="4MiB")
+    parser.add_argument("--depth", type=int, default=128)
+    parser.add_argument("--lanes", type=int, default=256, help="consumer lanes (0: the program's)")
     parser.add_argument(
-        "--consumers", default="checksum,histogram", help="programs that consume the stream (examples/NAME.vasm)"
+        "--consumers",
+        default="checksum,histogram,checksum+jit",
+        help="programs that consume the stream: examples/NAME.vasm, NAME[+jit][+separate] (module docstring)",
     )
     parser.add_argument("--cold", action="store_true", help="also measure after dropping the page cache (O_DIRECT)")
     parser.add_argument("--repeat", type=int, default=2, help="warm runs of each row (the best is kept)")
@@ -233,7 +253,7 @@ def main() -> int:
         chunks_per_slot=args.chunks_per_slot,
         read_size=read_size,
         queue_depth=args.depth,
-        lanes=args.lanes,
+        lanes=args.lanes or None,
         jit=args.jit,
     )
     cuda = args.backend == "cuda" or (args.backend == "auto" and cuda_unavailable_reason() is None)
@@ -249,11 +269,12 @@ def main() -> int:
     with Megakernel(backend=args.backend, slots=1024) as megakernel:
         backend = megakernel.backend
         for consumer in consumers:
-            program = load_program_file(str(ROOT / "examples" / f"{consumer}.vasm"))
+            name, consumer_run = consumer_options(consumer, options)
+            program = load_program_file(str(ROOT / "examples" / f"{name}.vasm"))
             # one pipeline per consumer, run `repeat` times: pinning and registering the arena is
             # paid once, as by a user streaming many files (the first run includes it)
-            with StreamPipeline([program], megakernel, options) as pipeline:
-                runs = [vyre_stream(pipeline, path, consumer, expected) for _ in range(args.repeat)]
+            with StreamPipeline([program], megakernel, consumer_run) as pipeline:
+                runs = [vyre_stream(pipeline, path, name, expected) for _ in range(args.repeat)]
             rows[f"vyre stream ({consumer}), warm"] = {**max(runs, key=lambda r: r["gbps"]), "first": runs[0]["gbps"]}
         if args.cold:
             dropped = drop_caches(path)
@@ -263,18 +284,19 @@ def main() -> int:
             }
             cold = StreamOptions(**{**options.__dict__, "direct": True})
             for consumer in consumers:
-                program = load_program_file(str(ROOT / "examples" / f"{consumer}.vasm"))
-                with StreamPipeline([program], megakernel, cold) as pipeline:
+                name, consumer_run = consumer_options(consumer, cold)
+                program = load_program_file(str(ROOT / "examples" / f"{name}.vasm"))
+                with StreamPipeline([program], megakernel, consumer_run) as pipeline:
                     drop_caches(path)
                     rows[f"vyre stream O_DIRECT ({consumer}), cold"] = {
-                        **vyre_stream(pipeline, path, consumer, expected),
+                        **vyre_stream(pipeline, path, name, expected),
                         "caches_dropped": dropped,
                     }
-    print(f"\n{'row':<42}{'GB/s':>8}  notes")
+    print(f"\n{'row':<52}{'GB/s':>8}  notes")
     for name, row in rows.items():
         gbps = f"{row['gbps']:.2f}" if "gbps" in row else "-"
         notes = ", ".join(f"{k}={v}" for k, v in row.items() if k != "gbps")
-        print(f"{name:<42}{gbps:>8}  {notes}")
+        print(f"{name:<52}{gbps:>8}  {notes}")
     document = {
         "bench": "ingest",
         "backend": backend,

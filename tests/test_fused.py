@@ -94,14 +94,14 @@ def test_fuel_is_per_member_and_one_running_dry_leaves_the_others(megakernel):
 @pytest.mark.parametrize(
     ("members", "message"),
     [
-        (lambda h: [h[0]], f"2..{MAX_FUSED_MEMBERS} programs, not 1"),
+        (lambda h: [], f"1..{MAX_FUSED_MEMBERS} programs, not 0"),
         (lambda h: h[:1] * (MAX_FUSED_MEMBERS + 1), f"not {MAX_FUSED_MEMBERS + 1}"),
         (lambda h: [h[0], h[1], h[0]], "appears twice"),
         (lambda h: [h[0], 424_242], "not registered"),
         (lambda h: [h[0], "1"], "not a program handle"),
         (lambda h: [h[0], h[2]], "groups do not nest"),
     ],
-    ids=["one", "nine", "duplicate", "unknown", "not-a-handle", "nested"],
+    ids=["none", "nine", "duplicate", "unknown", "not-a-handle", "nested"],
 )
 def test_register_fused_refuses_bad_groups_with_a_fix(megakernel, members, message):
     handles = [megakernel.register_program(counting_program()) for _ in range(2)]

@@ -749,12 +749,41 @@ def test_bad_options_raise_dispatch_error(programs, megakernel, changes, message
         StreamPipeline(programs, megakernel, StreamOptions(**changes))
 
 
-def test_fusion_is_off_by_default_on_the_cpu_and_needs_two_to_eight_programs(programs, megakernel):
+def test_fusion_is_off_by_default_on_the_cpu_and_takes_one_to_eight_programs(programs, megakernel):
     assert StreamPipeline(programs, megakernel, options()).options.fuse is False  # nothing to save on the CPU
-    with pytest.raises(DispatchError, match=r"fuse=True needs 2\.\.8 programs, not 1"):
-        StreamPipeline(programs[:1], megakernel, options(fuse=True))
-    with pytest.raises(DispatchError, match="not 9"):
+    assert StreamPipeline(programs[:1], megakernel, options(fuse=True)).options.fuse  # a group of one
+    with pytest.raises(DispatchError, match=r"fuse=True needs 1\.\.8 programs, not 9"):
         StreamPipeline(programs * 3, megakernel, options(fuse=True))
+
+
+@pytest.mark.parametrize("fuse", [False, True], ids=["separate", "group-of-one"])
+def test_a_single_program_streams_alone_or_as_a_group_of_one_with_the_same_result(megakernel, tmp_path, fuse):
+    checksum = load_program_file(str(EXAMPLES / "checksum.vasm"))
+    data = random.Random(5).randbytes(BIG)
+    path = tmp_path / "one.bin"
+    path.write_bytes(data)
+    with StreamPipeline([checksum], megakernel, options(fuse=fuse)) as pipeline:
+        [result] = pipeline.run([str(path)])
+        stats = pipeline.stats
+    assert result.error is None and stats.runs == result.chunks  # one slot per chunk either way
+    padded = data + bytes(-len(data) % 4)
+    expected = int(np.frombuffer(padded, dtype="<u4").sum(dtype=np.uint64) & 0xFFFFFFFF)
+    assert int(result.programs[0].outputs["sum"][0]) == expected
+    assert int(result.programs[0].outputs["bytes"][0]) == len(data)
+
+
+def test_the_arena_holds_no_more_slots_than_the_files_need_and_grows_when_they_need_more(
+    programs, megakernel, tmp_path
+):
+    paths, contents = write_files(tmp_path, [1, CHUNK + 1, BIG], seed=171)
+    with StreamPipeline(programs, megakernel, options()) as pipeline:
+        check_exact(pipeline.run(paths[:1])[0], contents[0])
+        assert pipeline.arena is not None and pipeline.arena.count == 1  # a 1-byte file pins one slot
+        check_exact(pipeline.run(paths[1:2])[0], contents[1])
+        assert pipeline.arena.count == 2  # replaced (with its rings) by a bigger one
+        for result, content in zip(pipeline.run(paths), contents):
+            check_exact(result, content)
+        assert pipeline.arena.count == SLOTS  # never more than asked for
 
 
 def test_a_stream_without_programs_is_refused(megakernel):
@@ -875,7 +904,7 @@ def test_an_arena_a_stuck_read_may_still_write_is_never_reused_nor_lent_again(pr
         assert made[0].drained == (reader == "io_uring")
         assert (memory is not None) == made[0].drained
         pipeline.reader_factory = injecting(None, made)
-        paths, contents = write_files(tmp_path, [2 * CHUNK], seed=160)
+        paths, contents = write_files(tmp_path, [SLOTS * CHUNK], seed=160)  # a full arena: the same size
         check_exact(pipeline.run(paths)[0], contents[0])
         lent = pipeline.arena.memory
         pipeline.close()

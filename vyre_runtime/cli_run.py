@@ -43,12 +43,18 @@ def add_run_parser(commands: argparse._SubParsersAction, handler: Callable[[argp
     run.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"], help="where programs run")
     run.add_argument("--workers", type=int, help="CPU backend worker threads (default: up to 4)")
     run.add_argument("--chunk-size", default=f"{DEFAULT_CHUNK_SIZE >> 20}MiB", help="bytes each chunk owns")
-    run.add_argument("--chunks", type=int, help="arena chunk slots, chunks in flight (default: 32 on CUDA, 8 on CPU)")
+    run.add_argument(
+        "--chunks",
+        type=int,
+        help="arena chunk slots, chunks in flight (default: 96 on CUDA, 8 on CPU; fewer for small inputs)",
+    )
     run.add_argument(
         "--chunks-per-slot", type=int, default=1, help="consecutive chunks read into one arena slot (one run each)"
     )
-    run.add_argument("--read-size", default="1MiB", help="bytes per read (several reads fill a chunk)")
-    run.add_argument("--queue-depth", type=int, default=64, help="reads in flight per ring")
+    run.add_argument(
+        "--read-size", default=f"{StreamOptions.read_size >> 20}MiB", help="bytes per read (several reads fill a chunk)"
+    )
+    run.add_argument("--queue-depth", type=int, default=StreamOptions.queue_depth, help="reads in flight per ring")
     run.add_argument("--rings", type=int, default=1, help="io_uring instances")
     run.add_argument("--reader", default="auto", choices=READER_KINDS, help="io_uring, the preadv fallback, or auto")
     run.add_argument("--direct", action="store_true", help="O_DIRECT reads (bypass the page cache)")
@@ -62,7 +68,7 @@ def add_run_parser(commands: argparse._SubParsersAction, handler: Callable[[argp
         dest="fuse",
         action="store_true",
         default=None,
-        help="one fused slot runs all programs over a chunk: one pass over PCIe (default: on CUDA, 2+ programs)",
+        help="one fused slot runs all programs over a chunk: one pass over PCIe into device staging (default: on CUDA)",
     )
     fuse.add_argument("--no-fuse", dest="fuse", action="store_false", help="one slot per program and chunk")
     run.add_argument(

@@ -185,7 +185,7 @@ class Megakernel:
         return handle
 
     def register_fused(self, handles: Sequence[int]) -> int:
-        """A fused group of 2..MAX_FUSED_MEMBERS registered programs, each listed once; returns
+        """A fused group of 1..MAX_FUSED_MEMBERS registered programs, each listed once; returns
         its handle. ``submit(group, data)`` runs every member, in order, over the same bytes
         from one RUN_PROGRAM slot (on CUDA the bytes cross PCIe once) and resolves to one
         RunOutcome per member, in member order (docs/PROTOCOL.md, "Fused runs"). Members keep

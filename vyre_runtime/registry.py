@@ -21,7 +21,7 @@ from vyre_runtime.vir0.isa import Scope
 from vyre_runtime.vir0.program import Program
 
 MAX_HANDLE = 0xFFFFFFFF
-MIN_FUSED_MEMBERS = 2
+MIN_FUSED_MEMBERS = 1  # a group of one: a single program whose host-mapped input is staged in device memory first
 ResourceLoader = Callable[[int, int], bytes]  # (offset, nbytes) -> bytes
 
 
@@ -133,7 +133,7 @@ class Registry:
         if not MIN_FUSED_MEMBERS <= len(members) <= MAX_FUSED_MEMBERS:
             raise DispatchError(
                 f"a fused group has {MIN_FUSED_MEMBERS}..{MAX_FUSED_MEMBERS} programs, not {len(members)}",
-                "submit a single program directly; split more programs over several groups",
+                "split more programs over several groups",
             )
         for member in members:
             if isinstance(member, bool) or not isinstance(member, int):

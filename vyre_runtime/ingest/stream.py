@@ -6,9 +6,11 @@
     --every run done--> outcomes kept by chunk index, slot freed --input finished--> merged per
     program in chunk order (results.py)
 
-Fusion (StreamOptions.fuse; on by default for several programs on CUDA): the programs of an input
-form one fused group (Megakernel.register_fused), and each chunk is one RUN_PROGRAM slot whose
-bytes cross PCIe once into device staging, instead of once per program. Every program then sees
+Fusion (StreamOptions.fuse; on by default on CUDA): the programs of an input form one fused group
+(Megakernel.register_fused; a group of one for a single program), and each chunk is one
+RUN_PROGRAM slot whose bytes cross PCIe once, as wide loads with many in flight, into device
+staging, instead of once per program and as each program's own loads (a checksum's 4-byte words:
+one PCIe latency each, ~2 GB/s per block). Every program then sees
 the chunk with the group's widest overlap as context (unfused, each sees its own `.overlap`):
 the same results for programs that, as Program.overlap asks, count only what is anchored in the
 owned range and need no more than their overlap of context.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -38,20 +41,22 @@ from vyre_runtime.errors import BackendError, DispatchError, InputError, VyreErr
 from vyre_runtime.ingest.arena import PAGE, Arena, round_up
 from vyre_runtime.ingest.reader import ReadCompletion, Reader, open_reader
 from vyre_runtime.ingest.results import ChunkOutcome, FileResult, ProgramResult, merge
-from vyre_runtime.ingest.sources import Piece, Source
+from vyre_runtime.ingest.sources import STDIN_NAME, Piece, Source
 from vyre_runtime.megakernel import Megakernel
 from vyre_runtime.protocol.opcodes import MAX_FUSED_MEMBERS
 from vyre_runtime.vir0.isa import MAX_LANES
 from vyre_runtime.vir0.program import Program
 
 DEFAULT_CHUNK_SIZE = 16 << 20
-# Arena chunk slots when not given: a GPU consumes a chunk per 256-thread block, so it needs many
-# chunks in flight to keep PCIe busy (H100: 16 MiB x 96 -> 25 GB/s consumed, x 32 less; BENCHMARKS.md);
+# Arena chunk slots when not given (fewer when the inputs need fewer: run() sizes the arena): a GPU
+# consumes a chunk per 256-thread block at ~1 GB/s, so it needs dozens of chunks running, and as
+# many again being read, to keep PCIe busy (H100: 16 MiB x 96, 128 reads of 4 MiB in flight);
 # CPU workers need only a few.
-DEFAULT_CHUNKS = {"cuda": 32, "cpu": 8}
+DEFAULT_CHUNKS = {"cuda": 96, "cpu": 8}
 ProgressCallback = Callable[[int, int], None]  # (bytes read so far, bytes known in total)
 ABORT_RUN_WAIT_S = 5.0  # how long an aborted run() waits for runs still reading the arena
 FUSION_BACKENDS = ("cuda",)  # where fusing saves work by default: one PCIe pass per chunk, not one per program
+RUN_POLL_S = 0.0005  # how often a thread waiting for reads looks at the running slots
 FUSED_RUN = -1  # ChunkSlot.futures' program index of a fused run's future (every program's outcome)
 
 
@@ -61,8 +66,8 @@ class StreamOptions:
     chunks: int | None = None  # arena chunk slots (chunks read or processed at once); None: per backend
     chunks_per_slot: int = 1  # consecutive chunks read into one arena slot (one RUN_PROGRAM each): bigger
     # reads and more runs in flight for the same arena size; programs still see `chunk_size` chunks
-    read_size: int = 1 << 20  # bytes per read; a chunk is filled by several reads in flight
-    queue_depth: int = 64  # reads in flight per ring
+    read_size: int = 4 << 20  # bytes per read; a chunk is filled by several reads in flight
+    queue_depth: int = 128  # reads in flight per ring (io-wq copies them from the page cache in parallel)
     rings: int = 1  # io_uring instances (inputs are spread over them)
     reader: str = "auto"  # "auto" | "io_uring" | "preadv"
     direct: bool = False  # O_DIRECT where the file system allows it
@@ -70,7 +75,7 @@ class StreamOptions:
     lanes: int | None = None  # None: each program's .lanes
     fuel: int | None = None  # None: each program's .fuel
     emit_capacity: int = 65536  # records per chunk and program
-    fuse: bool | None = None  # one fused slot per chunk for all programs; None: on for 2+ programs on CUDA
+    fuse: bool | None = None  # one fused slot per chunk for all programs (staged on CUDA); None: on on CUDA
     jit: bool = False  # JIT-compile the programs before the first chunk (CUDA; Megakernel.jit)
 
     def check(self) -> None:
@@ -98,6 +103,10 @@ class StreamStats:
     short_reads: int = 0
     runs: int = 0
     seconds: float = 0.0
+    # slot-seconds spent reading (first read queued -> last landed) and running (launch -> reaped):
+    # divided by `seconds`, the mean number of slots in each state (where the pipeline waits)
+    reading_slot_seconds: float = 0.0
+    running_slot_seconds: float = 0.0
 
     @property
     def gigabytes_per_second(self) -> float:
@@ -113,6 +122,8 @@ class ChunkSlot:
     data_offset: int = 0  # where region byte 0 sits in the slot
     reads_left: int = 0
     region_end: int = 0  # sequential: the stream position the region reached
+    taken_at: float = 0.0  # perf_counter when the slot left the free list
+    launched_at: float = 0.0  # ... when its runs were submitted
     futures: list[tuple[ChunkPlan, int, concurrent.futures.Future]] = field(default_factory=list)
 
 
@@ -136,11 +147,11 @@ class StreamPipeline:
         if options.chunks is None:
             options = replace(options, chunks=DEFAULT_CHUNKS.get(megakernel.backend, 8))
         if options.fuse is None:  # the CPU reads host memory at memory speed: nothing to save there
-            fusable = 2 <= len(programs) <= MAX_FUSED_MEMBERS
+            fusable = len(programs) <= MAX_FUSED_MEMBERS
             options = replace(options, fuse=fusable and megakernel.backend in FUSION_BACKENDS)
-        if options.fuse and not 2 <= len(programs) <= MAX_FUSED_MEMBERS:
+        if options.fuse and len(programs) > MAX_FUSED_MEMBERS:
             raise DispatchError(
-                f"fuse=True needs 2..{MAX_FUSED_MEMBERS} programs, not {len(programs)}",
+                f"fuse=True needs 1..{MAX_FUSED_MEMBERS} programs, not {len(programs)}",
                 "pass fuse=False (or None: fused where it helps), or fewer programs",
             )
         self.options = options
@@ -184,10 +195,7 @@ class StreamPipeline:
         self._jit_programs()  # before the clock: a build is a one-off (and cached on disk)
         started = time.perf_counter()
         self.stats = StreamStats()
-        if self.arena is None:
-            slot_bytes = options.chunks_per_slot * options.chunk_size + 2 * self.overlap
-            slot_bytes += 2 * PAGE if options.direct else 0
-            self.arena = Arena(round_up(slot_bytes, PAGE), options.chunks, self.megakernel.host_memory)
+        self._ensure_arena(paths)
         self._free = deque(ChunkSlot(i) for i in range(self.arena.count))
         self._running, self._pieces, self._total_known = [], {}, 0  # progress totals are per run()
         device_copied_before = getattr(self.megakernel.device, "host_bytes_copied", 0)
@@ -204,7 +212,7 @@ class StreamPipeline:
             while waiting or planning or self._busy():
                 self._plan(waiting, planning, results)
                 self._pump()
-                progressed = self._reap_reads(block=not self._running and self._reads_in_flight())
+                progressed = self._reap_reads(timeout=0.0)
                 progressed |= self._reap_runs()
                 self._finish(planning, results)
                 if not progressed:
@@ -217,6 +225,33 @@ class StreamPipeline:
         reader_copies = sum(r.host_bytes_copied for r in self._readers) - reader_copied_before
         self.stats.host_bytes_copied += device_copies + reader_copies
         return [results[i] for i in range(len(paths))]
+
+    def _ensure_arena(self, paths: Sequence[str]) -> None:
+        """An arena of `options.chunks` slots, or fewer when regular files that need fewer are
+        all there is to read (pinning costs ~0.2 s per GiB: `vyre run` over small files should not
+        pin gigabytes). An arena kept from an earlier run() that is too small for these inputs is
+        replaced, with the rings that registered it; none of its reads or runs is in flight."""
+        options = self.options
+        slot_owned = options.chunks_per_slot * options.chunk_size
+        wanted = 0
+        for path in paths:
+            try:
+                info = os.stat(path) if path != STDIN_NAME else None
+            except OSError:
+                continue  # its error is reported when the input is opened
+            if info is None or not stat.S_ISREG(info.st_mode):
+                wanted = options.chunks  # stdin, a pipe, a device: its size is unknown
+                break
+            wanted += max(1, -(-info.st_size // slot_owned))
+        count = max(1, min(options.chunks, wanted))
+        if self.arena is not None and self.arena.count < count:
+            arena, self.arena = self.arena, None
+            drained = self._close_readers()
+            hand_back = self.megakernel.release_host_memory if drained else self.megakernel.retire_host_memory
+            hand_back(arena.memory)
+        if self.arena is None:
+            slot_bytes = slot_owned + 2 * self.overlap + (2 * PAGE if options.direct else 0)
+            self.arena = Arena(round_up(slot_bytes, PAGE), count, self.megakernel.host_memory)
 
     def close(self) -> None:
         """Close the rings and hand the arena back to the Megakernel for reuse."""
@@ -369,8 +404,13 @@ class StreamPipeline:
         if source.size == 0:
             source.planning_done = True
 
-    def _start_positional_chunk(self, source: Source, plans: list[ChunkPlan]) -> None:
+    def _take_slot(self) -> ChunkSlot:
         slot = self._free.popleft()
+        slot.taken_at = time.perf_counter()
+        return slot
+
+    def _start_positional_chunk(self, source: Source, plans: list[ChunkPlan]) -> None:
+        slot = self._take_slot()
         first_plan, last_plan = plans[0], plans[-1]
         plan = ChunkPlan(
             first_plan.index, first_plan.region_start, last_plan.region_end, first_plan.own_start, last_plan.own_end
@@ -393,7 +433,7 @@ class StreamPipeline:
             self._queue(piece, source)
 
     def _start_sequential_chunk(self, source: Source) -> None:
-        slot = self._free.popleft()
+        slot = self._take_slot()
         slot.source, slot.plan, slot.plans, slot.data_offset = source, None, [], 0
         source.slots_busy += 1
         source.reading = True
@@ -419,13 +459,15 @@ class StreamPipeline:
 
     # ------------------------------------------------------------------ reads
 
-    def _reap_reads(self, block: bool) -> bool:
+    def _reap_reads(self, timeout: float) -> bool:
+        """Hand the landed reads on; with one ring, wait up to ``timeout`` s for one (in
+        io_uring_enter, the GIL released: a landing read wakes this thread at once)."""
         progressed = False
         for reader in self._readers:
             if not reader.in_flight:
                 continue
-            timeout = 0.05 if block and len(self._readers) == 1 else 0.0
-            completions = reader.wait(1 if timeout else 0, timeout=timeout)
+            wait = timeout if len(self._readers) == 1 else 0.0
+            completions = reader.wait(1 if wait else 0, timeout=wait)
             for completion in completions:
                 self._on_read(completion)
             progressed |= bool(completions)
@@ -538,6 +580,8 @@ class StreamPipeline:
         if source.error is not None or slot.plan is None:
             self._release(slot)
             return
+        slot.launched_at = time.perf_counter()
+        self.stats.reading_slot_seconds += slot.launched_at - slot.taken_at
         for plan in slot.plans:
             if source.error is None:  # a failed submission fails the input: launch no more of it
                 self._launch(slot, source, plan)
@@ -586,8 +630,10 @@ class StreamPipeline:
 
     def _reap_runs(self) -> bool:
         finished = [slot for slot in self._running if all(f.done() for _, _, f in slot.futures)]
+        now = time.perf_counter()
         for slot in finished:
             self._running.remove(slot)
+            self.stats.running_slot_seconds += now - slot.launched_at
             source = slot.source
             assert source is not None
             for plan, program_index, future in slot.futures:
@@ -618,6 +664,14 @@ class StreamPipeline:
         self._free.append(slot)
 
     def _wait_a_little(self) -> None:
+        """Nothing moved: wait for the next event without spinning (a spinning thread holds the
+        GIL the host service needs to resolve the runs). With reads in flight on one ring, in the
+        ring: a read that lands wakes the thread and its slot's refill goes out at once, which
+        keeps the reads as deep as the queue allows; running slots are rechecked every
+        RUN_POLL_S, the host service's own poll."""
+        if self._reads_in_flight() and len(self._readers) == 1:
+            self._reap_reads(timeout=RUN_POLL_S if self._running else 0.05)
+            return
         if self._running:
             futures = [f for _, _, f in self._running[0].futures if not f.done()]
             if futures and not self._reads_in_flight():
