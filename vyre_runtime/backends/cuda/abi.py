@@ -1,7 +1,9 @@
 """The CUDA backend's device-side records, defined once as NumPy structured dtypes.
 
-The host fills these records in host-mapped (or device) memory and a slot's u32 handles select
-them; the generated header (header.py) turns each dtype into a C struct with the same field
+The host fills these records and a slot's u32 handles select them. PROGRAM records live in device
+memory (the host keeps a copy and uploads a record when it changes: every run reads its program's
+record, and over PCIe that read was a round trip per run); the per-run records (CONTEXT, REGION,
+FUSED_RUN) and the rest live in host-mapped memory, written by the host for each run; the generated header (header.py) turns each dtype into a C struct with the same field
 order, sizes and offsets, and a static_assert per offset, so host and kernel cannot disagree.
 
 Tables are arrays of records indexed by ``handle % capacity``; every record starts with the
