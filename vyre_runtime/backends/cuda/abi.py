@@ -116,6 +116,9 @@ PARAMS = np.dtype(
         ("user_programs", "<u8"),  # u32[USER_OPCODE_COUNT]: program handle bound to each user opcode
         ("fused", "<u8"),  # FUSED[fused_capacity]
         ("fused_runs", "<u8"),  # FUSED_RUN[fused_run_capacity]
+        # device memory, run_scratch_words u32 per worker block (block b: the (b - 1)th): where a
+        # run's RUN-scope outputs live while it runs when the shared stage is too small; 0: none
+        ("run_scratch", "<u8"),
         ("program_capacity", "<u4"),
         ("context_capacity", "<u4"),
         ("region_capacity", "<u4"),
@@ -137,6 +140,7 @@ PARAMS = np.dtype(
         ("doorbells", "<u4"),
         ("idle_sleep_ns", "<u4"),  # back-off ceiling of an idle block
         ("scan_interval_ns", "<u4"),  # how often the dispatcher scans every status word anyway
+        ("run_scratch_words", "<u4"),  # a multiple of 4 (each block's scratch is 16-byte aligned)
     ],
     align=True,
 )
