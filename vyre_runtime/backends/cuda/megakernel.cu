@@ -971,6 +971,24 @@ __device__ void run_batch(RunShared& S, Lane& L) {
     }
 }
 
+// A JIT'd input load inside a loop (jit.py) first asks L2 for the bytes the same load will read
+// JIT_PREFETCH_STRIDES iterations on if the lane keeps its last stride (`last`: the address it
+// loaded last time). A lane's loop has one 4-byte load in flight per iteration, too few to cover
+// HBM latency (checksum ran at 0.22 of a kernel with 16-byte loads); the prefetch is only a
+// hint, never an architectural read: nothing changes but timing, and only bytes inside the
+// region are named (a stride leading out of it prefetches nothing).
+#ifndef JIT_PREFETCH_STRIDES  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=JIT_PREFETCH_STRIDES=0 turns it off)
+#define JIT_PREFETCH_STRIDES 4
+#endif
+__device__ __forceinline__ void jit_prefetch(const RunShared& S, const Lane& L, uint32_t address, uint32_t size,
+                                             uint32_t& last) {
+    if (JIT_PREFETCH_STRIDES == 0 || !L.live) return;
+    int64_t ahead = (int64_t)address + (int64_t)JIT_PREFETCH_STRIDES * (int32_t)(address - last);
+    last = address;
+    if (ahead >= 0 && (uint64_t)ahead + size <= S.region_len)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(S.input + ahead));
+}
+
 // JIT'd programs (vyre_runtime/backends/cuda/jit.py): a variant of this kernel compiled with
 // VYRE_JIT includes the generated vyre_jit.h, whose jit_run_batch(S, L) runs one batch of the
 // program S.jit_id names natively (the same scheduler and execute(), so the same semantics) and
