@@ -96,6 +96,9 @@ def test_a_block_charges_fuel_per_segment_and_only_loop_loads_prefetch() -> None
     in_loops = [pc for pc in loads if any(b.first in looping and b.first <= pc <= b.last for b in blocks)]
     assert in_loops == loads  # checksum's word loop and its tail-byte loop
     assert [int(n) for n in re.findall(r"uint32_t last(\d+) = 0;", text)] == in_loops
+    for block in blocks:  # every block also runs without lane predicates for a warp of 32 live lanes
+        assert f"F{block.first}:  // the same for a warp of 32 live lanes" in text
+        assert f"goto F{block.first};" in text
     straight = assemble_program(".program straight\n.registers 2\n li r0, 0\n ldi32 r1, r0, 0\n exit\n")
     assert "jit_prefetch" not in jit.translate(straight, 1)
 

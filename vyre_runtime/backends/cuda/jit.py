@@ -119,17 +119,18 @@ def _segments(program: Program, block: _Block) -> list[range]:
     return segments
 
 
-def _step(code: bytes, program: Program, pc: int, indent: str) -> list[str]:
+def _step(code: bytes, program: Program, pc: int, indent: str, *, full: bool) -> list[str]:
     """One instruction for every thread of a converged warp: live lanes take part (their fuel
     was charged for the segment, _segments); the others call along (collectives need the whole
-    warp) and are left untouched."""
+    warp) and are left untouched. ``full``: all 32 lanes are live here (a constant the compiler
+    folds: no predicate per result)."""
     word0, imm = _words(code[pc * 8 : pc * 8 + 8])
     byte, d, a, b = word0 & 0xFF, (word0 >> 8) & 0xFF, (word0 >> 16) & 0xFF, word0 >> 24
     collective = program.code[pc].op == isa.Op.SHFL  # the only op that reads `participants`
-    participants = "__ballot_sync(FULL_MASK, part)" if collective else "0u"
+    participants = ("FULL_MASK" if full else "__ballot_sync(FULL_MASK, part)") if collective else "0u"
     return [
         f"{indent}{{  // {pc}: {program.code[pc].mnemonic}",
-        f"{indent}    bool part = L.live;",
+        f"{indent}    bool part = {'true' if full else 'L.live'};",
         f"{indent}    exec_op<{byte:#04x}u>(S, L, part, {participants}, {d}u, {a}u, {b}u, {imm:#x}u);",
         f"{indent}}}",
     ]
@@ -197,24 +198,53 @@ def translate(program: Program, jit_id: int) -> str:
     def converged(leader: int) -> str:
         return f"__ballot_sync(FULL_MASK, L.live && L.pc == {leader}u && L.fuel >= {length[leader]}u) == live"
 
+    def chain(block: _Block) -> list[str]:  # after a block: on to a successor's block, or schedule
+        return [
+            f"        if (live && {converged(next_)}) {{ if (live == FULL_MASK) goto F{next_}; goto B{next_}; }}"
+            for next_ in _hot_first(block)
+        ] + ["        continue;"]
+
     looping = _in_loops(blocks)
-    prefetched = []  # pcs of loads that prefetch: each keeps its last address in `last<pc>`
+    prefetched = sorted(
+        pc
+        for block in blocks
+        if block.first in looping
+        for pc in range(block.first, block.last + 1)
+        if program.code[pc].op in _INPUT_LOADS
+    )  # each keeps the last address it read in `last<pc>`
     body = []
     for block in blocks:
+        segments = _segments(program, block)
+        ends_lanes = program.code[block.last].op not in _KEEPS_LANE
         body.append(f"    B{block.first}:  // instructions {block.first}..{block.last}")
-        for segment in _segments(program, block):
+        for segment in segments:
             n = len(segment)
+            body.append(f"    S{segment.start}:  // a segment: only its last instruction may end a lane")
             body.append(f"        if (L.live) {{ L.fuel -= {n}u; L.instructions += {n}u; }}  // {n} steps")
             for pc in segment:
-                if block.first in looping and _prefetch(program, pc, ""):
-                    prefetched.append(pc)
-                    body += _prefetch(program, pc, "        ")
-                body += _step(code, program, pc, "        ")
-        if any(program.code[pc].op not in _KEEPS_LANE for pc in range(block.first, block.last + 1)):
+                body += _prefetch(program, pc, "        ") if pc in prefetched else []
+                body += _step(code, program, pc, "        ", full=False)
+        if any(program.code[segment[-1]].op not in _KEEPS_LANE for segment in segments):
             body.append("        live = __ballot_sync(FULL_MASK, L.live);")
         # else no lane ended in the block: `live` (the entry's) still holds
-        for successor in _hot_first(block):
-            body.append(f"        if (live && {converged(successor)}) goto B{successor};")
+        body += chain(block)
+        body.append(f"    F{block.first}:  // the same for a warp of 32 live lanes: no lane predicates")
+        for index, segment in enumerate(segments):
+            if index:  # the previous segment ended with an op that may end a lane
+                body.append(f"        if (!__all_sync(FULL_MASK, L.live)) goto S{segment.start};")
+            n = len(segment)
+            body.append(f"        L.fuel -= {n}u; L.instructions += {n}u;  // {n} steps")
+            for pc in segment:
+                body += _prefetch(program, pc, "        ") if pc in prefetched else []
+                body += _step(code, program, pc, "        ", full=True)
+        if ends_lanes:
+            body.append("        live = __ballot_sync(FULL_MASK, L.live);")
+            body += chain(block)
+            continue
+        body.append("        live = FULL_MASK;  // no lane ended: all 32 are live, so one vote decides")
+        for next_ in _hot_first(block):
+            vote = f"__all_sync(FULL_MASK, L.pc == {next_}u && L.fuel >= {length[next_]}u)"
+            body.append(f"        if ({vote}) goto F{next_};")
         body.append("        continue;")
     cases = []
     for pc, instruction in enumerate(program.code):
@@ -225,7 +255,8 @@ def translate(program: Program, jit_id: int) -> str:
             f" break;  // {instruction.mnemonic}"
         )
     entries = [
-        f"            case {block.first}u: if ({converged(block.first)}) goto B{block.first}; break;"
+        f"            case {block.first}u: if ({converged(block.first)}) {{ if (live == FULL_MASK) goto F{block.first};"
+        f" goto B{block.first}; }} break;"
         for block in blocks
     ]
     name = program.name.replace("*/", "* /")
