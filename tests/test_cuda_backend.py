@@ -311,8 +311,10 @@ def test_bursts_then_trickles_run_every_slot_exactly_once():
 
 
 def _big_output_program(words: int, faulting: bool) -> Program:
-    """Lanes store their id at spread indices and at the buffer's end, count with an atomic, and
-    (``faulting``) lane 5 stores one word past the end: FAULT OOB_OUTPUT."""
+    """Each lane stores its id and id + 1 at two words of its own (no two lanes write one word:
+    VIR0 leaves the order of such stores open), lane 0 stores `words` into the last word, every
+    lane counts with an atomic, and (``faulting``) lane 5 stores one word past the end: FAULT
+    OOB_OUTPUT."""
     source = f"""
 .program big_outputs
 .registers 8
@@ -323,11 +325,14 @@ def _big_output_program(words: int, faulting: bool) -> Program:
     sreg r1, lane_count
     blen r2, out
     divu r3, r2, r1
-    mul r3, r3, r0          ; lane * (words / lanes)
+    mul r3, r3, r0          ; lane * (words / lanes): at least 30 words apart
     sto r0, r3, out, 0
-    sub r4, r2, r0
-    sub r4, r4, 1           ; words - 1 - lane
-    sto r0, r4, out, 0
+    add r4, r0, 1
+    sto r4, r3, out, 1
+    jnz r0, count
+    sub r4, r2, 1
+    sto r2, r4, out, 0      ; lane 0: the last word
+count:
     li r5, 1
     li r6, 1
     atadd r7, r5, r6, hits
