@@ -308,3 +308,51 @@ def test_bursts_then_trickles_run_every_slot_exactly_once():
         assert stats.published == stats.completed == published
         mk.unregister_program(handle)
         buffer.free()
+
+
+def _big_output_program(words: int, faulting: bool) -> Program:
+    """Each lane stores its id and id + 1 at two words of its own (no two lanes write one word:
+    VIR0 leaves the order of such stores open), lane 0 stores `words` into the last word, every
+    lane counts with an atomic, and (``faulting``) lane 5 stores one word past the end: FAULT
+    OOB_OUTPUT."""
+    source = f"""
+.program big_outputs
+.registers 8
+.lanes 300
+.binding out {words} run concat init=0x5A5A5A5A
+.binding hits 2 run sum init=3
+    sreg r0, lane_id
+    sreg r1, lane_count
+    blen r2, out
+    divu r3, r2, r1
+    mul r3, r3, r0          ; lane * (words / lanes): at least 30 words apart
+    sto r0, r3, out, 0
+    add r4, r0, 1
+    sto r4, r3, out, 1
+    jnz r0, count
+    sub r4, r2, 1
+    sto r2, r4, out, 0      ; lane 0: the last word
+count:
+    li r5, 1
+    li r6, 1
+    atadd r7, r5, r6, hits
+    eq r7, r0, {5 if faulting else 0xFFFF}
+    jz r7, done
+    sto r0, r2, out, 0      ; one past the end
+done:
+    exit
+"""
+    return asm.assemble_program(source)
+
+
+# 9000 words: past the shared stage (device scratch); 65537: filter_compact's; 200000: past the
+# per-block device scratch too (used in place, in host-mapped memory)
+@pytest.mark.parametrize("words", [9000, 65537, 200_000])
+@pytest.mark.parametrize("faulting", [False, True], ids=["ok", "oob"])
+def test_run_outputs_past_the_shared_stage_match_the_cpu_backend(gpu, cpu, words, faulting):
+    program = _big_output_program(words, faulting)
+    on_gpu, on_cpu = gpu.register_program(program), cpu.register_program(program)
+    mine = gpu.submit(on_gpu, b"abc").result(60)
+    reference = cpu.submit(on_cpu, b"abc").result(60)
+    assert comparable(mine) == comparable(reference)
+    assert (reference.fault is not None) == faulting

@@ -76,6 +76,33 @@ def test_basic_blocks_split_at_branches_and_targets_and_name_their_successors() 
             assert f"goto B{successor};" in text
 
 
+def test_a_block_charges_fuel_per_segment_and_only_loop_loads_prefetch() -> None:
+    """Fuel is charged once per run of instructions that cannot end a lane (a lane live at its
+    start runs all of it); `live` is re-voted only after a block that may end a lane; input
+    loads inside loops prefetch, the others do not."""
+    program = assemble_program((EXAMPLES[0].parent / "checksum.vasm").read_text())
+    blocks = jit.basic_blocks(program)
+    keeps = jit._KEEPS_LANE
+    for block in blocks:
+        segments = jit._segments(program, block)
+        assert [pc for segment in segments for pc in segment] == list(range(block.first, block.last + 1))
+        for segment in segments:  # only a segment's last instruction may end a lane
+            assert all(program.code[pc].op in keeps for pc in segment[:-1])
+    assert {isa.Op.EXIT, isa.Op.TRAP, isa.Op.LDI32, isa.Op.STO, isa.Op.ATADD, isa.Op.FNV}.isdisjoint(keeps)
+    text = jit.translate(program, 1)
+    assert "L.fuel--" not in text.split("    B0:")[1]  # the blocks charge segments
+    loads = [pc for pc, i in enumerate(program.code) if i.op in (isa.Op.LDI8, isa.Op.LDI32)]
+    looping = jit._in_loops(blocks)
+    in_loops = [pc for pc in loads if any(b.first in looping and b.first <= pc <= b.last for b in blocks)]
+    assert in_loops == loads  # checksum's word loop and its tail-byte loop
+    assert [int(n) for n in re.findall(r"uint32_t last(\d+) = 0;", text)] == in_loops
+    for block in blocks:  # every block also runs without lane predicates for a warp of 32 live lanes
+        assert f"F{block.first}:  // the same for a warp of 32 live lanes" in text
+        assert f"goto F{block.first};" in text
+    straight = assemble_program(".program straight\n.registers 2\n li r0, 0\n ldi32 r1, r0, 0\n exit\n")
+    assert "jit_prefetch" not in jit.translate(straight, 1)
+
+
 def test_the_code_key_follows_code_and_registers_but_not_names_tables_or_defaults() -> None:
     program, _, _ = deterministic_case(3)
     same_code = Program(name="other", code=program.code, registers=program.registers, lanes=7, fuel=9)

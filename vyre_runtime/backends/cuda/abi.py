@@ -3,8 +3,9 @@
 The host fills these records and a slot's u32 handles select them. PROGRAM records live in device
 memory (the host keeps a copy and uploads a record when it changes: every run reads its program's
 record, and over PCIe that read was a round trip per run); the per-run records (CONTEXT, REGION,
-FUSED_RUN) and the rest live in host-mapped memory, written by the host for each run; the generated header (header.py) turns each dtype into a C struct with the same field
-order, sizes and offsets, and a static_assert per offset, so host and kernel cannot disagree.
+FUSED_RUN) and the rest live in host-mapped memory, written by the host for each run. The
+generated header (header.py) turns each dtype into a C struct with the same field order, sizes
+and offsets, and a static_assert per offset, so host and kernel cannot disagree.
 
 Tables are arrays of records indexed by ``handle % capacity``; every record starts with the
 handle it holds, so the kernel detects a stale or unknown handle (FAULT BAD_HANDLE) instead of
@@ -118,6 +119,9 @@ PARAMS = np.dtype(
         ("user_programs", "<u8"),  # u32[USER_OPCODE_COUNT]: program handle bound to each user opcode
         ("fused", "<u8"),  # FUSED[fused_capacity]
         ("fused_runs", "<u8"),  # FUSED_RUN[fused_run_capacity]
+        # device memory, run_scratch_words u32 per worker block (block b: the (b - 1)th): where a
+        # run's RUN-scope outputs live while it runs when the shared stage is too small; 0: none
+        ("run_scratch", "<u8"),
         ("program_capacity", "<u4"),
         ("context_capacity", "<u4"),
         ("region_capacity", "<u4"),
@@ -139,6 +143,7 @@ PARAMS = np.dtype(
         ("doorbells", "<u4"),
         ("idle_sleep_ns", "<u4"),  # back-off ceiling of an idle block
         ("scan_interval_ns", "<u4"),  # how often the dispatcher scans every status word anyway
+        ("run_scratch_words", "<u4"),  # a multiple of 4 (each block's scratch is 16-byte aligned)
     ],
     align=True,
 )

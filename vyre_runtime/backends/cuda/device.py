@@ -55,6 +55,9 @@ COPY_TIMEOUT_S = 10.0  # one upload or download on the side stream
 COPY_MIN_BYTES_PER_S = 1e9  # a DeviceBuffer copy gets COPY_TIMEOUT_S plus its bytes at this rate
 IDLE_SLEEP_NS = 2000
 DEVICE_POOL_BYTES = 64 << 20  # device memory for programs' code and tables, taken before launch
+# Device memory per worker block for RUN-scope outputs too large for the kernel's shared stage
+# (STAGE_WORDS): filter_compact's 65537 words fit. Larger outputs stay in host-mapped memory.
+RUN_SCRATCH_BYTES = 512 << 10
 POOL_ALIGNMENT = 256
 SCAN_INTERVAL_NS = 1_000_000  # the dispatcher reads every status word this often anyway
 MAX_RECORD_BYTES = 1 << 30  # records staged for one run
@@ -133,9 +136,12 @@ class CudaDevice:
         idle_sleep_ns: int = IDLE_SLEEP_NS,
         scan_interval_ns: int = SCAN_INTERVAL_NS,
         device_pool_bytes: int = DEVICE_POOL_BYTES,
+        run_scratch_bytes: int = RUN_SCRATCH_BYTES,
     ) -> None:
         if not 0.0 <= sm_reserve < 1.0:
             raise BackendError(f"sm_reserve={sm_reserve}; allowed 0 <= sm_reserve < 1 (a share of the SMs)")
+        if run_scratch_bytes < 0:
+            raise BackendError(f"run_scratch_bytes={run_scratch_bytes}; allowed >= 0 (0: no device scratch)")
         _refuse_second_kernel()
         self.layout = layout
         self.registry = registry
@@ -152,6 +158,9 @@ class CudaDevice:
         self._mapped: list[driver.MappedMemory] = []
         self._device_memory: list[driver.DeviceMemory] = []
         self._pool: driver.DeviceMemory | None = None
+        # per worker block, u32 words (a multiple of 4); allocated for the grid at each launch
+        self.run_scratch_words = run_scratch_bytes // 16 * 4
+        self._run_scratch: driver.DeviceMemory | None = None
         self._runs: dict[int, _StagedRun] = {}
         self._fused_runs: dict[int, _StagedFusedRun] = {}
         # device staging for fused runs over host-mapped regions, by size class: taken per run,
@@ -700,6 +709,8 @@ class CudaDevice:
             "doorbells": getattr(layout, "doorbells", 0),
             "idle_sleep_ns": self.idle_sleep_ns,
             "scan_interval_ns": self.scan_interval_ns,
+            "run_scratch": self._run_scratch.pointer if self._run_scratch else 0,
+            "run_scratch_words": self.run_scratch_words if self._run_scratch else 0,
         }
         missing = [name for name in abi.PARAMS.names if name not in values and not name.startswith("reserved")]
         if missing:
@@ -766,6 +777,7 @@ class CudaDevice:
         limit = os.environ.get(GRID_LIMIT_ENV)
         if limit:  # e.g. under compute-sanitizer, where hundreds of polling blocks crawl
             self.grid = max(2, min(self.grid, int(limit)))
+        self._ensure_run_scratch()
         self._argument = driver.StructArgument(self._params(module))
         previous, self._kernel_stream = self._kernel_stream, driver.Stream()  # a fresh stream per launch
         if previous is not None:
@@ -779,6 +791,20 @@ class CudaDevice:
         except BaseException:
             self._abandon_start()
             raise
+
+    def _ensure_run_scratch(self) -> None:
+        """Device scratch for every worker block of ``self.grid`` (no kernel runs now: a smaller
+        one of an earlier launch can be freed). Allocated before the launch, like the pool, so
+        compute-sanitizer knows it."""
+        if not self.run_scratch_words:
+            return
+        nbytes = (self.grid - 1) * self.run_scratch_words * 4
+        if self._run_scratch is not None and self._run_scratch.nbytes >= nbytes:
+            return
+        if self._run_scratch is not None:
+            self.close_errors += _free(self._run_scratch)
+            self._run_scratch = None
+        self._run_scratch = driver.DeviceMemory(nbytes)
 
     def _zero_queue(self, module: driver.Module) -> None:
         try:
@@ -985,12 +1011,14 @@ class CudaDevice:
             self._module,
             *self._device_memory,
             self._pool,
+            self._run_scratch,
             *self._mapped,
             getattr(self, "arena", None),
         ]
         resources += [getattr(self, "_side_stream", None), self._kernel_stream]
         resources = [r for r in resources if r is not None]
         self._module, self._device_memory, self._mapped, self._pool = None, [], [], None
+        self._run_scratch = None
         self._snapshot_globals()
         try:
             self.context.enter()  # this thread frees: the context must be current here

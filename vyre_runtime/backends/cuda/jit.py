@@ -55,6 +55,19 @@ def _words(instruction_bytes: bytes) -> tuple[int, int]:
 
 _BRANCHES = frozenset({isa.Op.JMP, isa.Op.JZ, isa.Op.JNZ})
 _ENDS_LANE = frozenset({isa.Op.EXIT, isa.Op.TRAP})
+_Op = isa.Op
+# Ops after which a lane that ran them is still live: no fault (megakernel.cu exec_op: no
+# lane_fault on any path; divisions by 0 have defined results) and no exit. Every other op may
+# end a lane (exit, trap, bounds checks of loads/stores/atomics/ranges). A list of the safe ops,
+# so a new op is taken as lane-ending until someone adds it here.
+_KEEPS_LANE = frozenset(
+    {_Op.NOP, _Op.JMP, _Op.JZ, _Op.JNZ, _Op.MOV, _Op.LI, _Op.SREG, _Op.SEL, _Op.BLEN, _Op.TLEN, _Op.EMIT}
+    | {_Op.BALLOT, _Op.SHFL, _Op.RADD, _Op.PSUM}
+    | {op for op in _Op if _Op.ADD <= op <= _Op.GES}  # integer binary ops
+    | {op for op in _Op if _Op.NOT <= op <= _Op.BSWAP}  # integer unary ops
+    | {op for op in _Op if _Op.FADD <= op <= _Op.FTOU}  # float ops
+    | {op for op in _Op if _Op.ADD64 <= op <= _Op.MULWU}  # 64-bit pairs
+)
 
 
 @dataclass(frozen=True)
@@ -95,20 +108,71 @@ def basic_blocks(program: Program) -> list[_Block]:
     return blocks
 
 
-def _step(code: bytes, program: Program, pc: int, indent: str) -> list[str]:
-    """One instruction for every thread of a converged warp: live lanes take part (and pay
-    fuel); the others call along (collectives need the whole warp) and are left untouched."""
+def _segments(program: Program, block: _Block) -> list[range]:
+    """A block's pcs cut after every op that may end a lane: inside a segment only its last
+    instruction can, so a lane live at a segment's start runs (and pays for) all of it."""
+    segments, start = [], block.first
+    for pc in range(block.first, block.last + 1):
+        if program.code[pc].op not in _KEEPS_LANE or pc == block.last:
+            segments.append(range(start, pc + 1))
+            start = pc + 1
+    return segments
+
+
+def _step(code: bytes, program: Program, pc: int, indent: str, *, full: bool) -> list[str]:
+    """One instruction for every thread of a converged warp: live lanes take part (their fuel
+    was charged for the segment, _segments); the others call along (collectives need the whole
+    warp) and are left untouched. ``full``: all 32 lanes are live here (a constant the compiler
+    folds: no predicate per result)."""
     word0, imm = _words(code[pc * 8 : pc * 8 + 8])
     byte, d, a, b = word0 & 0xFF, (word0 >> 8) & 0xFF, (word0 >> 16) & 0xFF, word0 >> 24
     collective = program.code[pc].op == isa.Op.SHFL  # the only op that reads `participants`
-    participants = "__ballot_sync(FULL_MASK, part)" if collective else "0u"
+    participants = ("FULL_MASK" if full else "__ballot_sync(FULL_MASK, part)") if collective else "0u"
     return [
         f"{indent}{{  // {pc}: {program.code[pc].mnemonic}",
-        f"{indent}    bool part = L.live;",
-        f"{indent}    if (part) {{ L.fuel--; L.instructions++; }}",
+        f"{indent}    bool part = {'true' if full else 'L.live'};",
         f"{indent}    exec_op<{byte:#04x}u>(S, L, part, {participants}, {d}u, {a}u, {b}u, {imm:#x}u);",
         f"{indent}}}",
     ]
+
+
+_INPUT_LOADS = {isa.Op.LDI8: 1, isa.Op.LDI16: 2, isa.Op.LDI32: 4}
+
+
+def _in_loops(blocks: list[_Block]) -> set[int]:
+    """Leaders of the blocks on a cycle of the control flow (a block reachable from itself)."""
+    successors = {block.first: block.successors for block in blocks}
+    looping = set()
+    for block in blocks:
+        seen, stack = set(), list(block.successors)
+        while stack:
+            leader = stack.pop()
+            if leader == block.first:
+                looping.add(block.first)
+                break
+            if leader not in seen:
+                seen.add(leader)
+                stack += successors[leader]
+    return looping
+
+
+def _prefetch(program: Program, pc: int, indent: str) -> list[str]:
+    """An input load in a loop asks L2 for its next strides' bytes first (megakernel.cu
+    jit_prefetch: a hint, no architectural read; its register operand read before the load)."""
+    instruction = program.code[pc]
+    size = _INPUT_LOADS.get(instruction.op)
+    if size is None:
+        return []
+    return [f"{indent}jit_prefetch(S, L, L.r[{instruction.a}] + {instruction.imm:#x}u, {size}u, last{pc});"]
+
+
+def _hot_first(block: _Block) -> tuple[int, ...]:
+    """The block's successors, the likelier first (the order only saves a vote): a backward
+    target (a loop's back edge), else the fall-through (a forward branch leaves a loop)."""
+    if len(block.successors) < 2:
+        return block.successors
+    target, through = block.successors
+    return block.successors if target <= block.first else (through, target)
 
 
 def translate(program: Program, jit_id: int) -> str:
@@ -134,14 +198,53 @@ def translate(program: Program, jit_id: int) -> str:
     def converged(leader: int) -> str:
         return f"__ballot_sync(FULL_MASK, L.live && L.pc == {leader}u && L.fuel >= {length[leader]}u) == live"
 
+    def chain(block: _Block) -> list[str]:  # after a block: on to a successor's block, or schedule
+        return [
+            f"        if (live && {converged(next_)}) {{ if (live == FULL_MASK) goto F{next_}; goto B{next_}; }}"
+            for next_ in _hot_first(block)
+        ] + ["        continue;"]
+
+    looping = _in_loops(blocks)
+    prefetched = sorted(
+        pc
+        for block in blocks
+        if block.first in looping
+        for pc in range(block.first, block.last + 1)
+        if program.code[pc].op in _INPUT_LOADS
+    )  # each keeps the last address it read in `last<pc>`
     body = []
     for block in blocks:
+        segments = _segments(program, block)
+        ends_lanes = program.code[block.last].op not in _KEEPS_LANE
         body.append(f"    B{block.first}:  // instructions {block.first}..{block.last}")
-        for pc in range(block.first, block.last + 1):
-            body += _step(code, program, pc, "        ")
-        body.append("        live = __ballot_sync(FULL_MASK, L.live);")
-        for successor in block.successors:
-            body.append(f"        if (live && {converged(successor)}) goto B{successor};")
+        for segment in segments:
+            n = len(segment)
+            body.append(f"    S{segment.start}:  // a segment: only its last instruction may end a lane")
+            body.append(f"        if (L.live) {{ L.fuel -= {n}u; L.instructions += {n}u; }}  // {n} steps")
+            for pc in segment:
+                body += _prefetch(program, pc, "        ") if pc in prefetched else []
+                body += _step(code, program, pc, "        ", full=False)
+        if any(program.code[segment[-1]].op not in _KEEPS_LANE for segment in segments):
+            body.append("        live = __ballot_sync(FULL_MASK, L.live);")
+        # else no lane ended in the block: `live` (the entry's) still holds
+        body += chain(block)
+        body.append(f"    F{block.first}:  // the same for a warp of 32 live lanes: no lane predicates")
+        for index, segment in enumerate(segments):
+            if index:  # the previous segment ended with an op that may end a lane
+                body.append(f"        if (!__all_sync(FULL_MASK, L.live)) goto S{segment.start};")
+            n = len(segment)
+            body.append(f"        L.fuel -= {n}u; L.instructions += {n}u;  // {n} steps")
+            for pc in segment:
+                body += _prefetch(program, pc, "        ") if pc in prefetched else []
+                body += _step(code, program, pc, "        ", full=True)
+        if ends_lanes:
+            body.append("        live = __ballot_sync(FULL_MASK, L.live);")
+            body += chain(block)
+            continue
+        body.append("        live = FULL_MASK;  // no lane ended: all 32 are live, so one vote decides")
+        for next_ in _hot_first(block):
+            vote = f"__all_sync(FULL_MASK, L.pc == {next_}u && L.fuel >= {length[next_]}u)"
+            body.append(f"        if ({vote}) goto F{next_};")
         body.append("        continue;")
     cases = []
     for pc, instruction in enumerate(program.code):
@@ -152,7 +255,8 @@ def translate(program: Program, jit_id: int) -> str:
             f" break;  // {instruction.mnemonic}"
         )
     entries = [
-        f"            case {block.first}u: if ({converged(block.first)}) goto B{block.first}; break;"
+        f"            case {block.first}u: if ({converged(block.first)}) {{ if (live == FULL_MASK) goto F{block.first};"
+        f" goto B{block.first}; }} break;"
         for block in blocks
     ]
     name = program.name.replace("*/", "* /")
@@ -169,6 +273,7 @@ def translate(program: Program, jit_id: int) -> str:
             "    L.pc = 0;",
             "    L.fuel = S.fuel;",
             "    uint32_t live;",
+            *[f"    uint32_t last{pc} = 0;  // the address load {pc} read last (jit_prefetch)" for pc in prefetched],
             "    while (true) {",
             "        uint32_t pc = __reduce_min_sync(FULL_MASK, L.live ? L.pc : 0xffffffffu);",
             "        if (pc == 0xffffffffu) break;",

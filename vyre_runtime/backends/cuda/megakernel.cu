@@ -22,6 +22,9 @@
 #define QUEUE_CAPACITY 4096u        // claimed slots waiting for a worker block
 #define QUEUE_ENTRY_WORDS 20u       // slot index, sequence, 2 spare, then the slot's 16 words
 #define STAGE_WORDS 8192u           // run-scope outputs up to this size live in shared memory
+#define STAGED_IN_PLACE 0u          // RunShared.staged: run outputs used where the host put them
+#define STAGED_SHARED 1u            // ... in the block's shared stage
+#define STAGED_DEVICE 2u            // ... in the block's device-memory scratch (Params.run_scratch)
 #define MAX_TABLES 64u
 #define FULL_MASK 0xffffffffu
 #define NO_LANE 0xffffffffu
@@ -181,7 +184,12 @@ struct RunShared {
     uint32_t* bind_ptr[VIR0_MAX_BINDINGS];   // generic: shared staging or global memory
     uint32_t bind_words[VIR0_MAX_BINDINGS];
     uint32_t* bind_home[VIR0_MAX_BINDINGS];  // where a staged run binding is written back
-    uint32_t staged;
+    uint32_t bind_init[VIR0_MAX_BINDINGS];   // its init value: what the host filled the home with
+    uint32_t staged;                         // STAGED_*: where the run outputs live during the run
+    // this worker block's device-memory scratch (set once per launch): run outputs too large for
+    // the shared stage live here instead of in host-mapped memory (an atomic there is a PCIe trip)
+    uint32_t* scratch;
+    uint32_t scratch_words;
     // HIST_BINS words per warp of the stage that no binding uses, or null: where a warp counts
     // a long hist range before adding the counts to a binding in global memory
     uint32_t* hist_scratch;
@@ -995,6 +1003,24 @@ __device__ void run_batch(RunShared& S, Lane& L) {
     }
 }
 
+// A JIT'd input load inside a loop (jit.py) first asks L2 for the bytes the same load will read
+// JIT_PREFETCH_STRIDES iterations on if the lane keeps its last stride (`last`: the address it
+// loaded last time). A lane's loop has one 4-byte load in flight per iteration, too few to cover
+// HBM latency (checksum ran at 0.22 of a kernel with 16-byte loads); the prefetch is only a
+// hint, never an architectural read: nothing changes but timing, and only bytes inside the
+// region are named (a stride leading out of it prefetches nothing).
+#ifndef JIT_PREFETCH_STRIDES  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=JIT_PREFETCH_STRIDES=0 turns it off)
+#define JIT_PREFETCH_STRIDES 4
+#endif
+__device__ __forceinline__ void jit_prefetch(const RunShared& S, const Lane& L, uint32_t address, uint32_t size,
+                                             uint32_t& last) {
+    if (JIT_PREFETCH_STRIDES == 0 || !L.live) return;
+    int64_t ahead = (int64_t)address + (int64_t)JIT_PREFETCH_STRIDES * (int32_t)(address - last);
+    last = address;
+    if (ahead >= 0 && (uint64_t)ahead + size <= S.region_len)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(S.input + ahead));
+}
+
 // JIT'd programs (vyre_runtime/backends/cuda/jit.py): a variant of this kernel compiled with
 // VYRE_JIT includes the generated vyre_jit.h, whose jit_run_batch(S, L) runs one batch of the
 // program S.jit_id names natively (the same scheduler and execute(), so the same semantics) and
@@ -1256,16 +1282,52 @@ __device__ void load_run(RunShared& S, const Program* program, const Context* co
     S.code = (const uint2*)program->code;
     S.table_count = program->table_count; S.binding_count = program->binding_count;
     S.emitted = 0; S.dropped = 0; S.fault_lane = NO_LANE; S.instructions = 0;
-    uint32_t run_words = 0;
+    uint32_t run_words = 0, scratch_words = 0;  // the scratch keeps each binding 16-byte aligned
     for (uint32_t i = 0; i < S.binding_count; i++)
-        if (program->bindings[i].scope == SCOPE_RUN) run_words += program->bindings[i].words;
-    S.staged = run_words <= STAGE_WORDS;
-    uint32_t used = S.staged ? run_words : 0u;  // the stage's words after these are free
+        if (program->bindings[i].scope == SCOPE_RUN) {
+            run_words += program->bindings[i].words;
+            scratch_words += (program->bindings[i].words + 3u) & ~3u;
+        }
+    S.staged = run_words <= STAGE_WORDS ? STAGED_SHARED
+               : scratch_words <= S.scratch_words ? STAGED_DEVICE : STAGED_IN_PLACE;
+    uint32_t used = S.staged == STAGED_SHARED ? run_words : 0u;  // the stage's words after these are free
     S.hist_scratch = STAGE_WORDS - used >= HIST_BINS * (blockDim.x / 32u) ? stage + used : nullptr;
 }
 
 __device__ __forceinline__ uint32_t kept_records(const RunShared& S) {
     return S.emitted < S.emit_capacity ? S.emitted : S.emit_capacity;
+}
+
+// All threads: a staged run's outputs start as the host's buffers do. The host fills every RUN
+// binding's buffer with the binding's init value (CudaDevice._stage_context) and nothing else
+// writes it before the run, so the stage is filled from the PROGRAM record's init instead of
+// being read over PCIe. The device scratch is 16-byte aligned per binding: filled by vectors.
+__device__ void stage_outputs_in(RunShared& S) {
+    for (uint32_t i = 0; i < S.binding_count; i++) {
+        if (!S.bind_home[i]) continue;
+        uint32_t init = S.bind_init[i], words = S.bind_words[i], w = threadIdx.x;
+        if (S.staged == STAGED_DEVICE) {
+            uint4 fill = make_uint4(init, init, init, init);
+            for (; w < words / 4u; w += blockDim.x) ((uint4*)S.bind_ptr[i])[w] = fill;
+            w = words / 4u * 4u + threadIdx.x;
+        }
+        for (; w < words; w += blockDim.x) S.bind_ptr[i][w] = init;
+    }
+}
+
+// All threads: a staged run's outputs back to the host's buffers, which still hold the init
+// value everywhere: only the words that differ from it are written (posted stores, coalesced
+// where the changed words are adjacent; complete_slot's fence orders them before DONE).
+__device__ void stage_outputs_out(RunShared& S) {
+    for (uint32_t i = 0; i < S.binding_count; i++) {
+        if (!S.bind_home[i]) continue;
+        uint32_t init = S.bind_init[i], words = S.bind_words[i];
+        uint32_t *from = S.bind_ptr[i], *home = S.bind_home[i];
+        for (uint32_t w = threadIdx.x; w < words; w += blockDim.x) {
+            uint32_t v = from[w];
+            if (v != init) home[w] = v;
+        }
+    }
 }
 
 // All threads: a run set up by load_run, from its tables and bindings to the result fields of
@@ -1284,31 +1346,33 @@ __device__ void run_loaded(RunShared& S, const RunRecords& R, Context* context, 
         for (uint32_t i = 0; i < S.binding_count; i++) {
             const Binding& binding = program->bindings[i];
             S.bind_words[i] = binding.words;
+            S.bind_init[i] = binding.init;
             if (binding.scope == SCOPE_GLOBAL) {
                 S.bind_ptr[i] = (uint32_t*)binding.global_pointer;
                 S.bind_home[i] = nullptr;
             } else {
                 S.bind_home[i] = (uint32_t*)R.context.outputs[i];
-                S.bind_ptr[i] = S.staged ? stage + offset : S.bind_home[i];
-                offset += binding.words;
+                if (S.staged == STAGED_SHARED) {
+                    S.bind_ptr[i] = stage + offset;
+                    offset += binding.words;
+                } else if (S.staged == STAGED_DEVICE) {
+                    S.bind_ptr[i] = S.scratch + offset;
+                    offset += (binding.words + 3u) & ~3u;
+                } else {
+                    S.bind_ptr[i] = S.bind_home[i];
+                }
             }
         }
     }
     __syncthreads();
-    if (S.staged) {  // run outputs start as the host's init-filled buffers
-        for (uint32_t i = 0; i < S.binding_count; i++)
-            if (S.bind_home[i])
-                for (uint32_t w = threadIdx.x; w < S.bind_words[i]; w += blockDim.x) S.bind_ptr[i][w] = S.bind_home[i][w];
+    if (S.staged != STAGED_IN_PLACE) {
+        stage_outputs_in(S);
         __syncthreads();
     }
     RUN_PHASE(2);  // tables, bindings, run outputs staged in
     run_program(S);
     RUN_PHASE(3);  // the program
-    if (S.staged) {
-        for (uint32_t i = 0; i < S.binding_count; i++)
-            if (S.bind_home[i])
-                for (uint32_t w = threadIdx.x; w < S.bind_words[i]; w += blockDim.x) S.bind_home[i][w] = S.bind_ptr[i][w];
-    }
+    if (S.staged != STAGED_IN_PLACE) stage_outputs_out(S);
     __syncthreads();
     if (threadIdx.x == 0) {
         context->emitted = kept_records(S);
@@ -1986,6 +2050,10 @@ extern "C" __global__ void VYRE_LAUNCH_BOUNDS vyre_megakernel(Params p) {
         if (threadIdx.x == 0) store_release(&image[CW_DEVICE_STATE], DS_SERVING);
         if (threadIdx.x < 32) dispatch(p);
     } else {
+        if (threadIdx.x == 0) {  // work() syncs the block before its first run reads these
+            S.scratch_words = p.run_scratch ? p.run_scratch_words : 0u;
+            S.scratch = (uint32_t*)p.run_scratch + (uint64_t)(blockIdx.x - 1) * S.scratch_words;
+        }
         work(p, T, S, stage);
     }
     __syncthreads();
