@@ -12,6 +12,8 @@ running and few reading = the device bounds the rate; the reverse = the reads do
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import re
 import sys
 from pathlib import Path
@@ -53,6 +55,11 @@ def main() -> int:
     parser.add_argument("--config", action="append", help=f"CHUNK*SLOTS/READ@DEPTH[xRINGS]; default {DEFAULT_CONFIGS}")
     parser.add_argument("--lanes", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile one more run of each config (the stream thread) and print its top functions",
+    )
     args = parser.parse_args()
     size = parse_size(args.size)
     path = Path(args.dir) / f"ingest-{size}.bin"
@@ -67,6 +74,13 @@ def main() -> int:
             program = load_program_file(str(ROOT / "examples" / f"{name}.vasm"))
             with StreamPipeline([program], megakernel, options) as pipeline:
                 runs = [vyre_stream(pipeline, path, name, expected) for _ in range(args.repeat)]
+                if args.profile:  # the stream loop runs in this thread: where its time goes
+                    profile = cProfile.Profile()
+                    profile.enable()
+                    profiled = vyre_stream(pipeline, path, name, expected)
+                    profile.disable()
+                    print(f"profiled run: {profiled['gbps']:.2f} GB/s (the profiler slows the stream thread)")
+                    pstats.Stats(profile).sort_stats("tottime").print_stats(20)
             best = max(runs, key=lambda r: r["gbps"])
             ok &= all(r["verified"] for r in runs)
             print(
