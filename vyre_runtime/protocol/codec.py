@@ -13,6 +13,7 @@ import numpy as np
 from vyre_runtime.errors import ProtocolError
 from vyre_runtime.protocol.layout import (
     ARGS_PER_SLOT,
+    CONTROL_HEADER_WORDS,
     DOORBELL_LAP_MASK,
     DOORBELL_SLOT_BITS,
     DOORBELL_TAG_FLAG,
@@ -291,6 +292,33 @@ def ring_doorbell(image: np.ndarray, layout: Layout, slots: list[int]) -> int:
         image[layout.doorbell + positions % capacity] = entries
         image[_DOORBELL_TAIL] = (tail + count) & 0xFFFFFFFF
     return count
+
+
+class DoorbellRinger:
+    """`ring_doorbell` for one slot, on memoryviews of the image: the channel's latency path.
+
+    A NumPy element store costs ~70 ns and a slice store ~300 ns; a memoryview's ~40 ns, so one
+    hint costs a few hundred nanoseconds instead of microseconds. Same words, same order (the
+    entry, then the tail), same rule when the doorbell is full. The caller serialises host threads.
+    """
+
+    def __init__(self, image: np.ndarray, layout: Layout) -> None:
+        words = memoryview(image)
+        self._control = words[:CONTROL_HEADER_WORDS]
+        self._entries = words[layout.doorbell : layout.doorbell + layout.doorbells]
+        self._capacity = layout.doorbells
+        self._lap_shift = layout.doorbells.bit_length() - 1  # a power of two
+
+    def ring_one(self, slot: int) -> int:
+        """Hint that ``slot`` was just published; 1 if the hint was written, 0 if the doorbell is full."""
+        control = self._control
+        tail = control[_DOORBELL_TAIL]
+        if (tail - control[_DOORBELL_HEAD]) & 0xFFFFFFFF >= self._capacity:
+            return 0
+        tag = DOORBELL_TAG_FLAG | ((tail >> self._lap_shift) & DOORBELL_LAP_MASK)
+        self._entries[tail & (self._capacity - 1)] = slot | tag << DOORBELL_SLOT_BITS
+        control[_DOORBELL_TAIL] = (tail + 1) & 0xFFFFFFFF  # entry first, tail last
+        return 1
 
 
 def doorbell_entry(position: int, slot: int, capacity: int) -> int:
