@@ -133,6 +133,10 @@ __device__ __forceinline__ uint4 load_volatile4(const void* p) {  // one 16-byte
     return v;
 }
 __device__ __forceinline__ void store_volatile(uint32_t* p, uint32_t v) { *(volatile uint32_t*)p = v; }
+__device__ __forceinline__ void store_volatile4(void* p, uint4 v) {  // one 16-byte write
+    asm volatile("st.volatile.global.v4.u32 [%0], {%1, %2, %3, %4};"
+                 ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
+}
 
 // ------------------------------------------------------------------ per-run state (one block)
 
@@ -1427,24 +1431,9 @@ __device__ void run_program_slot(const Params& p, uint32_t program_handle, const
     }
 }
 
-__device__ void complete_slot(const Params& p, SlotShared& T) {
-    uint32_t* image = (uint32_t*)p.image;
-    uint32_t* slot = image + p.ring + T.index * SLOT_WORDS;
-    uint32_t op = T.words[SW_OPCODE];
-    if (T.fault && T.fault > FAULT_BAD_INSTRUCTION) {  // slot faults carry code, 0, 0, detail
-        T.results[0] = T.fault; T.results[1] = 0; T.results[2] = 0;
-    }
-    for (uint32_t k = 0; k < RESULT_WORDS; k++) slot[SW_RESULT0 + k] = T.results[k];
-    STAMP(p, 5, global_ns());
-    // CLAIMED (stored at take) and the results, then the claim is released, then the status
-    // (status last: docs/PROTOCOL.md). Once the dispatcher sees the claim released it reads
-    // CLAIMED or a later status, never the PUBLISHED this slot was claimed from.
-    __threadfence_system();
-    store_volatile(&vyre_owned[T.index], 0u);
-    store_volatile(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);
-    STAMP(p, 6, global_ns());
-    // counters after the status, in device memory: the round trip does not wait for them; the
-    // dispatcher copies them into the image (docs/PROTOCOL.md, counters)
+// Counts one completion, after its status was stored: in device memory, so the round trip does
+// not wait for them; the dispatcher copies them into the image (docs/PROTOCOL.md, counters).
+__device__ void count_completion(uint32_t op, bool faulted) {
     uint32_t metric = 0xffffffffu;
     if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) metric = USER_METRIC_BASE + op - USER_OPCODE_BASE;
     else if (op == BI_SHUTDOWN) metric = METRIC_SHUTDOWN;
@@ -1454,10 +1443,34 @@ __device__ void complete_slot(const Params& p, SlotShared& T) {
         __threadfence();  // the count before its dirty bit: a copier that clears the bit reads the count after
         atomicOr(&vyre_counters.dirty[metric / 32u], 1u << (metric % 32u));
     }
-    if (T.fault) atomicAdd(&vyre_counters.fault, 1u);
+    if (faulted) atomicAdd(&vyre_counters.fault, 1u);
     __threadfence();  // metric, dirty bit and fault count before DONE_COUNT: a copier that sees the new
                       // DONE_COUNT finds them
     atomicAdd(&vyre_counters.done, 1u);
+}
+
+// Fault words as the host reads them: slot faults carry code, 0, 0, detail (VIR0 faults their own).
+__device__ __forceinline__ void finish_fault_words(SlotShared& T) {
+    if (T.fault && T.fault > FAULT_BAD_INSTRUCTION) {
+        T.results[0] = T.fault; T.results[1] = 0; T.results[2] = 0;
+    }
+}
+
+__device__ void complete_slot(const Params& p, SlotShared& T) {
+    uint32_t* image = (uint32_t*)p.image;
+    uint32_t* slot = image + p.ring + T.index * SLOT_WORDS;
+    uint32_t op = T.words[SW_OPCODE];
+    finish_fault_words(T);
+    for (uint32_t k = 0; k < RESULT_WORDS; k++) slot[SW_RESULT0 + k] = T.results[k];
+    STAMP(p, 5, global_ns());
+    // CLAIMED (stored at take) and the results, then the claim is released, then the status
+    // (status last: docs/PROTOCOL.md). Once the dispatcher sees the claim released it reads
+    // CLAIMED or a later status, never the PUBLISHED this slot was claimed from.
+    __threadfence_system();
+    store_volatile(&vyre_owned[T.index], 0u);
+    store_volatile(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);
+    STAMP(p, 6, global_ns());
+    count_completion(op, T.fault != 0);
     STAMP(p, 7, global_ns());
 }
 
@@ -1491,6 +1504,40 @@ __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunSh
 }
 
 // ------------------------------------------------------------------ dispatcher (block 0, warp 0)
+
+// Built-ins short enough to run in the dispatcher's own lane, with no hand-off to a worker: at
+// most a few observable accesses (MEMCPY up to INLINE_MEMCPY_WORDS words). Handing a NOP to a
+// worker block cost a queue push, a wake-up and a CLAIMED store, more than the NOP itself.
+#define INLINE_MEMCPY_WORDS 16u
+__device__ __forceinline__ bool runs_inline(uint32_t op, uint32_t count_word) {
+    return op == BI_NOP || op == BI_STORE_U32 || op == BI_ATOMIC_ADD || op == BI_LOAD_U32 ||
+           op == BI_COMPARE_SWAP || (op == BI_MEMCPY && count_word <= INLINE_MEMCPY_WORDS);
+}
+
+// Runs a claimed slot in the calling dispatcher lane and completes it: the results, then DONE
+// or FAULT with one release store. The slot goes PUBLISHED -> DONE without a CLAIMED store: its
+// one claimer runs it (docs/PROTOCOL.md, One claimer), and the dispatcher's own later reads of
+// the status come after this store (same warp, ordered by __syncwarp), so it is never claimed
+// twice, and nothing marks it in vyre_owned.
+__device__ void serve_inline(const Params& p, uint32_t index, uint4 head, uint4 a0, uint4 a1, uint4 a2) {
+    SlotShared T;  // this lane's own copy (local memory), filled as a worker's shared one
+    uint4* words = (uint4*)T.words;
+    words[0] = head; words[1] = a0; words[2] = a1; words[3] = a2;
+    for (uint32_t k = 0; k < RESULT_WORDS; k++) T.results[k] = 0;
+    T.fault = 0;
+    T.index = index;
+    STAMP(p, 3, global_ns());
+    builtin_simple(p, head.y, &T.words[SW_ARG0], T);
+    finish_fault_words(T);
+    STAMP(p, 4, global_ns());
+    uint32_t* slot = (uint32_t*)p.image + p.ring + index * SLOT_WORDS;
+    store_volatile4(slot + SW_RESULT0, make_uint4(T.results[0], T.results[1], T.results[2], T.results[3]));
+    STAMP(p, 5, global_ns());
+    store_release(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);  // the results before the status
+    STAMP(p, 6, global_ns());
+    count_completion(head.y, T.fault != 0);
+    STAMP(p, 7, global_ns());
+}
 
 // Each lane offers one slot index (or NO_LANE). Claims every offered slot that is still
 // schedulable and whose tenant is enabled, pushing it onto the work queue in lane order.
@@ -1538,6 +1585,19 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     uint32_t low = __shfl_sync(FULL_MASK, mask_low, tenant & 31u);
     uint32_t high = __shfl_sync(FULL_MASK, mask_high, tenant & 31u);
     if (found && tenant < p.tenants) found = (tenant < 32 ? low : high) != 0;
+    // tiny built-ins: claimed and run right here (RESULT0..3 overlay ARG8..11: a2 is the last 4 words)
+    static_assert(SW_RESULT0 == 12 && RESULT_WORDS == 4, "the results are the slot's last 16 bytes");
+    bool here = found && tenant < p.tenants && runs_inline(head_words.y, a0.z);  // a0.z is ARG2
+    uint32_t inlined = __popc(__ballot_sync(FULL_MASK, here));
+    if (here) {
+        serve_inline(p, index, head_words, a0, a1, a2);
+        found = false;
+    }
+    if (inlined) {
+        __syncwarp();  // every lane's DONE store before any lane's next read of a status
+        if (lane == 0) store_volatile(&vyre_counters.claim, load_volatile(&vyre_counters.claim) + inlined);
+        claimed += inlined;
+    }
     uint32_t mask = __ballot_sync(FULL_MASK, found);
     if (mask == 0) return true;
     uint32_t tail = 0;
