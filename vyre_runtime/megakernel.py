@@ -462,7 +462,10 @@ class Megakernel:
                 free = self._free[partition]
                 keep = self._reserve[partition] if partition < priority else 0
                 take = min(wanted - len(first), len(free) - keep)
-                if take > 0:
+                if take > 0 and take == len(free):  # a bulk publisher usually takes them all
+                    first += free
+                    free.clear()
+                elif take > 0:
                     first += [free.popleft() for _ in range(take)]
         return first
 

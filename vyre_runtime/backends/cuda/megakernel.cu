@@ -1515,11 +1515,12 @@ __device__ __forceinline__ bool runs_inline(uint32_t op, uint32_t count_word) {
 }
 
 // Runs a claimed slot in the calling dispatcher lane and completes it: the results, then DONE
-// or FAULT with one release store. The slot goes PUBLISHED -> DONE without a CLAIMED store: its
-// one claimer runs it (docs/PROTOCOL.md, One claimer), and the dispatcher's own later reads of
-// the status come after this store (same warp, ordered by __syncwarp), so it is never claimed
-// twice, and nothing marks it in vyre_owned.
-__device__ void serve_inline(const Params& p, uint32_t index, uint4 head, uint4 a0, uint4 a1, uint4 a2) {
+// or FAULT with one release store; returns whether it faulted (count_inline counts it). The slot
+// goes PUBLISHED -> DONE without a CLAIMED store: its one claimer runs it (docs/PROTOCOL.md, One
+// claimer), and the dispatcher's own later reads of the status come after this store (same warp,
+// ordered by count_inline's __syncwarp), so it is never claimed twice, and nothing marks it in
+// vyre_owned.
+__device__ bool serve_inline(const Params& p, uint32_t index, uint4 head, uint4 a0, uint4 a1, uint4 a2) {
     SlotShared T;  // this lane's own copy (local memory), filled as a worker's shared one
     uint4* words = (uint4*)T.words;
     words[0] = head; words[1] = a0; words[2] = a1; words[3] = a2;
@@ -1535,8 +1536,33 @@ __device__ void serve_inline(const Params& p, uint32_t index, uint4 head, uint4 
     STAMP(p, 5, global_ns());
     store_release(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);  // the results before the status
     STAMP(p, 6, global_ns());
-    count_completion(head.y, T.fault != 0);
-    STAMP(p, 7, global_ns());
+    return T.fault != 0;
+}
+
+// The counters of the slots the dispatcher's lanes just ran (`here`), added once per warp: one
+// atomic per distinct opcode, fault count and DONE_COUNT instead of a fenced trio per slot. The
+// dispatcher warp copies them into the image itself (or the last block out, after its fences),
+// and __syncwarp orders its lanes' accesses, so the metrics land before DONE_COUNT moves without
+// a fence per slot (complete_slot's fences order a worker's counts for another warp's copier).
+__device__ void count_inline(const Params& p, bool here, uint32_t op, bool faulted) {
+    uint32_t lane = threadIdx.x & 31u;
+    uint32_t ran = __ballot_sync(FULL_MASK, here);
+    uint32_t faults = __popc(__ballot_sync(FULL_MASK, here && faulted));
+    if (here) {  // inline opcodes are built-ins: the metric index is the opcode
+        uint32_t same = __match_any_sync(ran, op);
+        if ((uint32_t)(__ffs(same) - 1) == lane) {
+            atomicAdd(&vyre_counters.metrics[op], (uint32_t)__popc(same));
+            atomicOr(&vyre_counters.dirty[op / 32u], 1u << (op % 32u));
+        }
+    }
+    __syncwarp();
+    if (lane == 0) {
+        if (faults) atomicAdd(&vyre_counters.fault, faults);
+        atomicAdd(&vyre_counters.done, (uint32_t)__popc(ran));
+        store_volatile(&vyre_counters.claim, load_volatile(&vyre_counters.claim) + __popc(ran));  // its only writer
+        STAMP(p, 7, global_ns());
+    }
+    __syncwarp();  // every lane's DONE store and count before any lane's next read of a status
 }
 
 // Each lane offers one slot index (or NO_LANE). Claims every offered slot that is still
@@ -1589,13 +1615,10 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     static_assert(SW_RESULT0 == 12 && RESULT_WORDS == 4, "the results are the slot's last 16 bytes");
     bool here = found && tenant < p.tenants && runs_inline(head_words.y, a0.z);  // a0.z is ARG2
     uint32_t inlined = __popc(__ballot_sync(FULL_MASK, here));
-    if (here) {
-        serve_inline(p, index, head_words, a0, a1, a2);
-        found = false;
-    }
     if (inlined) {
-        __syncwarp();  // every lane's DONE store before any lane's next read of a status
-        if (lane == 0) store_volatile(&vyre_counters.claim, load_volatile(&vyre_counters.claim) + inlined);
+        bool faulted = here && serve_inline(p, index, head_words, a0, a1, a2);
+        count_inline(p, here, head_words.y, faulted);
+        found = found && !here;
         claimed += inlined;
     }
     uint32_t mask = __ballot_sync(FULL_MASK, found);
