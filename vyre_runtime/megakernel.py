@@ -19,7 +19,7 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
@@ -35,7 +35,9 @@ from vyre_runtime.protocol import codec, debuglog
 from vyre_runtime.protocol.codec import SlotRequest
 from vyre_runtime.protocol.layout import (
     ARGS_PER_SLOT,
+    HINT_MASK,
     MAX_DOORBELLS,
+    PRIORITY_BITS,
     SLOT_WORDS,
     ControlWord,
     Layout,
@@ -66,7 +68,7 @@ REAP_SPIN_S = 0.00002  # a bulk publisher's pause between reaps while the ring i
 # plain ints for the channel's hot path (an enum member lookup costs about a microsecond)
 _EMPTY, _PUBLISHED, _DONE = int(SlotState.EMPTY), int(SlotState.PUBLISHED), int(SlotState.DONE)
 _WAIT_IO, _FAULT = int(SlotState.WAIT_IO), int(SlotState.FAULT)
-_ARG0, _RESULT0 = int(SlotWord.ARG0), int(SlotWord.RESULT0)
+_ARG0, _RESULT0, _PRIORITY = int(SlotWord.ARG0), int(SlotWord.RESULT0), int(SlotWord.PRIORITY)
 
 
 class Megakernel:
@@ -434,9 +436,13 @@ class Megakernel:
             slots = self._allocate_up_to(Priority(priority), len(rows) - sent, timeout)
             batch = np.asarray(slots, dtype=np.int64)
             self.service.track_bulk(batch, ticket)
+            chunk = rows[sent : sent + len(slots)]
             try:
-                codec.write_uniform_slots(
-                    self.image, self.layout, batch, opcode, tenant, int(priority), rows[sent : sent + len(slots)]
+                self._write_and_ring(
+                    slots,
+                    lambda hints, batch=batch, chunk=chunk: codec.write_uniform_slots(
+                        self.image, self.layout, batch, opcode, tenant, int(priority), chunk, hints
+                    ),
                 )
             except BaseException as error:  # nothing of this batch was published
                 self.service.untrack_bulk(batch, ticket)
@@ -445,8 +451,6 @@ class Megakernel:
                 if refusal is not None:
                     raise refusal from error
                 raise
-            with self._doorbell_lock:
-                codec.ring_doorbell(self.image, self.layout, slots)
             self.device.ring_doorbell(slots, [int(priority)] * len(slots))
             sent += len(slots)
         return ticket
@@ -509,7 +513,9 @@ class Megakernel:
         futures: list[Future] = [SlotFuture(self.service) for _ in requests]
         self.service.track(slots, requests, futures, run)
         try:
-            codec.write_slots(self.image, self.layout, slots, requests)
+            self._write_and_ring(
+                slots, lambda hints: codec.write_slots(self.image, self.layout, slots, requests, hints)
+            )
         except BaseException as error:  # nothing was published: no phantom future, no slot lost
             self.service.untrack(slots, futures)
             self._give_back(slots)
@@ -517,10 +523,19 @@ class Megakernel:
             if refusal is not None:
                 raise refusal from error
             raise
-        with self._doorbell_lock:  # host threads share the doorbell's tail (a host-owned word)
-            codec.ring_doorbell(self.image, self.layout, slots)
         self.device.ring_doorbell(slots, [int(r.priority) for r in requests])
         return futures
+
+    def _write_and_ring(self, slots: list[int], write: Callable[[np.ndarray], None]) -> None:
+        """``write(hints)`` publishes the slots (payloads with their hint positions, then statuses);
+        then their doorbell entries are rung. All under the doorbell lock: host threads share the
+        doorbell's tail (a host-owned word), and a publication's hint position must be the position
+        its entry takes, so no other thread may ring in between (docs/PROTOCOL.md, Hint positions).
+        If ``write`` raises, nothing is rung."""
+        with self._doorbell_lock:
+            hints, rung = codec.doorbell_positions(self.image, self.layout, len(slots))
+            write(hints)
+            codec.ring_doorbell(self.image, self.layout, slots[:rung])
 
     def _allocate(self, priorities: list[Priority], timeout: float | None) -> list[int]:
         """Slots for every request at once (all or none). Each priority takes from its own
@@ -800,6 +815,8 @@ class Channel:
         self._hint_priority = [int(priority)]
         self._device_hint = megakernel.device.ring_doorbell
         self._ring = megakernel._ringer.ring_one
+        self._position = megakernel._ringer.position
+        self._priority_bits = int(priority)
         self._doorbell_lock = megakernel._doorbell_lock
         self._spins_only = not megakernel.service.device_signals  # a CPU device needs the GIL to progress
         self._counts = megakernel.service.open_channel_counts()
@@ -827,10 +844,13 @@ class Channel:
             payload[_ARG0 - 1 :] = self._no_arguments
             payload[_ARG0 - 1 : _ARG0 - 1 + count] = array("I", args)
             self._argument_words = count
-        words[1:] = payload  # payload first ...
-        words[0] = _PUBLISHED  # ... status last (docs/PROTOCOL.md, publication)
-        with self._doorbell_lock:
-            self._ring(self.slot)
+        with self._doorbell_lock:  # the hint position is the entry's: nobody rings in between
+            position, room = self._position()
+            payload[_PRIORITY - 1] = self._priority_bits | (position & HINT_MASK) << PRIORITY_BITS
+            words[1:] = payload  # payload first ...
+            words[0] = _PUBLISHED  # ... status last (docs/PROTOCOL.md, publication)
+            if room:
+                self._ring(self.slot, position)
         self._device_hint(self._hint, self._hint_priority)
         state = words[0]
         if state < _DONE or state == _WAIT_IO:
