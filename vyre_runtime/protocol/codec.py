@@ -223,6 +223,7 @@ class SlotView:
     tenant: int
     priority: int
     args: tuple[int, ...]
+    hint: int = 0  # the hint position mod 2^24 (the PRIORITY word's high bits)
 
     @property
     def results(self) -> tuple[int, ...]:
@@ -235,7 +236,8 @@ def read_slot(image: np.ndarray, layout: Layout, index: int) -> SlotView:
     state = words[SlotWord.STATUS]
     if state not in _SLOT_STATES:
         raise ProtocolError(f"slot {index} has status {state}, which is not a slot state (corrupted ring)")
-    return SlotView(index, SlotState(state), words[1], words[2], words[3], tuple(words[SlotWord.ARG0 :]))
+    priority, hint = words[3] & ((1 << PRIORITY_BITS) - 1), words[3] >> PRIORITY_BITS
+    return SlotView(index, SlotState(state), words[1], words[2], priority, tuple(words[SlotWord.ARG0 :]), hint)
 
 
 def encode_packed(ops: list[tuple[int, tuple[int, ...]]]) -> tuple[int, ...]:
