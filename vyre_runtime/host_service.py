@@ -186,7 +186,7 @@ class HostService:
         layout: Layout,
         registry: Registry,
         device: Any,
-        release_slots: Callable[[list[int]], None],
+        release_slots: Callable[[list[int] | np.ndarray], None],
     ):
         self.image = image
         self.layout = layout
@@ -410,7 +410,7 @@ class HostService:
                 resolved.append((slot, pending, SlotOutcome(slot, row[SlotWord.OPCODE], results, fault)))
             if not self._pending and not self._bulk_in_flight:
                 self._idle.notify_all()
-        self.release_slots(every_finished.tolist())
+        self.release_slots(every_finished)  # an array: the free lists take it without a list round trip
         for slot, pending, outcome in resolved:  # outside the lock: callbacks may publish
             self._resolve(slot, pending, outcome)
         with self._caller_wake:  # a caller may be waiting for a future this thread resolved

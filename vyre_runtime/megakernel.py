@@ -469,8 +469,11 @@ class Megakernel:
                 if take > 0 and take == len(free):  # a bulk publisher usually takes them all
                     first += free
                     free.clear()
-                elif take > 0:
-                    first += [free.popleft() for _ in range(take)]
+                elif take > 0:  # the first `take`, in order, without a popleft each
+                    items = list(free)
+                    first += items[:take]
+                    free.clear()
+                    free.extend(items[take:])
         return first
 
     def _reap_until_free(self, priority: Priority, timeout: float | None) -> None:
@@ -608,10 +611,10 @@ class Megakernel:
                     free.append(slot)
             self._free_changed.notify_all()
 
-    def _release_slots(self, slots: list[int]) -> None:
+    def _release_slots(self, slots: list[int] | np.ndarray) -> None:
         if len(slots) == 1:
-            partitions = [bisect.bisect_right(self.layout.partition_offsets, slots[0]) - 1]
-            runs = [slots]
+            partitions = [bisect.bisect_right(self.layout.partition_offsets, int(slots[0])) - 1]
+            runs = [[int(slots[0])]]
         else:  # a reap hands back thousands of bulk slots: group them by partition in NumPy
             indices = np.asarray(slots, dtype=np.int64)
             owner = np.searchsorted(self._partition_starts, indices, side="right") - 1

@@ -4,8 +4,10 @@
 // ends it for good; PAUSE ends it for a relaunch: docs/PROTOCOL.md, 6.5).
 // Block 0 is the dispatcher: its first warp polls the doorbell (and now and then
 // scans the ring) in host-mapped memory, claims schedulable slots (it is the only claimer, so it
-// records a claim in device memory, vyre_owned: the host never writes a PUBLISHED slot) and
-// pushes them onto a work queue in device memory. Every other block is a worker: it pops a slot,
+// records a claim in device memory, vyre_owned: the host never writes a PUBLISHED slot; a fresh
+// doorbell entry's slot is read without a status read, docs/PROTOCOL.md 4.8), runs the tiny
+// built-ins in its own lanes and pushes the other slots onto a work queue in device memory.
+// Every other block is a worker: it pops a slot,
 // stores CLAIMED, runs it (a built-in, or a VIR0 program with its threads as lanes), writes the
 // results, fences, releases the claim and publishes DONE or FAULT last.
 // Semantics: docs/VIR0.md (bit-exact with the CPU backend) and docs/PROTOCOL.md.
