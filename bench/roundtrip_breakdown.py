@@ -28,8 +28,8 @@ from vyre_runtime.protocol.opcodes import BuiltinOpcode
 STAMP_WORD = 48  # megakernel.cu: the reserved control words a VYRE_STAGE_STAMPS build writes
 STAGES = (  # a NOP runs in the dispatcher's lane: stages 3-5 are its run, not a worker's
     "dispatcher poll (entries round trip)",
-    "status read + acquire",
-    "argument read (+ queue push for a worker)",
+    "slot read (fresh entry; else status + acquire)",
+    "careful path: argument read (+ queue push)",
     "run inline (worker: hand-off to a block)",
     "result stores (worker: run + results)",
     "DONE store (release)",
