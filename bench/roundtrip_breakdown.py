@@ -26,12 +26,12 @@ from vyre_runtime.protocol.layout import SlotState
 from vyre_runtime.protocol.opcodes import BuiltinOpcode
 
 STAMP_WORD = 48  # megakernel.cu: the reserved control words a VYRE_STAGE_STAMPS build writes
-STAGES = (
+STAGES = (  # a NOP runs in the dispatcher's lane: stages 3-5 are its run, not a worker's
     "dispatcher poll (entries round trip)",
-    "status read + acquire fence",
-    "argument read + queue push",
-    "hand-off to a worker block",
-    "serve: run + result stores",
+    "slot read (fresh entry; else status + acquire)",
+    "careful path: argument read (+ queue push)",
+    "run inline (worker: hand-off to a block)",
+    "result stores (worker: run + results)",
     "DONE store (release)",
     "counters after DONE",
 )

@@ -63,7 +63,7 @@ from vyre_runtime.vir0.isa import FaultCode
 
 # Update only together with docs/PROTOCOL.md and the CUDA header: a device built from the old
 # constants must not load against a host built from the new ones.
-PINNED_LAYOUT_DIGEST = 0xD3293866
+PINNED_LAYOUT_DIGEST = 0xDD4167ED
 
 
 def members(enum: type[IntEnum]) -> dict[str, int]:

@@ -48,6 +48,18 @@ class SlotFaultInfo:
         return f"{self.code.name}{where} (detail {self.detail})"
 
 
+class ChannelCounts:
+    """A channel's completed calls and faults, written only by the thread that owns the channel
+    (so a call takes no lock); its latencies go into the shared window (a deque append, atomic)."""
+
+    __slots__ = ("add_latency", "calls", "faults")
+
+    def __init__(self, latency: LatencyWindow) -> None:
+        self.calls = 0
+        self.faults = 0
+        self.add_latency = latency.add
+
+
 @dataclass(frozen=True)
 class SlotOutcome:
     """How a slot ended: DONE with up to four result words, or FAULT with its fault."""
@@ -174,7 +186,7 @@ class HostService:
         layout: Layout,
         registry: Registry,
         device: Any,
-        release_slots: Callable[[list[int]], None],
+        release_slots: Callable[[list[int] | np.ndarray], None],
     ):
         self.image = image
         self.layout = layout
@@ -208,6 +220,7 @@ class HostService:
         self._thread = threading.Thread(target=self._serve, name="vyre-host-service", daemon=True)
         self._latency = LatencyWindow()
         self._published = self._completed = self._faulted = 0
+        self._channel_counts: list[ChannelCounts] = []
         self._ring = ring_view(image, layout)
         self._status_column = self._ring[:, SlotWord.STATUS]
         self.status_column = self._status_column
@@ -285,12 +298,26 @@ class HostService:
             if not self._pending and not self._bulk_in_flight:
                 self._idle.notify_all()
 
-    def count_channel_call(self, nanoseconds: int, faulted: bool) -> None:
+    def open_channel_counts(self) -> ChannelCounts:
+        """Counters for one channel: its thread adds to them without the lock (a call's hot
+        path); stats() and wait_idle() add the open ones in, close_channel_counts folds them."""
+        counts = ChannelCounts(self._latency)
         with self._lock:
-            self._published += 1
-            self._completed += 1
-            self._faulted += faulted
-            self._latency.add(nanoseconds)
+            self._channel_counts.append(counts)
+        return counts
+
+    def close_channel_counts(self, counts: ChannelCounts) -> None:
+        with self._lock:
+            self._channel_counts.remove(counts)
+            self._published += counts.calls
+            self._completed += counts.calls
+            self._faulted += counts.faults
+
+    def _totals(self) -> tuple[int, int, int]:
+        """(published, completed, faulted), open channels included. Call with the lock held."""
+        calls = sum(counts.calls for counts in self._channel_counts)
+        faults = sum(counts.faults for counts in self._channel_counts)
+        return self._published + calls, self._completed + calls, self._faulted + faults
 
     def new_ticket(self, total: int) -> BulkTicket:
         with self._lock:
@@ -383,7 +410,7 @@ class HostService:
                 resolved.append((slot, pending, SlotOutcome(slot, row[SlotWord.OPCODE], results, fault)))
             if not self._pending and not self._bulk_in_flight:
                 self._idle.notify_all()
-        self.release_slots(every_finished.tolist())
+        self.release_slots(every_finished)  # an array: the free lists take it without a list round trip
         for slot, pending, outcome in resolved:  # outside the lock: callbacks may publish
             self._resolve(slot, pending, outcome)
         with self._caller_wake:  # a caller may be waiting for a future this thread resolved
@@ -449,9 +476,14 @@ class HostService:
         # a GPU adds to its counters just after publishing DONE (docs/PROTOCOL.md, counters):
         # once idle, give them a moment to land so stats() right after wait() is exact
         settle = time.monotonic() + COUNTER_SETTLE_S
-        while int(self.image[ControlWord.DONE_COUNT]) != self._completed & 0xFFFFFFFF and time.monotonic() < settle:
+        completed = self._completed_now() & 0xFFFFFFFF
+        while int(self.image[ControlWord.DONE_COUNT]) != completed and time.monotonic() < settle:
             time.sleep(0.0001)
         return True
+
+    def _completed_now(self) -> int:
+        with self._lock:
+            return self._totals()[1]
 
     def cancel_outstanding(self, reason: str) -> None:
         with self._lock:
@@ -518,10 +550,11 @@ class HostService:
 
     def stats(self) -> Stats:
         with self._lock:
+            published, completed, faulted = self._totals()
             host = {
-                "published": self._published,
-                "completed": self._completed,
-                "faulted": self._faulted,
+                "published": published,
+                "completed": completed,
+                "faulted": faulted,
                 "in_flight": len(self._pending) + self._bulk_in_flight,
                 "latency_us": self._latency.summary(),
                 "stray_completions": self.stray_completions,

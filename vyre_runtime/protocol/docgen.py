@@ -157,7 +157,8 @@ SLOT_WORDS_DOC: dict[SlotWord, tuple[str, str, str]] = {  # words, written by, m
     SlotWord.PRIORITY: (
         "3",
         "host, while EMPTY",
-        "the `Priority` asked for (informational: the slot's partition orders service)",
+        "bits 0..7: the `Priority` asked for (informational: the slot's partition orders service); "
+        "bits 8..31: the publication's hint position mod 2^24 (4.8)",
     ),
     SlotWord.ARG0: ("4 .. 15", "host, while EMPTY", "`ARG0 .. ARG11`: the opcode's arguments; unused ones are 0"),
     SlotWord.RESULT0: (
@@ -401,6 +402,8 @@ def constants() -> tuple[Constant, ...]:
         Constant("DOORBELL_SLOT_BITS", layout.DOORBELL_SLOT_BITS, "low bits of a doorbell entry: the slot index"),
         Constant("DOORBELL_TAG_FLAG", layout.DOORBELL_TAG_FLAG, "set in the tag of every written doorbell entry"),
         Constant("DOORBELL_LAP_MASK", layout.DOORBELL_LAP_MASK, "lap bits of a doorbell entry's tag"),
+        Constant("PRIORITY_BITS", layout.PRIORITY_BITS, "low bits of the PRIORITY word: the priority"),
+        Constant("HINT_MASK", layout.HINT_MASK, "the hint position mod 2^24, above PRIORITY_BITS"),
         Constant("BUILTIN_LIMIT", opcodes.BUILTIN_LIMIT, "opcodes below this are built-ins or reserved for them"),
         Constant("USER_OPCODE_BASE", opcodes.USER_OPCODE_BASE, "first user opcode"),
         Constant("USER_OPCODE_COUNT", opcodes.USER_OPCODE_COUNT, "user opcodes"),

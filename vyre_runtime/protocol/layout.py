@@ -47,6 +47,12 @@ MAX_DOORBELLS = 1 << 16
 DOORBELL_SLOT_BITS = 20
 DOORBELL_TAG_FLAG = 0x800
 DOORBELL_LAP_MASK = 0x7FF
+# A slot's PRIORITY word holds the priority in its low PRIORITY_BITS bits and, above them, the
+# publication's hint position mod 2^24 (HINT_MASK): the doorbell position of its entry, or the tail
+# it found if the doorbell had no room. The one claimer tells by it which publication it claimed,
+# so that a later entry can be trusted without a status read (docs/PROTOCOL.md, Hint positions).
+PRIORITY_BITS = 8
+HINT_MASK = 0xFFFFFF
 
 
 class SlotWord(IntEnum):
@@ -310,6 +316,7 @@ def layout_digest() -> int:
     parts += [BUILTIN_LIMIT, USER_OPCODE_BASE, USER_OPCODE_COUNT, TENANT_WINDOW, USER_METRIC_BASE, MAX_PACKED_OPS]
     parts += sorted(int(opcode) for opcode in PACKABLE)
     parts += [DOORBELL_SLOT_BITS, DOORBELL_TAG_FLAG, DOORBELL_LAP_MASK]  # the doorbell entry format
+    parts += [PRIORITY_BITS, HINT_MASK]  # the PRIORITY word's hint position
     enums = (BuiltinOpcode, SlotWord, SlotState, Priority, SlotFault, ControlWord, DeviceState, RunArg, DebugWord)
     for enum in (*enums, IoWord, IoState, IoOp, IoError):
         parts += [value for member in enum for value in (len(member.name), int(member))]

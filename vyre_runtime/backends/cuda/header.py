@@ -120,6 +120,8 @@ def generate() -> str:
         f"#define DOORBELL_SLOT_BITS {layout.DOORBELL_SLOT_BITS}u",
         f"#define DOORBELL_TAG_FLAG {layout.DOORBELL_TAG_FLAG:#x}u",
         f"#define DOORBELL_LAP_MASK {layout.DOORBELL_LAP_MASK:#x}u",
+        f"#define PRIORITY_BITS {layout.PRIORITY_BITS}u",
+        f"#define HINT_MASK {layout.HINT_MASK:#x}u",
     ]
     lines += _enum_block(layout.SlotWord, "SW_")
     lines += _enum_block(layout.SlotState, "ST_")

@@ -4,8 +4,10 @@
 // ends it for good; PAUSE ends it for a relaunch: docs/PROTOCOL.md, 6.5).
 // Block 0 is the dispatcher: its first warp polls the doorbell (and now and then
 // scans the ring) in host-mapped memory, claims schedulable slots (it is the only claimer, so it
-// records a claim in device memory, vyre_owned: the host never writes a PUBLISHED slot) and
-// pushes them onto a work queue in device memory. Every other block is a worker: it pops a slot,
+// records a claim in device memory, vyre_owned: the host never writes a PUBLISHED slot; a fresh
+// doorbell entry's slot is read without a status read, docs/PROTOCOL.md 4.8), runs the tiny
+// built-ins in its own lanes and pushes the other slots onto a work queue in device memory.
+// Every other block is a worker: it pops a slot,
 // stores CLAIMED, runs it (a built-in, or a VIR0 program with its threads as lanes), writes the
 // results, fences, releases the claim and publishes DONE or FAULT last.
 // Semantics: docs/VIR0.md (bit-exact with the CPU backend) and docs/PROTOCOL.md.
@@ -94,6 +96,12 @@ __device__ DeviceCounters vyre_counters;
 // dispatcher checks this word before it reads a status (docs/PROTOCOL.md, Claiming).
 __device__ uint32_t vyre_owned[1u << DOORBELL_SLOT_BITS];
 
+// The hint position (docs/PROTOCOL.md, Hint positions) of the publication of slot i that this
+// launch claimed last, valid while vyre_known[i] is 1 (0 at launch: what an earlier launch
+// claimed is not known). Written and read by the dispatcher warp only.
+__device__ uint32_t vyre_claimed_hint[1u << DOORBELL_SLOT_BITS];
+__device__ uint32_t vyre_known[1u << DOORBELL_SLOT_BITS];
+
 // ------------------------------------------------------------------ stage stamps (diagnostics)
 
 // With $VYRE_MEGAKERNEL_DEFINES=VYRE_STAGE_STAMPS the kernel stamps %globaltimer (ns) at each step
@@ -162,6 +170,10 @@ __device__ __forceinline__ uint4 load_volatile4(const void* p) {  // one 16-byte
     return v;
 }
 __device__ __forceinline__ void store_volatile(uint32_t* p, uint32_t v) { *(volatile uint32_t*)p = v; }
+__device__ __forceinline__ void store_volatile4(void* p, uint4 v) {  // one 16-byte write
+    asm volatile("st.volatile.global.v4.u32 [%0], {%1, %2, %3, %4};"
+                 ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
+}
 
 // ------------------------------------------------------------------ per-run state (one block)
 
@@ -1624,13 +1636,18 @@ __device__ void count_completion(BlockCounts& C, uint32_t metric, bool faulted) 
     if (++C.done >= COUNT_BATCH) flush_counts(C);
 }
 
+// Fault words as the host reads them: slot faults carry code, 0, 0, detail (VIR0 faults their own).
+__device__ __forceinline__ void finish_fault_words(SlotShared& T) {
+    if (T.fault && T.fault > FAULT_BAD_INSTRUCTION) {
+        T.results[0] = T.fault; T.results[1] = 0; T.results[2] = 0;
+    }
+}
+
 __device__ void complete_slot(const Params& p, SlotShared& T, BlockCounts& C) {
     uint32_t* image = (uint32_t*)p.image;
     uint32_t* slot = image + p.ring + T.index * SLOT_WORDS;
     uint32_t op = T.words[SW_OPCODE];
-    if (T.fault && T.fault > FAULT_BAD_INSTRUCTION) {  // slot faults carry code, 0, 0, detail
-        T.results[0] = T.fault; T.results[1] = 0; T.results[2] = 0;
-    }
+    finish_fault_words(T);
     for (uint32_t k = 0; k < RESULT_WORDS; k++) slot[SW_RESULT0 + k] = T.results[k];
     STAMP(p, 5, global_ns());
     RUN_PHASE(6);  // the result stores
@@ -1693,10 +1710,66 @@ __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunSh
 
 // ------------------------------------------------------------------ dispatcher (block 0, warp 0)
 
-// Each lane offers one slot index (or NO_LANE). Claims every offered slot that is still
-// schedulable and whose tenant is enabled, pushing it onto the work queue in lane order.
-// Returns false when the queue filled up. Only the dispatcher claims, so a claim is a plain store
-// into vyre_owned (the host never writes a PUBLISHED slot; docs/PROTOCOL.md, One claimer).
+// Built-ins short enough to run in the dispatcher's own lane, with no hand-off to a worker: at
+// most a few observable accesses (MEMCPY up to INLINE_MEMCPY_WORDS words). Handing a NOP to a
+// worker block cost a queue push, a wake-up and a CLAIMED store, more than the NOP itself.
+#define INLINE_MEMCPY_WORDS 16u
+__device__ __forceinline__ bool runs_inline(uint32_t op, uint32_t count_word) {
+    return op == BI_NOP || op == BI_STORE_U32 || op == BI_ATOMIC_ADD || op == BI_LOAD_U32 ||
+           op == BI_COMPARE_SWAP || (op == BI_MEMCPY && count_word <= INLINE_MEMCPY_WORDS);
+}
+
+// Runs a claimed slot in the calling dispatcher lane and completes it: the results, then DONE
+// or FAULT with one release store; returns whether it faulted (count_inline counts it). The slot
+// goes PUBLISHED -> DONE without a CLAIMED store: its one claimer runs it (docs/PROTOCOL.md, One
+// claimer), and the dispatcher's own later reads of the status come after this store (same warp,
+// ordered by count_inline's __syncwarp), so it is never claimed twice, and nothing marks it in
+// vyre_owned.
+__device__ bool serve_inline(const Params& p, uint32_t index, uint4 head, uint4 a0, uint4 a1, uint4 a2) {
+    SlotShared T;  // this lane's own copy (local memory), filled as a worker's shared one
+    uint4* words = (uint4*)T.words;
+    words[0] = head; words[1] = a0; words[2] = a1; words[3] = a2;
+    for (uint32_t k = 0; k < RESULT_WORDS; k++) T.results[k] = 0;
+    T.fault = 0;
+    T.index = index;
+    STAMP(p, 3, global_ns());
+    builtin_simple(p, head.y, &T.words[SW_ARG0], T);
+    finish_fault_words(T);
+    STAMP(p, 4, global_ns());
+    uint32_t* slot = (uint32_t*)p.image + p.ring + index * SLOT_WORDS;
+    store_volatile4(slot + SW_RESULT0, make_uint4(T.results[0], T.results[1], T.results[2], T.results[3]));
+    STAMP(p, 5, global_ns());
+    store_release(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);  // the results before the status
+    STAMP(p, 6, global_ns());
+    return T.fault != 0;
+}
+
+// The counters of the slots the dispatcher's lanes just ran (`here`), added once per warp: one
+// atomic per distinct opcode, fault count and DONE_COUNT instead of a fenced trio per slot. The
+// dispatcher warp copies them into the image itself (or the last block out, after its fences),
+// and __syncwarp orders its lanes' accesses, so the metrics land before DONE_COUNT moves without
+// a fence per slot (complete_slot's fences order a worker's counts for another warp's copier).
+__device__ void count_inline(const Params& p, bool here, uint32_t op, bool faulted) {
+    uint32_t lane = threadIdx.x & 31u;
+    uint32_t ran = __ballot_sync(FULL_MASK, here);
+    uint32_t faults = __popc(__ballot_sync(FULL_MASK, here && faulted));
+    if (here) {  // inline opcodes are built-ins: the metric index is the opcode
+        uint32_t same = __match_any_sync(ran, op);
+        if ((uint32_t)(__ffs(same) - 1) == lane) {
+            atomicAdd(&vyre_counters.metrics[op], (uint32_t)__popc(same));
+            atomicOr(&vyre_counters.dirty[op / 32u], 1u << (op % 32u));
+        }
+    }
+    __syncwarp();
+    if (lane == 0) {
+        if (faults) atomicAdd(&vyre_counters.fault, faults);
+        atomicAdd(&vyre_counters.done, (uint32_t)__popc(ran));
+        store_volatile(&vyre_counters.claim, load_volatile(&vyre_counters.claim) + __popc(ran));  // its only writer
+        STAMP(p, 7, global_ns());
+    }
+    __syncwarp();  // every lane's DONE store and count before any lane's next read of a status
+}
+
 // Tenant-mask words of tenants `lane` and `lane + 32`, read in parallel by the warp (<= 64 tenants).
 __device__ __forceinline__ void load_masks(const Params& p, uint32_t lane, uint32_t& low, uint32_t& high) {
     const uint32_t* masks = (const uint32_t*)p.image + p.tenant_masks;
@@ -1704,50 +1777,116 @@ __device__ __forceinline__ void load_masks(const Params& p, uint32_t lane, uint3
     high = lane + 32 < p.tenants ? load_volatile(masks + lane + 32) : 0u;
 }
 
-__device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low, uint32_t mask_high,
-                              uint32_t& claimed) {
+// Each lane with `want` gets the 16 words of slot `index`. A lane's loads from host memory
+// complete one after another (measured: a slot's four 16-byte loads from one lane took 3.4 us, a
+// lone load 1.4 us), so every slot is read by four lanes, 16 bytes each, eight slots per round.
+// The owners' acquires (of a doorbell entry or a status) come before the __syncwarp, and so
+// before every lane's loads for them.
+__device__ void load_slots(const Params& p, bool want, uint32_t index, uint4& w0, uint4& w1, uint4& w2, uint4& w3) {
+    uint32_t lane = threadIdx.x & 31u;
+    uint32_t wanting = __ballot_sync(FULL_MASK, want);
+    __syncwarp();
+    const uint4* ring = (const uint4*)((const uint32_t*)p.image + p.ring);
+    for (uint32_t round = 0; round < 4; round++) {
+        if (((wanting >> (8u * round)) & 0xffu) == 0) continue;  // warp-uniform
+        uint32_t owner = 8u * round + lane / 4u;
+        uint32_t owner_index = __shfl_sync(FULL_MASK, index, owner);
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if ((wanting >> owner) & 1u) v = load_volatile4(ring + owner_index * (SLOT_WORDS / 4u) + lane % 4u);
+#pragma unroll
+        for (uint32_t chunk = 0; chunk < 4; chunk++) {  // owner o's chunk c is in lane 4 (o % 8) + c
+            uint32_t source = 4u * (lane % 8u) + chunk;
+            uint4 got = make_uint4(__shfl_sync(FULL_MASK, v.x, source), __shfl_sync(FULL_MASK, v.y, source),
+                                   __shfl_sync(FULL_MASK, v.z, source), __shfl_sync(FULL_MASK, v.w, source));
+            if (lane / 8u == round) {
+                if (chunk == 0) w0 = got; else if (chunk == 1) w1 = got; else if (chunk == 2) w2 = got; else w3 = got;
+            }
+        }
+    }
+}
+
+// The full hint position of a PRIORITY word's 24 bits: the one nearest the doorbell head `head`
+// (a publication's hint lies within DOORBELL_CAPACITY <= 2^16 of it while its entry can be pending).
+__device__ __forceinline__ uint32_t full_hint(uint32_t priority_word, uint32_t head) {
+    uint32_t hint = priority_word >> PRIORITY_BITS;
+    return head + (uint32_t)(((int32_t)((hint - head) << (32u - 24u))) >> (32u - 24u));
+}
+
+// Each lane offers one slot index (or NO_LANE); `hinted` lanes offer it from the doorbell entry
+// at `position`. Claims every offered slot that is still schedulable and whose tenant is
+// enabled: a tiny built-in runs at once in its lane (serve_inline), the rest are pushed onto
+// the work queue in lane order. Returns false when the queue filled up. Only the dispatcher
+// claims, so a claim is a plain store into device memory (the host never writes a PUBLISHED
+// slot; docs/PROTOCOL.md, One claimer).
+__device__ bool claim_offered(const Params& p, uint32_t index, bool hinted, uint32_t position, uint32_t head,
+                              uint32_t mask_low, uint32_t mask_high, uint32_t& claimed) {
     uint32_t* image = (uint32_t*)p.image;
     uint32_t lane = threadIdx.x & 31u;
     // the same slot may be offered twice (a repeated hint): only its lowest lane goes on
     uint32_t same = __match_any_sync(FULL_MASK, index);
     bool found = index != NO_LANE && (__ffs(same) - 1) == (int)lane;
     uint4 head_words = make_uint4(0, 0, 0, 0), a0 = head_words, a1 = head_words, a2 = head_words;
+    // A fresh entry names a publication newer than every one this device claimed from the slot
+    // (hint positions only grow): it is unclaimed, so the slot still holds it, PUBLISHED and
+    // untouched (the host rewrites a slot only after a claim), and the entry's acquire already
+    // orders the reads of its words: no status read first (docs/PROTOCOL.md, Hint positions).
+    bool fresh = found && hinted && load_volatile(&vyre_known[index]) &&
+                 (int32_t)(position - load_volatile(&vyre_claimed_hint[index])) > 0;
+    bool careful = found && !fresh;
     // a slot this device claimed and has not completed reads PUBLISHED until its worker's
     // CLAIMED lands: never claim it twice. The owner clears the word only after its CLAIMED is
     // visible (complete_slot), and the acquire orders the status read below after this one.
-    if (found && load_acquire_gpu(&vyre_owned[index])) found = false;
-    if (found) {
-        const uint4* slot = (const uint4*)(image + p.ring + index * SLOT_WORDS);
+    if (careful && load_acquire_gpu(&vyre_owned[index])) careful = found = false;
+    uint32_t state = ST_PUBLISHED;
+    if (careful) {
         // The status with acquire semantics, then the payload: the host wrote the status last,
         // so a read after an acquire that sees it PUBLISHED sees the words written before it
         // (docs/PROTOCOL.md, publication). A load-acquire orders only this lane's later loads; a
         // volatile read + __threadfence_system() would also drain every store in flight (the
         // heartbeat, the doorbell head) over PCIe first.
-        uint32_t state = load_acquire((const uint32_t*)slot);
+        state = load_acquire(image + p.ring + index * SLOT_WORDS);
         found = state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE;
-        if (found) {  // status (again: a schedulable status only the dispatcher changes), opcode,
-                      // tenant, priority and the 12 arguments, four reads in flight together
-            head_words = load_volatile4(slot);
-            a0 = load_volatile4(slot + 1); a1 = load_volatile4(slot + 2); a2 = load_volatile4(slot + 3);
-            head_words.x = state;
-            STAMP(p, 2, global_ns());
-        }
+        STAMP(p, 2, global_ns());
     }
+    // status (again: a schedulable status only the dispatcher changes), opcode, tenant, priority
+    // word and the 12 arguments
+    load_slots(p, found, index, head_words, a0, a1, a2);
+    if (fresh) {
+        found = head_words.x == ST_PUBLISHED;  // always, unless the host broke the protocol
+        if (lane == 0) STAMP(p, 2, global_ns());
+    }
+    head_words.x = state;
+    // the hint position of the publication claimed if this lane claims (recorded below)
+    uint32_t hint = fresh ? position : full_hint(head_words.w, head);
     // a paused tenant's slot stays PUBLISHED, visible to the host, never stuck CLAIMED; an
     // out-of-range tenant is claimed, and faulted BAD_TENANT by its worker
     uint32_t tenant = found ? head_words.z : 0u;
     uint32_t low = __shfl_sync(FULL_MASK, mask_low, tenant & 31u);
     uint32_t high = __shfl_sync(FULL_MASK, mask_high, tenant & 31u);
     if (found && tenant < p.tenants) found = (tenant < 32 ? low : high) != 0;
+    // tiny built-ins: claimed and run right here (RESULT0..3 overlay ARG8..11: a2 is the last 4 words)
+    static_assert(SW_RESULT0 == 12 && RESULT_WORDS == 4, "the results are the slot's last 16 bytes");
+    bool here = found && tenant < p.tenants && runs_inline(head_words.y, a0.z);  // a0.z is ARG2
+    uint32_t inlined = __popc(__ballot_sync(FULL_MASK, here));
+    if (here) {  // the dispatcher's own records: it alone reads and writes them
+        store_volatile(&vyre_claimed_hint[index], hint);
+        store_volatile(&vyre_known[index], 1u);
+    }
+    if (inlined) {
+        bool faulted = here && serve_inline(p, index, head_words, a0, a1, a2);
+        count_inline(p, here, head_words.y, faulted);
+        found = found && !here;
+        claimed += inlined;
+    }
     uint32_t mask = __ballot_sync(FULL_MASK, found);
     if (mask == 0) return true;
     uint32_t tail = 0;
     if (lane == 0) tail = load_volatile(&vyre_queue.tail);  // the dispatcher is its only writer
     tail = __shfl_sync(FULL_MASK, tail, 0);
     // position tail + lane is free once the reader of its previous lap copied it out (word 2)
-    uint32_t position = tail + lane;
-    bool free_entry = load_acquire_gpu(&vyre_queue.entries[position % QUEUE_CAPACITY][2]) ==
-                      position - position % QUEUE_CAPACITY;
+    uint32_t queue_position = tail + lane;
+    bool free_entry = load_acquire_gpu(&vyre_queue.entries[queue_position % QUEUE_CAPACITY][2]) ==
+                      queue_position - queue_position % QUEUE_CAPACITY;
     uint32_t frees = __ballot_sync(FULL_MASK, free_entry);
     uint32_t room = frees == FULL_MASK ? 32u : (uint32_t)(__ffs(~frees) - 1);  // consecutive free positions
     uint32_t offered = __popc(mask);
@@ -1755,6 +1894,8 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
     uint32_t rank = __popc(mask & ((1u << lane) - 1u));
     if (found && rank < take) {
         store_volatile(&vyre_owned[index], 1u);  // claimed: the worker stores CLAIMED in the image
+        store_volatile(&vyre_claimed_hint[index], hint);
+        store_volatile(&vyre_known[index], 1u);
         uint32_t* words = vyre_queue.entries[(tail + rank) % QUEUE_CAPACITY];
         uint4* entry = (uint4*)words;
         head_words.x = ST_CLAIMED;
@@ -1782,7 +1923,8 @@ __device__ bool claim_offered(const Params& p, uint32_t index, uint32_t mask_low
 // SCAN_BATCHES statuses at once (a PCIe round trip each, all in flight), and only batches with a
 // schedulable status go through claim_offered's careful claim. Returns false when the queue filled.
 #define SCAN_BATCHES 8u
-__device__ bool scan_ring(const Params& p, uint32_t lane, uint32_t mask_low, uint32_t mask_high, uint32_t& claimed) {
+__device__ bool scan_ring(const Params& p, uint32_t lane, uint32_t head, uint32_t mask_low, uint32_t mask_high,
+                          uint32_t& claimed) {
     const uint32_t* image = (const uint32_t*)p.image;
     bool room = true;
     for (uint32_t base = 0; base < p.slots && room; base += 32u * SCAN_BATCHES) {
@@ -1797,7 +1939,7 @@ __device__ bool scan_ring(const Params& p, uint32_t lane, uint32_t mask_low, uin
             uint32_t i = base + 32u * k + lane;
             bool maybe = seen[k] == ST_PUBLISHED || seen[k] == ST_YIELD || seen[k] == ST_REQUEUE;
             if (room && __ballot_sync(FULL_MASK, maybe))  // claim_offered reads the status again, carefully
-                room = claim_offered(p, maybe ? i : NO_LANE, mask_low, mask_high, claimed);
+                room = claim_offered(p, maybe ? i : NO_LANE, false, 0u, head, mask_low, mask_high, claimed);
         }
     }
     return room;
@@ -1853,7 +1995,7 @@ __device__ void dispatch(const Params& p) {
     long long last_scan = 0;
     const long long scan_cycles = (long long)p.scan_interval_ns * 2;  // ~2 cycles per ns on an H100
     seed_counters(p, lane);
-    for (uint32_t i = lane; i < p.slots; i += 32) vyre_owned[i] = 0;  // nothing claimed yet
+    for (uint32_t i = lane; i < p.slots; i += 32) vyre_owned[i] = vyre_known[i] = 0;  // nothing claimed yet
     __threadfence();
     __syncwarp();
     uint32_t copied_done = vyre_counters.done, copied_claim = vyre_counters.claim, busy_passes_uncopied = 0;
@@ -1872,8 +2014,10 @@ __device__ void dispatch(const Params& p) {
         // flight at once (and two device-memory counters). An entry carrying the tag of its
         // position's lap was written for this position (docs/PROTOCOL.md, The doorbell); its
         // acquire orders this lane's reads of the slot it names after the host's stores.
+        // The other words are loaded first: an acquire keeps this lane's later loads behind it,
+        // so loaded after the entry they would cost a second round trip (measured: the poll took
+        // 2.5 us, a lone load 1.4 us). None of them needs ordering after the entry.
         uint32_t position = head + lane;
-        uint32_t entry = lane < window ? load_acquire(&image[p.doorbell + (position & (p.doorbells - 1u))]) : 0u;
         uint32_t mask_low, mask_high;
         load_masks(p, lane, mask_low, mask_high);
         // a tenant enabled since the last pass: its slots were passed over while it was paused
@@ -1893,6 +2037,7 @@ __device__ void dispatch(const Params& p) {
         } else if (lane == 3) {
             claims = load_volatile(&vyre_counters.claim);
         }
+        uint32_t entry = lane < window ? load_acquire(&image[p.doorbell + (position & (p.doorbells - 1u))]) : 0u;
         uint32_t tag = DOORBELL_TAG_FLAG | ((position >> lap_shift) & DOORBELL_LAP_MASK);
         // the entries up to the first one not written yet: a later entry's read may have overtaken it
         uint32_t written = __ballot_sync(FULL_MASK, lane < window && (entry >> DOORBELL_SLOT_BITS) == tag);
@@ -1913,7 +2058,7 @@ __device__ void dispatch(const Params& p) {
             if (lane == 0) { STAMP(p, 0, pass_ns); STAMP(p, 1, global_ns()); }
             uint32_t index = lane < fresh ? entry & ((1u << DOORBELL_SLOT_BITS) - 1u) : NO_LANE;
             if (index >= p.slots) index = NO_LANE;  // a corrupted entry names no slot
-            room = claim_offered(p, index, mask_low, mask_high, claimed);
+            room = claim_offered(p, index, true, position, head, mask_low, mask_high, claimed);
             if (room) {  // else the whole window is offered again (a claimed slot is not schedulable then)
                 head += fresh;
                 if (lane == 0) store_volatile(&image[CW_DOORBELL_HEAD], head);
@@ -1927,7 +2072,7 @@ __device__ void dispatch(const Params& p) {
             scans++;
 #endif
             load_masks(p, lane, mask_low, mask_high);
-            room = scan_ring(p, lane, mask_low, mask_high, claimed);
+            room = scan_ring(p, lane, head, mask_low, mask_high, claimed);
             scan_due = !room;  // a scan the full queue cut short is finished next pass
         }
         // the image's counters, after this pass's claims: their PCIe stores drain while the
