@@ -4,9 +4,11 @@ Megakernel): which of chunk size, slots, read size and queue depth bounds the en
     python bench/ingest_sweep.py [--size 4GiB] [--dir DIR] [--consumer checksum+jit]
         [--config 16MiB*96/4MiB@64 ...] [--repeat 2]
 
-A config is CHUNK*SLOTS/READ@DEPTH[xRINGS]. Prints, per config, the best GB/s of `repeat` runs
-(verified against NumPy) and the mean slots reading and running (StreamStats): many slots
-running and few reading = the device bounds the rate; the reverse = the reads do.
+A config is CHUNK*SLOTS[:PER_SLOT]/READ@DEPTH[xRINGS] (PER_SLOT: chunks read into one arena slot,
+each its own RUN_PROGRAM, so one slot's bytes are worked on by several blocks). Prints, per
+config, the best GB/s of `repeat` runs (verified against NumPy) and the mean slots reading and
+running (StreamStats): many slots running and few reading = the device bounds the rate; the
+reverse = the reads do.
 """
 
 from __future__ import annotations
@@ -28,17 +30,20 @@ from vyre_runtime.cli import load_program_file  # noqa: E402
 from vyre_runtime.ingest.stream import StreamOptions, StreamPipeline  # noqa: E402
 from vyre_runtime.megakernel import Megakernel  # noqa: E402
 
-CONFIG = re.compile(r"(?P<chunk>\w+)\*(?P<slots>\d+)/(?P<read>\w+)@(?P<depth>\d+)(x(?P<rings>\d+))?$")
+CONFIG = re.compile(
+    r"(?P<chunk>\w+)\*(?P<slots>\d+)(:(?P<per_slot>\d+))?/(?P<read>\w+)@(?P<depth>\d+)(x(?P<rings>\d+))?$"
+)
 DEFAULT_CONFIGS = ["16MiB*96/4MiB@64", "8MiB*192/4MiB@64", "32MiB*48/4MiB@64", "16MiB*96/16MiB@32"]
 
 
 def parse_config(text: str, lanes: int | None) -> StreamOptions:
     match = CONFIG.match(text)
     if match is None:
-        raise SystemExit(f"config {text!r} is not CHUNK*SLOTS/READ@DEPTH[xRINGS]")
+        raise SystemExit(f"config {text!r} is not CHUNK*SLOTS[:PER_SLOT]/READ@DEPTH[xRINGS]")
     return StreamOptions(
         chunk_size=parse_size(match["chunk"]),
         chunks=int(match["slots"]),
+        chunks_per_slot=int(match["per_slot"] or 1),
         read_size=parse_size(match["read"]),
         queue_depth=int(match["depth"]),
         rings=int(match["rings"] or 1),
@@ -52,7 +57,9 @@ def main() -> int:
     parser.add_argument("--size", default="4GiB")
     parser.add_argument("--dir", default=str(ROOT / "bench" / "data"))
     parser.add_argument("--consumer", default="checksum+jit", help="NAME[+jit][+separate] (bench/ingest.py)")
-    parser.add_argument("--config", action="append", help=f"CHUNK*SLOTS/READ@DEPTH[xRINGS]; default {DEFAULT_CONFIGS}")
+    parser.add_argument(
+        "--config", action="append", help=f"CHUNK*SLOTS[:PER_SLOT]/READ@DEPTH[xRINGS]; default {DEFAULT_CONFIGS}"
+    )
     parser.add_argument("--lanes", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument(
