@@ -125,6 +125,7 @@ class ChunkSlot:
     taken_at: float = 0.0  # perf_counter when the slot left the free list
     launched_at: float = 0.0  # ... when its runs were submitted
     futures: list[tuple[ChunkPlan, int, concurrent.futures.Future]] = field(default_factory=list)
+    runs_done: int = 0  # of `futures`, counted by the stream thread from the completion events
 
 
 class StreamPipeline:
@@ -165,6 +166,10 @@ class StreamPipeline:
         self._next_user_data = 1
         self._free: deque[ChunkSlot] = deque()
         self._running: list[ChunkSlot] = []
+        # a slot per finished run, appended by the thread that resolves the run's future (deque
+        # appends are thread-safe): the stream thread counts them instead of polling every
+        # running slot's futures on every pass
+        self._run_events: deque[ChunkSlot] = deque()
         self._total_known = 0
         self.arena: Arena | None = None
         self.reader_name, self.fallback_reason = "", None
@@ -198,6 +203,7 @@ class StreamPipeline:
         self._ensure_arena(paths)
         self._free = deque(ChunkSlot(i) for i in range(self.arena.count))
         self._running, self._pieces, self._total_known = [], {}, 0  # progress totals are per run()
+        self._run_events.clear()
         device_copied_before = getattr(self.megakernel.device, "host_bytes_copied", 0)
         waiting = deque(
             Source(i, path, self.overlap, options.chunk_size, options.direct) for i, path in enumerate(paths)
@@ -586,6 +592,10 @@ class StreamPipeline:
             if source.error is None:  # a failed submission fails the input: launch no more of it
                 self._launch(slot, source, plan)
         self._running.append(slot)
+        if not slot.futures:  # nothing was submitted (the input failed): done at once
+            self._run_events.append(slot)
+        for _, _, future in slot.futures:
+            future.add_done_callback(lambda _, slot=slot: self._run_events.append(slot))
         if self.progress is not None:
             self.progress(self.stats.bytes_processed, self._total_known)
 
@@ -629,7 +639,14 @@ class StreamPipeline:
         )
 
     def _reap_runs(self) -> bool:
-        finished = [slot for slot in self._running if all(f.done() for _, _, f in slot.futures)]
+        finished = []
+        while self._run_events:
+            slot = self._run_events.popleft()
+            if not any(running is slot for running in self._running):
+                continue  # a run of an earlier, aborted run() finishing late: its slots are gone
+            slot.runs_done += 1
+            if slot.runs_done >= len(slot.futures):  # (a slot with no runs comes once, at 0)
+                finished.append(slot)
         now = time.perf_counter()
         for slot in finished:
             self._running.remove(slot)
@@ -661,6 +678,7 @@ class StreamPipeline:
         assert source is not None
         source.slots_busy -= 1
         slot.source, slot.plan, slot.plans, slot.futures, slot.reads_left = None, None, [], [], 0
+        slot.runs_done = 0
         self._free.append(slot)
 
     def _wait_a_little(self) -> None:
