@@ -1836,6 +1836,7 @@ __device__ bool claim_offered(const Params& p, uint32_t index, bool hinted, uint
     // a slot this device claimed and has not completed reads PUBLISHED until its worker's
     // CLAIMED lands: never claim it twice. The owner clears the word only after its CLAIMED is
     // visible (complete_slot), and the acquire orders the status read below after this one.
+    // (A fresh lane needs no such check: its entry must be the publication's own, checked below.)
     if (careful && load_acquire_gpu(&vyre_owned[index])) careful = found = false;
     uint32_t state = ST_PUBLISHED;
     if (careful) {
@@ -1852,7 +1853,12 @@ __device__ bool claim_offered(const Params& p, uint32_t index, bool hinted, uint
     // word and the 12 arguments
     load_slots(p, found, index, head_words, a0, a1, a2);
     if (fresh) {
-        found = head_words.x == ST_PUBLISHED;  // always, unless the host broke the protocol
+        // Only the publication's own entry may skip the status acquire and the claim check: the
+        // slot's hint must be this entry's position. A repeated entry (its publication may be
+        // queued, still reading PUBLISHED), or a stale one whose slot was reaped and published
+        // again (words read without ordering: possibly torn), is passed over; the publication's
+        // own entry, or the fallback scan, claims the slot.
+        found = head_words.x == ST_PUBLISHED && (head_words.w >> PRIORITY_BITS) == (position & HINT_MASK);
         if (lane == 0) STAMP(p, 2, global_ns());
     }
     head_words.x = state;
