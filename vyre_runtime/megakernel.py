@@ -215,9 +215,12 @@ class Megakernel:
         Its global buffers stay readable through any views already taken."""
         if self.service.program_in_flight(handle):
             raise DispatchError(f"program {handle} has runs in flight", "wait for them before unregistering")
+        # the device's record turns BAD_HANDLE before the registry frees its index, so a program
+        # registered meanwhile can take the index only after that (else its new record could be
+        # zeroed by this unregistration)
         if handle in self.registry.fused:
-            self.registry.remove_fused(handle)
             self.device.fused_unregistered(handle)
+            self.registry.remove_fused(handle)
             return
         groups = self.registry.groups_using(handle)
         if groups:
@@ -226,10 +229,11 @@ class Megakernel:
                 "unregister those groups (unregister_program(group)) first",
             )
         bound = [op for op, program in self.registry.opcode_programs.items() if program == handle]
-        self.registry.remove_program(handle)
+        if handle in self.registry.programs:
+            self.device.program_unregistered(handle)
+        self.registry.remove_program(handle)  # (raises for a handle that is not registered)
         for opcode in bound:
             self.device.opcode_bound(opcode, 0)
-        self.device.program_unregistered(handle)
         self._jit.forget(handle)
 
     def jit(self, *handles: int, wait: bool = True, timeout: float = 600.0) -> Future:

@@ -400,8 +400,10 @@ class CudaDevice:
         # device memory cannot be freed while the kernel runs (cuMemFree synchronizes), so it
         # stays with the device until close()
         index = handle % len(self.programs)
-        self.programs["handle"][index] = 0
-        self._upload_program(index, "handle")
+        with self._jit_lock:  # serialised with registrations, which write records under it
+            if int(self.programs["handle"][index]) == handle:
+                self.programs["handle"][index] = 0
+                self._upload_program(index, "handle")
 
     def fused_registered(self, handle: int) -> None:
         members = self.registry.fused[handle].members
