@@ -260,8 +260,10 @@ class CudaDevice:
 
     def _upload_program(self, index: int, field: str | None = None) -> None:
         """Copy program record ``index`` (or just its u32 ``field``) from the host's copy to the
-        device table. A whole record goes in with handle 0, then its handle in a second copy: a run
-        that reads the record meanwhile sees either handle 0 (BAD_HANDLE) or the complete record."""
+        device table. A whole record goes in with handle 0, then its handle in a second copy. No run
+        names a handle before its registration returns, and a run naming a stale handle of the
+        same index reads 0 or the new handle (warp 0 reads all the words at once, unordered): a
+        mismatch either way, so BAD_HANDLE, never a mix of two records taken for one."""
         record = self.programs[index : index + 1]
         base = self._programs_pointer + index * abi.PROGRAM.itemsize
         with self._upload_lock:  # one waiter at a time on the shared side stream
