@@ -7,6 +7,8 @@ swap) is tests/test_cuda_jit.py."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -200,3 +202,44 @@ def test_a_failing_run_observer_costs_no_result_and_is_kept_for_diagnosis() -> N
         outcomes = [mk.submit(handle, b"x\ny\n").result(30) for _ in range(3)]
         assert all(outcome.ok for outcome in outcomes)
         assert len(mk.service.observer_errors) == 3 and mk.service.observer_errors[0].startswith("KeyError")
+
+
+EXIT_SCRIPT = """
+import sys, time, pathlib
+from vyre_runtime.jit_policy import JitManager, JitPolicy
+from vyre_runtime.registry import Registry
+from vyre_runtime.vir0 import isa
+from vyre_runtime.vir0.program import Instruction, Program
+
+marker = pathlib.Path(sys.argv[1])
+
+
+class CompilingDevice:  # the manager asks only whether its device compiles
+    name = "cuda"
+    supports_jit = True
+
+
+def swap(programs):  # the slow part of a real swap is NVRTC: seconds, uninterruptible
+    time.sleep(1.0)
+    marker.write_text(",".join(sorted(programs)))
+
+
+registry = Registry()
+handle = registry.add_program(Program(name="p", registers=1, lanes=1, code=(Instruction(isa.Op.EXIT),)))
+manager = JitManager(CompilingDevice(), registry, JitPolicy("request", settle_s=0.0), lambda program: "k", swap)
+manager.request([handle])
+time.sleep(0.2)  # the build is under way; the script ends while it runs
+"""
+
+
+def test_a_process_exiting_during_a_jit_build_waits_for_it(tmp_path: Path) -> None:
+    # A daemon thread still inside NVRTC when the interpreter exits had NVRTC's state torn down
+    # under it: the process died with SIGSEGV after printing its results. Exit now waits for the
+    # build thread (jit_policy's atexit hook), which ends once its compile returns.
+    marker = tmp_path / "built"
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, str(marker)], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "k"  # the build ran to its end before the process exited

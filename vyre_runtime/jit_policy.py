@@ -15,8 +15,10 @@ how many of its runs took each path, as the device reported them (CONTEXT.path).
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -28,6 +30,22 @@ from vyre_runtime.vir0.program import Program
 
 JIT_MODES = ("off", "request", "auto")
 DEFAULT_HOT_RUNS = 256
+# At interpreter exit, how long to wait for a JIT build still inside NVRTC. A process that exits
+# while a daemon thread is compiling tears NVRTC's library state down under it (SIGSEGV after
+# the results were printed); the build thread ends itself once its compile returns.
+EXIT_BUILD_WAIT_S = 300.0
+
+_MANAGERS: weakref.WeakSet[JitManager] = weakref.WeakSet()
+
+
+def _finish_builds_at_exit() -> None:
+    """atexit: close every JIT manager and wait for its build thread to end (bounded)."""
+    for manager in list(_MANAGERS):
+        manager.close()
+        manager.join(EXIT_BUILD_WAIT_S)
+
+
+atexit.register(_finish_builds_at_exit)
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,7 @@ class JitManager:
         self._building = False
         self._closed = False
         self._thread: threading.Thread | None = None
+        _MANAGERS.add(self)
 
     # ------------------------------------------------------------------ events
 
@@ -203,6 +222,20 @@ class JitManager:
         for waiter in waiters:
             if not waiter.future.done():
                 waiter.future.set_exception(BackendError("the Megakernel shut down before the JIT build finished"))
+
+    @property
+    def closed(self) -> bool:
+        """close() was called: no swap may begin (a build that finishes now is dropped)."""
+        return self._closed
+
+    def join(self, timeout: float) -> bool:
+        """After close(): wait up to ``timeout`` s for the build thread to end (a build in
+        NVRTC cannot be interrupted; the thread returns once it does). True when it has."""
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
 
     # ------------------------------------------------------------------ the build thread
 

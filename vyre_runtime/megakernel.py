@@ -718,7 +718,7 @@ class Megakernel:
         """
         variant = self.device.build_variant(programs)  # seconds of NVRTC; the kernel serves meanwhile
         with self._swap_lock:
-            if self._closed or self.image[ControlWord.SHUTDOWN]:
+            if self._closed or self.image[ControlWord.SHUTDOWN] or self._jit.closed:  # (closed: at exit too)
                 raise BackendError("the Megakernel shut down before the JIT swap", "nothing to do")
             while True:
                 try:
