@@ -281,6 +281,9 @@ class Megakernel:
         if not 0 <= tenant < self.layout.tenants:
             raise ProtocolError(f"tenant {tenant} is out of range 0..{self.layout.tenants - 1}")
         self.image[self.layout.tenant_masks + tenant] = 0xFFFFFFFF if enabled else 0
+        rescan = getattr(self.device, "tenant_enabled", None)  # the CUDA dispatcher sees the mask itself
+        if enabled and rescan is not None:
+            rescan()
 
     # ------------------------------------------------------------------ publishing
 

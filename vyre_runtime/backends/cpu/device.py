@@ -108,6 +108,14 @@ class CpuDevice:
             if self._sleeping:  # busy workers pick hints up on their own; only wake idle ones
                 self.wake.notify(len(slots))
 
+    def tenant_enabled(self) -> None:
+        """A tenant was enabled again: its slots were passed over while it was paused, so the
+        next claim attempt scans the ring at once rather than up to SCAN_INTERVAL_S later."""
+        self._last_scan = float("-inf")
+        with self.wake:
+            if self._sleeping:
+                self.wake.notify_all()
+
     # The CPU device reads the registry directly: nothing to stage or upload.
     def program_registered(self, handle: int) -> None:
         pass
