@@ -62,6 +62,7 @@ class Source:
     note: str = ""  # e.g. why O_DIRECT was not used
     error: VyreError | None = None
     out_of_descriptors: bool = False  # the open failed with EMFILE/ENFILE: it may work once others close
+    out_of_records: bool = False  # registering its programs found the device's tables full: likewise
     planning_done: bool = False
     slots_busy: int = 0  # chunk slots reading for or running this source
     chunks: int = 0
@@ -121,6 +122,11 @@ class Source:
         if self.buffered_fd < 0:
             self.buffered_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY)
         return self.buffered_fd
+
+    def retry_later(self) -> None:
+        """Back to unopened after a shortage (descriptors, device records): opened again later."""
+        self.close()
+        self.error, self.out_of_descriptors, self.out_of_records, self.planning_done = None, False, False, False
 
     def close(self) -> None:
         for fd in (self.fd, self.buffered_fd):

@@ -249,12 +249,17 @@ class StreamPipeline:
                 wanted = options.chunks  # stdin, a pipe, a device: its size is unknown
                 break
             wanted += max(1, -(-info.st_size // slot_owned))
+            if wanted >= options.chunks:  # the full arena: no need to look at the rest
+                break
         count = max(1, min(options.chunks, wanted))
         if self.arena is not None and self.arena.count < count:
             arena, self.arena = self.arena, None
-            drained = self._close_readers()
-            hand_back = self.megakernel.release_host_memory if drained else self.megakernel.retire_host_memory
-            hand_back(arena.memory)
+            drained = False
+            try:
+                drained = self._close_readers()
+            finally:  # as in close(): lent again only if no read can still land in it
+                hand_back = self.megakernel.release_host_memory if drained else self.megakernel.retire_host_memory
+                hand_back(arena.memory)
         if self.arena is None:
             slot_bytes = slot_owned + 2 * self.overlap + (2 * PAGE if options.direct else 0)
             self.arena = Arena(round_up(slot_bytes, PAGE), count, self.megakernel.host_memory)
@@ -368,13 +373,17 @@ class StreamPipeline:
                 if not waiting or len(planning) >= self.options.chunks:
                     return
                 source = waiting.popleft()
+                planning.append(source)  # from here on, _abort and _finish give back what it holds
                 self._open(source)
-                if source.out_of_descriptors and any(s.fd >= 0 for s in planning):
-                    # no descriptor left while other inputs are open: wait for one of them to finish
-                    source.error, source.out_of_descriptors, source.planning_done = None, False, False
+                short = source.out_of_descriptors or source.out_of_records
+                if short and any(s.fd >= 0 for s in planning if s is not source):
+                    # no descriptor or device record left while other inputs are open: give back
+                    # what it took and wait for one of them to finish
+                    planning.remove(source)
+                    self._unregister(source)
+                    source.retry_later()
                     waiting.appendleft(source)
                     return
-                planning.append(source)
                 continue
             if source.sequential:
                 self._start_sequential_chunk(source)
@@ -391,6 +400,14 @@ class StreamPipeline:
 
     def _open(self, source: Source) -> None:
         source.started = time.perf_counter()
+        try:  # first: a device whose record tables are full (CUDA) costs no descriptor
+            for program in self.programs:
+                source.program_handles.append(self.megakernel.register_program(program))  # fresh globals
+            if self.options.fuse:
+                source.fused_handle = self.megakernel.register_fused(source.program_handles)
+        except VyreError as error:  # this input waits for others to finish, or fails; not the run
+            source.error, source.planning_done, source.out_of_records = error, True, True
+            return
         source.open()
         if source.error is not None:
             source.planning_done = True
@@ -401,9 +418,6 @@ class StreamPipeline:
         except VyreError as error:  # e.g. out of descriptors (preadv dups): this input fails, not the run
             source.error, source.planning_done = error, True
             return
-        source.program_handles = [self.megakernel.register_program(p) for p in self.programs]  # fresh globals
-        if self.options.fuse:
-            source.fused_handle = self.megakernel.register_fused(source.program_handles)
         source.outcomes = [{} for _ in self.programs]
         if source.size is not None:
             self._total_known += source.size
@@ -588,14 +602,16 @@ class StreamPipeline:
             return
         slot.launched_at = time.perf_counter()
         self.stats.reading_slot_seconds += slot.launched_at - slot.taken_at
-        for plan in slot.plans:
-            if source.error is None:  # a failed submission fails the input: launch no more of it
-                self._launch(slot, source, plan)
-        self._running.append(slot)
-        if not slot.futures:  # nothing was submitted (the input failed): done at once
-            self._run_events.append(slot)
-        for _, _, future in slot.futures:
-            future.add_done_callback(lambda _, slot=slot: self._run_events.append(slot))
+        self._running.append(slot)  # first: an interrupted launch leaves its runs where _abort waits for them
+        try:
+            for plan in slot.plans:
+                if source.error is None:  # a failed submission fails the input: launch no more of it
+                    self._launch(slot, source, plan)
+        finally:
+            if not slot.futures:  # nothing was submitted (the input failed): done at once
+                self._run_events.append(slot)
+            for _, _, future in slot.futures:
+                future.add_done_callback(lambda _, slot=slot: self._run_events.append(slot))
         if self.progress is not None:
             self.progress(self.stats.bytes_processed, self._total_known)
 
@@ -700,6 +716,12 @@ class StreamPipeline:
             time.sleep(0.0001)
 
     # ------------------------------------------------------------------ finishing
+
+    def _unregister(self, source: Source) -> None:
+        """Give back an input's program handles (it has no runs)."""
+        for handle in self._handles_to_unregister(source):
+            self.megakernel.unregister_program(handle)
+        source.program_handles, source.fused_handle = [], 0
 
     @staticmethod
     def _handles_to_unregister(source: Source) -> list[int]:
