@@ -31,6 +31,7 @@ import concurrent.futures
 import contextlib
 import os
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -170,6 +171,7 @@ class StreamPipeline:
         # appends are thread-safe): the stream thread counts them instead of polling every
         # running slot's futures on every pass
         self._run_events: deque[ChunkSlot] = deque()
+        self._run_signal = threading.Event()  # set after each append to _run_events
         self._total_known = 0
         self.arena: Arena | None = None
         self.reader_name, self.fallback_reason = "", None
@@ -609,9 +611,9 @@ class StreamPipeline:
                     self._launch(slot, source, plan)
         finally:
             if not slot.futures:  # nothing was submitted (the input failed): done at once
-                self._run_events.append(slot)
+                self._run_finished(slot)
             for _, _, future in slot.futures:
-                future.add_done_callback(lambda _, slot=slot: self._run_events.append(slot))
+                future.add_done_callback(lambda _, slot=slot: self._run_finished(slot))
         if self.progress is not None:
             self.progress(self.stats.bytes_processed, self._total_known)
 
@@ -653,6 +655,11 @@ class StreamPipeline:
             file_offset=start,
             chunk_index=plan.index,
         )
+
+    def _run_finished(self, slot: ChunkSlot) -> None:
+        """A run of ``slot`` finished (called by whichever thread resolved its future)."""
+        self._run_events.append(slot)
+        self._run_signal.set()
 
     def _reap_runs(self) -> bool:
         finished = []
@@ -707,11 +714,15 @@ class StreamPipeline:
             self._reap_reads(timeout=RUN_POLL_S if self._running else 0.05)
             return
         if self._running:
-            futures = [f for _, _, f in self._running[0].futures if not f.done()]
-            if futures and not self._reads_in_flight():
-                concurrent.futures.wait(futures, timeout=0.05)
-            elif futures:
+            if self._reads_in_flight():
                 time.sleep(0.0001)
+                return
+            # any running slot's run finishing wakes this thread (not just the oldest slot's:
+            # slots finish out of order). Cleared before the deque is looked at: a callback
+            # appends its event, then sets the signal, so no wake-up is lost.
+            self._run_signal.clear()
+            if not self._run_events:
+                self._run_signal.wait(0.05)
         elif self._reads_in_flight() and len(self._readers) > 1:
             time.sleep(0.0001)
 
