@@ -34,6 +34,7 @@ from vyre_runtime.backends.cpu.results import Fault, RunResult
 from vyre_runtime.backends.cuda import abi, build, driver, header, jit
 from vyre_runtime.backends.cuda.arena import Chunk, StagingArena, size_class
 from vyre_runtime.backends.cuda.buffers import BufferPool, CudaBuffer
+from vyre_runtime.backends.cuda.free_blocks import FreeBlocks
 from vyre_runtime.buffers import DeviceRegion
 from vyre_runtime.errors import BackendError, DispatchError
 from vyre_runtime.protocol import codec, resume
@@ -163,9 +164,9 @@ class CudaDevice:
         self._run_scratch: driver.DeviceMemory | None = None
         self._runs: dict[int, _StagedRun] = {}
         self._fused_runs: dict[int, _StagedFusedRun] = {}
-        # device staging for fused runs over host-mapped regions, by size class: taken per run,
-        # returned when it is released, never freed while the kernel runs (cuMemFree waits for it)
-        self._staging_free: dict[int, list[driver.DeviceMemory | PoolBlock]] = {}
+        # device staging for fused runs over host-mapped regions: taken per run, returned when it
+        # is released, lent again best-fit, never freed while the kernel runs (cuMemFree waits)
+        self._staging_free: FreeBlocks[driver.DeviceMemory | PoolBlock] = FreeBlocks()
         self._region_chunks: dict[int, Chunk | None] = {}
         self._region_buffers: dict[int, CudaBuffer] = {}  # region -> the DeviceBuffer it reads (held)
         self._buffer_pool: BufferPool | None = None  # made by the first device_buffer()
@@ -460,14 +461,13 @@ class CudaDevice:
         self._write_record(self.fused_runs, fused_context, "fused run", values)
 
     def _take_staging(self, nbytes: int) -> driver.DeviceMemory | PoolBlock:
-        """Device memory of at least ``nbytes`` for a fused run's copy of its input: a released
-        block of the same size class, else a new one (from the pre-launch pool while it lasts)."""
+        """Device memory of at least ``nbytes`` for a fused run's copy of its input: the smallest
+        released block that is large enough, else a new one of its size class (from the
+        pre-launch pool while it lasts)."""
         size = size_class(nbytes)
         with self._lock:
-            free = self._staging_free.get(size)
-            if free:
-                return free.pop()
-        return self._device_allocate(size)
+            block = self._staging_free.take(size)
+        return block if block is not None else self._device_allocate(size)
 
     def _stage_context(self, program: int, context: int) -> None:
         """A run context's record: fuel and emit capacity in, RUN outputs and records staged."""
@@ -652,7 +652,7 @@ class CudaDevice:
                 self._release_context(member_context)
             if fused.staging is not None:  # the record is gone: no later run can name this block
                 with self._lock:
-                    self._staging_free.setdefault(fused.staging.nbytes, []).append(fused.staging)
+                    self._staging_free.put(fused.staging.nbytes, fused.staging)
         else:
             self._release_context(context)
         self._clear_record(self.regions, region)
