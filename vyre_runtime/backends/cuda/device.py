@@ -167,6 +167,8 @@ class CudaDevice:
         # device staging for fused runs over host-mapped regions: taken per run, returned when it
         # is released, lent again best-fit, never freed while the kernel runs (cuMemFree waits)
         self._staging_free: FreeBlocks[driver.DeviceMemory | PoolBlock] = FreeBlocks()
+        # each program's code + tables block by its contents (program_registered)
+        self._code_blocks: dict[bytes, driver.DeviceMemory | PoolBlock] = {}
         self._region_chunks: dict[int, Chunk | None] = {}
         self._region_buffers: dict[int, CudaBuffer] = {}  # region -> the DeviceBuffer it reads (held)
         self._buffer_pool: BufferPool | None = None  # made by the first device_buffer()
@@ -329,12 +331,23 @@ class CudaDevice:
                 states = 0
             tables[index] = (0, len(table.data), states)  # pointer filled in below
         # one device block: code, TABLE records, table bytes; the records hold addresses inside
-        # the block, so it is allocated before they are filled in, and copied last
-        memory = self._device_allocate(len(blob))
+        # the block, so it is allocated before they are filled in, and copied last. The block is
+        # read-only and never freed while the kernel runs, so a program registered again (a
+        # stream registers its programs afresh for every input) reuses the block of the same
+        # contents instead of taking device memory per registration.
+        contents = bytes(blob)  # the TABLE records' addresses still 0: the same for every copy
+        with self._lock:
+            memory = self._code_blocks.get(contents)
+        fresh = memory is None
+        if fresh:
+            memory = self._device_allocate(len(blob))
         for index, start in enumerate(placed):
             tables["pointer"][index] = memory.pointer + start
-        blob[tables_offset : tables_offset + tables.nbytes] = tables.tobytes()
-        self._device_copy(memory, bytes(blob))
+        if fresh:
+            blob[tables_offset : tables_offset + tables.nbytes] = tables.tobytes()
+            self._device_copy(memory, bytes(blob))
+            with self._lock:
+                self._code_blocks[contents] = memory
         bindings = np.zeros(MAX_BINDINGS, dtype=abi.BINDING)
         pointers: dict[int, int] = {}
         for index, binding in enumerate(program.bindings):
@@ -1022,7 +1035,7 @@ class CudaDevice:
         resources += [getattr(self, "_side_stream", None), self._kernel_stream]
         resources = [r for r in resources if r is not None]
         self._module, self._device_memory, self._mapped, self._pool = None, [], [], None
-        self._run_scratch = None
+        self._run_scratch, self._code_blocks = None, {}
         self._snapshot_globals()
         try:
             self.context.enter()  # this thread frees: the context must be current here
