@@ -258,8 +258,11 @@ class CudaDevice:
 
     def _device_copy(self, memory: driver.DeviceMemory, data: bytes | np.ndarray) -> None:
         """Copy to device memory on the non-blocking side stream and wait for it, bounded."""
+        self._upload_at(memory.pointer, data)
+
+    def _upload_at(self, pointer: int, data: bytes | np.ndarray) -> None:
         with self._upload_lock:  # one waiter at a time on the shared side stream
-            driver.upload(self._side_stream, memory.pointer, data, COPY_TIMEOUT_S)
+            driver.upload(self._side_stream, pointer, data, COPY_TIMEOUT_S)
 
     def _upload_program(self, index: int, field: str | None = None) -> None:
         """Copy program record ``index`` (or just its u32 ``field``) from the host's copy to the
@@ -269,14 +272,12 @@ class CudaDevice:
         mismatch either way, so BAD_HANDLE, never a mix of two records taken for one."""
         record = self.programs[index : index + 1]
         base = self._programs_pointer + index * abi.PROGRAM.itemsize
-        with self._upload_lock:  # one waiter at a time on the shared side stream
-            if field is None:
-                staged = record.copy()
-                staged["handle"] = 0
-                driver.upload(self._side_stream, base, staged.view(np.uint8), COPY_TIMEOUT_S)
-                field = "handle"
-            offset = abi.PROGRAM.fields[field][1]
-            driver.upload(self._side_stream, base + offset, record[field].copy().view(np.uint8), COPY_TIMEOUT_S)
+        if field is None:
+            staged = record.copy()
+            staged["handle"] = 0
+            self._upload_at(base, staged.view(np.uint8))
+            field = "handle"
+        self._upload_at(base + abi.PROGRAM.fields[field][1], record[field].copy().view(np.uint8))
 
     def _device_address(self, data: Any) -> tuple[int | None, int]:
         """(device address, bytes) of a region the kernel can read in place, else (None, bytes)."""
