@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import os
 import resource
 import time
 from collections.abc import Sequence
@@ -38,6 +39,11 @@ _U64_LIMIT = 1 << 64
 MAX_READ_BYTES = (1 << 32) - 1  # sqe.len is 32 bits; the kernel returns at most 2 GiB - 4 KiB per read
 CLOSE_TIMEOUT_S = 5.0
 READER_KINDS = ("auto", "io_uring", "preadv")
+# io-wq workers the thread driving a reader may run (IORING_REGISTER_IOWQ_MAX_WORKERS, bound and
+# unbound alike); 0: one per CPU; None: the kernel's caps (bound: min(SQ entries, 4 x CPUs);
+# unbound: RLIMIT_NPROC, so with IOSQE_ASYNC up to one worker per read in flight). The caps belong
+# to the thread, not the ring: they stay for later rings that thread drives.
+DEFAULT_IOWQ_WORKERS: int | None = None
 
 
 class ReadCompletion(NamedTuple):
@@ -250,6 +256,8 @@ class IoUringReader(ReaderCore):
         sq_thread_idle_ms: int = 1000,
         max_files: int = 1024,
         fallback_reason: str | None = None,
+        iowq_workers: int | None = DEFAULT_IOWQ_WORKERS,
+        setup_flags: int = 0,
     ) -> None:
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if nofile != resource.RLIM_INFINITY:
@@ -257,15 +265,30 @@ class IoUringReader(ReaderCore):
         super().__init__(depth, max_files, fallback_reason)
         self._closed = True  # until the ring and its file table exist
         entries = 1 << (depth - 1).bit_length()
-        self.ring = Ring(entries, sqpoll=sqpoll, sq_thread_idle_ms=sq_thread_idle_ms)  # CQ: 2x, never overflows
+        # CQ: 2x the SQ, never overflows
+        self.ring = Ring(entries, sqpoll=sqpoll, sq_thread_idle_ms=sq_thread_idle_ms, flags=setup_flags)
         try:
             self.ring.register_files([-1] * max_files)
+            self.iowq_workers = self._cap_workers(iowq_workers)
         except BaseException:
             self.ring.close()
             raise
         self._closed = False
         self._sqe_flags = SqeFlag.FIXED_FILE | (SqeFlag.ASYNC if force_async else 0)
         self._queued = 0  # prepared but not yet handed to the kernel
+
+    def _cap_workers(self, iowq_workers: int | None) -> int | None:
+        """Cap the io-wq workers that copy our reads (module docstring); None: the kernel's cap."""
+        if iowq_workers is None:
+            return None
+        if iowq_workers == 0:
+            iowq_workers = os.cpu_count() or 1
+        if iowq_workers < 0:
+            raise IngestError(f"iowq_workers must be None, 0 (one per CPU) or a count, got {iowq_workers}")
+        # both classes: forced-async buffered reads through registered files were measured running
+        # as unbound work on 6.18 (a bound-only cap left 8 workers where 1 was asked)
+        self.ring.register_iowq_max_workers(iowq_workers, iowq_workers)
+        return iowq_workers
 
     def register_buffers(self, buffers: Sequence[tuple[int, int]]) -> None:
         checked = self._check_buffers(buffers)
@@ -371,6 +394,8 @@ def open_reader(
     force_async: bool = True,
     sq_thread_idle_ms: int = 1000,
     workers: int | None = None,
+    iowq_workers: int | None = DEFAULT_IOWQ_WORKERS,
+    setup_flags: int = 0,
 ) -> Reader:
     """A reader of ``kind``: "auto" (io_uring where io_uring_status() says yes, else preadv with
     ``fallback_reason`` set), "io_uring" (IngestError with the reason where unavailable), "preadv"."""
@@ -386,7 +411,14 @@ def open_reader(
             raise IngestError(f"io_uring is unavailable: {reason}", "use reader='preadv' (or 'auto')")
         return PreadvReader(depth, workers=workers, fallback_reason=reason)
     try:
-        return IoUringReader(depth, sqpoll=sqpoll, force_async=force_async, sq_thread_idle_ms=sq_thread_idle_ms)
+        return IoUringReader(
+            depth,
+            sqpoll=sqpoll,
+            force_async=force_async,
+            sq_thread_idle_ms=sq_thread_idle_ms,
+            iowq_workers=iowq_workers,
+            setup_flags=setup_flags,
+        )
     except IngestError as exc:
         if kind == "io_uring":
             raise
