@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from provenance import git_commit, machine  # noqa: E402
 
+from vyre_runtime import hostmem  # noqa: E402
 from vyre_runtime.backends.selection import cuda_unavailable_reason  # noqa: E402
 from vyre_runtime.chunking import parse_size  # noqa: E402
 from vyre_runtime.cli import load_program_file  # noqa: E402
@@ -257,8 +257,9 @@ def main() -> int:
         jit=args.jit,
     )
     cuda = args.backend == "cuda" or (args.backend == "auto" and cuda_unavailable_reason() is None)
-    # plain memory for the raw reads: io_uring pins registered pages itself
-    arena = Arena(chunk_size, args.chunks, lambda n: np.frombuffer(mmap.mmap(-1, n), dtype=np.uint8))
+    # plain memory for the raw reads (io_uring pins registered pages itself), on huge pages as
+    # MappedMemory's (bench/uring_rate.py measures the kinds)
+    arena = Arena(chunk_size, args.chunks, hostmem.anonymous)
     warm(path)
     rows["raw io_uring, warm"] = {"gbps": best(lambda: raw_uring(path, arena, read_size, args.depth, False), args)}
     if cuda:  # before the megakernel starts: freeing their memory would wait for a resident kernel

@@ -43,7 +43,7 @@ from provenance import git_commit, machine  # noqa: E402
 from vyre_runtime import hostmem  # noqa: E402
 from vyre_runtime.chunking import parse_size  # noqa: E402
 from vyre_runtime.ingest.fallback import PreadvReader  # noqa: E402
-from vyre_runtime.ingest.reader import IoUringReader, Reader  # noqa: E402
+from vyre_runtime.ingest.reader import KERNEL_CAPS, IoUringReader, Reader  # noqa: E402
 from vyre_runtime.ingest.uring import probe_features  # noqa: E402
 from vyre_runtime.ingest.uring_abi import MAX_BUFFER_BYTES, SetupFlag  # noqa: E402
 
@@ -65,7 +65,7 @@ class Config:
     read_size: int = 4 * MiB
     depth: int = 128  # reads in flight per ring (preadv: in all)
     force_async: bool = True
-    iowq: int | None = None  # io-wq bound worker cap per ring's thread; None: the kernel's
+    iowq: int | None = None  # io-wq worker cap of each ring's thread; None: the kernel's caps
     rings: int = 1  # io_uring: rings, one thread each; preadv: worker threads
     flags: str = "-"
     sqpoll: bool = False
@@ -91,6 +91,24 @@ class Config:
         return " ".join(parts)
 
 
+def focus(base: Config, cpus: int) -> list[Config]:
+    """The few configurations that matter, for comparing destination sizes (--arena A,B,...)."""
+    return [
+        replace(base, iowq=None),
+        replace(base, iowq=cpus),
+        replace(base, iowq=max(1, cpus - 1)),
+        replace(base, iowq=max(1, cpus - 2)),
+        replace(base, iowq=cpus, read_size=8 * MiB),
+        replace(base, iowq=cpus, flags="single"),
+        replace(base, iowq=cpus, memory="cuda+thp"),
+        replace(base, iowq=cpus, memory="cuda"),
+        replace(base, iowq=cpus, memory="private"),
+        Config("preadv", "thp", 4 * MiB, 64, rings=cpus),
+        Config("preadv", "thp", 16 * MiB, 64, rings=cpus),
+        replace(base, iowq=None),
+    ]
+
+
 def sweep(base: Config, cpus: int) -> list[Config]:
     """The configurations, grouped by the question each group answers (module docstring)."""
     old = replace(base, memory="shared", iowq=None)  # what bench/ingest.py's raw row measured so far
@@ -99,7 +117,7 @@ def sweep(base: Config, cpus: int) -> list[Config]:
     configs += [replace(base, memory=m) for m in ("private", "thp", "cuda", "cuda+thp")]
     configs += [replace(base, memory=m, iowq=cpus) for m in ("private", "cuda", "cuda+thp")]
     # io-wq worker caps, 4 MiB reads at depth 128
-    configs += [replace(base, iowq=n) for n in (4, 8, 12, cpus - 2, cpus, 24, 32, 64)]
+    configs += [replace(base, iowq=n) for n in (4, 8, 12, max(1, cpus - 2), cpus, 24, 32, 64)]
     configs += [replace(base, iowq=n, bound_only=True) for n in (4, cpus)]
     # read size and depth, kernel cap and one worker per CPU
     for iowq in (None, cpus):
@@ -131,8 +149,12 @@ def sweep(base: Config, cpus: int) -> list[Config]:
 class Memories:
     """One destination region per kind, made on first use and kept (pinning is slow)."""
 
-    def __init__(self, nbytes: int) -> None:
+    def __init__(self, nbytes: int, cuda: bool) -> None:
         self.nbytes = nbytes
+        if cuda:  # the context first, so no kind's set-up time includes it
+            from vyre_runtime.backends.cuda import driver
+
+            driver.Context(0).enter()
         self.regions: dict[str, np.ndarray] = {}
         self.setup_s: dict[str, float] = {}
         self._pinned: list[int] = []
@@ -158,7 +180,6 @@ class Memories:
         if kind.startswith("cuda"):
             from vyre_runtime.backends.cuda import driver
 
-            driver.Context(0).enter()
             flags = driver.cu.CU_MEMHOSTREGISTER_DEVICEMAP | driver.cu.CU_MEMHOSTREGISTER_PORTABLE
             pointer = array.ctypes.data
             driver.check(driver.cu.cuMemHostRegister(pointer, array.nbytes, flags), "cuMemHostRegister")
@@ -194,7 +215,7 @@ def open_one(config: Config, depth: int) -> Reader:
         depth,
         sqpoll=config.sqpoll,
         force_async=config.force_async,
-        iowq_workers=None if config.bound_only else config.iowq,
+        iowq_workers=KERNEL_CAPS if config.bound_only or config.iowq is None else config.iowq,
         setup_flags=FLAGS[config.flags],
     )
     if config.bound_only and config.iowq is not None:
@@ -368,14 +389,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="4GiB")
     parser.add_argument("--dir", default=str(ROOT / "bench" / "data"))
-    parser.add_argument("--arena", default="512MiB", help="destination bytes (reads land round robin in it)")
+    parser.add_argument(
+        "--arena", default="512MiB", help="destination bytes, or several (comma-separated): each runs the set"
+    )
+    parser.add_argument("--set", default="full", choices=["full", "focus"], help="the sweep, or its key rows")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", help="measure only configurations whose label matches this regex")
     parser.add_argument("--budget-s", type=float, default=0.0, help="stop starting configurations after this")
     parser.add_argument("--list", action="store_true", help="print the configurations and exit")
     args = parser.parse_args()
     cpus = os.cpu_count() or 1
-    configs = sweep(Config(), cpus)
+    configs = (sweep if args.set == "full" else focus)(Config(), cpus)
     if args.only:
         configs = [c for c in configs if re.search(args.only, c.label())]
     no_cuda = cuda_usable()
@@ -395,45 +419,47 @@ def main() -> int:
     print(f"warm-up read (Python readinto, 64 MiB): {warm(path):.2f} GB/s")
     host = host_report()
     print(json.dumps(host, indent=1))
-    memories = Memories(parse_size(args.arena))
     out = ROOT / "bench" / "results" / "uring-rate.json"
     out.parent.mkdir(exist_ok=True)
+    arenas = [parse_size(text) for text in args.arena.split(",")]
     document = {
         "bench": "uring_rate",
         "machine": machine(),
         "commit": git_commit(),
         "host": host,
         "size": size,
-        "arena": memories.nbytes,
+        "arenas": arenas,
         "repeat": args.repeat,
+        "memory_setup_s": {},
         "rows": [],
     }
-    print(f"\n{'configuration':<66}{'best':>7}{'median':>8}  iou-wrk  setup_s")
     sweep_began = time.perf_counter()
-    try:
-        for config in configs:
-            if args.budget_s and time.perf_counter() - sweep_began > args.budget_s:
-                print(f"budget of {args.budget_s} s spent: {len(configs) - len(document['rows'])} configurations left")
-                break
-            row = measure(config, memories.get(config.memory), path, args.repeat)
-            document["rows"].append({"label": config.label(), **asdict(config), **row})
-            if "error" in row:
-                print(f"{config.label():<66}  error: {row['error']}", flush=True)
-            else:
-                rates = f"{row['best']:7.2f}{row['median']:8.2f}"
-                print(f"{config.label():<66}{rates}  {row['iou_wrk']:7d}  {row['setup_s']:.3f}", flush=True)
-            document["memory_setup_s"] = {k: round(v, 3) for k, v in memories.setup_s.items()}
-            document["anon_huge_page_bytes"] = hostmem.anon_huge_page_bytes()
-            out.write_text(json.dumps(document, indent=1))
-    finally:
-        memories.close()
+    for arena in arenas:
+        print(f"\narena {arena / MiB:.0f} MiB\n{'configuration':<66}{'best':>7}{'median':>8}  iou-wrk  setup_s")
+        memories = Memories(arena, cuda=no_cuda is None and any(c.memory.startswith("cuda") for c in configs))
+        try:
+            for config in configs:
+                if args.budget_s and time.perf_counter() - sweep_began > args.budget_s:
+                    print(f"budget of {args.budget_s} s spent")
+                    break
+                row = measure(config, memories.get(config.memory), path, args.repeat)
+                document["rows"].append({"label": config.label(), "arena": arena, **asdict(config), **row})
+                if "error" in row:
+                    print(f"{config.label():<66}  error: {row['error']}", flush=True)
+                else:
+                    rates = f"{row['best']:7.2f}{row['median']:8.2f}"
+                    print(f"{config.label():<66}{rates}  {row['iou_wrk']:7d}  {row['setup_s']:.3f}", flush=True)
+                document["memory_setup_s"][arena] = {k: round(v, 3) for k, v in memories.setup_s.items()}
+                document["anon_huge_page_bytes"] = hostmem.anon_huge_page_bytes()
+                out.write_text(json.dumps(document, indent=1))
+        finally:
+            memories.close()
+        print(f"memory set-up s: {document['memory_setup_s'].get(arena)}")
     measured = [r for r in document["rows"] if "best" in r]
     if measured:
-        top = sorted(measured, key=lambda r: -r["best"])[:8]
         print("\nfastest:")
-        for r in top:
-            print(f"  {r['label']:<66}{r['best']:7.2f}{r['median']:8.2f}")
-    print(f"memory set-up s: {document.get('memory_setup_s')}; AnonHugePages {document.get('anon_huge_page_bytes')}")
+        for r in sorted(measured, key=lambda r: -r["best"])[:10]:
+            print(f"  {r['arena'] // MiB:>5} MiB {r['label']:<66}{r['best']:7.2f}{r['median']:8.2f}")
     print(f"wrote {out}")
     return 0 if all("error" not in r for r in document["rows"]) else 1
 

@@ -39,11 +39,24 @@ _U64_LIMIT = 1 << 64
 MAX_READ_BYTES = (1 << 32) - 1  # sqe.len is 32 bits; the kernel returns at most 2 GiB - 4 KiB per read
 CLOSE_TIMEOUT_S = 5.0
 READER_KINDS = ("auto", "io_uring", "preadv")
-# io-wq workers the thread driving a reader may run (IORING_REGISTER_IOWQ_MAX_WORKERS, bound and
-# unbound alike); 0: one per CPU; None: the kernel's caps (bound: min(SQ entries, 4 x CPUs);
-# unbound: RLIMIT_NPROC, so with IOSQE_ASYNC up to one worker per read in flight). The caps belong
-# to the thread, not the ring: they stay for later rings that thread drives.
-DEFAULT_IOWQ_WORKERS: int | None = None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# io-wq workers the thread driving an io_uring reader may run (IORING_REGISTER_IOWQ_MAX_WORKERS,
+# bound and unbound alike): a count, or KERNEL_CAPS to leave the kernel's (bound: min(SQ entries,
+# 4 x CPUs); unbound: RLIMIT_NPROC, so with IOSQE_ASYNC up to one worker per read in flight).
+# Buffered reads are CPU copies: more workers than CPUs only switch among themselves. The caps
+# belong to the thread, not the ring: later rings that thread drives find them in force.
+# Read when a reader opens (iowq_workers=None), so a benchmark may change it.
+KERNEL_CAPS = 0
+DEFAULT_IOWQ_WORKERS: int = usable_cpus()
 
 
 class ReadCompletion(NamedTuple):
@@ -256,7 +269,7 @@ class IoUringReader(ReaderCore):
         sq_thread_idle_ms: int = 1000,
         max_files: int = 1024,
         fallback_reason: str | None = None,
-        iowq_workers: int | None = DEFAULT_IOWQ_WORKERS,
+        iowq_workers: int | None = None,
         setup_flags: int = 0,
     ) -> None:
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -277,14 +290,18 @@ class IoUringReader(ReaderCore):
         self._sqe_flags = SqeFlag.FIXED_FILE | (SqeFlag.ASYNC if force_async else 0)
         self._queued = 0  # prepared but not yet handed to the kernel
 
-    def _cap_workers(self, iowq_workers: int | None) -> int | None:
-        """Cap the io-wq workers that copy our reads (module docstring); None: the kernel's cap."""
+    def _cap_workers(self, iowq_workers: int | None) -> int:
+        """Cap the io-wq workers that copy our reads (DEFAULT_IOWQ_WORKERS); returns the cap, 0
+        where the kernel's caps stay."""
         if iowq_workers is None:
-            return None
-        if iowq_workers == 0:
-            iowq_workers = os.cpu_count() or 1
+            iowq_workers = DEFAULT_IOWQ_WORKERS
         if iowq_workers < 0:
-            raise IngestError(f"iowq_workers must be None, 0 (one per CPU) or a count, got {iowq_workers}")
+            raise IngestError(
+                f"iowq_workers must be None (the default), {KERNEL_CAPS} (the kernel's caps) or a count, "
+                f"got {iowq_workers}"
+            )
+        if iowq_workers == KERNEL_CAPS:
+            return KERNEL_CAPS
         # both classes: forced-async buffered reads through registered files were measured running
         # as unbound work on 6.18 (a bound-only cap left 8 workers where 1 was asked)
         self.ring.register_iowq_max_workers(iowq_workers, iowq_workers)
@@ -394,7 +411,7 @@ def open_reader(
     force_async: bool = True,
     sq_thread_idle_ms: int = 1000,
     workers: int | None = None,
-    iowq_workers: int | None = DEFAULT_IOWQ_WORKERS,
+    iowq_workers: int | None = None,
     setup_flags: int = 0,
 ) -> Reader:
     """A reader of ``kind``: "auto" (io_uring where io_uring_status() says yes, else preadv with

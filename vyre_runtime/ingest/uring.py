@@ -616,6 +616,11 @@ def probe_features() -> dict[str, Any]:
         report["read"] = Op.READ in ops
         report["read_fixed"] = Op.READ_FIXED in ops
         report["async_cancel"] = Op.ASYNC_CANCEL in ops
+        try:
+            ring.register_iowq_max_workers(0, 0)  # 0, 0: reads the caps, changes none
+            report["iowq_max_workers"] = True
+        except IngestError as exc:
+            report["iowq_max_workers"] = exc.one_line()
         page = mmap.mmap(-1, mmap.PAGESIZE)
         try:
             ring.register_buffers([(_address_of(page), mmap.PAGESIZE)])
@@ -630,4 +635,19 @@ def probe_features() -> dict[str, Any]:
             report["sqpoll"] = True
     except IngestError as exc:
         report["sqpoll"] = exc.one_line()
+    report["setup_flags"] = [flag.name for flag in _OPTIONAL_SETUP_FLAGS if _accepts(flag)]
     return report
+
+
+# Setup flags newer kernels take, each with what it needs alongside (DEFER_TASKRUN: SINGLE_ISSUER).
+_OPTIONAL_SETUP_FLAGS = (SetupFlag.COOP_TASKRUN, SetupFlag.SINGLE_ISSUER, SetupFlag.DEFER_TASKRUN)
+
+
+def _accepts(flag: SetupFlag) -> bool:
+    """Whether this kernel sets up a ring with ``flag`` (EINVAL: it does not know it)."""
+    needs = SetupFlag.SINGLE_ISSUER if flag == SetupFlag.DEFER_TASKRUN else 0
+    try:
+        with Ring(2, flags=flag | needs):
+            return True
+    except IngestError:
+        return False
