@@ -38,6 +38,7 @@ from vyre_runtime import hostmem  # noqa: E402
 from vyre_runtime.backends.selection import cuda_unavailable_reason  # noqa: E402
 from vyre_runtime.chunking import parse_size  # noqa: E402
 from vyre_runtime.cli import load_program_file  # noqa: E402
+from vyre_runtime.ingest import reader as ingest_reader  # noqa: E402
 from vyre_runtime.ingest.arena import Arena  # noqa: E402
 from vyre_runtime.ingest.reader import open_reader  # noqa: E402
 from vyre_runtime.ingest.stream import StreamOptions, StreamPipeline  # noqa: E402
@@ -235,7 +236,12 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true", help="also measure after dropping the page cache (O_DIRECT)")
     parser.add_argument("--repeat", type=int, default=2, help="warm runs of each row (the best is kept)")
     parser.add_argument("--jit", action="store_true", help="JIT the consumers first (StreamOptions.jit; CUDA)")
+    parser.add_argument(
+        "--iowq", type=int, help="io-wq worker cap of the readers (0: the kernel's); default: DEFAULT_IOWQ_WORKERS"
+    )
     args = parser.parse_args()
+    if args.iowq is not None:
+        ingest_reader.DEFAULT_IOWQ_WORKERS = args.iowq  # read when a reader opens
 
     size, chunk_size, read_size = parse_size(args.size), parse_size(args.chunk_size), parse_size(args.read_size)
     directory = Path(args.dir)
@@ -308,6 +314,7 @@ def main() -> int:
         "chunks": args.chunks,
         "read_size": read_size,
         "depth": args.depth,
+        "iowq_workers": ingest_reader.DEFAULT_IOWQ_WORKERS,
         "rows": rows,
     }
     out = ROOT / "bench" / "results" / f"ingest-{backend}.json"
