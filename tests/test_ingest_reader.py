@@ -534,3 +534,21 @@ def test_preadv_reader_runs_one_worker_per_cpu_by_default() -> None:
         assert len(opened._workers) == usable_cpus()
     with PreadvReader(depth=1) as opened:
         assert len(opened._workers) == 1
+
+
+@pytest.mark.skipif(not IO_URING, reason=f"io_uring unavailable: {WHY_NOT}")
+def test_a_kernel_without_io_wq_caps_keeps_the_default_reader_but_refuses_an_asked_cap(monkeypatch) -> None:
+    import errno as errnos
+
+    from vyre_runtime.ingest import uring
+
+    def no_caps(self, bound: int = 0, unbound: int = 0) -> tuple[int, int]:  # what a 5.10 kernel answers
+        uring._raise_errno("register_iowq_max_workers", errnos.EINVAL)
+        return (0, 0)
+
+    monkeypatch.setattr(uring.Ring, "register_iowq_max_workers", no_caps)
+    with open_reader("auto", depth=4) as opened:
+        assert opened.name == "io_uring" and opened.iowq_workers == 0
+    with pytest.raises(IngestError, match="register_iowq_max_workers failed: EINVAL") as raised:
+        IoUringReader(4, iowq_workers=8)
+    assert "5.15" in raised.value.fix

@@ -22,6 +22,7 @@ Contract shared by every reader:
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
 import os
 import resource
@@ -51,10 +52,12 @@ def usable_cpus() -> int:
 
 def default_iowq_workers(cpus: int) -> int:
     """Two CPUs fewer than there are (at least 2, at most all): a warm read is a CPU copy, so the
-    copy rate grows with the workers up to the CPUs, but the stream's own thread and the device's
-    host threads need CPUs too. H100 host, 16 CPUs, 4 GiB warm file, histogram stream: 27.6 GB/s
-    with 14 workers, 22.3 with 16, 16.1 with the kernel's caps (~25 workers); raw reads with no
-    consumer: 14 workers ~5% below 16 (bench/uring_rate.py, bench/ingest_sweep.py --iowq)."""
+    copy rate grows with the workers up to the CPUs (H100 host, 16 CPUs: 4 workers 22 GB/s, 8 33,
+    12 42, 16 48), but the stream's own thread and the device's host threads need CPUs too.
+    Histogram stream over a 4 GiB warm file, best GB/s with 14 / 16 workers / the kernel's caps
+    (~25 workers): 27.6 / 22.3 / 16.1 in one run, 24.3 / 23.0 / 24.2 in another; 12 workers were
+    slower (20.2). Raw reads with no consumer: 14 workers ~5% below 16. A weak preference: set
+    DEFAULT_IOWQ_WORKERS (bench/ingest_sweep.py --iowq) to measure again."""
     return min(cpus, max(2, cpus - 2))
 
 
@@ -301,6 +304,7 @@ class IoUringReader(ReaderCore):
     def _cap_workers(self, iowq_workers: int | None) -> int:
         """Cap the io-wq workers that copy our reads (DEFAULT_IOWQ_WORKERS); returns the cap, 0
         where the kernel's caps stay."""
+        asked = iowq_workers is not None
         if iowq_workers is None:
             iowq_workers = DEFAULT_IOWQ_WORKERS
         if iowq_workers < 0:
@@ -312,7 +316,12 @@ class IoUringReader(ReaderCore):
             return KERNEL_CAPS
         # both classes: forced-async buffered reads through registered files were measured running
         # as unbound work on 6.18 (a bound-only cap left 8 workers where 1 was asked)
-        self.ring.register_iowq_max_workers(iowq_workers, iowq_workers)
+        try:
+            self.ring.register_iowq_max_workers(iowq_workers, iowq_workers)
+        except IngestError as exc:
+            if asked or exc.errno != errno.EINVAL:
+                raise
+            return KERNEL_CAPS  # a kernel before 5.15 has no caps: the default does without them
         return iowq_workers
 
     def register_buffers(self, buffers: Sequence[tuple[int, int]]) -> None:
