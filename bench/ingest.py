@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
 import os
 import sys
 import time
@@ -35,9 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 from provenance import git_commit, machine  # noqa: E402
 
+from vyre_runtime import hostmem  # noqa: E402
 from vyre_runtime.backends.selection import cuda_unavailable_reason  # noqa: E402
 from vyre_runtime.chunking import parse_size  # noqa: E402
 from vyre_runtime.cli import load_program_file  # noqa: E402
+from vyre_runtime.ingest import reader as ingest_reader  # noqa: E402
 from vyre_runtime.ingest.arena import Arena  # noqa: E402
 from vyre_runtime.ingest.reader import open_reader  # noqa: E402
 from vyre_runtime.ingest.stream import StreamOptions, StreamPipeline  # noqa: E402
@@ -235,7 +236,12 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true", help="also measure after dropping the page cache (O_DIRECT)")
     parser.add_argument("--repeat", type=int, default=2, help="warm runs of each row (the best is kept)")
     parser.add_argument("--jit", action="store_true", help="JIT the consumers first (StreamOptions.jit; CUDA)")
+    parser.add_argument(
+        "--iowq", type=int, help="io-wq worker cap of the readers (0: the kernel's); default: DEFAULT_IOWQ_WORKERS"
+    )
     args = parser.parse_args()
+    if args.iowq is not None:
+        ingest_reader.DEFAULT_IOWQ_WORKERS = args.iowq  # read when a reader opens
 
     size, chunk_size, read_size = parse_size(args.size), parse_size(args.chunk_size), parse_size(args.read_size)
     directory = Path(args.dir)
@@ -257,8 +263,9 @@ def main() -> int:
         jit=args.jit,
     )
     cuda = args.backend == "cuda" or (args.backend == "auto" and cuda_unavailable_reason() is None)
-    # plain memory for the raw reads: io_uring pins registered pages itself
-    arena = Arena(chunk_size, args.chunks, lambda n: np.frombuffer(mmap.mmap(-1, n), dtype=np.uint8))
+    # plain memory for the raw reads (io_uring pins registered pages itself), on huge pages as
+    # MappedMemory's (bench/uring_rate.py measures the kinds)
+    arena = Arena(chunk_size, args.chunks, hostmem.anonymous)
     warm(path)
     rows["raw io_uring, warm"] = {"gbps": best(lambda: raw_uring(path, arena, read_size, args.depth, False), args)}
     if cuda:  # before the megakernel starts: freeing their memory would wait for a resident kernel
@@ -307,6 +314,7 @@ def main() -> int:
         "chunks": args.chunks,
         "read_size": read_size,
         "depth": args.depth,
+        "iowq_workers": ingest_reader.DEFAULT_IOWQ_WORKERS,
         "rows": rows,
     }
     out = ROOT / "bench" / "results" / f"ingest-{backend}.json"

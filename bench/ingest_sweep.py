@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import itertools
 import pstats
 import re
 import sys
@@ -27,6 +28,7 @@ from ingest import GB, consumer_options, make_file, vyre_stream, warm  # noqa: E
 
 from vyre_runtime.chunking import parse_size  # noqa: E402
 from vyre_runtime.cli import load_program_file  # noqa: E402
+from vyre_runtime.ingest import reader  # noqa: E402
 from vyre_runtime.ingest.stream import StreamOptions, StreamPipeline  # noqa: E402
 from vyre_runtime.megakernel import Megakernel  # noqa: E402
 
@@ -61,6 +63,12 @@ def main() -> int:
         "--config", action="append", help=f"CHUNK*SLOTS[:PER_SLOT]/READ@DEPTH[xRINGS]; default {DEFAULT_CONFIGS}"
     )
     parser.add_argument("--lanes", type=int, default=256)
+    parser.add_argument(
+        "--iowq",
+        default="",
+        help="io-wq worker caps to run every config with, comma-separated (0: the kernel's caps; it stays "
+        "in force for later caps of 0, so list it first); default: the reader's DEFAULT_IOWQ_WORKERS",
+    )
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument(
         "--profile",
@@ -75,8 +83,10 @@ def main() -> int:
     expected = {"checksum": checksum, "histogram": histogram}
     warm(path)
     ok = True
+    caps = [int(cap) for cap in args.iowq.split(",")] if args.iowq else [reader.DEFAULT_IOWQ_WORKERS]
     with Megakernel(backend=args.backend, slots=1024) as megakernel:
-        for text in args.config or DEFAULT_CONFIGS:
+        for text, cap in itertools.product(args.config or DEFAULT_CONFIGS, caps):
+            reader.DEFAULT_IOWQ_WORKERS = cap  # read when the pipeline opens its rings
             name, options = consumer_options(args.consumer, parse_config(text, args.lanes or None))
             program = load_program_file(str(ROOT / "examples" / f"{name}.vasm"))
             with StreamPipeline([program], megakernel, options) as pipeline:
@@ -91,7 +101,7 @@ def main() -> int:
             best = max(runs, key=lambda r: r["gbps"])
             ok &= all(r["verified"] for r in runs)
             print(
-                f"{args.consumer} {text:<22} {best['gbps']:6.2f} GB/s (runs: "
+                f"{args.consumer} {text:<22} iowq {cap:>2} {best['gbps']:6.2f} GB/s (runs: "
                 f"{', '.join(format(r['gbps'], '.2f') for r in runs)}) slots reading {best['slots_reading']}, "
                 f"running {best['slots_running']}, verified {all(r['verified'] for r in runs)}",
                 flush=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vyre_runtime.backends.selection import cuda_unavailable_reason
 from vyre_runtime.cli import main
 
@@ -49,3 +51,20 @@ def test_doctor_shows_an_unlimited_memlock_limit_as_unlimited(capsys, monkeypatc
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("io_uring")]
     if line[21:].startswith("ok"):
         assert "memlock limit unlimited" in line
+
+
+def test_doctor_reports_the_ingest_read_defaults(capsys, monkeypatch):
+    from vyre_runtime.ingest import reader
+    from vyre_runtime.ingest.uring import io_uring_status
+
+    monkeypatch.delenv("VYRE_DISABLE_IO_URING", raising=False)
+    if not io_uring_status()[0]:
+        pytest.skip("io_uring unavailable: the doctor prints no read defaults")
+    main(["doctor"])
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ingest reads")]
+    assert "READ_FIXED" in line and "MiB reads" in line and "THP" in line
+    assert f"capped at {reader.DEFAULT_IOWQ_WORKERS} of {reader.usable_cpus()} CPUs" in line
+    monkeypatch.setattr(reader, "DEFAULT_IOWQ_WORKERS", reader.KERNEL_CAPS)
+    main(["doctor"])
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ingest reads")]
+    assert "the kernel's io-wq caps" in line

@@ -442,3 +442,113 @@ def test_unknown_reader_kind_and_bad_depth_raise() -> None:
         open_reader("aio")
     with pytest.raises(IngestError, match="depth"):
         open_reader("preadv", depth=0)
+
+
+# ---- io-wq worker caps and ring set-up flags (the io_uring reader's defaults) ---------------------
+
+
+def _in_a_fresh_thread(work):  # io-wq caps belong to the thread: keep the test's own thread clear
+    import threading
+
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(("ok", work()))
+        except BaseException as error:  # handed back to the test
+            outcome.append(("error", error))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(20)
+    [(status, value)] = outcome
+    if status == "error":
+        raise value
+    return value
+
+
+def test_default_iowq_workers_leave_two_cpus_to_the_stream() -> None:
+    from vyre_runtime.ingest.reader import default_iowq_workers
+
+    assert [default_iowq_workers(n) for n in (1, 2, 3, 4, 16, 64)] == [1, 2, 2, 2, 14, 62]
+
+
+@pytest.mark.skipif(not IO_URING, reason=f"io_uring unavailable: {WHY_NOT}")
+def test_io_uring_reader_caps_its_threads_io_wq_workers_by_default() -> None:
+    from vyre_runtime.ingest import reader as readers
+
+    def open_and_read_caps() -> tuple[int, tuple[int, int]]:
+        with IoUringReader(8) as opened:
+            return opened.iowq_workers, opened.ring.register_iowq_max_workers(0, 0)
+
+    cap = readers.DEFAULT_IOWQ_WORKERS
+    assert _in_a_fresh_thread(open_and_read_caps) == (cap, (cap, cap))
+
+
+@pytest.mark.skipif(not IO_URING, reason=f"io_uring unavailable: {WHY_NOT}")
+def test_kernel_caps_leave_the_io_wq_caps_alone_and_a_bad_cap_is_refused() -> None:
+    from vyre_runtime.ingest.reader import KERNEL_CAPS
+    from vyre_runtime.ingest.uring import Ring
+
+    def caps_before_and_after() -> tuple[tuple[int, int], int, tuple[int, int]]:
+        with Ring(8) as ring:
+            before = ring.register_iowq_max_workers(0, 0)
+        with IoUringReader(8, iowq_workers=KERNEL_CAPS) as opened:
+            return before, opened.iowq_workers, opened.ring.register_iowq_max_workers(0, 0)
+
+    before, cap, after = _in_a_fresh_thread(caps_before_and_after)
+    assert cap == KERNEL_CAPS and after == before
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(IngestError, match="iowq_workers must be"):
+        IoUringReader(8, iowq_workers=-3)
+    assert len(os.listdir("/proc/self/fd")) == fds  # the ring opened before the check is closed
+
+
+@pytest.mark.skipif(not IO_URING, reason=f"io_uring unavailable: {WHY_NOT}")
+def test_a_reader_on_a_single_issuer_deferred_ring_reads_a_file(data_file: tuple[Path, bytes]) -> None:
+    from vyre_runtime.ingest.uring_abi import SetupFlag
+
+    path, data = data_file
+    try:
+        opened = open_reader("io_uring", depth=8, setup_flags=SetupFlag.SINGLE_ISSUER | SetupFlag.DEFER_TASKRUN)
+    except IngestError as exc:
+        pytest.skip(f"this kernel lacks DEFER_TASKRUN: {exc.one_line()}")
+    memory = np.zeros(len(data), np.uint8)
+    part = 64 * 1024
+    with opened:
+        opened.register_buffers([(memory.ctypes.data, memory.nbytes)])
+        handle = add(opened, path)
+        pieces = range(0, len(data), part)
+        for index, start in enumerate(pieces):
+            opened.prep_read(handle, memory.ctypes.data + start, min(part, len(data) - start), start, index, 0)
+        assert sorted(wait_all(opened, len(pieces))) == [
+            ReadCompletion(i, min(part, len(data) - start)) for i, start in enumerate(pieces)
+        ]
+    assert memory.tobytes() == data
+
+
+def test_preadv_reader_runs_one_worker_per_cpu_by_default() -> None:
+    from vyre_runtime.ingest.reader import usable_cpus
+
+    with PreadvReader(depth=256) as opened:
+        assert len(opened._workers) == usable_cpus()
+    with PreadvReader(depth=1) as opened:
+        assert len(opened._workers) == 1
+
+
+@pytest.mark.skipif(not IO_URING, reason=f"io_uring unavailable: {WHY_NOT}")
+def test_a_kernel_without_io_wq_caps_keeps_the_default_reader_but_refuses_an_asked_cap(monkeypatch) -> None:
+    import errno as errnos
+
+    from vyre_runtime.ingest import uring
+
+    def no_caps(self, bound: int = 0, unbound: int = 0) -> tuple[int, int]:  # what a 5.10 kernel answers
+        uring._raise_errno("register_iowq_max_workers", errnos.EINVAL)
+        return (0, 0)
+
+    monkeypatch.setattr(uring.Ring, "register_iowq_max_workers", no_caps)
+    with open_reader("auto", depth=4) as opened:
+        assert opened.name == "io_uring" and opened.iowq_workers == 0
+    with pytest.raises(IngestError, match="register_iowq_max_workers failed: EINVAL") as raised:
+        IoUringReader(4, iowq_workers=8)
+    assert "5.15" in raised.value.fix

@@ -253,3 +253,119 @@ def test_probe_features_reports_what_doctor_shows(monkeypatch) -> None:
     assert "NODROP" in report["features"] and report["registered_buffers"] is True
     assert report["ext_arg"] == ("EXT_ARG" in report["features"])
     assert report["sqpoll"] is True or "SQPOLL" in report["sqpoll"] or "EPERM" in report["sqpoll"]
+
+
+# ---- optional setup flags and io-wq worker caps -------------------------------------------------
+
+
+def _ring_or_skip(flags: int) -> Ring:
+    try:
+        return Ring(8, flags=flags)
+    except IngestError as exc:  # an older kernel than the flag: EINVAL
+        if exc.errno == errno.EINVAL:
+            pytest.skip(f"this kernel lacks the flag: {exc.one_line()}")
+        raise
+
+
+@needs_io_uring
+@pytest.mark.parametrize(
+    "flags",
+    [
+        uring_abi.SetupFlag.COOP_TASKRUN,
+        uring_abi.SetupFlag.SINGLE_ISSUER,
+        uring_abi.SetupFlag.SINGLE_ISSUER | uring_abi.SetupFlag.DEFER_TASKRUN,
+        uring_abi.SetupFlag.COOP_TASKRUN | uring_abi.SetupFlag.SINGLE_ISSUER | uring_abi.SetupFlag.SUBMIT_ALL,
+    ],
+)
+def test_setup_flags_reach_the_kernel_and_reads_still_complete(tmp_path, flags) -> None:
+    # DEFER_TASKRUN posts completions only inside io_uring_enter(GETEVENTS): reap() must run it
+    data = os.urandom(3 * 4096)
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    destination = np.zeros(len(data), np.uint8)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with _ring_or_skip(flags) as ring:
+            assert ring.setup_flags & flags == flags
+            for i in range(3):
+                ring.prep_read(fd, destination.ctypes.data + i * 4096, 4096, i * 4096, 7 + i, SqeFlag.ASYNC)
+            assert ring.submit() == 3
+            got: list[tuple[int, int, int]] = []
+            deadline = time.monotonic() + 5.0
+            while len(got) < 3 and time.monotonic() < deadline:
+                got += ring.reap()  # no wait_cqes: reap alone must see every completion
+            assert sorted(entry[:2] for entry in got) == [(7, 4096), (8, 4096), (9, 4096)]
+    finally:
+        os.close(fd)
+    assert destination.tobytes() == data
+
+
+def test_setup_flags_are_checked_before_the_syscall() -> None:
+    with pytest.raises(IngestError, match="DEFER_TASKRUN needs SINGLE_ISSUER"):
+        Ring(4, flags=uring_abi.SetupFlag.DEFER_TASKRUN)
+    with pytest.raises(IngestError, match="not supported by Ring") as raised:
+        Ring(4, flags=uring_abi.SetupFlag.IOPOLL)
+    assert "COOP_TASKRUN" in raised.value.fix
+
+
+@needs_io_uring
+def test_a_single_issuer_ring_used_from_another_thread_names_the_fix() -> None:
+    import threading
+
+    ring = _ring_or_skip(uring_abi.SetupFlag.SINGLE_ISSUER | uring_abi.SetupFlag.DEFER_TASKRUN)
+    failures: list[IngestError] = []
+
+    def submit_elsewhere() -> None:
+        try:
+            ring.prep_nop(1)
+            ring.submit()
+        except IngestError as exc:
+            failures.append(exc)
+
+    try:
+        thread = threading.Thread(target=submit_elsewhere)
+        thread.start()
+        thread.join(5)
+        [failure] = failures
+        assert failure.errno == errno.EEXIST and "thread that opened it" in failure.fix
+    finally:
+        ring.close()
+
+
+@needs_io_uring
+def test_iowq_worker_caps_are_set_read_back_and_belong_to_the_thread() -> None:
+    import threading
+
+    seen: list[tuple[int, int]] = []
+
+    def in_a_fresh_thread() -> None:  # caps outlive a ring in its thread: keep other tests clear of them
+        with Ring(8) as ring:
+            try:
+                ring.register_iowq_max_workers(3, 5)
+            except IngestError as exc:
+                seen.append((-1, exc.errno or 0))
+                return
+            seen.append(ring.register_iowq_max_workers(0, 0))  # 0, 0: reads them, changes none
+        with Ring(8) as later:  # another ring of the same thread finds them in force
+            seen.append(later.register_iowq_max_workers(0, 0))
+
+    thread = threading.Thread(target=in_a_fresh_thread)
+    thread.start()
+    thread.join(10)
+    if seen and seen[0][0] == -1:
+        pytest.skip(f"no io-wq caps on this kernel (errno {seen[0][1]})")
+    assert seen == [(3, 5), (3, 5)]
+
+
+@needs_io_uring
+def test_iowq_worker_caps_out_of_range_are_refused() -> None:
+    with Ring(2) as ring, pytest.raises(IngestError, match="io-wq worker caps"):
+        ring.register_iowq_max_workers(-1, 0)
+
+
+@needs_io_uring
+def test_probe_reports_iowq_caps_and_the_optional_setup_flags(monkeypatch) -> None:
+    monkeypatch.delenv("VYRE_DISABLE_IO_URING", raising=False)
+    report = uring.probe_features()
+    assert report["iowq_max_workers"] is True or "register_iowq_max_workers" in report["iowq_max_workers"]
+    assert set(report["setup_flags"]) <= {"COOP_TASKRUN", "SINGLE_ISSUER", "DEFER_TASKRUN"}

@@ -182,6 +182,28 @@ def command_doctor(args: argparse.Namespace) -> int:
     return EXIT_FAULTS if failed else EXIT_OK
 
 
+def _ingest_defaults(probe: dict) -> str:
+    """What `vyre run` reads with by default: the stream's read shape, the io-wq worker cap, the
+    arena's pages, and which optional ring set-up flags this kernel has (unused by default)."""
+    from vyre_runtime import hostmem
+    from vyre_runtime.ingest import reader
+    from vyre_runtime.ingest.stream import StreamOptions
+
+    options = StreamOptions()
+    cap = reader.DEFAULT_IOWQ_WORKERS
+    caps_work = probe.get("iowq_max_workers") is True
+    workers = (
+        "the kernel's io-wq caps"
+        if cap == reader.KERNEL_CAPS or not caps_work
+        else f"io-wq workers capped at {cap} of {reader.usable_cpus()} CPUs"
+    )
+    flags = ", ".join(probe.get("setup_flags") or []) or "none"
+    return (
+        f"READ_FIXED + IOSQE_ASYNC, {options.read_size >> 20} MiB reads, {options.queue_depth} in flight per ring, "
+        f"{workers}; arena on huge pages: THP {hostmem.thp_mode()}; kernel set-up flags available: {flags}"
+    )
+
+
 def _doctor_ingest(line: Callable[..., None]) -> None:
     """io_uring (and what of it works here) and GPUDirect Storage, for the streaming ingest."""
     from vyre_runtime.ingest.uring import probe_features
@@ -208,6 +230,7 @@ def _doctor_ingest(line: Callable[..., None]) -> None:
             f"{yes('registered_buffers')}, SQPOLL {yes('sqpoll')}, EXT_ARG waits {yes('ext_arg')}, "
             f"memlock limit {limit}",
         )
+        line("ingest reads", "ok", _ingest_defaults(probe))
     nvidia_fs = Path("/proc/driver/nvidia-fs/stats")
     if nvidia_fs.exists():
         line("gpudirect storage", "ok", "nvidia-fs is loaded (cuFile could DMA from NVMe to the GPU)")

@@ -22,7 +22,9 @@ Contract shared by every reader:
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
+import os
 import resource
 import time
 from collections.abc import Sequence
@@ -38,6 +40,34 @@ _U64_LIMIT = 1 << 64
 MAX_READ_BYTES = (1 << 32) - 1  # sqe.len is 32 bits; the kernel returns at most 2 GiB - 4 KiB per read
 CLOSE_TIMEOUT_S = 5.0
 READER_KINDS = ("auto", "io_uring", "preadv")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_iowq_workers(cpus: int) -> int:
+    """Two CPUs fewer than there are (at least 2, at most all): a warm read is a CPU copy, so the
+    copy rate grows with the workers up to the CPUs (H100 host, 16 CPUs: 4 workers 22 GB/s, 8 33,
+    12 42, 16 48), but the stream's own thread and the device's host threads need CPUs too.
+    Histogram stream over a 4 GiB warm file, best GB/s with 14 / 16 workers / the kernel's caps
+    (~25 workers): 27.6 / 22.3 / 16.1 in one run, 24.3 / 23.0 / 24.2 in another; 12 workers were
+    slower (20.2). Raw reads with no consumer: 14 workers ~5% below 16. A weak preference: set
+    DEFAULT_IOWQ_WORKERS (bench/ingest_sweep.py --iowq) to measure again."""
+    return min(cpus, max(2, cpus - 2))
+
+
+# io-wq workers the thread driving an io_uring reader may run (IORING_REGISTER_IOWQ_MAX_WORKERS,
+# bound and unbound alike): a count, or KERNEL_CAPS to leave the kernel's (bound: min(SQ entries,
+# 4 x CPUs); unbound: RLIMIT_NPROC, so with IOSQE_ASYNC up to one worker per read in flight).
+# The caps belong to the thread, not the ring: later rings that thread drives find them in force.
+# Read when a reader opens (iowq_workers=None), so a benchmark may change it.
+KERNEL_CAPS = 0
+DEFAULT_IOWQ_WORKERS: int = default_iowq_workers(usable_cpus())
 
 
 class ReadCompletion(NamedTuple):
@@ -250,6 +280,8 @@ class IoUringReader(ReaderCore):
         sq_thread_idle_ms: int = 1000,
         max_files: int = 1024,
         fallback_reason: str | None = None,
+        iowq_workers: int | None = None,
+        setup_flags: int = 0,
     ) -> None:
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if nofile != resource.RLIM_INFINITY:
@@ -257,15 +289,40 @@ class IoUringReader(ReaderCore):
         super().__init__(depth, max_files, fallback_reason)
         self._closed = True  # until the ring and its file table exist
         entries = 1 << (depth - 1).bit_length()
-        self.ring = Ring(entries, sqpoll=sqpoll, sq_thread_idle_ms=sq_thread_idle_ms)  # CQ: 2x, never overflows
+        # CQ: 2x the SQ, never overflows
+        self.ring = Ring(entries, sqpoll=sqpoll, sq_thread_idle_ms=sq_thread_idle_ms, flags=setup_flags)
         try:
             self.ring.register_files([-1] * max_files)
+            self.iowq_workers = self._cap_workers(iowq_workers)
         except BaseException:
             self.ring.close()
             raise
         self._closed = False
         self._sqe_flags = SqeFlag.FIXED_FILE | (SqeFlag.ASYNC if force_async else 0)
         self._queued = 0  # prepared but not yet handed to the kernel
+
+    def _cap_workers(self, iowq_workers: int | None) -> int:
+        """Cap the io-wq workers that copy our reads (DEFAULT_IOWQ_WORKERS); returns the cap, 0
+        where the kernel's caps stay."""
+        asked = iowq_workers is not None
+        if iowq_workers is None:
+            iowq_workers = DEFAULT_IOWQ_WORKERS
+        if iowq_workers < 0:
+            raise IngestError(
+                f"iowq_workers must be None (the default), {KERNEL_CAPS} (the kernel's caps) or a count, "
+                f"got {iowq_workers}"
+            )
+        if iowq_workers == KERNEL_CAPS:
+            return KERNEL_CAPS
+        # both classes: forced-async buffered reads through registered files were measured running
+        # as unbound work on 6.18 (a bound-only cap left 8 workers where 1 was asked)
+        try:
+            self.ring.register_iowq_max_workers(iowq_workers, iowq_workers)
+        except IngestError as exc:
+            if asked or exc.errno != errno.EINVAL:
+                raise
+            return KERNEL_CAPS  # a kernel before 5.15 has no caps: the default does without them
+        return iowq_workers
 
     def register_buffers(self, buffers: Sequence[tuple[int, int]]) -> None:
         checked = self._check_buffers(buffers)
@@ -371,6 +428,8 @@ def open_reader(
     force_async: bool = True,
     sq_thread_idle_ms: int = 1000,
     workers: int | None = None,
+    iowq_workers: int | None = None,
+    setup_flags: int = 0,
 ) -> Reader:
     """A reader of ``kind``: "auto" (io_uring where io_uring_status() says yes, else preadv with
     ``fallback_reason`` set), "io_uring" (IngestError with the reason where unavailable), "preadv"."""
@@ -386,7 +445,14 @@ def open_reader(
             raise IngestError(f"io_uring is unavailable: {reason}", "use reader='preadv' (or 'auto')")
         return PreadvReader(depth, workers=workers, fallback_reason=reason)
     try:
-        return IoUringReader(depth, sqpoll=sqpoll, force_async=force_async, sq_thread_idle_ms=sq_thread_idle_ms)
+        return IoUringReader(
+            depth,
+            sqpoll=sqpoll,
+            force_async=force_async,
+            sq_thread_idle_ms=sq_thread_idle_ms,
+            iowq_workers=iowq_workers,
+            setup_flags=setup_flags,
+        )
     except IngestError as exc:
         if kind == "io_uring":
             raise

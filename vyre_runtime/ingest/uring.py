@@ -93,6 +93,10 @@ _FIXES = {
     ("register_files", errno.EMFILE): "raise RLIMIT_NOFILE (ulimit -n) or register fewer file slots",
     ("register_files", errno.EBUSY): "files are already registered: call unregister_files first",
     ("register_files_update", errno.EBADF): "the file descriptor is not open",
+    ("io_uring_enter", errno.EEXIST): (
+        "a SINGLE_ISSUER ring was used from another thread: drive each ring from the thread that opened it"
+    ),
+    ("register_iowq_max_workers", errno.EINVAL): "this kernel has no io-wq worker caps (5.15+); leave them unset",
     ("io_uring_enter", errno.EBUSY): "the completion queue is full: reap completions before submitting more",
     ("io_uring_enter", errno.EAGAIN): "the kernel is out of resources: reap completions and submit fewer reads",
 }
@@ -177,6 +181,11 @@ def _address_of(region: mmap.mmap) -> int:
 _NO_DUP: dict[str, bool] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
 
+# Setup flags Ring(flags=...) takes (sqpoll and cq_entries have their own arguments): the ones
+# that change only how completions reach the submitting task, which the Ring handles.
+_EXTRA_SETUP_FLAGS = SetupFlag.SUBMIT_ALL | SetupFlag.COOP_TASKRUN | SetupFlag.SINGLE_ISSUER | SetupFlag.DEFER_TASKRUN
+
+
 def _is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
@@ -193,13 +202,27 @@ class Ring:
     """
 
     def __init__(
-        self, entries: int = 64, *, sqpoll: bool = False, sq_thread_idle_ms: int = 2000, cq_entries: int | None = None
+        self,
+        entries: int = 64,
+        *,
+        sqpoll: bool = False,
+        sq_thread_idle_ms: int = 2000,
+        cq_entries: int | None = None,
+        flags: int = 0,
     ) -> None:
         self.fd = -1
         self._maps: list[mmap.mmap] = []
         if not (_is_power_of_two(entries) and entries <= MAX_ENTRIES):
             raise IngestError(f"ring entries must be a power of two in 1..{MAX_ENTRIES}, got {entries}")
+        if flags & ~_EXTRA_SETUP_FLAGS:
+            raise IngestError(
+                f"setup flags {SetupFlag(flags & ~_EXTRA_SETUP_FLAGS)!r} are not supported by Ring(flags=...)",
+                f"pass only {' | '.join(str(flag.name) for flag in SetupFlag if flag & _EXTRA_SETUP_FLAGS)}",
+            )
+        if flags & SetupFlag.DEFER_TASKRUN and not flags & SetupFlag.SINGLE_ISSUER:
+            raise IngestError("DEFER_TASKRUN needs SINGLE_ISSUER", "pass SetupFlag.SINGLE_ISSUER | DEFER_TASKRUN")
         params = IoUringParams()
+        params.flags = flags
         if sqpoll:
             params.flags |= SetupFlag.SQPOLL
             params.sq_thread_idle = sq_thread_idle_ms
@@ -222,6 +245,10 @@ class Ring:
             self.close()
             raise
         self.sqpoll = sqpoll
+        self.setup_flags = SetupFlag(params.flags)
+        # DEFER_TASKRUN: completions are posted only inside io_uring_enter(GETEVENTS), so looking
+        # at the CQ tail alone would never see them; cq_ready() runs that work when the CQ looks empty
+        self._deferred = bool(flags & SetupFlag.DEFER_TASKRUN)
         self.features = Feature(params.features)
         self.sq_entries, self.cq_entries = params.sq_entries, params.cq_entries
         self._sq_tail = 0  # our next SQE; the kernel sees it once submit() stores the SQ tail
@@ -409,6 +436,10 @@ class Ring:
 
     def cq_ready(self) -> int:
         self._check_open()
+        ready = (self._cq_tail.load() - self._cq_head_local) & U32_MAX
+        if ready or not self._deferred:
+            return ready
+        self.enter(0, 0, EnterFlag.GETEVENTS)  # post the deferred completions (never blocks: min 0)
         return (self._cq_tail.load() - self._cq_head_local) & U32_MAX
 
     def peek_cqe(self) -> IoUringCqe | None:
@@ -424,6 +455,8 @@ class Ring:
 
     def reap(self) -> list[tuple[int, int, int]]:
         """Every CQE ready now as (user_data, res, flags); advances the CQ head once."""
+        if self._deferred:
+            self.cq_ready()  # runs deferred completion work when the CQ looks empty
         self._check_open()
         head, tail = self._cq_head_local, self._cq_tail.load()  # acquire: entries below tail are whole
         if head == tail:
@@ -509,6 +542,19 @@ class Ring:
     def unregister_files(self) -> None:
         self._register("unregister_files", RegisterOp.UNREGISTER_FILES, 0, 0)
 
+    def register_iowq_max_workers(self, bound: int = 0, unbound: int = 0) -> tuple[int, int]:
+        """IORING_REGISTER_IOWQ_MAX_WORKERS: cap the io-wq workers of this ring's submitting task
+        (the SQ thread with SQPOLL): ``bound`` (work that finishes: the kernel's default cap is
+        min(SQ entries, 4 x CPUs)) and ``unbound`` (work that may wait forever, like a pipe; the
+        default is RLIMIT_NPROC); 0 leaves a cap as it is. Returns the caps in force before. The
+        caps belong to the task's io-wq, shared by every ring that task submits to, and outlive
+        the ring."""
+        if not (0 <= bound <= U32_MAX and 0 <= unbound <= U32_MAX):
+            raise IngestError(f"io-wq worker caps must be 0..{U32_MAX}, got {bound}, {unbound}")
+        caps = (ctypes.c_uint32 * 2)(bound, unbound)
+        self._register("register_iowq_max_workers", RegisterOp.REGISTER_IOWQ_MAX_WORKERS, ctypes.addressof(caps), 2)
+        return int(caps[0]), int(caps[1])
+
     def probe(self) -> frozenset[int]:
         """IORING_REGISTER_PROBE: the opcodes this kernel supports."""
         probe = IoUringProbe()
@@ -570,6 +616,11 @@ def probe_features() -> dict[str, Any]:
         report["read"] = Op.READ in ops
         report["read_fixed"] = Op.READ_FIXED in ops
         report["async_cancel"] = Op.ASYNC_CANCEL in ops
+        try:
+            ring.register_iowq_max_workers(0, 0)  # 0, 0: reads the caps, changes none
+            report["iowq_max_workers"] = True
+        except IngestError as exc:
+            report["iowq_max_workers"] = exc.one_line()
         page = mmap.mmap(-1, mmap.PAGESIZE)
         try:
             ring.register_buffers([(_address_of(page), mmap.PAGESIZE)])
@@ -584,4 +635,19 @@ def probe_features() -> dict[str, Any]:
             report["sqpoll"] = True
     except IngestError as exc:
         report["sqpoll"] = exc.one_line()
+    report["setup_flags"] = [flag.name for flag in _OPTIONAL_SETUP_FLAGS if _accepts(flag)]
     return report
+
+
+# Setup flags newer kernels take, each with what it needs alongside (DEFER_TASKRUN: SINGLE_ISSUER).
+_OPTIONAL_SETUP_FLAGS = (SetupFlag.COOP_TASKRUN, SetupFlag.SINGLE_ISSUER, SetupFlag.DEFER_TASKRUN)
+
+
+def _accepts(flag: SetupFlag) -> bool:
+    """Whether this kernel sets up a ring with ``flag`` (EINVAL: it does not know it)."""
+    needs = SetupFlag.SINGLE_ISSUER if flag == SetupFlag.DEFER_TASKRUN else 0
+    try:
+        with Ring(2, flags=flag | needs):
+            return True
+    except IngestError:
+        return False

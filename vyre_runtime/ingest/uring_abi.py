@@ -41,6 +41,15 @@ class SetupFlag(IntFlag):
     SQ_AFF = 1 << 2
     CQSIZE = 1 << 3
     CLAMP = 1 << 4
+    ATTACH_WQ = 1 << 5
+    R_DISABLED = 1 << 6
+    SUBMIT_ALL = 1 << 7
+    COOP_TASKRUN = 1 << 8  # completions do not interrupt the submitting task (no IPI); 5.19+
+    TASKRUN_FLAG = 1 << 9
+    SQE128 = 1 << 10
+    CQE32 = 1 << 11
+    SINGLE_ISSUER = 1 << 12  # one task submits; 6.0+
+    DEFER_TASKRUN = 1 << 13  # completion work runs only in io_uring_enter(GETEVENTS); needs SINGLE_ISSUER; 6.1+
 
 
 class SqeFlag(IntFlag):
@@ -92,6 +101,7 @@ class RegisterOp(IntEnum):
     UNREGISTER_FILES = 3
     REGISTER_FILES_UPDATE = 6
     REGISTER_PROBE = 8
+    REGISTER_IOWQ_MAX_WORKERS = 19  # caps on io-wq workers [bound, unbound] of the calling task; 5.15+
 
 
 # ---- the kernel's structures (include/uapi/linux/io_uring.h), checked below -------------------

@@ -14,7 +14,6 @@ optimisation, never a correctness requirement.
 
 from __future__ import annotations
 
-import mmap
 import threading
 import time
 import traceback
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from vyre_runtime import hostmem
 from vyre_runtime.backends.cpu.builtins import SIMPLE_BODIES, DeviceContext, SlotFaultRaised, packed_slot
 from vyre_runtime.backends.cpu.results import Region, RunResult
 from vyre_runtime.backends.cpu.run import run_program
@@ -149,8 +149,9 @@ class CpuDevice:
         pass
 
     def host_memory(self, nbytes: int) -> np.ndarray:
-        """Page-aligned anonymous memory (the workers read any host memory)."""
-        return np.frombuffer(mmap.mmap(-1, max(1, nbytes)), dtype=np.uint8)
+        """Page-aligned anonymous memory (the workers read any host memory); large regions on
+        huge pages, as on CUDA (hostmem)."""
+        return hostmem.anonymous(nbytes)
 
     def close(self) -> None:
         pass
