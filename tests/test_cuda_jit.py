@@ -99,8 +99,9 @@ def test_random_programs_jitted_match_the_interpreter_and_the_cpu_bit_for_bit():
         gpu.shutdown(timeout=SHUTDOWN_S)
 
 
-# Loops whose input loads read ahead in the JIT (jit.py _load_ahead): strides that stay, grow,
-# run backwards or are 0; loads that fault at the region's end; partial warps; little fuel.
+# Loops of input loads (the JIT's loop-load paths: jit_prefetch, full-warp block copies): strides
+# that stay, grow, run backwards or are 0; loads that fault at the region's end; partial warps;
+# fuel running out inside the loop.
 AHEAD_PROGRAMS = [
     # forward, the lanes' words interleaved; the loop runs 8 bytes past the region: the last loads fault
     """.program ahead_forward
@@ -183,7 +184,7 @@ done:
 ]
 
 
-def test_loop_loads_reading_ahead_give_the_interpreters_and_the_cpus_results():
+def test_loop_loads_jitted_give_the_cpus_results():
     rng = np.random.default_rng(11)
     programs = [asm.assemble_program(text) for text in AHEAD_PROGRAMS]
     cases = [

@@ -105,34 +105,6 @@ def test_a_block_charges_fuel_per_segment_and_only_loop_loads_prefetch() -> None
     assert "jit_prefetch" not in jit.translate(straight, 1)
 
 
-def test_a_loop_load_reads_ahead_in_copies_of_its_loop_and_nothing_else_is_copied() -> None:
-    """checksum's word loop (a header block and a body holding the ldi32) exists LOAD_AHEAD times
-    on the full-warp path: the body's copy j loads through pair j and continues in copy j + 1,
-    so LOAD_AHEAD loads are in flight; blocks outside the loop keep one copy."""
-    program = assemble_program((EXAMPLES[0].parent / "checksum.vasm").read_text())
-    blocks = jit.basic_blocks(program)
-    loads = {pc for pc, i in enumerate(program.code) if i.op in (isa.Op.LDI8, isa.Op.LDI32)}
-    pipelined = jit._pipelined(blocks, loads)
-    assert pipelined == {b.first for b in blocks if b.first in jit._in_loops(blocks)}  # two loops, two blocks each
-    text = jit.translate(program, 1)
-    k = jit.LOAD_AHEAD
-    for block in blocks:
-        copies = [f"F{block.first}_{j}:" for j in range(1, k)]
-        assert all((c in text) == (block.first in pipelined) for c in copies), block
-    word_load = min(loads)
-    for j in range(k):
-        assert f"last{word_load}, at{word_load}_{j}, value{word_load}_{j}, {k}u);" in text
-        assert f"uint32_t at{word_load}_{j} = JIT_NOT_AHEAD, value{word_load}_{j} = 0;" in text
-    body_block = next(b for b in blocks if b.first <= word_load <= b.last)
-    successor = body_block.successors[0]
-    for j in range(k):  # the body's copy j goes on in the header's copy j + 1
-        label = f"F{body_block.first}_{j}:" if j else f"F{body_block.first}:"
-        section = text.split(label)[1].split("continue;")[0]
-        target = f"F{successor}_{(j + 1) % k}" if (j + 1) % k else f"F{successor}"
-        assert f"goto {target};" in section
-    assert "exec_op<0x52u>" in text.split("    B0:")[1]  # the divergent path keeps the interpreter's ldi32
-
-
 def test_the_code_key_follows_code_and_registers_but_not_names_tables_or_defaults() -> None:
     program, _, _ = deterministic_case(3)
     same_code = Program(name="other", code=program.code, registers=program.registers, lanes=7, fuel=9)

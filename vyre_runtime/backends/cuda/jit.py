@@ -36,10 +36,8 @@ from vyre_runtime.vir0.verify import verify
 JIT_HEADER_NAME = "vyre_jit.h"
 JIT_DEFINE = "VYRE_JIT"
 # A variant keeps 4 worker blocks per SM (<= 64 registers) instead of the ~2 its native
-# functions' live registers would leave (see megakernel.cu, VYRE_MIN_BLOCKS_PER_SM). Within those
-# 64 registers its fnv/xxh32/dfa ranges load 4 vectors a round (the plain kernel 1: its
-# occupancy is set by fewer registers), so a lane's hash has 64 bytes in flight, not 16.
-JIT_DEFINES = (JIT_DEFINE, "VYRE_MIN_BLOCKS_PER_SM=4", "RANGE_ROUND_VECS=4u")
+# functions' live registers would leave (see megakernel.cu, VYRE_MIN_BLOCKS_PER_SM).
+JIT_DEFINES = (JIT_DEFINE, "VYRE_MIN_BLOCKS_PER_SM=4")
 # Instructions per variant: NVRTC's time grows with every specialized case (~ms each).
 MAX_VARIANT_INSTRUCTIONS = 16384
 
@@ -168,44 +166,6 @@ def _prefetch(program: Program, pc: int, indent: str) -> list[str]:
     return [f"{indent}jit_prefetch(S, L, L.r[{instruction.a}] + {instruction.imm:#x}u, {size}u, last{pc});"]
 
 
-# How many iterations ahead a pipelined load reads (see _pipelined): each F block of such a loop
-# exists this many times, copy j using load-ahead registers j, so that many loads are in flight.
-LOAD_AHEAD = 4
-
-
-def _pipelined(blocks: list[_Block], loads: set[int]) -> set[int]:
-    """Leaders of the blocks that share a cycle with a block holding one of ``loads`` (pcs of
-    loop input loads): the loop whose full-warp blocks are copied LOAD_AHEAD times."""
-    successors = {block.first: block.successors for block in blocks}
-
-    def reach(start: int) -> set[int]:
-        seen, stack = set(), [start]
-        while stack:
-            for leader in successors[stack.pop()]:
-                if leader not in seen:
-                    seen.add(leader)
-                    stack.append(leader)
-        return seen
-
-    reached = {block.first: reach(block.first) for block in blocks}
-    holders = {block.first for block in blocks if any(block.first <= pc <= block.last for pc in loads)}
-    return {b.first for b in blocks for h in holders if h in reached[b.first] and b.first in reached[h]}
-
-
-def _load_ahead(program: Program, pc: int, copy: int, indent: str) -> list[str]:
-    """A pipelined load in copy ``copy`` of a full-warp block (megakernel.cu jit_load_ahead): the
-    interpreter's ldi (bounds check, fault, result), its value taken from the load issued
-    LOAD_AHEAD iterations earlier when that one read the same address, and the load for
-    LOAD_AHEAD iterations on (at the lane's last stride, inside the region only) issued now."""
-    instruction = program.code[pc]
-    size = _INPUT_LOADS[instruction.op]
-    return [
-        f"{indent}// {pc}: {instruction.mnemonic}, loading {LOAD_AHEAD} iterations ahead",
-        f"{indent}jit_load_ahead<{size}u>(S, L, {instruction.d}u, {instruction.a}u, {instruction.imm:#x}u, "
-        f"last{pc}, at{pc}_{copy}, value{pc}_{copy}, {LOAD_AHEAD}u);",
-    ]
-
-
 def _hot_first(block: _Block) -> tuple[int, ...]:
     """The block's successors, the likelier first (the order only saves a vote): a backward
     target (a loop's back edge), else the fall-through (a forward branch leaves a loop)."""
@@ -238,10 +198,9 @@ def translate(program: Program, jit_id: int) -> str:
     def converged(leader: int) -> str:
         return f"__ballot_sync(FULL_MASK, L.live && L.pc == {leader}u && L.fuel >= {length[leader]}u) == live"
 
-    def chain(block: _Block, copy: int = 0) -> list[str]:  # after a block: on to a successor's, or schedule
+    def chain(block: _Block) -> list[str]:  # after a block: on to a successor's block, or schedule
         return [
-            f"        if (live && {converged(next_)}) {{ if (live == FULL_MASK) goto {full_label(next_, copy)};"
-            f" goto B{next_}; }}"
+            f"        if (live && {converged(next_)}) {{ if (live == FULL_MASK) goto F{next_}; goto B{next_}; }}"
             for next_ in _hot_first(block)
         ] + ["        continue;"]
 
@@ -253,40 +212,10 @@ def translate(program: Program, jit_id: int) -> str:
         for pc in range(block.first, block.last + 1)
         if program.code[pc].op in _INPUT_LOADS
     )  # each keeps the last address it read in `last<pc>`
-    # their loops' full-warp blocks exist LOAD_AHEAD times: copy j's loads use load-ahead registers
-    # j, and a block holding such a load continues in the next copy, so consecutive iterations
-    # use consecutive copies and LOAD_AHEAD loads are in flight
-    pipelined = _pipelined(blocks, set(prefetched))
-
-    def full_label(leader: int, copy: int) -> str:
-        return f"F{leader}_{copy}" if copy and leader in pipelined else f"F{leader}"
-
-    def full_block(block: _Block, segments: list[range], copy: int) -> list[str]:
-        """Copy ``copy`` of ``block`` for a warp of 32 live lanes: no lane predicates."""
-        holds_load = any(pc in prefetched for pc in range(block.first, block.last + 1))
-        after = (copy + 1) % LOAD_AHEAD if holds_load else copy  # the copy its successors run in
-        lines = [f"    {full_label(block.first, copy)}:  // the same for a warp of 32 live lanes: no lane predicates"]
-        for index, segment in enumerate(segments):
-            if index:  # the previous segment ended with an op that may end a lane
-                lines.append(f"        if (!__all_sync(FULL_MASK, L.live)) goto S{segment.start};")
-            n = len(segment)
-            lines.append(f"        L.fuel -= {n}u; L.instructions += {n}u;  // {n} steps")
-            for pc in segment:
-                if pc in prefetched:
-                    lines += _load_ahead(program, pc, copy, "        ")
-                else:
-                    lines += _step(code, program, pc, "        ", full=True)
-        if program.code[block.last].op not in _KEEPS_LANE:
-            return [*lines, "        live = __ballot_sync(FULL_MASK, L.live);", *chain(block, after)]
-        lines.append("        live = FULL_MASK;  // no lane ended: all 32 are live, so one vote decides")
-        for next_ in _hot_first(block):
-            vote = f"__all_sync(FULL_MASK, L.pc == {next_}u && L.fuel >= {length[next_]}u)"
-            lines.append(f"        if ({vote}) goto {full_label(next_, after)};")
-        return [*lines, "        continue;"]
-
     body = []
     for block in blocks:
         segments = _segments(program, block)
+        ends_lanes = program.code[block.last].op not in _KEEPS_LANE
         body.append(f"    B{block.first}:  // instructions {block.first}..{block.last}")
         for segment in segments:
             n = len(segment)
@@ -299,8 +228,24 @@ def translate(program: Program, jit_id: int) -> str:
             body.append("        live = __ballot_sync(FULL_MASK, L.live);")
         # else no lane ended in the block: `live` (the entry's) still holds
         body += chain(block)
-        for copy in range(LOAD_AHEAD if block.first in pipelined else 1):
-            body += full_block(block, segments, copy)
+        body.append(f"    F{block.first}:  // the same for a warp of 32 live lanes: no lane predicates")
+        for index, segment in enumerate(segments):
+            if index:  # the previous segment ended with an op that may end a lane
+                body.append(f"        if (!__all_sync(FULL_MASK, L.live)) goto S{segment.start};")
+            n = len(segment)
+            body.append(f"        L.fuel -= {n}u; L.instructions += {n}u;  // {n} steps")
+            for pc in segment:
+                body += _prefetch(program, pc, "        ") if pc in prefetched else []
+                body += _step(code, program, pc, "        ", full=True)
+        if ends_lanes:
+            body.append("        live = __ballot_sync(FULL_MASK, L.live);")
+            body += chain(block)
+            continue
+        body.append("        live = FULL_MASK;  // no lane ended: all 32 are live, so one vote decides")
+        for next_ in _hot_first(block):
+            vote = f"__all_sync(FULL_MASK, L.pc == {next_}u && L.fuel >= {length[next_]}u)"
+            body.append(f"        if ({vote}) goto F{next_};")
+        body.append("        continue;")
     cases = []
     for pc, instruction in enumerate(program.code):
         word0, imm = _words(code[pc * 8 : pc * 8 + 8])
@@ -329,11 +274,6 @@ def translate(program: Program, jit_id: int) -> str:
             "    L.fuel = S.fuel;",
             "    uint32_t live;",
             *[f"    uint32_t last{pc} = 0;  // the address load {pc} read last (jit_prefetch)" for pc in prefetched],
-            *[
-                f"    uint32_t at{pc}_{copy} = JIT_NOT_AHEAD, value{pc}_{copy} = 0;  // jit_load_ahead, copy {copy}"
-                for pc in prefetched
-                for copy in range(LOAD_AHEAD)
-            ],
             "    while (true) {",
             "        uint32_t pc = __reduce_min_sync(FULL_MASK, L.live ? L.pc : 0xffffffffu);",
             "        if (pc == 0xffffffffu) break;",

@@ -42,11 +42,6 @@
 #ifndef SCAN_ROUND_VECS  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=SCAN_ROUND_VECS=8u): more bytes in flight per warp
 #define SCAN_ROUND_VECS 2u          // 16-byte vectors each thread loads per round of a warp scan
 #endif
-#ifndef RANGE_ROUND_VECS  // tuning knob; a JIT variant sets 4 (jit.py JIT_DEFINES: its registers allow it)
-// 16-byte vectors a lane's fnv/xxh32/dfa range loads per round: a hash is a serial chain over one
-// lane's bytes, so these are all the bytes that lane has in flight (latency-bound at 1)
-#define RANGE_ROUND_VECS 1u
-#endif
 #define HIST_PRIVATE_MIN_BYTES 1024u  // a warp counts a range this long in shared memory first
 #ifndef STAGE_COPY_VECS  // tuning knob like SCAN_ROUND_VECS
 #define STAGE_COPY_VECS 8u          // 16-byte loads in flight per thread while a fused run copies its input
@@ -285,34 +280,15 @@ __device__ __noinline__ uint32_t xxh32_range(const unsigned char* p, uint32_t n,
     uint32_t i = 0, h;
     if (n >= 16) {
         uint32_t v1 = seed + P1 + P2, v2 = seed + P2, v3 = seed, v4 = seed - P1;
-        uint32_t stripes = n / 16u;
-#if RANGE_ROUND_VECS == 1
         uint4 next = load16(p);  // one stripe ahead: its load is in flight while this one mixes
-        for (uint32_t s = 0; s < stripes; s++) {
+        for (; n - i >= 16; i += 16) {
             uint4 w = next;
-            if (s + 1 < stripes) next = load16(p + 16u * (s + 1));
+            if (n - i >= 32) next = load16(p + i + 16);
             v1 = rotl32(v1 + w.x * P2, 13) * P1;
             v2 = rotl32(v2 + w.y * P2, 13) * P1;
             v3 = rotl32(v3 + w.z * P2, 13) * P1;
             v4 = rotl32(v4 + w.w * P2, 13) * P1;
         }
-#else
-        for (uint32_t s = 0; s < stripes; s += RANGE_ROUND_VECS) {
-            uint4 w[RANGE_ROUND_VECS];  // a round of stripes loaded together (past the end: the last again)
-#pragma unroll
-            for (uint32_t k = 0; k < RANGE_ROUND_VECS; k++) w[k] = load16(p + 16u * (s + k < stripes ? s + k : stripes - 1));
-#pragma unroll
-            for (uint32_t k = 0; k < RANGE_ROUND_VECS; k++) {
-                if (s + k < stripes) {
-                    v1 = rotl32(v1 + w[k].x * P2, 13) * P1;
-                    v2 = rotl32(v2 + w[k].y * P2, 13) * P1;
-                    v3 = rotl32(v3 + w[k].z * P2, 13) * P1;
-                    v4 = rotl32(v4 + w[k].w * P2, 13) * P1;
-                }
-            }
-        }
-#endif
-        i = stripes * 16u;
         h = rotl32(v1, 1) + rotl32(v2, 7) + rotl32(v3, 12) + rotl32(v4, 18);
     } else {
         h = seed + P5;
@@ -805,8 +781,7 @@ __device__ __noinline__ uint4 scan_step(RunShared& S, bool part, uint32_t op, ui
 
 // fnv, xxh32 (xxh32_range), dfa: sequential within a range, so each lane reads its own, but a
 // vector at a time. for_each_byte feeds p[0 .. n) in address order to `consume`: the head and
-// tail byte by byte, the body 16 bytes per load: one vector loaded while the previous one is fed,
-// or (RANGE_ROUND_VECS > 1) rounds of that many vectors loaded together.
+// tail byte by byte, the body 16 bytes per load, each vector loaded while the previous one is fed.
 template <typename Consume>
 __device__ __forceinline__ void consume_word(Consume& consume, uint32_t w) {
     consume(w & 0xffu);
@@ -820,7 +795,6 @@ __device__ __forceinline__ void for_each_byte(const unsigned char* p, uint32_t n
     Split x = split_range(p, n);
     for (uint32_t i = 0; i < x.head; i++) consume((uint32_t)p[i]);
     const uint4* body = (const uint4*)(p + x.head);
-#if RANGE_ROUND_VECS == 1
     uint4 next = x.vecs ? body[0] : make_uint4(0, 0, 0, 0);
     for (uint32_t v = 0; v < x.vecs; v++) {
         uint4 q = next;
@@ -833,23 +807,6 @@ __device__ __forceinline__ void for_each_byte(const unsigned char* p, uint32_t n
             q.z = q.w;
         }
     }
-#else
-    for (uint32_t v = 0; v < x.vecs; v += RANGE_ROUND_VECS) {
-        uint4 q[RANGE_ROUND_VECS];  // loaded together: one latency per round, not per vector
-#pragma unroll
-        for (uint32_t k = 0; k < RANGE_ROUND_VECS; k++)  // past the end: the last vector again (unused;
-            q[k] = body[v + k < x.vecs ? v + k : x.vecs - 1];  // a predicated load would keep q in memory)
-#pragma unroll
-        for (uint32_t k = 0; k < RANGE_ROUND_VECS; k++) {  // unrolled: q stays in registers
-            if (v + k < x.vecs) {
-                consume_word(consume, q[k].x);
-                consume_word(consume, q[k].y);
-                consume_word(consume, q[k].z);
-                consume_word(consume, q[k].w);
-            }
-        }
-    }
-#endif
     for (uint32_t i = x.body_end; i < n; i++) consume((uint32_t)p[i]);
 }
 
@@ -1076,37 +1033,6 @@ __device__ __forceinline__ void jit_prefetch(const RunShared& S, const Lane& L, 
     last = address;
     if (ahead >= 0 && (uint64_t)ahead + size <= S.region_len)
         asm volatile("prefetch.global.L2 [%0];" ::"l"(S.input + ahead));
-}
-
-// A JIT'd input load inside a loop, in the full-warp copies of the loop's blocks (jit.py
-// _load_ahead; every lane live and taking part): exactly exec_op's ldi (the bounds check, its
-// fault, the result, the next pc), but the value may come from a load issued `distance`
-// iterations earlier. Each copy of the loop keeps one (address, value) pair: when this load's
-// address is the pair's, the value is the pair's (the input does not change during a run, so a
-// read made earlier gives the same bytes); otherwise it is loaded now. Then the pair takes the
-// address `distance` strides on (the lane's last stride, `last`) and a load of it is issued,
-// only when those bytes lie inside the region: an ordinary read that cannot fault, whose value
-// is used only by a later load of that very address. So `distance` copies keep `distance` loads
-// in flight instead of one, and results, faults and fuel stay those of the interpreter.
-#define JIT_NOT_AHEAD 0xffffffffu  // a pair that holds nothing yet (never taken: see the hit test)
-template <uint32_t SIZE>
-__device__ __forceinline__ void jit_load_ahead(RunShared& S, Lane& L, uint32_t d, uint32_t a, uint32_t imm,
-                                               uint32_t& last, uint32_t& at, uint32_t& value, uint32_t distance) {
-    uint32_t address = L.r[a] + imm;
-    bool hit = address == at && at != JIT_NOT_AHEAD;
-    int64_t ahead = (int64_t)address + (int64_t)distance * (int32_t)(address - last);
-    last = address;
-    if ((uint64_t)address + SIZE > S.region_len) {  // input_load's check and fault
-        lane_fault(L, FAULT_OOB_INPUT, address);
-        return;
-    }
-    uint32_t v = hit ? value : load_le(S.input + address, SIZE);
-    if (ahead >= 0 && (uint64_t)ahead + SIZE <= S.region_len && (uint64_t)ahead < JIT_NOT_AHEAD) {
-        at = (uint32_t)ahead;
-        value = load_le(S.input + at, SIZE);
-    }
-    L.r[d] = v;
-    L.pc += 1;
 }
 
 // JIT'd programs (vyre_runtime/backends/cuda/jit.py): a variant of this kernel compiled with
