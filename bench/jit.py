@@ -103,6 +103,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slots", type=int, default=4096, help="ring slots")
     parser.add_argument("--runs", type=int, help="runs per device-rate measurement (default: 4 x the grid)")
     parser.add_argument("--mapped-chunks", type=int, default=32, help="host-mapped runs read the first N chunks")
+    parser.add_argument("--no-mapped", action="store_true", help="skip the host-mapped megakernel measurements")
+    parser.add_argument(
+        "--interpreted-runs",
+        type=int,
+        help="runs per interpreted measurement (default: as --runs; at least one per chunk, which the JIT "
+        "runs are checked against): interpreting is slow, and only the JIT rate is compared",
+    )
     parser.add_argument("--hand-passes", type=int, default=20, help="timed passes of each hand-written kernel")
     parser.add_argument("--cold-builds", type=int, default=1, help="cold variant builds to time (NVRTC, seconds each)")
     parser.add_argument("--hits", type=int, default=50, help="cache hits to time per row")
@@ -165,6 +172,7 @@ class Target:
     regions: list
     mapped_regions: list | None
     runs: int
+    interpreted_runs: int
     mapped_chunks: int
     mapped_runs: int
     emit: int
@@ -190,6 +198,12 @@ def run_counts(args, program: Program, plans: list[ChunkPlan], grid: int) -> tup
     runs = min(runs, args.slots // 2, max(len(plans), OUTPUT_BYTES_PER_MEASUREMENT // max(1, output_bytes)))
     mapped_chunks = max(1, min(args.mapped_chunks, len(plans)))
     return runs, mapped_chunks, min(runs, max(mapped_chunks, grid - 1))
+
+
+def interpreted_runs(args, runs: int, chunks: int) -> int:
+    """Runs per interpreted measurement: --interpreted-runs, but every chunk at least once (each JIT
+    run is checked against the interpreted run of its chunk) and no more than the JIT's."""
+    return runs if args.interpreted_runs is None else max(chunks, min(runs, args.interpreted_runs))
 
 
 def lane_order(args, program: Program) -> list[int]:
@@ -219,10 +233,9 @@ def measure(mk: Megakernel, target: Target, path: str, lanes_list: list[int]) ->
     "jit"), then over host-mapped memory at the best; fills the row, returns the best lanes."""
     row, name = target.row, target.scan.name
     rates: dict[int, float] = {}
+    runs = target.runs if path == "jit" else target.interpreted_runs
     for lanes in lanes_list:
-        rate, seconds, results = device_rate(
-            mk, target.handle, target.regions, target.plans, lanes, target.runs, target.emit
-        )
+        rate, seconds, results = device_rate(mk, target.handle, target.regions, target.plans, lanes, runs, target.emit)
         problem = check_results(target, results, lanes, path)
         if path == "interpreted":  # what the JIT's runs must repeat: the first run of each chunk
             kept = target.interpreted.setdefault(lanes, {})
@@ -234,7 +247,7 @@ def measure(mk: Megakernel, target: Target, path: str, lanes_list: list[int]) ->
         if problem:
             row["errors"].append(f"{path}, lanes {lanes}: {problem}")
         verdict = "" if problem is None else f"  MISMATCH: {problem}"
-        print(f"  {name:<16} {path:<11} lanes {lanes:>5}: {rate:8.2f} GB/s  ({target.runs} runs){verdict}", flush=True)
+        print(f"  {name:<16} {path:<11} lanes {lanes:>5}: {rate:8.2f} GB/s  ({runs} runs){verdict}", flush=True)
     best = max(rates, key=rates.get)
     row[f"{path}_best_lanes"], row[f"{path}_device_gb_s"] = best, rates[best]
     if target.mapped_regions is not None:
@@ -292,7 +305,8 @@ def make_targets(mk: Megakernel, args, buffer, mapped, rows: dict, expected: dic
     grid = getattr(mk.device, "grid", None) or 8
     overlaps = {load_program(scan).overlap for scan in args.scans}
     regions = slices(buffer, args.total, args.chunk, overlaps)
-    mapped_regions = None if mapped is None else slices(mapped.array, args.total, args.chunk, overlaps)
+    skip_mapped = mapped is None or args.no_mapped
+    mapped_regions = None if skip_mapped else slices(mapped.array, args.total, args.chunk, overlaps)
     targets = []
     for scan in args.scans:
         program = load_program(scan)
@@ -309,6 +323,7 @@ def make_targets(mk: Megakernel, args, buffer, mapped, rows: dict, expected: dic
                 regions=regions[program.overlap],
                 mapped_regions=None if mapped_regions is None else mapped_regions[program.overlap],
                 runs=runs,
+                interpreted_runs=interpreted_runs(args, runs, len(plans)),
                 mapped_chunks=mapped_chunks,
                 mapped_runs=mapped_runs,
                 emit=emit_capacity(scan, args.chunk),

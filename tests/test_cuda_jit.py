@@ -99,6 +99,126 @@ def test_random_programs_jitted_match_the_interpreter_and_the_cpu_bit_for_bit():
         gpu.shutdown(timeout=SHUTDOWN_S)
 
 
+# Loops of input loads (the JIT's loop-load paths: jit_prefetch, full-warp block copies): strides
+# that stay, grow, run backwards or are 0; loads that fault at the region's end; partial warps;
+# fuel running out inside the loop.
+AHEAD_PROGRAMS = [
+    # forward, the lanes' words interleaved; the loop runs 8 bytes past the region: the last loads fault
+    """.program ahead_forward
+.registers 8
+.lanes 64
+.binding sum 1 run sum
+    sreg r0, lane_id
+    sreg r1, lane_count
+    sreg r2, region_len
+    shl r3, r0, 2
+    shl r4, r1, 2
+    add r2, r2, 8
+    li r5, 0
+loop:
+    geu r6, r3, r2
+    jnz r6, done
+    ldi32 r7, r3, 0
+    rotl r5, r5, 5
+    add r5, r5, r7
+    add r3, r3, r4
+    jmp loop
+done:
+    li r6, 0
+    atadd r6, r6, r5, sum
+    exit
+""",
+    # a stride that grows every iteration, unaligned 16-bit loads at an offset
+    """.program ahead_growing
+.registers 8
+.lanes 32
+.binding sum 1 run sum
+    sreg r0, lane_id
+    sreg r2, region_len
+    mov r3, r0
+    li r4, 1
+    li r5, 0
+loop:
+    add r6, r3, 3
+    geu r6, r6, r2
+    jnz r6, done
+    ldi16 r7, r3, 1
+    xor r5, r5, r7
+    mul r5, r5, 31
+    add r3, r3, r4
+    add r4, r4, 1
+    jmp loop
+done:
+    li r6, 0
+    atadd r6, r6, r5, sum
+    exit
+""",
+    # backward bytes from the end (the address wraps below 0 to leave the loop), two loads a trip
+    """.program ahead_backward
+.registers 10
+.lanes 32
+.binding sum 2 run sum
+    sreg r0, lane_id
+    sreg r2, region_len
+    sub r3, r2, 1
+    sub r3, r3, r0
+    li r5, 0
+    li r8, 0
+loop:
+    geu r6, r3, r2
+    jnz r6, done
+    ldi8 r7, r3, 0
+    rotl r5, r5, 3
+    add r5, r5, r7
+    ldi8 r9, r0, 0
+    add r8, r8, r9
+    sub r3, r3, 32
+    jmp loop
+done:
+    li r6, 0
+    atadd r6, r6, r5, sum
+    li r6, 1
+    atadd r6, r6, r8, sum
+    exit
+""",
+]
+
+
+def test_loop_loads_jitted_give_the_cpus_results():
+    rng = np.random.default_rng(11)
+    programs = [asm.assemble_program(text) for text in AHEAD_PROGRAMS]
+    cases = [
+        (rng.integers(0, 256, size, dtype=np.uint8).tobytes(), lanes, fuel)
+        for size, lanes, fuel in (
+            (0, None, None),
+            (3, None, None),
+            (4096, None, None),
+            (70_001, None, None),
+            (70_001, 33, None),
+            (100_000, 64, None),
+            (100_000, 64, 900),  # fuel runs out inside the loop
+            (262_147, 96, None),
+        )
+    ]
+    with Megakernel(backend="cpu", slots=64, workers=2) as cpu:
+        handles = [cpu.register_program(program) for program in programs]
+        expected = [
+            [comparable(cpu.submit(h, data, lanes=lanes, fuel=fuel).result(60)) for data, lanes, fuel in cases]
+            for h in handles
+        ]
+    gpu = Megakernel(backend="cuda", slots=256, jit="request")
+    try:
+        handles = [gpu.register_program(program) for program in programs]
+        gpu.jit(*handles)
+        for program, handle, wanted in zip(programs, handles, expected):
+            for index, ((data, lanes, fuel), reference) in enumerate(zip(cases, wanted)):
+                native = gpu.submit(handle, data, lanes=lanes, fuel=fuel).result(60)
+                assert native.path == "jit", program.name
+                assert comparable(native) == reference, f"{program.name}, case {index}"
+    finally:
+        gpu.shutdown(timeout=SHUTDOWN_S)
+
+
 def test_a_hot_program_is_swapped_to_native_code_while_runs_stream_and_no_run_is_lost_or_repeated():
     program = counting_program()
     rng = np.random.default_rng(5)

@@ -657,12 +657,14 @@ __device__ __forceinline__ void hist_word(uint32_t* bins, uint32_t w) {
 }
 
 // hist by the whole warp: words[byte] += 1 for every byte of p[0 .. n), as atomic adds (they
-// commute, so the final words are those of the lane's own byte loop). A long range whose words
-// are in global memory is first counted in `scratch` (this warp's HIST_BINS shared words, or
-// null), then each nonzero count is added with one atomic: the same sums, far fewer global atomics.
+// commute, so the final words are those of the lane's own byte loop). A long range is first
+// counted in `scratch` (this warp's HIST_BINS shared words, or null), then each nonzero count is
+// added with one atomic: the same sums, far fewer atomics on the words. Also when the words are
+// in shared memory (a staged run output): there every warp of the block would add into the same
+// 256 words, contending for them (histogram ran at 0.5x a kernel with one histogram per warp).
 __device__ void warp_histogram(const unsigned char* p, uint32_t n, uint32_t* words, uint32_t* scratch) {
     uint32_t lane = threadIdx.x & 31u, offset;
-    bool private_bins = scratch != nullptr && n >= HIST_PRIVATE_MIN_BYTES && !__isShared(words);  // warp-uniform
+    bool private_bins = scratch != nullptr && n >= HIST_PRIVATE_MIN_BYTES;  // warp-uniform
     uint32_t* bins = private_bins ? scratch : words;
     if (private_bins) {
         for (uint32_t k = lane; k < HIST_BINS; k += 32u) scratch[k] = 0;
