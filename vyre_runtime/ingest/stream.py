@@ -228,6 +228,11 @@ class StreamPipeline:
                 self._plan(waiting, planning, results)
                 self._pump()
                 progressed = self._reap_reads(timeout=0.0)
+                if self._running:
+                    # finished runs are reaped here, by the thread that holds the GIL anyway: the
+                    # service thread, woken by its poll, waits for a busy stream thread to let go
+                    # of the GIL (up to the 5 ms switch interval), and the slots wait with it
+                    self.megakernel.poll()
                 progressed |= self._reap_runs()
                 self._finish(planning, results)
                 if not progressed:
