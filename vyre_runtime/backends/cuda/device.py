@@ -522,14 +522,19 @@ class CudaDevice:
         without allocating: the missing blocks are carved from one allocation now, so a stream
         pays for them when it starts instead of in its first chunks (each cuMemAlloc while the
         kernel runs costs milliseconds; 96 of them were 0.4 s of a stream's first run). Blocks
-        are lent best-fit like any released one. Returns how many blocks were added."""
+        are lent best-fit like any released one. Returns how many blocks were added: none when
+        the GPU cannot spare them all at once (the runs then allocate as they go, as before:
+        only as many blocks as run at a time, not one per chunk slot)."""
         size = size_class(nbytes + STAGING_SLACK)
         with self._lock:
             missing = count - self._staging_free.count_at_least(size)
         if missing <= 0:
             return 0
         self.context.enter()
-        memory = driver.DeviceMemory(size * missing)
+        try:
+            memory = driver.DeviceMemory(size * missing)
+        except BackendError:  # out of device memory: an optimisation, not a requirement
+            return 0
         with self._lock:
             self._device_memory.append(memory)  # freed in close(), never while the kernel runs
             for block in range(missing):
