@@ -40,3 +40,10 @@ def test_a_stream_of_mixed_sizes_makes_few_blocks() -> None:
         assert size_of[block] >= want
         held.append(block)
     assert len(size_of) <= 2 * in_flight
+
+
+def test_count_at_least_counts_the_blocks_a_take_of_that_size_could_get() -> None:
+    free: FreeBlocks[str] = FreeBlocks()
+    for size, name in ((4, "a"), (16, "b"), (8, "c"), (8, "d")):
+        free.put(size, name)
+    assert [free.count_at_least(size) for size in (1, 5, 8, 9, 16, 17)] == [4, 3, 3, 1, 1, 0]

@@ -136,3 +136,23 @@ def test_a_group_is_not_a_user_opcode_and_per_member_options_must_match_its_size
         megakernel.submit(group, b"abc", lanes=[1, 2, 3])
     with pytest.raises(DispatchError, match="fuel=0"):
         megakernel.submit(group, b"abc", fuel=[0, None])
+
+
+def test_a_run_template_runs_as_submit_does_and_checks_its_options_once(megakernel):
+    counters = [megakernel.register_program(counting_program()) for _ in range(2)]
+    group = megakernel.register_fused(counters)
+    with pytest.raises(DispatchError, match="lanes lists 3 values"):
+        megakernel.run_template(group, lanes=[1, 2, 3])
+    template = megakernel.run_template(group, lanes=[2, None])
+    data = bytearray(b"z" * 64)
+    via_template = [template.submit(memoryview(data), own_lo=4, own_hi=60, chunk_index=i).result(10) for i in range(3)]
+    via_submit = megakernel.submit(group, bytes(data), lanes=[2, None], own_lo=4, own_hi=60).result(10)
+    assert all(comparable_members(outcomes) == comparable_members(via_submit) for outcomes in via_template)
+    with pytest.raises(DispatchError, match="own range"):
+        template.submit(b"abc", own_lo=2, own_hi=5)
+    megakernel.reserve_run_staging(1 << 20, 4)  # nothing to reserve on the CPU backend
+    megakernel.unregister_program(group)
+    with pytest.raises(DispatchError, match="not registered"):
+        template.submit(b"abc")
+    for counter in counters:
+        megakernel.unregister_program(counter)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -70,12 +71,19 @@ class InterruptedSecondSubmit:
     def __getattr__(self, name: str):
         return getattr(self._megakernel, name)
 
+    def run_template(self, handle: int, **options):  # the stream submits its chunks through templates
+        template = self._megakernel.run_template(handle, **options)
+        return SimpleNamespace(submit=lambda *args, **kwargs: self._submit(template.submit, *args, **kwargs))
+
     def submit(self, *args, **kwargs):
+        return self._submit(self._megakernel.submit, *args, **kwargs)
+
+    def _submit(self, submit, *args, **kwargs):
         self.calls += 1
         if self.calls > 1:
             raise Interrupt
         self._megakernel.set_tenant_enabled(0, False)
-        self.first = self._megakernel.submit(*args, **kwargs)
+        self.first = submit(*args, **kwargs)
         return self.first
 
 

@@ -48,8 +48,8 @@ from vyre_runtime.protocol.layout import (
 )
 from vyre_runtime.protocol.opcodes import BuiltinOpcode
 from vyre_runtime.registry import Registry, ResourceLoader
+from vyre_runtime.run_template import RunTemplate
 from vyre_runtime.stats import Stats
-from vyre_runtime.vir0.isa import MAX_LANES
 from vyre_runtime.vir0.program import Program
 
 FULL_RING_POLICIES = ("block", "raise")
@@ -158,6 +158,14 @@ class Megakernel:
             if free:
                 return free.pop()
         return self.device.host_memory(nbytes)
+
+    def reserve_run_staging(self, nbytes: int, count: int) -> None:
+        """Allocate now what ``count`` fused runs over regions of up to ``nbytes`` need on the
+        device (CUDA: their staging blocks; other backends need none), so the first runs do not
+        pay for it (a stream calls this when it starts)."""
+        reserve = getattr(self.device, "reserve_staging", None)
+        if reserve is not None:
+            reserve(nbytes, count)
 
     def release_host_memory(self, memory: np.ndarray) -> None:
         """Give back memory from `host_memory` once no run reads it any more."""
@@ -339,36 +347,18 @@ class Megakernel:
         ``emit_capacity`` is each member's.
         """
         handle = program if isinstance(program, int) else self.register_program(program)
-        group = self.registry.fused.get(handle)
-        if group is None and handle not in self.registry.programs:
-            raise DispatchError(f"program handle {handle} is not registered", "use register_program's handle")
-        view, length = self._region_data(data)
-        own_hi = length if own_hi is None else own_hi
-        if length > 0xFFFFFFFF or not 0 <= own_lo <= own_hi <= length:
-            raise DispatchError(f"own range {own_lo}..{own_hi} must lie inside the {length}-byte region")
-        members = 1 if group is None else len(group.members)
-        member_lanes = _per_member("lanes", lanes, members, MAX_LANES, str(MAX_LANES))
-        member_fuel = _per_member("fuel", fuel, members, 0xFFFFFFFF, "2^32-1")
-        if not 0 <= emit_capacity <= 0xFFFFFFFF:
-            raise DispatchError(f"emit_capacity={emit_capacity}; allowed 0..2^32-1 records")
-        if group is None:
-            context, lanes_word = self.registry.add_context(member_fuel[0], emit_capacity), member_lanes[0] or 0
-        else:  # each member's lanes travel in the fused run's record; the slot's LANES word is 0
-            lane_counts = [count or 0 for count in member_lanes]
-            context, lanes_word = self.registry.add_fused_run(group, member_fuel, lane_counts, emit_capacity), 0
-        region = self.registry.add_region(view)
-        args = (
-            handle, context, region, 0, 0, length, own_lo, own_hi,
-            file_offset & 0xFFFFFFFF, file_offset >> 32, chunk_index, lanes_word,
+        template = RunTemplate(
+            self, handle, lanes=lanes, fuel=fuel, emit_capacity=emit_capacity, tenant=tenant, priority=priority,
+            timeout=timeout,
         )  # fmt: skip
-        request = SlotRequest(BuiltinOpcode.RUN_PROGRAM, args, tenant, Priority(priority))
-        try:
-            request.validate(self.layout)
-            self.device.run_prepared(handle, context, region)
-            return self._publish_validated([request], timeout, run=(handle, context, region))[0]
-        except BaseException:
-            self.service.release_run(context, region)
-            raise
+        return template.submit(data, own_lo=own_lo, own_hi=own_hi, file_offset=file_offset, chunk_index=chunk_index)
+
+    def run_template(self, program: int, **options: Any) -> RunTemplate:
+        """submit()'s options (lanes, fuel, emit_capacity, tenant, priority, timeout) for
+        ``program`` (a handle) checked once: ``template.submit(data, own_lo=, own_hi=,
+        file_offset=, chunk_index=)`` then runs it as submit() would, with less host work per
+        run (a stream submits one run per chunk)."""
+        return RunTemplate(self, program, **options)
 
     def device_buffer(self, nbytes: int) -> DeviceBuffer:
         """``nbytes`` of memory on the device that runs read in place: submit() takes the buffer
@@ -779,21 +769,6 @@ class Megakernel:
                 f"a {self.backend} worker was still busy {timeout:.1f} s after shutdown began",
                 "lower the fuel of long programs; the worker stops at its next slot boundary",
             )
-
-
-def _per_member(name: str, value: Any, members: int, high: int, high_text: str) -> list[int | None]:
-    """A submit option as one value per program run (a fused group's members, else one): a
-    scalar (or None, each program's default) applies to all; a sequence lists one per member."""
-    values = list(value) if isinstance(value, (list, tuple)) else [value] * members
-    if len(values) != members:
-        raise DispatchError(
-            f"{name} lists {len(values)} values for {members} program(s)", f"pass one {name} per member, or one for all"
-        )
-    for item in values:
-        is_integer = isinstance(item, (int, np.integer)) and not isinstance(item, bool)
-        if item is not None and (not is_integer or not 1 <= item <= high):
-            raise DispatchError(f"{name}={item}; allowed 1..{high_text}")
-    return values
 
 
 class Channel:

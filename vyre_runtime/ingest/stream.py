@@ -45,6 +45,7 @@ from vyre_runtime.ingest.results import ChunkOutcome, FileResult, ProgramResult,
 from vyre_runtime.ingest.sources import STDIN_NAME, Piece, Source
 from vyre_runtime.megakernel import Megakernel
 from vyre_runtime.protocol.opcodes import MAX_FUSED_MEMBERS
+from vyre_runtime.run_template import RunTemplate
 from vyre_runtime.vir0.isa import MAX_LANES
 from vyre_runtime.vir0.program import Program
 
@@ -114,7 +115,7 @@ class StreamStats:
         return self.bytes_processed / self.seconds / 1e9 if self.seconds else 0.0
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a slot is one arena slot's state, not a value
 class ChunkSlot:
     index: int  # arena chunk slot
     source: Source | None = None
@@ -166,7 +167,10 @@ class StreamPipeline:
         self._pieces: dict[int, Piece] = {}
         self._next_user_data = 1
         self._free: deque[ChunkSlot] = deque()
-        self._running: list[ChunkSlot] = []
+        self._running: dict[int, ChunkSlot] = {}  # arena slot index -> its slot while its runs are in flight
+        # a RunTemplate per program (or fused group) handle of the open inputs: a chunk's run is
+        # checked and staged with the options validated once (Megakernel.run_template)
+        self._templates: dict[int, RunTemplate] = {}
         # a slot per finished run, appended by the thread that resolves the run's future (deque
         # appends are thread-safe): the stream thread counts them instead of polling every
         # running slot's futures on every pass
@@ -203,8 +207,11 @@ class StreamPipeline:
         started = time.perf_counter()
         self.stats = StreamStats()
         self._ensure_arena(paths)
+        if options.fuse:  # every chunk slot's runs find device staging without allocating it
+            region_bytes = options.chunk_size + 2 * self.overlap
+            self.megakernel.reserve_run_staging(region_bytes, self.arena.count * options.chunks_per_slot)
         self._free = deque(ChunkSlot(i) for i in range(self.arena.count))
-        self._running, self._pieces, self._total_known = [], {}, 0  # progress totals are per run()
+        self._running, self._pieces, self._total_known = {}, {}, 0  # progress totals are per run()
         self._run_events.clear()
         device_copied_before = getattr(self.megakernel.device, "host_bytes_copied", 0)
         waiting = deque(
@@ -221,6 +228,11 @@ class StreamPipeline:
                 self._plan(waiting, planning, results)
                 self._pump()
                 progressed = self._reap_reads(timeout=0.0)
+                if self._running:
+                    # finished runs are reaped here, by the thread that holds the GIL anyway: the
+                    # service thread, woken by its poll, waits for a busy stream thread to let go
+                    # of the GIL (up to the 5 ms switch interval), and the slots wait with it
+                    self.megakernel.poll()
                 progressed |= self._reap_runs()
                 self._finish(planning, results)
                 if not progressed:
@@ -324,15 +336,16 @@ class StreamPipeline:
             drained = self._close_readers()
         except Exception:
             drained = False
-        futures = [future for slot in self._running for _, _, future in slot.futures]
+        running = list(self._running.values())
+        futures = [future for slot in running for _, _, future in slot.futures]
         _, pending = concurrent.futures.wait(futures, timeout=ABORT_RUN_WAIT_S)
-        busy = {id(slot.source) for slot in self._running if any(f in pending for _, _, f in slot.futures)}
-        self._running, self._pieces, self._free = [], {}, deque()
+        busy = {id(slot.source) for slot in running if any(f in pending for _, _, f in slot.futures)}
+        self._running, self._pieces, self._free = {}, {}, deque()
         for source in planning:
             if id(source) not in busy:
                 for handle in self._handles_to_unregister(source):
                     with contextlib.suppress(VyreError):
-                        self.megakernel.unregister_program(handle)
+                        self._unregister_handle(handle)
             source.close()  # the readers' own references went with the readers
         if (not drained or pending) and self.arena is not None:
             self.megakernel.retire_host_memory(self.arena.memory)
@@ -604,7 +617,7 @@ class StreamPipeline:
             return
         slot.launched_at = time.perf_counter()
         self.stats.reading_slot_seconds += slot.launched_at - slot.taken_at
-        self._running.append(slot)  # first: an interrupted launch leaves its runs where _abort waits for them
+        self._running[slot.index] = slot  # first: an interrupted launch leaves its runs where _abort waits for them
         try:
             for plan in slot.plans:
                 if source.error is None:  # a failed submission fails the input: launch no more of it
@@ -640,16 +653,18 @@ class StreamPipeline:
 
     def _submit(self, slot: ChunkSlot, plan: ChunkPlan, handle: int, overlap: int) -> concurrent.futures.Future:
         """A run of ``handle`` over chunk ``plan`` with ``overlap`` bytes of context on each side."""
-        options = self.options
+        template = self._templates.get(handle)
+        if template is None:
+            options = self.options
+            template = self.megakernel.run_template(
+                handle, lanes=options.lanes, fuel=options.fuel, emit_capacity=options.emit_capacity
+            )
+            self._templates[handle] = template
         start = max(plan.region_start, plan.own_start - overlap)
         end = min(plan.region_end, plan.own_end + overlap)
         first = slot.data_offset + start - slot.plan.region_start
-        return self.megakernel.submit(
-            handle,
+        return template.submit(
             self.arena.chunk(slot.index)[first : first + end - start],
-            lanes=options.lanes,
-            fuel=options.fuel,
-            emit_capacity=options.emit_capacity,
             own_lo=plan.own_start - start,
             own_hi=plan.own_end - start,
             file_offset=start,
@@ -665,14 +680,14 @@ class StreamPipeline:
         finished = []
         while self._run_events:
             slot = self._run_events.popleft()
-            if not any(running is slot for running in self._running):
+            if self._running.get(slot.index) is not slot:
                 continue  # a run of an earlier, aborted run() finishing late: its slots are gone
             slot.runs_done += 1
             if slot.runs_done >= len(slot.futures):  # (a slot with no runs comes once, at 0)
                 finished.append(slot)
         now = time.perf_counter()
         for slot in finished:
-            self._running.remove(slot)
+            del self._running[slot.index]
             self.stats.running_slot_seconds += now - slot.launched_at
             source = slot.source
             assert source is not None
@@ -731,8 +746,12 @@ class StreamPipeline:
     def _unregister(self, source: Source) -> None:
         """Give back an input's program handles (it has no runs)."""
         for handle in self._handles_to_unregister(source):
-            self.megakernel.unregister_program(handle)
+            self._unregister_handle(handle)
         source.program_handles, source.fused_handle = [], 0
+
+    def _unregister_handle(self, handle: int) -> None:
+        self._templates.pop(handle, None)
+        self.megakernel.unregister_program(handle)
 
     @staticmethod
     def _handles_to_unregister(source: Source) -> list[int]:
@@ -757,7 +776,7 @@ class StreamPipeline:
             global_buffers = {k: v.copy() for k, v in registry.programs[handle].global_buffers.items()}
             result.programs.append(merge(program, outcomes, global_buffers))
         for handle in self._handles_to_unregister(source):
-            self.megakernel.unregister_program(handle)
+            self._unregister_handle(handle)
         result.chunks = source.chunks
         if source.handle >= 0 or source.buffered_handle >= 0:
             reader = self._readers[self._reader_of(source)]

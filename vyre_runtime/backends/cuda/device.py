@@ -66,6 +66,7 @@ GRID_LIMIT_ENV = "VYRE_CUDA_MAX_BLOCKS"  # cap the persistent grid (sanitizer ru
 QUEUE_GLOBAL = "vyre_queue"  # the kernel's device-memory work queue, zeroed before each launch
 ALIGN = 16  # code, TABLE records and table bytes in a program's device block
 FAULT_CODES = frozenset(int(code) for code in FaultCode)
+_CONTEXT_FIELDS = abi.CONTEXT.names
 
 # Kernels launched and not yet seen to exit, process-wide. Freeing memory may wait for every
 # kernel of the context, a resident one included, so a device closing while another device's
@@ -114,6 +115,10 @@ class _StagedRun:
     emit_capacity: int
     outputs: dict[int, Chunk] = field(default_factory=dict)  # binding index -> RUN buffer
     records: Chunk | None = None
+    # what a later run of the same program reuses (CudaDevice._spare_runs): the context record
+    # as staged (handle 0, fuel set per run) and each RUN output's view with its init word
+    record: np.ndarray | None = None
+    inits: list[tuple[np.ndarray, int]] = field(default_factory=list)
 
 
 def _align(offset: int) -> int:
@@ -167,6 +172,13 @@ class CudaDevice:
         # device staging for fused runs over host-mapped regions: taken per run, returned when it
         # is released, lent again best-fit, never freed while the kernel runs (cuMemFree waits)
         self._staging_free: FreeBlocks[driver.DeviceMemory | PoolBlock] = FreeBlocks()
+        # a released run's staging (outputs, records, its context record) kept for the next run
+        # of the same program and emit capacity: a stream runs one program per chunk thousands
+        # of times, and staging it afresh (allocations, a record built field by field) was most
+        # of a run's host cost. Dropped when the program is unregistered.
+        self._spare_runs: dict[tuple[int, int], list[_StagedRun]] = {}
+        self._live_programs: set[int] = set()
+        self._last_mapped: driver.MappedMemory | None = None  # where the last region lay
         # each program's code + tables block by its contents (program_registered)
         self._code_blocks: dict[bytes, driver.DeviceMemory | PoolBlock] = {}
         self._region_chunks: dict[int, Chunk | None] = {}
@@ -287,13 +299,26 @@ class CudaDevice:
             return None, memoryview(data).nbytes
         if nbytes == 0:
             return self._empty_region.device_pointer, 0
+        last = self._last_mapped  # a stream's regions all lie in its arena
+        if last is not None and last.registered and last.contains(pointer, nbytes):
+            return last.device_address(pointer), nbytes
         for memory in self._mapped + self.arena.blocks:
             if memory.registered and memory.contains(pointer, nbytes):
+                self._last_mapped = memory
                 return memory.device_address(pointer), nbytes
         return driver.mapped_device_pointer(pointer, nbytes), nbytes
 
     def _write_record(self, table: np.ndarray, handle: int, kind: str, values: dict[str, Any]) -> None:
         """Fill the record of ``handle``: every field first, ``handle`` last (the kernel's check)."""
+        index = self._record_index(table, handle, kind)
+        staged = np.zeros((), dtype=table.dtype)
+        for name, value in values.items():
+            staged[name] = value
+        self._put_record(table, index, handle, staged)
+
+    @staticmethod
+    def _record_index(table: np.ndarray, handle: int, kind: str) -> int:
+        """Where ``handle``'s record goes; refused if another live handle holds that index."""
         index = handle % len(table)
         current = int(table["handle"][index])
         if current not in (0, handle):
@@ -301,9 +326,11 @@ class CudaDevice:
                 f"{kind} record {index} still holds handle {current}; handle {handle} cannot take it",
                 "please report this bug (the registry should never hand out a live index)",
             )
-        staged = np.zeros((), dtype=table.dtype)
-        for name, value in values.items():
-            staged[name] = value
+        return index
+
+    @staticmethod
+    def _put_record(table: np.ndarray, index: int, handle: int, staged: np.ndarray) -> None:
+        """Store a record built with handle 0 at ``index``, then its handle (the kernel's check)."""
         table["handle"][index] = 0  # invalid while it changes
         table[index] = staged  # handle still 0 in `staged`
         table["handle"][index] = handle  # last
@@ -363,6 +390,8 @@ class CudaDevice:
         self._global_pointers[handle] = pointers
         with self._jit_lock:
             self._write_program_record(handle, program, memory, tables_offset, bindings)
+        with self._lock:
+            self._live_programs.add(handle)
 
     def _write_program_record(
         self, handle: int, program: Program, memory: Any, tables_offset: int, bindings: np.ndarray
@@ -415,7 +444,12 @@ class CudaDevice:
     def program_unregistered(self, handle: int) -> None:
         # the record's handle goes to 0 first, so the kernel answers BAD_HANDLE from now on; its
         # device memory cannot be freed while the kernel runs (cuMemFree synchronizes), so it
-        # stays with the device until close()
+        # stays with the device until close(); its spare run staging goes back to the arena
+        with self._lock:
+            self._live_programs.discard(handle)
+            keys = [key for key in self._spare_runs if key[0] == handle]
+            spares = [run for key in keys for run in self._spare_runs.pop(key)]
+        self._release_staging(spares)
         index = handle % len(self.programs)
         with self._jit_lock:  # serialised with registrations, which write records under it
             if int(self.programs["handle"][index]) == handle:
@@ -465,14 +499,14 @@ class CudaDevice:
         length = data.nbytes if isinstance(data, DeviceRegion) else memoryview(data).nbytes
         if not isinstance(data, DeviceRegion) and length:
             staged.staging = self._take_staging(length + STAGING_SLACK)
-        contexts = np.zeros(MAX_FUSED_MEMBERS, dtype="<u4")
-        contexts[: len(members)] = fused_run.contexts
-        lanes = np.zeros(MAX_FUSED_MEMBERS, dtype="<u4")
-        lanes[: len(members)] = fused_run.lanes
-        values = {"count": len(members), "contexts": contexts, "lanes": lanes}
+        index = self._record_index(self.fused_runs, fused_context, "fused run")
+        record = np.zeros((), dtype=abi.FUSED_RUN)  # built whole, stored once (_put_record)
+        record["count"] = len(members)
+        record["contexts"][: len(members)] = fused_run.contexts
+        record["lanes"][: len(members)] = fused_run.lanes
         if staged.staging is not None:
-            values.update(staging=staged.staging.pointer, staging_bytes=staged.staging.nbytes)
-        self._write_record(self.fused_runs, fused_context, "fused run", values)
+            record["staging"], record["staging_bytes"] = staged.staging.pointer, staged.staging.nbytes
+        self._put_record(self.fused_runs, index, fused_context, record)
 
     def _take_staging(self, nbytes: int) -> driver.DeviceMemory | PoolBlock:
         """Device memory of at least ``nbytes`` for a fused run's copy of its input: the smallest
@@ -483,45 +517,85 @@ class CudaDevice:
             block = self._staging_free.take(size)
         return block if block is not None else self._device_allocate(size)
 
+    def reserve_staging(self, nbytes: int, count: int) -> int:
+        """Make sure ``count`` fused runs over regions of up to ``nbytes`` find device staging
+        without allocating: the missing blocks are carved from one allocation now, so a stream
+        pays for them when it starts instead of in its first chunks (each cuMemAlloc while the
+        kernel runs costs milliseconds; 96 of them were 0.4 s of a stream's first run). Blocks
+        are lent best-fit like any released one. Returns how many blocks were added: none when
+        the GPU cannot spare them all at once (the runs then allocate as they go, as before:
+        only as many blocks as run at a time, not one per chunk slot)."""
+        size = size_class(nbytes + STAGING_SLACK)
+        with self._lock:
+            missing = count - self._staging_free.count_at_least(size)
+        if missing <= 0:
+            return 0
+        self.context.enter()
+        try:
+            memory = driver.DeviceMemory(size * missing)
+        except BackendError:  # out of device memory: an optimisation, not a requirement
+            return 0
+        with self._lock:
+            self._device_memory.append(memory)  # freed in close(), never while the kernel runs
+            for block in range(missing):
+                self._staging_free.put(size, PoolBlock(memory.pointer + block * size, size))
+        return missing
+
     def _stage_context(self, program: int, context: int) -> None:
-        """A run context's record: fuel and emit capacity in, RUN outputs and records staged."""
-        entry = self.registry.programs[program].program
+        """A run context's record: fuel and emit capacity in, RUN outputs and records staged;
+        the staging of an earlier run of the program is reused when one was released."""
         run = self.registry.contexts[context]
-        record_bytes = run.emit_capacity * entry.emit_words * 4
+        key = (program, run.emit_capacity)
+        self.context.enter()  # growing the arena registers memory (here or in _stage_region)
+        with self._lock:
+            spares = self._spare_runs.get(key)
+            staged = spares.pop() if spares else None
+        if staged is None:
+            entry = self.registry.programs[program].program
+            self._check_record_bytes(run.emit_capacity, entry.emit_words)
+            staged = _StagedRun(program, entry.emit_words, run.emit_capacity)
+        with self._lock:
+            self._runs[context] = staged  # before anything can fail: run_released returns it all
+        if staged.record is None:
+            self._allocate_run_staging(staged)
+        for view, init in staged.inits:  # RUN outputs start from their init word
+            view[:] = init
+        record = staged.record
+        record["fuel"] = run.fuel or 0
+        index = self._record_index(self.contexts, context, "context")
+        self._put_record(self.contexts, index, context, record)
+
+    @staticmethod
+    def _check_record_bytes(emit_capacity: int, emit_words: int) -> None:
+        record_bytes = emit_capacity * emit_words * 4
         if record_bytes > MAX_RECORD_BYTES:
             raise DispatchError(
-                f"emit_capacity {run.emit_capacity} x {entry.emit_words} words needs {record_bytes} bytes of "
+                f"emit_capacity {emit_capacity} x {emit_words} words needs {record_bytes} bytes of "
                 f"records; the CUDA backend stages at most {MAX_RECORD_BYTES} per run",
                 "lower emit_capacity",
             )
-        self.context.enter()  # growing the arena registers memory
-        staged = _StagedRun(program, entry.emit_words, run.emit_capacity)
-        with self._lock:
-            self._runs[context] = staged  # before anything can fail: run_released returns it all
+
+    def _allocate_run_staging(self, staged: _StagedRun) -> None:
+        """A fresh run's RUN outputs and records in the staging arena, and its context record."""
+        entry = self.registry.programs[staged.program].program
         outputs = np.zeros(MAX_BINDINGS, dtype="<u8")
-        globals_ = self._global_pointers.get(program, {})
+        globals_ = self._global_pointers.get(staged.program, {})
         for index, binding in enumerate(entry.bindings):
             if binding.scope == Scope.GLOBAL:
                 outputs[index] = globals_.get(index, 0)
                 continue
             chunk = staged.outputs[index] = self.arena.allocate(binding.words * 4)
-            chunk.view(np.uint32, binding.words)[:] = binding.init
+            staged.inits.append((chunk.view(np.uint32, binding.words), binding.init))
             outputs[index] = chunk.device_pointer
+        record_bytes = staged.emit_capacity * staged.emit_words * 4
         if record_bytes:
             staged.records = self.arena.allocate(record_bytes)
-        records_pointer = staged.records.device_pointer if staged.records else 0
-        self._write_record(
-            self.contexts,
-            context,
-            "context",
-            {
-                "fuel": run.fuel or 0,
-                "emit_capacity": run.emit_capacity,
-                "fault_lane": abi.NO_FAULT_LANE,
-                "records": records_pointer,
-                "outputs": outputs,
-            },
-        )
+        record = np.zeros((), dtype=abi.CONTEXT)
+        record["emit_capacity"] = staged.emit_capacity
+        record["fault_lane"] = abi.NO_FAULT_LANE
+        record["records"] = staged.records.device_pointer if staged.records else 0
+        record["outputs"] = outputs
+        staged.record = record
 
     def _stage_region(self, region: int) -> None:
         data = self.registry.regions[region]
@@ -619,8 +693,9 @@ class CudaDevice:
         index = context % len(self.contexts)
         if staged is None or int(self.contexts["handle"][index]) != context:
             return None
-        record = self.contexts[index].copy()  # one read of the device-written fields
-        instructions, fault_lane = int(record["instructions"]), int(record["fault_lane"])
+        # one read of the device-written fields, as Python ints (a structured copy costs ~7 us)
+        record = dict(zip(_CONTEXT_FIELDS, self.contexts.item(index)))
+        instructions, fault_lane = record["instructions"], record["fault_lane"]
         if instructions == 0 and fault_lane == abi.NO_FAULT_LANE:
             return None  # the slot faulted before the program ran (handle, argument)
         entry = self.registry.programs[program]
@@ -631,28 +706,28 @@ class CudaDevice:
             else:
                 outputs[binding.name] = staged.outputs[index_].view(np.uint32, binding.words).copy()
         words = staged.emit_words
-        emitted = min(int(record["emitted"]), staged.emit_capacity)
+        emitted = min(record["emitted"], staged.emit_capacity)
         if staged.records is not None and emitted:
             records = staged.records.view(np.uint32, emitted * words).reshape(emitted, words).copy()
         else:
             records = np.zeros((0, words), dtype=np.uint32)
         fault = None
         if fault_lane != abi.NO_FAULT_LANE:
-            code = int(record["fault_code"])
+            code = record["fault_code"]
             fault = Fault(
                 FaultCode(code) if code in FAULT_CODES else code,  # type: ignore[arg-type]
-                int(record["fault_pc"]),
+                record["fault_pc"],
                 fault_lane,
-                int(record["fault_detail"]),
+                record["fault_detail"],
             )
         return RunResult(
             outputs=outputs,
             records=records,
-            dropped=int(record["dropped"]),
+            dropped=record["dropped"],
             fault=fault,
-            lanes=int(record["lanes"]),
+            lanes=record["lanes"],
             instructions=instructions,
-            path="jit" if int(record["path"]) == abi.RunPath.JIT else "interpreted",
+            path="jit" if record["path"] == abi.RunPath.JIT else "interpreted",
         )
 
     def run_released(self, context: int, region: int) -> None:
@@ -682,13 +757,21 @@ class CudaDevice:
             table["handle"][index] = 0
 
     def _release_context(self, context: int) -> None:
+        self._clear_record(self.contexts, context)  # first: no run names the staging any more
         with self._lock:
             staged = self._runs.pop(context, None)
-        self._clear_record(self.contexts, context)
-        chunks = [] if staged is None else [*staged.outputs.values(), staged.records]
-        for chunk in chunks:
-            if chunk is not None:
-                self.arena.release(chunk)
+            if staged is None:
+                return
+            if staged.record is not None and staged.program in self._live_programs:
+                self._spare_runs.setdefault((staged.program, staged.emit_capacity), []).append(staged)
+                return
+        self._release_staging([staged])
+
+    def _release_staging(self, runs: list[_StagedRun]) -> None:
+        for staged in runs:
+            for chunk in [*staged.outputs.values(), staged.records]:
+                if chunk is not None:
+                    self.arena.release(chunk)
 
     def ring_doorbell(self, slots: list[int], priorities: list[int]) -> None:
         pass  # the kernel reads the image's doorbell (Megakernel writes it) and scans the ring

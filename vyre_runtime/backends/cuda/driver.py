@@ -14,6 +14,7 @@ point at freed memory after `cuMemFreeHost`.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import threading
 import time
@@ -411,6 +412,10 @@ def launch(
 
 def host_pointer_of(data: Any) -> tuple[int, int]:
     """(address, bytes) of a C-contiguous bytes-like object, without copying it."""
+    if type(data) is memoryview and data.c_contiguous and not data.readonly and data.nbytes:
+        # a writable view (a stream's arena chunk, once per run): ctypes finds its address in
+        # a fraction of NumPy's frombuffer + .ctypes.data
+        return ctypes.addressof(ctypes.c_char.from_buffer(data)), data.nbytes
     array = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1)
     return array.ctypes.data, array.nbytes
 

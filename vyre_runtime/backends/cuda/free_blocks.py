@@ -41,5 +41,10 @@ class FreeBlocks(Generic[Block]):
             del self._sizes[at]
         return block
 
+    def count_at_least(self, size: int) -> int:
+        """How many free blocks are at least ``size`` bytes."""
+        at = bisect.bisect_left(self._sizes, size)
+        return sum(len(self._blocks[fit]) for fit in self._sizes[at:])
+
     def __len__(self) -> int:
         return sum(len(blocks) for blocks in self._blocks.values())
