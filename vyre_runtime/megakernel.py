@@ -69,6 +69,7 @@ REAP_SPIN_S = 0.00002  # a bulk publisher's pause between reaps while the ring i
 _EMPTY, _PUBLISHED, _DONE = int(SlotState.EMPTY), int(SlotState.PUBLISHED), int(SlotState.DONE)
 _WAIT_IO, _FAULT = int(SlotState.WAIT_IO), int(SlotState.FAULT)
 _ARG0, _RESULT0, _PRIORITY = int(SlotWord.ARG0), int(SlotWord.RESULT0), int(SlotWord.PRIORITY)
+_SHUTDOWN = int(ControlWord.SHUTDOWN)
 
 
 class Megakernel:
@@ -116,7 +117,8 @@ class Megakernel:
         # the backend owns the image's memory (host-mapped on CUDA); completions wake the service
         self.device = open_backend(backend, self.layout, self.registry, workers, lambda: self.service.notify())
         self.image = self.device.image
-        self._ringer = codec.DoorbellRinger(self.image, self.layout)  # a channel's one-slot hints
+        self._ringer = codec.DoorbellRinger(self.image, self.layout)  # one-slot hints (channels, futures)
+        self._ring_words = codec.ring_words(self.image, self.layout)
         self.backend = self.device.name
         self.service = HostService(self.image, self.layout, self.registry, self.device, self._release_slots)
         self._jit = JitManager(self.device, self.registry, jit_policy, _code_key, self._swap_to_variant)
@@ -517,15 +519,18 @@ class Megakernel:
     def _publish_validated(
         self, requests: list[SlotRequest], timeout: float | None, run: tuple[int, int, int] | None = None
     ) -> list[Future]:
-        if self._closed or self.image[ControlWord.SHUTDOWN]:
+        if self._closed or self.image[_SHUTDOWN]:
             raise BackendError("this Megakernel is shut down", "create a new Megakernel")
         slots = self._allocate([r.priority for r in requests], timeout)
         futures: list[Future] = [SlotFuture(self.service) for _ in requests]
         self.service.track(slots, requests, futures, run)
         try:
-            self._write_and_ring(
-                slots, lambda hints: codec.write_slots(self.image, self.layout, slots, requests, hints)
-            )
+            if len(slots) == 1:  # a future's round trip: memoryview stores, no NumPy
+                self._write_and_ring_one(slots[0], requests[0])
+            else:
+                self._write_and_ring(
+                    slots, lambda hints: codec.write_slots(self.image, self.layout, slots, requests, hints)
+                )
         except BaseException as error:  # nothing was published: no phantom future, no slot lost
             self.service.untrack(slots, futures)
             self._give_back(slots)
@@ -546,6 +551,15 @@ class Megakernel:
             hints, rung = codec.doorbell_positions(self.image, self.layout, len(slots))
             write(hints)
             codec.ring_doorbell(self.image, self.layout, slots[:rung])
+
+    def _write_and_ring_one(self, slot: int, request: SlotRequest) -> None:
+        """_write_and_ring for one slot, on memoryviews (the channel's way): the same words in
+        the same order, under the same lock."""
+        with self._doorbell_lock:
+            position, room = self._ringer.position()
+            codec.write_slot_words(self._ring_words, slot, request, position)
+            if room:
+                self._ringer.ring_one(slot, position)
 
     def _allocate(self, priorities: list[Priority], timeout: float | None) -> list[int]:
         """Slots for every request at once (all or none). Each priority takes from its own
