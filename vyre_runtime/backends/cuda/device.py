@@ -116,6 +116,10 @@ class _StagedRun:
     records: Chunk | None = None
 
 
+# CONTEXT field -> its first u32 word in a record (run_result reads a record as words)
+_CONTEXT_WORD = {name: offset // 4 for name, (_, offset) in abi.CONTEXT.fields.items()}
+
+
 def _align(offset: int) -> int:
     return -(-offset // ALIGN) * ALIGN
 
@@ -156,6 +160,7 @@ class CudaDevice:
         self.close_errors: list[Exception] = []
         self._lock = threading.Lock()
         self._upload_lock = threading.Lock()
+        self._table_words: dict[int, np.ndarray] = {}  # id(record table) -> its u32 words (_record_words)
         self._mapped: list[driver.MappedMemory] = []
         self._device_memory: list[driver.DeviceMemory] = []
         self._pool: driver.DeviceMemory | None = None
@@ -293,20 +298,33 @@ class CudaDevice:
         return driver.mapped_device_pointer(pointer, nbytes), nbytes
 
     def _write_record(self, table: np.ndarray, handle: int, kind: str, values: dict[str, Any]) -> None:
-        """Fill the record of ``handle``: every field first, ``handle`` last (the kernel's check)."""
+        """Fill the record of ``handle``: every field first, ``handle`` last (the kernel's check).
+        The stores go through the table's u32 words (three slice stores, no per-field views:
+        this runs twice per submit)."""
+        words = self._record_words(table)
         index = handle % len(table)
-        current = int(table["handle"][index])
+        row = words[index]
+        current = int(row[0])
         if current not in (0, handle):
             raise BackendError(
                 f"{kind} record {index} still holds handle {current}; handle {handle} cannot take it",
                 "please report this bug (the registry should never hand out a live index)",
             )
-        staged = np.zeros((), dtype=table.dtype)
+        staged = np.zeros(1, dtype=table.dtype)
         for name, value in values.items():
             staged[name] = value
-        table["handle"][index] = 0  # invalid while it changes
-        table[index] = staged  # handle still 0 in `staged`
-        table["handle"][index] = handle  # last
+        row[0] = 0  # invalid while it changes
+        row[1:] = staged.view(np.uint32)[1:]
+        row[0] = handle  # last
+
+    def _record_words(self, table: np.ndarray) -> np.ndarray:
+        """``table`` as rows of u32 words (every record starts with its u32 handle), made once."""
+        words = self._table_words.get(id(table))
+        if words is None:
+            assert table.dtype.names[0] == "handle" and table.dtype.fields["handle"][1] == 0
+            words = table.view(np.uint32).reshape(len(table), table.dtype.itemsize // 4)
+            self._table_words[id(table)] = words
+        return words
 
     # ------------------------------------------------------------------ registration
 
@@ -617,10 +635,11 @@ class CudaDevice:
         with self._lock:
             staged = self._runs.get(context)
         index = context % len(self.contexts)
-        if staged is None or int(self.contexts["handle"][index]) != context:
+        record = self._record_words(self.contexts)[index].tolist()  # one read of the device-written fields
+        if staged is None or record[_CONTEXT_WORD["handle"]] != context:
             return None
-        record = self.contexts[index].copy()  # one read of the device-written fields
-        instructions, fault_lane = int(record["instructions"]), int(record["fault_lane"])
+        instructions = record[_CONTEXT_WORD["instructions"]] | record[_CONTEXT_WORD["instructions"] + 1] << 32
+        fault_lane = record[_CONTEXT_WORD["fault_lane"]]
         if instructions == 0 and fault_lane == abi.NO_FAULT_LANE:
             return None  # the slot faulted before the program ran (handle, argument)
         entry = self.registry.programs[program]
@@ -631,28 +650,28 @@ class CudaDevice:
             else:
                 outputs[binding.name] = staged.outputs[index_].view(np.uint32, binding.words).copy()
         words = staged.emit_words
-        emitted = min(int(record["emitted"]), staged.emit_capacity)
+        emitted = min(record[_CONTEXT_WORD["emitted"]], staged.emit_capacity)
         if staged.records is not None and emitted:
             records = staged.records.view(np.uint32, emitted * words).reshape(emitted, words).copy()
         else:
             records = np.zeros((0, words), dtype=np.uint32)
         fault = None
         if fault_lane != abi.NO_FAULT_LANE:
-            code = int(record["fault_code"])
+            code = record[_CONTEXT_WORD["fault_code"]]
             fault = Fault(
                 FaultCode(code) if code in FAULT_CODES else code,  # type: ignore[arg-type]
-                int(record["fault_pc"]),
+                record[_CONTEXT_WORD["fault_pc"]],
                 fault_lane,
-                int(record["fault_detail"]),
+                record[_CONTEXT_WORD["fault_detail"]],
             )
         return RunResult(
             outputs=outputs,
             records=records,
-            dropped=int(record["dropped"]),
+            dropped=record[_CONTEXT_WORD["dropped"]],
             fault=fault,
-            lanes=int(record["lanes"]),
+            lanes=record[_CONTEXT_WORD["lanes"]],
             instructions=instructions,
-            path="jit" if int(record["path"]) == abi.RunPath.JIT else "interpreted",
+            path="jit" if record[_CONTEXT_WORD["path"]] == abi.RunPath.JIT else "interpreted",
         )
 
     def run_released(self, context: int, region: int) -> None:
@@ -675,11 +694,10 @@ class CudaDevice:
         if region_chunk is not None:
             self.arena.release(region_chunk)
 
-    @staticmethod
-    def _clear_record(table: np.ndarray, handle: int) -> None:
-        index = handle % len(table)
-        if int(table["handle"][index]) == handle:
-            table["handle"][index] = 0
+    def _clear_record(self, table: np.ndarray, handle: int) -> None:
+        row = self._record_words(table)[handle % len(table)]
+        if row[0] == handle:
+            row[0] = 0
 
     def _release_context(self, context: int) -> None:
         with self._lock:
