@@ -419,14 +419,24 @@ class HostService:
             self._last_full_reap = time.monotonic()
             column = self._status_column
             finished = np.flatnonzero(column >= _DONE)  # one pass over the column (DONE < ... <= FAULT)
-            if len(finished):
-                states = column[finished]
-                finished = finished[((states == _DONE) | (states == _FAULT)) & ~self.reserved[finished]]
             if len(finished) == 0:
                 return 0
-            rows = self._ring[finished].copy()  # results are copied out before the slot is handed back
-            self._ring[finished, SlotWord.STATUS] = _EMPTY
+            states = column[finished]
+            keep = ((states == _DONE) | (states == _FAULT)) & ~self.reserved[finished]
+            finished, states = finished[keep], states[keep]
+            if len(finished) == 0:
+                return 0
             tickets = self._bulk_ticket[finished]
+            # results are copied out before the slot is handed back; a bulk slot's results are
+            # dropped unless it faulted, so only the other rows are gathered (16 words each)
+            copied = (tickets == 0) | (states == _FAULT)
+            if copied.all():
+                rows = self._ring[finished].copy()
+            else:
+                rows = np.zeros((len(finished), _SLOT_WORDS), dtype=np.uint32)
+                rows[:, 0] = states
+                rows[copied] = self._ring[finished[copied]]
+            self._ring[finished, SlotWord.STATUS] = _EMPTY
             # only slots the host published go back to the free list: a stray completion lands
             # in a slot that is free already (or held by a publisher), and releasing it again
             # would put it in the free list twice

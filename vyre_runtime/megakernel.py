@@ -657,8 +657,11 @@ class Megakernel:
         else:  # a reap hands back thousands of bulk slots: group them by partition in NumPy
             indices = np.asarray(slots, dtype=np.int64)
             owner = np.searchsorted(self._partition_starts, indices, side="right") - 1
-            partitions = np.unique(owner).tolist()
-            runs = [indices[owner == partition].tolist() for partition in partitions]
+            partitions = np.flatnonzero(np.bincount(owner, minlength=PRIORITY_COUNT)).tolist()  # (no sort)
+            if len(partitions) == 1:
+                runs = [indices.tolist()]
+            else:
+                runs = [indices[owner == partition].tolist() for partition in partitions]
         with self._free_changed:
             for partition, run in zip(partitions, runs):
                 self._free[partition].extend(run)

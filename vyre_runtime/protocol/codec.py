@@ -36,6 +36,7 @@ from vyre_runtime.protocol.opcodes import MAX_PACKED_OPS, PACKABLE, BuiltinOpcod
 _SLOT_STATES = frozenset(int(state) for state in SlotState)
 _EMPTY, _PUBLISHED = int(SlotState.EMPTY), int(SlotState.PUBLISHED)
 _ZERO_PAYLOAD = bytes(4 * (SLOT_WORDS - 1))
+_PRIORITIES = frozenset(int(priority) for priority in Priority)
 
 
 def words_from_bytes(buffer: bytes | bytearray | memoryview, expected_words: int | None = None) -> np.ndarray:
@@ -105,7 +106,7 @@ class SlotRequest:
         for arg in self.args:
             if not isinstance(arg, (int, np.integer)) or not 0 <= int(arg) <= 0xFFFFFFFF:
                 raise ProtocolError(f"argument {arg!r} is not a u32")
-        if self.priority not in Priority.__members__.values():
+        if self.priority not in _PRIORITIES:
             raise ProtocolError(f"priority {self.priority!r} is not one of {[p.name for p in Priority]}")
 
 
