@@ -36,7 +36,7 @@ FINISHED_STATES = (SlotState.DONE, SlotState.FAULT)
 COUNTER_SETTLE_S = 0.5
 STRAY_SAMPLES = 16
 _FAULT_CODES = frozenset(int(code) for code in SlotFault)
-SPINS_PER_YIELD = 16  # a spinning waiter lets other Python threads (publishers, the reaper) run this often
+SPINS_PER_YIELD = 64  # a spinning waiter lets other Python threads (publishers, the reaper) run this often
 TRACKED_SCAN_LIMIT = 64  # up to this many futures in flight, check their status words, not the column
 # plain ints for the per-slot paths (an enum member lookup costs about a microsecond)
 _EMPTY, _DONE, _FAULT = int(SlotState.EMPTY), int(SlotState.DONE), int(SlotState.FAULT)
