@@ -24,6 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # dispatch.py's TINY program
 
+from dispatch import TINY
+
 from vyre_runtime.megakernel import Megakernel
 from vyre_runtime.protocol.layout import SlotState
 from vyre_runtime.protocol.opcodes import BuiltinOpcode
@@ -65,8 +67,6 @@ def bulk_once(mk: Megakernel, count: int) -> None:
 
 def host_profiles(mk: Megakernel, count: int) -> None:
     """Where the host's time goes (plain build): future-based round trips and a bulk publication."""
-    from dispatch import TINY
-
     handle = mk.register_program(TINY)
     data = b"x" * 64
 
@@ -144,6 +144,21 @@ def main() -> None:
                 device.append(t2 - t1)
                 reap.append(t3 - t2)
                 total.append(t3 - t0)
+        handle = mk.register_program(TINY)
+        run_parts: list[list[int]] = [[], [], [], []]  # submit, device, reap + result, total
+        for i in range(args.count + 200):
+            t0 = time.perf_counter_ns()
+            future = mk.submit(handle, b"x" * 64)
+            t1 = time.perf_counter_ns()
+            slot = future.slot
+            while status[slot] in IN_FLIGHT:
+                pass
+            t2 = time.perf_counter_ns()
+            future.result(5)
+            t3 = time.perf_counter_ns()
+            if i >= 200:
+                for part, value in zip(run_parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                    part.append(value)
         channel_samples = []
         with mk.channel() as channel:
             for i in range(args.count + 200):
@@ -158,6 +173,8 @@ def main() -> None:
             host_profiles(mk, args.count)
     rows = [("publish", publish), ("device turnaround", device), ("reap+resolve", reap), ("total", total)]
     rows.append(("channel.call total", channel_samples))
+    names = ("submit (tiny run)", "device turnaround", "reap+run result", "submit total")
+    rows += list(zip(names, run_parts))
     for name, samples in rows:
         values = np.asarray(samples) / 1000
         print(f"{name:<20} p50 {np.percentile(values, 50):8.2f} us   p99 {np.percentile(values, 99):8.2f} us")

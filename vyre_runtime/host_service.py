@@ -384,8 +384,10 @@ class HostService:
             if not self._pending and not self._bulk_in_flight:
                 self._idle.notify_all()
 
-    def _reap_bulk(self, slots: np.ndarray, rows: np.ndarray, tickets: np.ndarray) -> None:
-        faulted = rows[:, 0] == _FAULT
+    def _reap_bulk(self, slots: np.ndarray, states: np.ndarray, tickets: np.ndarray) -> None:
+        """Count finished bulk slots per ticket; a faulted one's results are read (before the
+        caller hands the slots back) only for the ticket's first fault samples."""
+        faulted = states == _FAULT
         self._bulk_ticket[slots] = 0
         self._bulk_in_flight -= len(slots)
         self._completed += len(slots)
@@ -403,10 +405,11 @@ class HostService:
                 faults = np.flatnonzero((tickets == ticket_id) & faulted)
                 ticket.faulted += len(faults)
                 for index in faults[: max(0, BulkTicket.MAX_FAULT_SAMPLES - len(ticket.fault_samples))].tolist():
-                    code, pc, lane, detail = rows[index, _RESULT0:].tolist()
+                    slot = int(slots[index])
+                    code, pc, lane, detail = self._ring[slot, _RESULT0:].tolist()
                     known = code in _FAULT_CODES
                     info = SlotFaultInfo(SlotFault(code) if known else SlotFault.INTERNAL, pc, lane, detail)
-                    ticket.fault_samples.append((int(slots[index]), info))
+                    ticket.fault_samples.append((slot, info))
             if ticket.done:
                 del self._tickets[ticket.id]
 
@@ -427,36 +430,28 @@ class HostService:
             if len(finished) == 0:
                 return 0
             tickets = self._bulk_ticket[finished]
-            # results are copied out before the slot is handed back; a bulk slot's results are
-            # dropped unless it faulted, so only the other rows are gathered (16 words each)
-            copied = (tickets == 0) | (states == _FAULT)
-            if copied.all():
-                rows = self._ring[finished].copy()
+            bulk = tickets != 0
+            reaped_bulk = int(bulk.sum())
+            # results are read before the slots are handed back: a future's (or stray's) 16 words;
+            # of a bulk slot only its state, and a faulted one's fault (_reap_bulk)
+            if reaped_bulk:
+                bulk_slots = finished[bulk] if reaped_bulk < len(finished) else finished
+                self._reap_bulk(bulk_slots, states[bulk], tickets[bulk])
             else:
-                rows = np.zeros((len(finished), _SLOT_WORDS), dtype=np.uint32)
-                rows[:, 0] = states
-                rows[copied] = self._ring[finished[copied]]
+                bulk_slots = finished[:0]
+            loose = finished[~bulk] if reaped_bulk else finished  # a future's slot, or a stray
+            rows = self._ring[loose].copy()
             self._ring[finished, SlotWord.STATUS] = _EMPTY
             # only slots the host published go back to the free list: a stray completion lands
             # in a slot that is free already (or held by a publisher), and releasing it again
             # would put it in the free list twice
-            tracked = tickets != 0
-            loose = np.flatnonzero(~tracked)  # no bulk ticket: a future's slot, or a stray
-            if len(loose):
-                pending = self._pending
-                tracked[loose] = [slot in pending for slot in finished[loose].tolist()]
-            every_finished = finished[tracked]
+            pending = self._pending
+            tracked = np.asarray([slot in pending for slot in loose.tolist()], dtype=bool)
             if not tracked.all():
-                self._count_strays(finished[~tracked], rows[~tracked])
-                finished, rows, tickets = finished[tracked], rows[tracked], tickets[tracked]
-            bulk = tickets != 0
-            if bulk.any():
-                self._reap_bulk(finished[bulk], rows[bulk], tickets[bulk])
-                reaped_bulk = int(bulk.sum())
-                finished, rows = finished[~bulk], rows[~bulk]
-            else:
-                reaped_bulk = 0
-            resolved = self._complete_tracked(finished.tolist(), rows.tolist())
+                self._count_strays(loose[~tracked], rows[~tracked])
+                loose, rows = loose[tracked], rows[tracked]
+            resolved = self._complete_tracked(loose.tolist(), rows.tolist())
+            every_finished = np.concatenate((bulk_slots, loose)) if len(loose) else bulk_slots
         self.release_slots(every_finished)  # an array: the free lists take it without a list round trip
         self._finish(resolved)
         return len(resolved) + reaped_bulk

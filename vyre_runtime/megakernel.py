@@ -450,7 +450,7 @@ class Megakernel:
             chunk = rows[sent : sent + len(slots)]
             try:
                 self._write_and_ring(
-                    slots,
+                    batch,  # (the array: the doorbell's entries are computed from it without a list round trip)
                     lambda hints, batch=batch, chunk=chunk: codec.write_uniform_slots(
                         self.image, self.layout, batch, opcode, tenant, int(priority), chunk, hints
                     ),
@@ -559,7 +559,7 @@ class Megakernel:
         self.device.ring_doorbell(slots, [int(r.priority) for r in requests])
         return futures
 
-    def _write_and_ring(self, slots: list[int], write: Callable[[np.ndarray], None]) -> None:
+    def _write_and_ring(self, slots: list[int] | np.ndarray, write: Callable[[np.ndarray], None]) -> None:
         """``write(hints)`` publishes the slots (payloads with their hint positions, then statuses);
         then their doorbell entries are rung. All under the doorbell lock: host threads share the
         doorbell's tail (a host-owned word), and a publication's hint position must be the position

@@ -337,7 +337,7 @@ def doorbell_positions(image: np.ndarray, layout: Layout, count: int) -> tuple[n
     return (tail + steps) & 0xFFFFFFFF, written
 
 
-def ring_doorbell(image: np.ndarray, layout: Layout, slots: list[int]) -> int:
+def ring_doorbell(image: np.ndarray, layout: Layout, slots: list[int] | np.ndarray) -> int:
     """Host side: hint that ``slots`` were just published, so a device need not scan the ring.
 
     Entries (`doorbell_entry`: the slot, tagged with its position's lap) go at DOORBELL_TAIL
