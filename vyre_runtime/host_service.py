@@ -22,7 +22,7 @@ import numpy as np
 from vyre_runtime.errors import BackendError
 from vyre_runtime.protocol import debuglog, ioqueue
 from vyre_runtime.protocol.codec import ring_view, ring_words
-from vyre_runtime.protocol.layout import SLOT_WORDS, ControlWord, Layout, SlotFault, SlotState, SlotWord
+from vyre_runtime.protocol.layout import IN_FLIGHT, SLOT_WORDS, ControlWord, Layout, SlotFault, SlotState, SlotWord
 from vyre_runtime.protocol.opcodes import BuiltinOpcode
 from vyre_runtime.registry import Registry
 from vyre_runtime.stats import LatencyWindow, Stats, read_device_counters
@@ -41,6 +41,7 @@ TRACKED_SCAN_LIMIT = 64  # up to this many futures in flight, check their status
 # plain ints for the per-slot paths (an enum member lookup costs about a microsecond)
 _EMPTY, _DONE, _FAULT = int(SlotState.EMPTY), int(SlotState.DONE), int(SlotState.FAULT)
 _OPCODE, _RESULT0 = int(SlotWord.OPCODE), int(SlotWord.RESULT0)
+_IN_FLIGHT_STATES = frozenset(int(state) for state in IN_FLIGHT)
 _SLOT_WORDS = SLOT_WORDS
 
 
@@ -131,25 +132,34 @@ class SlotFuture(Future):
     def _spin(self, timeout: float | None) -> float | None:
         """A device that cannot signal (a GPU): watch this slot's status word and reap just this
         slot when it is DONE or FAULT (no scan of the ring). Spins briefly (microsecond round
-        trips), letting other threads run every few checks, then sleeps in short steps."""
+        trips), letting other threads run every few checks, then sleeps in short steps.
+
+        The future's own state (a lock each time) is checked only when the status word says
+        the slot is no longer in flight, and every few checks: another thread may have reaped
+        it, and the slot may already be in flight again for someone else."""
         deadline = None if timeout is None else time.monotonic() + timeout
         service = self._service
         words = service.slot_words
+        slot = self.slot  # set by track(), before the slot was published
         spins = 0
-        while not self.done():
-            slot = self.slot
-            if slot >= 0:
-                state = words[slot * _SLOT_WORDS]
-                if state in (_DONE, _FAULT):
-                    service.reap_slot(slot)
-                    continue
+        while True:
+            state = words[slot * _SLOT_WORDS] if slot >= 0 else _EMPTY
+            if state in (_DONE, _FAULT):
+                service.reap_slot(slot)
+                if self.done():
+                    break
+                continue
             spins += 1
+            if state in _IN_FLIGHT_STATES and spins % SPINS_PER_YIELD:
+                continue  # the hot loop: one load, two compares
+            if self.done():  # reaped by another thread (EMPTY), or it is time for the periodic check
+                break
             if spins > SPIN_LIMIT:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 time.sleep(SPIN_SLEEP_S)
-            elif spins % SPINS_PER_YIELD == 0:
-                yield_gil()  # a spinning waiter must not starve publishers
+            else:
+                yield_gil()  # a spinning waiter must not starve publishers (nor the thread resolving it)
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def result(self, timeout: float | None = None) -> Any:
