@@ -1,10 +1,11 @@
 """Where a single-slot round trip spends its time: host publish, device turnaround, host reap.
 
-python bench/roundtrip_breakdown.py --backend cuda [--count 2000] [--stages]
+python bench/roundtrip_breakdown.py --backend cuda [--count 2000] [--stages] [--profile]
 
 --stages (CUDA) builds the kernel with VYRE_STAGE_STAMPS: it stamps %globaltimer at each step of a
 channel call's slot on the device (megakernel.cu, "stage stamps"), and the device part of the
-round trip is split into those steps.
+round trip is split into those steps. --profile prints cProfile tables of the host side of
+future-based round trips (publish().result(), submit().result()) and of a bulk publication.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ import os
 import pstats
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # dispatch.py's TINY program
+
+from dispatch import TINY
 
 from vyre_runtime.megakernel import Megakernel
 from vyre_runtime.protocol.layout import SlotState
@@ -37,20 +42,53 @@ STAGES = (  # a NOP runs in the dispatcher's lane: stages 3-5 are its run, not a
 )
 
 
+IN_FLIGHT = (int(SlotState.PUBLISHED), int(SlotState.CLAIMED))
 PASS_WORD = 56  # megakernel.cu: dispatcher passes that found entries, their ns, the entries, scans
+
+
+def profiled(label: str, work: Callable[[], None], lines: int = 14) -> float:
+    """Run ``work`` under cProfile (the calling thread's host time), print the top functions by
+    own time, and return the seconds it took (profiling included)."""
+    profile = cProfile.Profile()
+    started = time.perf_counter()
+    profile.enable()
+    work()
+    profile.disable()
+    seconds = time.perf_counter() - started
+    print(f"--- profile: {label} ({seconds * 1000:.1f} ms under the profiler)")
+    pstats.Stats(profile).sort_stats("tottime").print_stats(lines)
+    return seconds
+
+
+def bulk_once(mk: Megakernel, count: int) -> None:
+    ticket = mk.publish_bulk(BuiltinOpcode.NOP, count=count)
+    assert ticket.wait(timeout=120) and ticket.faulted == 0
+
+
+def host_profiles(mk: Megakernel, count: int) -> None:
+    """Where the host's time goes (plain build): future-based round trips and a bulk publication."""
+    handle = mk.register_program(TINY)
+    data = b"x" * 64
+
+    def nops() -> None:
+        for _ in range(count):
+            mk.publish(BuiltinOpcode.NOP).result(5)
+
+    def runs() -> None:
+        for _ in range(count):
+            mk.submit(handle, data).result(5)
+
+    profiled(f"{count} x publish(NOP).result()", nops)
+    profiled(f"{count} x submit(tiny).result()", runs)
+    seconds = profiled("publish_bulk of 300000 NOPs + ticket.wait()", lambda: bulk_once(mk, 300_000))
+    print(f"bulk under the profiler: {300_000 / seconds:,.0f} slots/s")
 
 
 def bulk_passes(mk: Megakernel, count: int) -> str:
     """A publish_bulk of tiny NOPs, and what the dispatcher's busy passes did meanwhile."""
     before = mk.image[PASS_WORD : PASS_WORD + 4].astype(np.int64)
-    profile = cProfile.Profile()  # where the host's time goes meanwhile (the publisher's thread)
-    started = time.perf_counter()
-    profile.enable()
-    ticket = mk.publish_bulk(BuiltinOpcode.NOP, count=count)
-    assert ticket.wait(timeout=120) and ticket.faulted == 0
-    profile.disable()
-    seconds = time.perf_counter() - started
-    pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+    # where the host's time goes meanwhile (the publisher's thread)
+    seconds = profiled(f"publish_bulk of {count} NOPs", lambda: bulk_once(mk, count), 12)
     passes, nanoseconds, entries, scans = ((mk.image[PASS_WORD : PASS_WORD + 4] - before) & 0xFFFFFFFF).tolist()
     return (
         f"bulk {count} NOPs: {count / seconds:,.0f} slots/s; dispatcher: {passes} passes with entries, "
@@ -82,6 +120,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--slots", type=int, default=4096)
     parser.add_argument("--stages", action="store_true", help="split the device time (CUDA; a stamping build)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the host side of futures and bulk")
     args = parser.parse_args()
     if args.stages:
         defines = os.environ.get("VYRE_MEGAKERNEL_DEFINES", "")
@@ -95,7 +134,7 @@ def main() -> None:
             future = mk.publish(BuiltinOpcode.NOP)
             t1 = time.perf_counter_ns()
             slot = future.slot
-            while status[slot] != SlotState.DONE:
+            while status[slot] in IN_FLIGHT:  # DONE, or EMPTY if the service thread reaped it first
                 pass
             t2 = time.perf_counter_ns()
             future.result(5)
@@ -105,6 +144,21 @@ def main() -> None:
                 device.append(t2 - t1)
                 reap.append(t3 - t2)
                 total.append(t3 - t0)
+        handle = mk.register_program(TINY)
+        run_parts: list[list[int]] = [[], [], [], []]  # submit, device, reap + result, total
+        for i in range(args.count + 200):
+            t0 = time.perf_counter_ns()
+            future = mk.submit(handle, b"x" * 64)
+            t1 = time.perf_counter_ns()
+            slot = future.slot
+            while status[slot] in IN_FLIGHT:
+                pass
+            t2 = time.perf_counter_ns()
+            future.result(5)
+            t3 = time.perf_counter_ns()
+            if i >= 200:
+                for part, value in zip(run_parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                    part.append(value)
         channel_samples = []
         with mk.channel() as channel:
             for i in range(args.count + 200):
@@ -115,8 +169,12 @@ def main() -> None:
         if args.stages:
             stages = stage_samples(mk, args.count)
             print(bulk_passes(mk, 300_000))
+        if args.profile:
+            host_profiles(mk, args.count)
     rows = [("publish", publish), ("device turnaround", device), ("reap+resolve", reap), ("total", total)]
     rows.append(("channel.call total", channel_samples))
+    names = ("submit (tiny run)", "device turnaround", "reap+run result", "submit total")
+    rows += list(zip(names, run_parts))
     for name, samples in rows:
         values = np.asarray(samples) / 1000
         print(f"{name:<20} p50 {np.percentile(values, 50):8.2f} us   p99 {np.percentile(values, 99):8.2f} us")

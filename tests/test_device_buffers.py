@@ -348,7 +348,7 @@ def cuda_device(monkeypatch):
     device._lock, device._upload_lock = threading.Lock(), threading.Lock()
     device._region_chunks, device._region_buffers, device._runs, device._device_memory = {}, {}, {}, []
     device._buffer_pool, device._closed, device.host_bytes_copied = None, False, 0
-    device._fused_runs = {}
+    device._fused_runs, device._table_words = {}, {}
     device.regions, device.contexts = np.zeros(64, abi.REGION), np.zeros(64, abi.CONTEXT)
     device.info = type("Info", (), {"ordinal": 0})()
     device.context = type("Context", (), {"enter": lambda self: None})()

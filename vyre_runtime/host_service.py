@@ -9,6 +9,7 @@ and counted (`Stats.stray_completions`), never handed to the free list a second 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +21,8 @@ import numpy as np
 
 from vyre_runtime.errors import BackendError
 from vyre_runtime.protocol import debuglog, ioqueue
-from vyre_runtime.protocol.codec import ring_view
-from vyre_runtime.protocol.layout import ControlWord, Layout, SlotFault, SlotState, SlotWord
+from vyre_runtime.protocol.codec import ring_view, ring_words
+from vyre_runtime.protocol.layout import IN_FLIGHT, SLOT_WORDS, ControlWord, Layout, SlotFault, SlotState, SlotWord
 from vyre_runtime.protocol.opcodes import BuiltinOpcode
 from vyre_runtime.registry import Registry
 from vyre_runtime.stats import LatencyWindow, Stats, read_device_counters
@@ -34,6 +35,20 @@ SPIN_SLEEP_S = 0.00002
 FINISHED_STATES = (SlotState.DONE, SlotState.FAULT)
 COUNTER_SETTLE_S = 0.5
 STRAY_SAMPLES = 16
+_FAULT_CODES = frozenset(int(code) for code in SlotFault)
+SPINS_PER_YIELD = 64  # a spinning waiter lets other Python threads (publishers, the reaper) run this often
+TRACKED_SCAN_LIMIT = 64  # up to this many futures in flight, check their status words, not the column
+# plain ints for the per-slot paths (an enum member lookup costs about a microsecond)
+_EMPTY, _DONE, _FAULT = int(SlotState.EMPTY), int(SlotState.DONE), int(SlotState.FAULT)
+_OPCODE, _RESULT0 = int(SlotWord.OPCODE), int(SlotWord.RESULT0)
+_IN_FLIGHT_STATES = frozenset(int(state) for state in IN_FLIGHT)
+_SLOT_WORDS = SLOT_WORDS
+
+
+def yield_gil() -> None:
+    """Let other Python threads run for a moment: sched_yield releases the GIL (~0.5 us when no
+    one waits for it), where time.sleep(0) costs ~80 us on Linux (it sleeps the timer slack)."""
+    os.sched_yield()
 
 
 @dataclass(frozen=True)
@@ -102,32 +117,49 @@ class SlotFuture(Future):
         if not self._service.device_signals:
             return self._spin(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
+        service = self._service
         while not self.done():
-            seen = self._service.completions
-            if self._service.reap() and self.done():
+            seen = service.completions
+            if service.reap_tracked() and self.done():
                 break
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 break
             wait = CALLER_POLL_S if remaining is None else min(remaining, CALLER_POLL_S)
-            self._service.wait_for_completion(seen, wait)
+            service.wait_for_completion(seen, wait)
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def _spin(self, timeout: float | None) -> float | None:
-        """A device that cannot signal (a GPU): watch this slot's status word, reap when it is
-        DONE or FAULT. Spins briefly (microsecond round trips), then sleeps in short steps."""
+        """A device that cannot signal (a GPU): watch this slot's status word and reap just this
+        slot when it is DONE or FAULT (no scan of the ring). Spins briefly (microsecond round
+        trips), letting other threads run every few checks, then sleeps in short steps.
+
+        The future's own state (a lock each time) is checked only when the status word says
+        the slot is no longer in flight, and every few checks: another thread may have reaped
+        it, and the slot may already be in flight again for someone else."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        status = self._service.status_column
+        service = self._service
+        words = service.slot_words
+        slot = self.slot  # set by track(), before the slot was published
         spins = 0
-        while not self.done():
-            if self.slot >= 0 and status[self.slot] in FINISHED_STATES:
-                self._service.reap()
+        while True:
+            state = words[slot * _SLOT_WORDS] if slot >= 0 else _EMPTY
+            if state in (_DONE, _FAULT):
+                service.reap_slot(slot)
+                if self.done():
+                    break
                 continue
             spins += 1
+            if state in _IN_FLIGHT_STATES and spins % SPINS_PER_YIELD:
+                continue  # the hot loop: one load, two compares
+            if self.done():  # reaped by another thread (EMPTY), or it is time for the periodic check
+                break
             if spins > SPIN_LIMIT:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 time.sleep(SPIN_SLEEP_S)
+            else:
+                yield_gil()  # a spinning waiter must not starve publishers (nor the thread resolving it)
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def result(self, timeout: float | None = None) -> Any:
@@ -163,15 +195,25 @@ class BulkTicket:
     def wait(self, timeout: float | None = None) -> bool:
         """Reap until every slot of the ticket completed; False if ``timeout`` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        signals = self._service.device_signals
+        idle = 0  # reaps in a row that found nothing
         while not self.done:
-            if not self._service.reap():
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                time.sleep(SPIN_SLEEP_S if not self._service.device_signals else 0.0005)
+            if self._service.reap():
+                idle = 0
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            idle += 1
+            if signals:
+                time.sleep(0.0005)
+            elif idle < SPIN_LIMIT // 100:  # a GPU completes thousands of slots per ms: keep reaping
+                yield_gil()
+            else:
+                time.sleep(SPIN_SLEEP_S)
         return True
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     opcode: int
     future: Future
@@ -225,6 +267,9 @@ class HostService:
         self._ring = ring_view(image, layout)
         self._status_column = self._ring[:, SlotWord.STATUS]
         self.status_column = self._status_column
+        # the ring as flat u32 words: a memoryview element costs ~40 ns, a NumPy one ~100
+        self.slot_words = ring_words(image, layout)
+        self._last_full_reap = time.monotonic()
         self._debug: list[debuglog.DebugRecord] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -272,7 +317,12 @@ class HostService:
                     self._wake.wait(POLL_INTERVAL_S if busy_poll else SERVICE_INTERVAL_S)
                     self._idle_sleep = self._sleeping = False
             self._work_waiting = False
-            self.reap()
+            # the busy poll checks the tracked slots; the whole ring (strays too) is scanned
+            # once per service interval
+            if time.monotonic() - self._last_full_reap < SERVICE_INTERVAL_S:
+                self.reap_tracked()
+            else:
+                self.reap()
             self.service_io()
 
     # ------------------------------------------------------------------ slots
@@ -356,80 +406,146 @@ class HostService:
             if not self._pending and not self._bulk_in_flight:
                 self._idle.notify_all()
 
-    def _reap_bulk(self, slots: np.ndarray, rows: np.ndarray, tickets: np.ndarray) -> None:
-        faulted = rows[:, SlotWord.STATUS] == SlotState.FAULT
+    def _reap_bulk(self, slots: np.ndarray, states: np.ndarray, tickets: np.ndarray) -> None:
+        """Count finished bulk slots per ticket; a faulted one's results are read (before the
+        caller hands the slots back) only for the ticket's first fault samples."""
+        faulted = states == _FAULT
         self._bulk_ticket[slots] = 0
         self._bulk_in_flight -= len(slots)
         self._completed += len(slots)
-        self._faulted += int(faulted.sum())
-        for ticket_id, count in zip(*np.unique(tickets, return_counts=True)):
+        fault_count = int(faulted.sum())
+        self._faulted += fault_count
+        first = tickets[0]
+        if (tickets == first).all():  # the usual case: one bulk publication in flight (no np.unique)
+            groups: Any = ((first, len(tickets)),)
+        else:
+            groups = zip(*np.unique(tickets, return_counts=True))
+        for ticket_id, count in groups:
             ticket = self._tickets[int(ticket_id)]
             ticket.completed += int(count)
-            mine = tickets == ticket_id
-            faults = np.flatnonzero(mine & faulted)
-            ticket.faulted += len(faults)
-            for index in faults[: max(0, BulkTicket.MAX_FAULT_SAMPLES - len(ticket.fault_samples))].tolist():
-                code, pc, lane, detail = rows[index, SlotWord.RESULT0 :].tolist()
-                known = code in SlotFault.__members__.values()
-                info = SlotFaultInfo(SlotFault(code) if known else SlotFault.INTERNAL, pc, lane, detail)
-                ticket.fault_samples.append((int(slots[index]), info))
+            if fault_count:
+                faults = np.flatnonzero((tickets == ticket_id) & faulted)
+                ticket.faulted += len(faults)
+                for index in faults[: max(0, BulkTicket.MAX_FAULT_SAMPLES - len(ticket.fault_samples))].tolist():
+                    slot = int(slots[index])
+                    code, pc, lane, detail = self._ring[slot, _RESULT0:].tolist()
+                    known = code in _FAULT_CODES
+                    info = SlotFaultInfo(SlotFault(code) if known else SlotFault.INTERNAL, pc, lane, detail)
+                    ticket.fault_samples.append((slot, info))
             if ticket.done:
                 del self._tickets[ticket.id]
 
     def reap(self) -> int:
-        """Copy out every DONE/FAULT slot's results, hand the slot back (EMPTY), resolve futures."""
+        """Copy out every DONE/FAULT slot's results, hand the slot back (EMPTY), resolve futures.
+
+        Scans the whole status column, so it also finds completions in slots nobody published
+        (strays). The per-future paths use reap_slot / reap_tracked instead."""
         with self._lock:
-            finished = np.flatnonzero(
-                ((self._status_column == SlotState.DONE) | (self._status_column == SlotState.FAULT)) & ~self.reserved
-            )
+            self._last_full_reap = time.monotonic()
+            column = self._status_column
+            finished = np.flatnonzero(column >= _DONE)  # one pass over the column (DONE < ... <= FAULT)
             if len(finished) == 0:
                 return 0
-            rows = self._ring[finished].copy()  # results are copied out before the slot is handed back
-            self._ring[finished, SlotWord.STATUS] = SlotState.EMPTY
+            states = column[finished]
+            keep = ((states == _DONE) | (states == _FAULT)) & ~self.reserved[finished]
+            finished, states = finished[keep], states[keep]
+            if len(finished) == 0:
+                return 0
             tickets = self._bulk_ticket[finished]
+            bulk = tickets != 0
+            reaped_bulk = int(bulk.sum())
+            # results are read before the slots are handed back: a future's (or stray's) 16 words;
+            # of a bulk slot only its state, and a faulted one's fault (_reap_bulk)
+            if reaped_bulk:
+                bulk_slots = finished[bulk] if reaped_bulk < len(finished) else finished
+                self._reap_bulk(bulk_slots, states[bulk], tickets[bulk])
+            else:
+                bulk_slots = finished[:0]
+            loose = finished[~bulk] if reaped_bulk else finished  # a future's slot, or a stray
+            rows = self._ring[loose].copy()
+            self._ring[finished, SlotWord.STATUS] = _EMPTY
             # only slots the host published go back to the free list: a stray completion lands
             # in a slot that is free already (or held by a publisher), and releasing it again
             # would put it in the free list twice
-            tracked = tickets != 0
-            loose = np.flatnonzero(~tracked)  # no bulk ticket: a future's slot, or a stray
-            if len(loose):
-                pending = self._pending
-                tracked[loose] = [slot in pending for slot in finished[loose].tolist()]
-            every_finished = finished[tracked]
+            pending = self._pending
+            tracked = np.asarray([slot in pending for slot in loose.tolist()], dtype=bool)
             if not tracked.all():
-                self._count_strays(finished[~tracked], rows[~tracked])
-                finished, rows, tickets = finished[tracked], rows[tracked], tickets[tracked]
-            bulk = tickets != 0
-            if bulk.any():
-                self._reap_bulk(finished[bulk], rows[bulk], tickets[bulk])
-                reaped_bulk = int(bulk.sum())
-                finished, rows = finished[~bulk], rows[~bulk]
-            else:
-                reaped_bulk = 0
-            now = time.perf_counter_ns()
-            resolved = []
-            for slot, row in zip(finished.tolist(), rows.tolist()):
-                pending = self._pending.pop(slot)
-                self._completed += 1
-                self._latency.add(now - pending.published_ns)
-                fault = None
-                if row[SlotWord.STATUS] == SlotState.FAULT:
-                    self._faulted += 1
-                    code, pc, lane, detail = row[SlotWord.RESULT0 :]
-                    known = code in SlotFault.__members__.values()
-                    fault = SlotFaultInfo(SlotFault(code) if known else SlotFault.INTERNAL, pc, lane, detail)
-                results = tuple(row[SlotWord.RESULT0 :])
-                resolved.append((slot, pending, SlotOutcome(slot, row[SlotWord.OPCODE], results, fault)))
-            if not self._pending and not self._bulk_in_flight:
-                self._idle.notify_all()
+                self._count_strays(loose[~tracked], rows[~tracked])
+                loose, rows = loose[tracked], rows[tracked]
+            resolved = self._complete_tracked(loose.tolist(), rows.tolist())
+            every_finished = np.concatenate((bulk_slots, loose)) if len(loose) else bulk_slots
         self.release_slots(every_finished)  # an array: the free lists take it without a list round trip
-        for slot, pending, outcome in resolved:  # outside the lock: callbacks may publish
+        self._finish(resolved)
+        return len(resolved) + reaped_bulk
+
+    def reap_slot(self, slot: int) -> int:
+        """Reap one tracked slot its waiter saw DONE or FAULT: its 16 words, no column scan.
+        Returns 1 if this call reaped it, 0 if it was not finished or another thread reaped it."""
+        return self._reap_slots([slot])
+
+    def reap_tracked(self) -> int:
+        """Reap the finished slots among those futures wait on, reading only their status words
+        while there are few of them and no bulk slots in flight; else the whole column (reap)."""
+        if self._bulk_in_flight or len(self._pending) > TRACKED_SCAN_LIMIT:
+            return self.reap()
+        words = self.slot_words
+        finished = [
+            slot for slot in list(self._pending) if words[slot * _SLOT_WORDS] in (_DONE, _FAULT)
+        ]  # (list() of a dict is one step under the GIL: no lock needed for a snapshot)
+        return self._reap_slots(finished) if finished else 0
+
+    def _reap_slots(self, slots: list[int]) -> int:
+        """Reap these slots, those of them that are tracked and finished, under one lock hold."""
+        words = self.slot_words
+        reaped: list[int] = []
+        rows: list[list[int]] = []
+        with self._lock:
+            for slot in slots:
+                if slot not in self._pending:  # reaped already (another waiter, the service thread)
+                    continue
+                base = slot * _SLOT_WORDS
+                state = words[base]
+                if state not in (_DONE, _FAULT):
+                    continue
+                rows.append(words[base : base + _SLOT_WORDS].tolist())  # status first, then results
+                words[base] = _EMPTY  # results copied out: the slot is the host's again
+                reaped.append(slot)
+            if not reaped:
+                return 0
+            resolved = self._complete_tracked(reaped, rows)
+        self.release_slots(reaped)
+        self._finish(resolved)
+        return len(resolved)
+
+    def _complete_tracked(self, slots: list[int], rows: list[list[int]]) -> list[tuple[int, _Pending, SlotOutcome]]:
+        """Forget finished tracked slots and build their outcomes. Call with the lock held."""
+        now = time.perf_counter_ns()
+        resolved = []
+        pending_slots = self._pending
+        add_latency = self._latency.add
+        for slot, row in zip(slots, rows):
+            pending = pending_slots.pop(slot)
+            add_latency(now - pending.published_ns)
+            fault = None
+            if row[0] == _FAULT:
+                self._faulted += 1
+                code, pc, lane, detail = row[_RESULT0:]
+                known = code in _FAULT_CODES
+                fault = SlotFaultInfo(SlotFault(code) if known else SlotFault.INTERNAL, pc, lane, detail)
+            resolved.append((slot, pending, SlotOutcome(slot, row[_OPCODE], tuple(row[_RESULT0:]), fault)))
+        self._completed += len(slots)
+        if not pending_slots and not self._bulk_in_flight:
+            self._idle.notify_all()
+        return resolved
+
+    def _finish(self, resolved: list[tuple[int, _Pending, SlotOutcome]]) -> None:
+        """Resolve futures (outside the lock: callbacks may publish), then wake waiting callers."""
+        for slot, pending, outcome in resolved:
             self._resolve(slot, pending, outcome)
         with self._caller_wake:  # a caller may be waiting for a future this thread resolved
             self.completions += 1
             if self._callers_waiting:
                 self._caller_wake.notify_all()
-        return len(resolved) + reaped_bulk
 
     def _count_strays(self, slots: np.ndarray, rows: np.ndarray) -> None:
         """A device completed slots nobody published: an exactly-once violation of the device

@@ -29,7 +29,7 @@ import numpy as np
 from vyre_runtime.backends.selection import open_backend
 from vyre_runtime.buffers import DeviceBuffer, HostBuffer, device_region_of
 from vyre_runtime.errors import BackendError, DispatchError, ProtocolError, RingFullError, VyreError
-from vyre_runtime.host_service import BulkTicket, HostService, SlotFaultInfo, SlotFuture, SlotOutcome
+from vyre_runtime.host_service import BulkTicket, HostService, SlotFaultInfo, SlotFuture, SlotOutcome, yield_gil
 from vyre_runtime.jit_policy import JitManager, JitPolicy
 from vyre_runtime.protocol import codec, debuglog
 from vyre_runtime.protocol.codec import SlotRequest
@@ -64,11 +64,14 @@ def _code_key(program: Program) -> str:
 PRIORITY_COUNT = len(Priority)
 JIT_SWAP_DRAIN_S = 600.0  # a hot swap waits this long for runs in flight to let the pause finish
 CHANNEL_SPINS = 200_000  # status checks before a channel call starts sleeping between checks
-REAP_SPIN_S = 0.00002  # a bulk publisher's pause between reaps while the ring is full
+REAP_SPIN_S = 0.00002  # a bulk publisher's pause between reaps while the ring is full ...
+REAP_SPINS = 200  # ... after this many empty reaps in a row (before: it yields the GIL, no sleep)
+BULK_BATCH_SHARE = 8  # a bulk publisher on a GPU waits for an eighth of the ring to be free
 # plain ints for the channel's hot path (an enum member lookup costs about a microsecond)
 _EMPTY, _PUBLISHED, _DONE = int(SlotState.EMPTY), int(SlotState.PUBLISHED), int(SlotState.DONE)
 _WAIT_IO, _FAULT = int(SlotState.WAIT_IO), int(SlotState.FAULT)
 _ARG0, _RESULT0, _PRIORITY = int(SlotWord.ARG0), int(SlotWord.RESULT0), int(SlotWord.PRIORITY)
+_SHUTDOWN = int(ControlWord.SHUTDOWN)
 
 
 class Megakernel:
@@ -116,7 +119,8 @@ class Megakernel:
         # the backend owns the image's memory (host-mapped on CUDA); completions wake the service
         self.device = open_backend(backend, self.layout, self.registry, workers, lambda: self.service.notify())
         self.image = self.device.image
-        self._ringer = codec.DoorbellRinger(self.image, self.layout)  # a channel's one-slot hints
+        self._ringer = codec.DoorbellRinger(self.image, self.layout)  # one-slot hints (channels, futures)
+        self._ring_words = codec.ring_words(self.image, self.layout)
         self.backend = self.device.name
         self.service = HostService(self.image, self.layout, self.registry, self.device, self._release_slots)
         self._jit = JitManager(self.device, self.registry, jit_policy, _code_key, self._swap_to_variant)
@@ -436,7 +440,7 @@ class Megakernel:
             chunk = rows[sent : sent + len(slots)]
             try:
                 self._write_and_ring(
-                    slots,
+                    batch,  # (the array: the doorbell's entries are computed from it without a list round trip)
                     lambda hints, batch=batch, chunk=chunk: codec.write_uniform_slots(
                         self.image, self.layout, batch, opcode, tenant, int(priority), chunk, hints
                     ),
@@ -456,7 +460,7 @@ class Megakernel:
         """At least one and at most ``wanted`` free slots, waiting (or raising) like _allocate.
         The partitions are drained in _take_one's order, a whole run of slots at a time."""
         if not self.service.device_signals:
-            self._reap_until_free(priority, timeout)
+            self._reap_until_free(priority, wanted, timeout)
         first = self._allocate([priority], timeout)
         with self._free_changed:
             for partition in [*range(priority, PRIORITY_COUNT), *range(priority - 1, -1, -1)]:
@@ -466,30 +470,49 @@ class Megakernel:
                 if take > 0 and take == len(free):  # a bulk publisher usually takes them all
                     first += free
                     free.clear()
-                elif take > 0:  # the first `take`, in order, without a popleft each
+                elif take > 0 and 4 * take < len(free):  # a few of many: popleft costs O(take)
+                    popleft = free.popleft
+                    first += [popleft() for _ in range(take)]
+                elif take > 0:  # most of them: the first `take`, in order, without a popleft each
                     items = list(free)
                     first += items[:take]
                     free.clear()
                     free.extend(items[take:])
         return first
 
-    def _reap_until_free(self, priority: Priority, timeout: float | None) -> None:
+    def _reap_until_free(self, priority: Priority, wanted: int, timeout: float | None) -> None:
         """A device that cannot signal (a GPU) completes slots without waking anyone: reap here
         until ``priority`` can take a slot, instead of sleeping until the service thread's next
-        poll (half a millisecond, in which a GPU completes a ring's worth of tiny slots). Gives
-        up at the deadline and leaves the waiting (or raising) to _allocate."""
-        deadline = time.monotonic() + (self.publish_timeout if timeout is None else timeout)
-        while True:
-            self.service.reap()
-            if self._takeable(priority) or self._closed or time.monotonic() >= deadline:
-                return
-            time.sleep(REAP_SPIN_S)
+        poll (half a millisecond, in which a GPU completes a ring's worth of tiny slots).
 
-    def _takeable(self, priority: Priority) -> bool:
-        """Whether _take_one(priority) would find a slot now (read without the lock: a hint)."""
-        if any(self._free[partition] for partition in range(priority, PRIORITY_COUNT)):
+        While reaps keep finding completions, it goes on until a batch (``wanted``, at most an
+        eighth of the ring) is free: a publication has a fixed cost of tens of microseconds, and
+        publishing the few slots each reap frees made the host, not the device, the limit. A
+        reap that finds nothing (the device idle or slow) returns at once with what is free.
+        Gives up at the deadline and leaves the waiting (or raising) to _allocate."""
+        deadline = time.monotonic() + (self.publish_timeout if timeout is None else timeout)
+        batch = min(wanted, max(1, self.layout.slots // BULK_BATCH_SHARE))
+        idle = 0
+        while True:
+            reaped = self.service.reap()
+            if self._closed or time.monotonic() >= deadline:
+                return
+            if self._takeable(priority) and (not reaped or self._takeable(priority, batch)):
+                return
+            idle = 0 if reaped else idle + 1
+            if idle < REAP_SPINS:
+                yield_gil()
+            else:
+                time.sleep(REAP_SPIN_S)
+
+    def _takeable(self, priority: Priority, count: int = 1) -> bool:
+        """Whether _take_one(priority) would find ``count`` slots now (read without the lock: a hint)."""
+        free = sum(len(self._free[partition]) for partition in range(priority, PRIORITY_COUNT))
+        if free >= count:
             return True
-        return any(len(self._free[partition]) > self._reserve[partition] for partition in range(priority))
+        for partition in range(priority):
+            free += max(0, len(self._free[partition]) - self._reserve[partition])
+        return free >= count
 
     def channel(self, *, tenant: int = 0, priority: Priority = Priority.NORMAL) -> Channel:
         """Reserve one slot for the calling thread: the lowest-overhead synchronous round trip
@@ -507,15 +530,18 @@ class Megakernel:
     def _publish_validated(
         self, requests: list[SlotRequest], timeout: float | None, run: tuple[int, int, int] | None = None
     ) -> list[Future]:
-        if self._closed or self.image[ControlWord.SHUTDOWN]:
+        if self._closed or self.image[_SHUTDOWN]:
             raise BackendError("this Megakernel is shut down", "create a new Megakernel")
         slots = self._allocate([r.priority for r in requests], timeout)
         futures: list[Future] = [SlotFuture(self.service) for _ in requests]
         self.service.track(slots, requests, futures, run)
         try:
-            self._write_and_ring(
-                slots, lambda hints: codec.write_slots(self.image, self.layout, slots, requests, hints)
-            )
+            if len(slots) == 1:  # a future's round trip: memoryview stores, no NumPy
+                self._write_and_ring_one(slots[0], requests[0])
+            else:
+                self._write_and_ring(
+                    slots, lambda hints: codec.write_slots(self.image, self.layout, slots, requests, hints)
+                )
         except BaseException as error:  # nothing was published: no phantom future, no slot lost
             self.service.untrack(slots, futures)
             self._give_back(slots)
@@ -526,7 +552,7 @@ class Megakernel:
         self.device.ring_doorbell(slots, [int(r.priority) for r in requests])
         return futures
 
-    def _write_and_ring(self, slots: list[int], write: Callable[[np.ndarray], None]) -> None:
+    def _write_and_ring(self, slots: list[int] | np.ndarray, write: Callable[[np.ndarray], None]) -> None:
         """``write(hints)`` publishes the slots (payloads with their hint positions, then statuses);
         then their doorbell entries are rung. All under the doorbell lock: host threads share the
         doorbell's tail (a host-owned word), and a publication's hint position must be the position
@@ -536,6 +562,15 @@ class Megakernel:
             hints, rung = codec.doorbell_positions(self.image, self.layout, len(slots))
             write(hints)
             codec.ring_doorbell(self.image, self.layout, slots[:rung])
+
+    def _write_and_ring_one(self, slot: int, request: SlotRequest) -> None:
+        """_write_and_ring for one slot, on memoryviews (the channel's way): the same words in
+        the same order, under the same lock."""
+        with self._doorbell_lock:
+            position, room = self._ringer.position()
+            codec.write_slot_words(self._ring_words, slot, request, position)
+            if room:
+                self._ringer.ring_one(slot, position)
 
     def _allocate(self, priorities: list[Priority], timeout: float | None) -> list[int]:
         """Slots for every request at once (all or none). Each priority takes from its own
@@ -615,8 +650,11 @@ class Megakernel:
         else:  # a reap hands back thousands of bulk slots: group them by partition in NumPy
             indices = np.asarray(slots, dtype=np.int64)
             owner = np.searchsorted(self._partition_starts, indices, side="right") - 1
-            partitions = np.unique(owner).tolist()
-            runs = [indices[owner == partition].tolist() for partition in partitions]
+            partitions = np.flatnonzero(np.bincount(owner, minlength=PRIORITY_COUNT)).tolist()  # (no sort)
+            if len(partitions) == 1:
+                runs = [indices.tolist()]
+            else:
+                runs = [indices[owner == partition].tolist() for partition in partitions]
         with self._free_changed:
             for partition, run in zip(partitions, runs):
                 self._free[partition].extend(run)
@@ -867,7 +905,7 @@ class Channel:
             if state >= _DONE and state != _WAIT_IO:
                 return state
             if not spins_only:
-                time.sleep(0)
+                yield_gil()  # the CPU device's workers need the GIL to complete the slot
         deadline = time.monotonic() + timeout
         while True:  # then sleep between checks, up to the deadline
             state = words[0]

@@ -6,6 +6,7 @@ host never trusts a payload before the status word says it may (status-last publ
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,9 @@ from vyre_runtime.protocol.layout import (
 from vyre_runtime.protocol.opcodes import MAX_PACKED_OPS, PACKABLE, BuiltinOpcode, validate_publish_opcode
 
 _SLOT_STATES = frozenset(int(state) for state in SlotState)
+_EMPTY, _PUBLISHED = int(SlotState.EMPTY), int(SlotState.PUBLISHED)
+_ZERO_PAYLOAD = bytes(4 * (SLOT_WORDS - 1))
+_PRIORITIES = frozenset(int(priority) for priority in Priority)
 
 
 def words_from_bytes(buffer: bytes | bytearray | memoryview, expected_words: int | None = None) -> np.ndarray:
@@ -102,7 +106,7 @@ class SlotRequest:
         for arg in self.args:
             if not isinstance(arg, (int, np.integer)) or not 0 <= int(arg) <= 0xFFFFFFFF:
                 raise ProtocolError(f"argument {arg!r} is not a u32")
-        if self.priority not in Priority.__members__.values():
+        if self.priority not in _PRIORITIES:
             raise ProtocolError(f"priority {self.priority!r} is not one of {[p.name for p in Priority]}")
 
 
@@ -154,6 +158,28 @@ def write_slot(image: np.ndarray, layout: Layout, index: int, request: SlotReque
     # status-last: on the CPU backend the GIL orders these stores; the CUDA backend adds a
     # store fence here for weakly ordered hosts (docs/PROTOCOL.md, "Publication").
     image[base + SlotWord.STATUS] = SlotState.PUBLISHED
+
+
+def write_slot_words(words: memoryview, index: int, request: SlotRequest, hint: int) -> None:
+    """`write_slot` on a memoryview of the ring (`ring_words`): the same words in the same
+    order (payload, then status), for the one-slot publication of a future's latency path
+    (a memoryview store costs ~40 ns, a NumPy element store ~100 and a slice store ~300)."""
+    base = index * SLOT_WORDS
+    state = words[base]
+    if state != _EMPTY:
+        raise _refuse_busy(index, state)
+    payload = array("I", _ZERO_PAYLOAD)
+    payload[0] = request.opcode
+    payload[1] = request.tenant
+    payload[2] = request.priority | (hint & HINT_MASK) << PRIORITY_BITS
+    payload[3 : 3 + len(request.args)] = array("I", request.args)
+    words[base + 1 : base + SLOT_WORDS] = payload  # payload first ...
+    words[base] = _PUBLISHED  # ... status last
+
+
+def ring_words(image: np.ndarray, layout: Layout) -> memoryview:
+    """The ring as flat u32 words on a memoryview: slot i's words start at i * SLOT_WORDS."""
+    return memoryview(image)[layout.ring : layout.ring + layout.slots * SLOT_WORDS]
 
 
 def write_slots(
@@ -311,7 +337,7 @@ def doorbell_positions(image: np.ndarray, layout: Layout, count: int) -> tuple[n
     return (tail + steps) & 0xFFFFFFFF, written
 
 
-def ring_doorbell(image: np.ndarray, layout: Layout, slots: list[int]) -> int:
+def ring_doorbell(image: np.ndarray, layout: Layout, slots: list[int] | np.ndarray) -> int:
     """Host side: hint that ``slots`` were just published, so a device need not scan the ring.
 
     Entries (`doorbell_entry`: the slot, tagged with its position's lap) go at DOORBELL_TAIL
@@ -404,8 +430,10 @@ __all__ = [
     "read_slot",
     "ring_doorbell",
     "ring_view",
+    "ring_words",
     "words_from_bytes",
     "write_slot",
+    "write_slot_words",
     "write_slots",
     "write_uniform_slots",
 ]

@@ -66,7 +66,6 @@ GRID_LIMIT_ENV = "VYRE_CUDA_MAX_BLOCKS"  # cap the persistent grid (sanitizer ru
 QUEUE_GLOBAL = "vyre_queue"  # the kernel's device-memory work queue, zeroed before each launch
 ALIGN = 16  # code, TABLE records and table bytes in a program's device block
 FAULT_CODES = frozenset(int(code) for code in FaultCode)
-_CONTEXT_FIELDS = abi.CONTEXT.names
 
 # Kernels launched and not yet seen to exit, process-wide. Freeing memory may wait for every
 # kernel of the context, a resident one included, so a device closing while another device's
@@ -121,6 +120,10 @@ class _StagedRun:
     inits: list[tuple[np.ndarray, int]] = field(default_factory=list)
 
 
+# CONTEXT field -> its first u32 word in a record (run_result reads a record as words)
+_CONTEXT_WORD = {name: offset // 4 for name, (_, offset) in abi.CONTEXT.fields.items()}
+
+
 def _align(offset: int) -> int:
     return -(-offset // ALIGN) * ALIGN
 
@@ -161,6 +164,7 @@ class CudaDevice:
         self.close_errors: list[Exception] = []
         self._lock = threading.Lock()
         self._upload_lock = threading.Lock()
+        self._table_words: dict[int, np.ndarray] = {}  # id(record table) -> its u32 words (_record_words)
         self._mapped: list[driver.MappedMemory] = []
         self._device_memory: list[driver.DeviceMemory] = []
         self._pool: driver.DeviceMemory | None = None
@@ -292,7 +296,10 @@ class CudaDevice:
         self._upload_at(base + abi.PROGRAM.fields[field][1], record[field].copy().view(np.uint8))
 
     def _device_address(self, data: Any) -> tuple[int | None, int]:
-        """(device address, bytes) of a region the kernel can read in place, else (None, bytes)."""
+        """(device address, bytes) of a region the kernel can read in place, else (None, bytes).
+        The bytes of a ``bytes`` object are copied without asking the driver whether another
+        library pinned and mapped them (two cuPointerGetAttribute calls: ~10 us per tiny submit
+        on the H100's host); other memory is asked about, so pinned memory is read in place."""
         try:
             pointer, nbytes = driver.host_pointer_of(data)
         except (ValueError, TypeError, BufferError):  # not C-contiguous: it will be copied
@@ -306,6 +313,8 @@ class CudaDevice:
             if memory.registered and memory.contains(pointer, nbytes):
                 self._last_mapped = memory
                 return memory.device_address(pointer), nbytes
+        if isinstance(getattr(data, "obj", data), bytes):  # Python's heap: nobody pinned it
+            return None, nbytes
         return driver.mapped_device_pointer(pointer, nbytes), nbytes
 
     def _write_record(self, table: np.ndarray, handle: int, kind: str, values: dict[str, Any]) -> None:
@@ -316,11 +325,10 @@ class CudaDevice:
             staged[name] = value
         self._put_record(table, index, handle, staged)
 
-    @staticmethod
-    def _record_index(table: np.ndarray, handle: int, kind: str) -> int:
+    def _record_index(self, table: np.ndarray, handle: int, kind: str) -> int:
         """Where ``handle``'s record goes; refused if another live handle holds that index."""
         index = handle % len(table)
-        current = int(table["handle"][index])
+        current = int(self._record_words(table)[index, 0])
         if current not in (0, handle):
             raise BackendError(
                 f"{kind} record {index} still holds handle {current}; handle {handle} cannot take it",
@@ -328,12 +336,22 @@ class CudaDevice:
             )
         return index
 
-    @staticmethod
-    def _put_record(table: np.ndarray, index: int, handle: int, staged: np.ndarray) -> None:
-        """Store a record built with handle 0 at ``index``, then its handle (the kernel's check)."""
-        table["handle"][index] = 0  # invalid while it changes
-        table[index] = staged  # handle still 0 in `staged`
-        table["handle"][index] = handle  # last
+    def _put_record(self, table: np.ndarray, index: int, handle: int, staged: np.ndarray) -> None:
+        """Store a record built with handle 0 at ``index``, then its handle (the kernel's check).
+        The stores go through the table's u32 words (three slice stores, no per-field views)."""
+        row = self._record_words(table)[index]
+        row[0] = 0  # invalid while it changes
+        row[1:] = staged.reshape(1).view(np.uint32)[1:]
+        row[0] = handle  # last
+
+    def _record_words(self, table: np.ndarray) -> np.ndarray:
+        """``table`` as rows of u32 words (every record starts with its u32 handle), made once."""
+        words = self._table_words.get(id(table))
+        if words is None:
+            assert table.dtype.names[0] == "handle" and table.dtype.fields["handle"][1] == 0
+            words = table.view(np.uint32).reshape(len(table), table.dtype.itemsize // 4)
+            self._table_words[id(table)] = words
+        return words
 
     # ------------------------------------------------------------------ registration
 
@@ -691,11 +709,11 @@ class CudaDevice:
         with self._lock:
             staged = self._runs.get(context)
         index = context % len(self.contexts)
-        if staged is None or int(self.contexts["handle"][index]) != context:
+        record = self._record_words(self.contexts)[index].tolist()  # one read of the device-written fields
+        if staged is None or record[_CONTEXT_WORD["handle"]] != context:
             return None
-        # one read of the device-written fields, as Python ints (a structured copy costs ~7 us)
-        record = dict(zip(_CONTEXT_FIELDS, self.contexts.item(index)))
-        instructions, fault_lane = record["instructions"], record["fault_lane"]
+        instructions = record[_CONTEXT_WORD["instructions"]] | record[_CONTEXT_WORD["instructions"] + 1] << 32
+        fault_lane = record[_CONTEXT_WORD["fault_lane"]]
         if instructions == 0 and fault_lane == abi.NO_FAULT_LANE:
             return None  # the slot faulted before the program ran (handle, argument)
         entry = self.registry.programs[program]
@@ -706,28 +724,28 @@ class CudaDevice:
             else:
                 outputs[binding.name] = staged.outputs[index_].view(np.uint32, binding.words).copy()
         words = staged.emit_words
-        emitted = min(record["emitted"], staged.emit_capacity)
+        emitted = min(record[_CONTEXT_WORD["emitted"]], staged.emit_capacity)
         if staged.records is not None and emitted:
             records = staged.records.view(np.uint32, emitted * words).reshape(emitted, words).copy()
         else:
             records = np.zeros((0, words), dtype=np.uint32)
         fault = None
         if fault_lane != abi.NO_FAULT_LANE:
-            code = record["fault_code"]
+            code = record[_CONTEXT_WORD["fault_code"]]
             fault = Fault(
                 FaultCode(code) if code in FAULT_CODES else code,  # type: ignore[arg-type]
-                record["fault_pc"],
+                record[_CONTEXT_WORD["fault_pc"]],
                 fault_lane,
-                record["fault_detail"],
+                record[_CONTEXT_WORD["fault_detail"]],
             )
         return RunResult(
             outputs=outputs,
             records=records,
-            dropped=record["dropped"],
+            dropped=record[_CONTEXT_WORD["dropped"]],
             fault=fault,
-            lanes=record["lanes"],
+            lanes=record[_CONTEXT_WORD["lanes"]],
             instructions=instructions,
-            path="jit" if record["path"] == abi.RunPath.JIT else "interpreted",
+            path="jit" if record[_CONTEXT_WORD["path"]] == abi.RunPath.JIT else "interpreted",
         )
 
     def run_released(self, context: int, region: int) -> None:
@@ -750,11 +768,10 @@ class CudaDevice:
         if region_chunk is not None:
             self.arena.release(region_chunk)
 
-    @staticmethod
-    def _clear_record(table: np.ndarray, handle: int) -> None:
-        index = handle % len(table)
-        if int(table["handle"][index]) == handle:
-            table["handle"][index] = 0
+    def _clear_record(self, table: np.ndarray, handle: int) -> None:
+        row = self._record_words(table)[handle % len(table)]
+        if row[0] == handle:
+            row[0] = 0
 
     def _release_context(self, context: int) -> None:
         self._clear_record(self.contexts, context)  # first: no run names the staging any more
