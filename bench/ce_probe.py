@@ -76,7 +76,7 @@ def pipeline(path: Path, ring: Ring, device_pointer: int, stream, read_size: int
     size = os.fstat(fd).st_size
     reader = open_reader("io_uring", depth)
     try:
-        reader.register_buffers([(ring.memory.host_pointer, ring.count * ring.chunk)])
+        reader.register_buffers([(ring.address(index), ring.chunk) for index in range(ring.count)])
         handle = reader.add_file(fd)
         free = list(range(ring.count))
         pending = [0] * ring.count  # reads in flight per chunk
@@ -91,7 +91,7 @@ def pipeline(path: Path, ring: Ring, device_pointer: int, stream, read_size: int
                 for piece in range(0, length, read_size):
                     got = min(read_size, length - piece)
                     user_data = index << 16 | pending[index]  # unique while in flight
-                    reader.prep_read(handle, ring.address(index) + piece, got, offset + piece, user_data, 0)
+                    reader.prep_read(handle, ring.address(index) + piece, got, offset + piece, user_data, index)
                     pending[index] += 1
                 landed[index] = 0
                 offset += length
@@ -174,6 +174,11 @@ def main() -> int:
             )
             rows[f"io_uring + copy engine, ring {name}"] = max(
                 pipeline(path, ring, device.pointer, stream, read_size, args.depth, True) for _ in runs
+            )
+            print(
+                f"ring {name}: raw {rows[f'raw io_uring, ring {name}']:.2f}, with copies "
+                f"{rows[f'io_uring + copy engine, ring {name}']:.2f} GB/s",
+                flush=True,
             )
         ring = rings[0]
         rows[f"copy engine alone, ring {ring.count}x{ring.chunk >> 20}MiB"] = copy_engine_alone(
