@@ -208,7 +208,15 @@ def test_bad_submit_arguments_are_rejected_before_publishing(mk):
         mk.submit(handle, b"abc", own_lo=2, own_hi=1)
     with pytest.raises(DispatchError, match="not registered"):
         mk.submit(12345, b"abc")
-    assert mk.stats().published == 0
+    # per-run values a run template checks: a float is refused before the run is staged (the
+    # range checks let it through; then a float file_offset left its context and region behind)
+    for bad in ({"file_offset": 1.5}, {"own_lo": 0.0}, {"own_hi": 3.0}, {"chunk_index": 2.0}):
+        with pytest.raises(ProtocolError, match="integers"):
+            mk.submit(handle, b"abc", **bad)
+    assert not mk.registry.contexts and not mk.registry.regions
+    numpy_ints = {"own_lo": np.int64(1), "file_offset": np.uint64(8), "chunk_index": np.uint32(2)}
+    assert mk.submit(handle, b"abc", **numpy_ints).result(5).ok
+    assert mk.stats().published == 1
 
 
 def test_priorities_keep_room_for_urgent_work():

@@ -145,10 +145,14 @@ class SlotFuture(Future):
         while True:
             state = words[slot * _SLOT_WORDS] if slot >= 0 else _EMPTY
             if state in (_DONE, _FAULT):
-                service.reap_slot(slot)
+                reaped = service.reap_slot(slot)
                 if self.done():
                     break
-                continue
+                if reaped:
+                    continue
+                # not ours to reap: the slot went back to the free list before another thread
+                # resolved this future, and now holds someone else's finished slot (a bulk
+                # one, a stray); wait as for a slot in flight (yield, sleep, the deadline)
             spins += 1
             if state in _IN_FLIGHT_STATES and spins % SPINS_PER_YIELD:
                 continue  # the hot loop: one load, two compares
@@ -311,9 +315,13 @@ class HostService:
             with self._wake:
                 if not self._work_waiting:
                     self._sleeping = True
+                    # raised before _pending is read: a track() that adds to it after the read
+                    # sees the flag (it reads it without the lock) and wakes us, so an idle
+                    # sleep never misses a publication; track() cuts such a sleep short
+                    self._idle_sleep = True
                     # a device that cannot signal is polled often while work is in flight
                     busy_poll = not self.device_signals and (self._pending or self._bulk_in_flight)
-                    self._idle_sleep = not busy_poll  # track() cuts such a sleep short (see there)
+                    self._idle_sleep = not busy_poll
                     self._wake.wait(POLL_INTERVAL_S if busy_poll else SERVICE_INTERVAL_S)
                     self._idle_sleep = self._sleeping = False
             self._work_waiting = False

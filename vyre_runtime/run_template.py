@@ -79,6 +79,11 @@ class RunTemplate:
         else:
             view, length = megakernel._region_data(data)
         own_hi = length if own_hi is None else own_hi
+        if not (_integral(own_lo) and _integral(own_hi) and _integral(file_offset) and _integral(chunk_index)):
+            raise ProtocolError(  # (a float passed the range checks below, then failed half-staged)
+                f"own_lo={own_lo!r}, own_hi={own_hi!r}, file_offset={file_offset!r} and chunk_index={chunk_index!r} "
+                "must be integers"
+            )
         if length > U32 or not 0 <= own_lo <= own_hi <= length:
             raise DispatchError(f"own range {own_lo}..{own_hi} must lie inside the {length}-byte region")
         if not 0 <= file_offset < 1 << 64 or not 0 <= chunk_index <= U32:
@@ -101,6 +106,10 @@ class RunTemplate:
         except BaseException:
             megakernel.service.release_run(context, region)
             raise
+
+
+def _integral(value: Any) -> bool:
+    return type(value) is int or isinstance(value, (int, np.integer))
 
 
 def _per_member(name: str, value: Any, members: int, high: int, high_text: str) -> list[int | None]:

@@ -179,7 +179,8 @@ class CudaDevice:
         # a released run's staging (outputs, records, its context record) kept for the next run
         # of the same program and emit capacity: a stream runs one program per chunk thousands
         # of times, and staging it afresh (allocations, a record built field by field) was most
-        # of a run's host cost. Dropped when the program is unregistered.
+        # of a run's host cost. Kept for one emit capacity per program (_release_context); dropped
+        # when the program is unregistered.
         self._spare_runs: dict[tuple[int, int], list[_StagedRun]] = {}
         self._live_programs: set[int] = set()
         self._last_mapped: driver.MappedMemory | None = None  # where the last region lay
@@ -775,14 +776,23 @@ class CudaDevice:
 
     def _release_context(self, context: int) -> None:
         self._clear_record(self.contexts, context)  # first: no run names the staging any more
+        stale: list[_StagedRun] = []
         with self._lock:
             staged = self._runs.pop(context, None)
             if staged is None:
                 return
             if staged.record is not None and staged.program in self._live_programs:
-                self._spare_runs.setdefault((staged.program, staged.emit_capacity), []).append(staged)
-                return
-        self._release_staging([staged])
+                key = (staged.program, staged.emit_capacity)
+                spares = self._spare_runs.get(key)
+                if spares is None:  # spares of one emit capacity per program: those of another go
+                    # back to the arena (runs with ever new capacities would each keep theirs)
+                    for other in [k for k in self._spare_runs if k[0] == staged.program]:
+                        stale += self._spare_runs.pop(other)
+                    spares = self._spare_runs[key] = []
+                spares.append(staged)
+            else:
+                stale.append(staged)
+        self._release_staging(stale)
 
     def _release_staging(self, runs: list[_StagedRun]) -> None:
         for staged in runs:

@@ -1,0 +1,134 @@
+"""The CUDA device's run staging without a GPU: a released run's outputs, records and context
+record are kept for the next run of its program (CudaDevice._spare_runs). Reused, they must not
+show the earlier run's results; spares of one emit capacity per program are kept (runs with ever
+new capacities would otherwise each keep theirs); unregistering the program returns them."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from vyre_runtime.registry import Registry
+from vyre_runtime.vir0 import isa
+from vyre_runtime.vir0.program import Binding, Instruction, Program
+
+pytest.importorskip("cuda.bindings")
+from vyre_runtime.backends.cuda import abi
+from vyre_runtime.backends.cuda.device import CudaDevice
+
+CAPACITY = 64  # records in each table
+
+
+class FakeChunk:
+    def __init__(self, nbytes: int, pointer: int) -> None:
+        self.nbytes, self.device_pointer = nbytes, pointer
+        self.memory = np.zeros(nbytes, dtype=np.uint8)
+
+    def view(self, dtype: np.dtype | str, count: int) -> np.ndarray:
+        return self.memory[: count * np.dtype(dtype).itemsize].view(dtype)
+
+
+class FakeArena:
+    def __init__(self) -> None:
+        self.made: list[FakeChunk] = []
+        self.released: list[FakeChunk] = []
+
+    def allocate(self, nbytes: int) -> FakeChunk:
+        self.made.append(FakeChunk(nbytes, 0x7000_0000 + 0x10_0000 * len(self.made)))
+        return self.made[-1]
+
+    def release(self, chunk: FakeChunk) -> None:
+        self.released.append(chunk)
+
+
+@pytest.fixture
+def device():
+    """A CudaDevice with what staging and reading a run needs, and no GPU behind it."""
+    device = object.__new__(CudaDevice)
+    device.registry = Registry()
+    device._lock, device._jit_lock = threading.Lock(), threading.Lock()
+    device._runs, device._fused_runs, device._spare_runs, device._live_programs = {}, {}, {}, set()
+    device._table_words, device._global_pointers = {}, {}
+    device.contexts, device.programs = np.zeros(CAPACITY, abi.CONTEXT), np.zeros(CAPACITY, abi.PROGRAM)
+    device.context = type("Context", (), {"enter": lambda self: None})()
+    device._upload_program = lambda index, field: None
+    device.arena = FakeArena()
+    return device
+
+
+def register(device) -> int:
+    program = Program(
+        name="emitter",
+        registers=2,
+        lanes=4,
+        bindings=(Binding("hits", 2, init=7),),
+        emit_words=2,
+        code=(Instruction(isa.Op.EXIT),),
+    )
+    handle = device.registry.add_program(program)
+    device._live_programs.add(handle)  # (program_registered's last step)
+    return handle
+
+
+def stage(device, program: int, emit_capacity: int = 16, fuel: int | None = None) -> int:
+    context = device.registry.add_context(fuel, emit_capacity)
+    device._stage_context(program, context)
+    return context
+
+
+def run_on_the_device(device, context: int) -> None:
+    """What the kernel writes while it runs ``context``: outputs, two records, the counters."""
+    staged = device._runs[context]
+    staged.outputs[0].view(np.uint32, 2)[:] = [100, 200]
+    staged.records.view(np.uint32, 4)[:] = [1, 2, 3, 4]
+    record = device.contexts[context % CAPACITY]
+    record["emitted"], record["instructions"], record["lanes"], record["dropped"] = 2, 40, 4, 1
+
+
+def release(device, context: int) -> None:
+    device._release_context(context)
+    device.registry.release_run(context, 0)
+
+
+def test_a_reused_run_staging_shows_nothing_of_the_run_before(device):
+    program = register(device)
+    first = stage(device, program, fuel=1000)
+    run_on_the_device(device, first)
+    result = device.run_result(program, first)
+    assert result.outputs["hits"].tolist() == [100, 200] and result.records.tolist() == [[1, 2], [3, 4]]
+    assert result.dropped == 1 and result.instructions == 40
+    release(device, first)
+    made = len(device.arena.made)
+    second = stage(device, program, fuel=5)
+    assert len(device.arena.made) == made and not device.arena.released  # the same staging, reused
+    record = device.contexts[second % CAPACITY]
+    assert record["handle"] == second and record["fuel"] == 5 and record["emit_capacity"] == 16
+    assert record["emitted"] == record["instructions"] == record["dropped"] == record["lanes"] == 0
+    assert record["fault_lane"] == abi.NO_FAULT_LANE
+    assert device._runs[second].outputs[0].view(np.uint32, 2).tolist() == [7, 7]  # from the init word again
+    assert device.run_result(program, second) is None  # nothing ran yet: no result of the first run
+    assert device.contexts[first % CAPACITY]["handle"] == 0  # the released run's record names nothing
+
+
+def test_spares_of_another_emit_capacity_go_back_to_the_arena(device):
+    program = register(device)
+    first = stage(device, program, emit_capacity=16)
+    first_chunks = [*device._runs[first].outputs.values(), device._runs[first].records]
+    release(device, first)
+    second = stage(device, program, emit_capacity=32)  # a new capacity: fresh staging
+    release(device, second)
+    assert device.arena.released == first_chunks  # the capacity-16 spares went
+    assert list(device._spare_runs) == [(program, 32)]
+
+
+def test_unregistering_a_program_returns_its_spares_and_a_late_runs_staging(device):
+    program = register(device)
+    first, second = stage(device, program), stage(device, program)
+    release(device, first)
+    chunks = [*device._runs[second].outputs.values(), device._runs[second].records]
+    device.program_unregistered(program)
+    assert len(device.arena.released) == 2 and not device._spare_runs
+    release(device, second)  # a run that finished as the program went: no spare of a dead program
+    assert device.arena.released[2:] == chunks and not device._spare_runs
