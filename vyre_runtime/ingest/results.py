@@ -68,17 +68,77 @@ class FileResult:
 
 def canonical_order(records: np.ndarray) -> np.ndarray:
     """Records sorted by their words: backends append in different orders (docs/VIR0.md, Emit)."""
-    if records.shape[1] == 0:
+    if records.shape[1] == 0 or len(records) < 2:
         return records
-    return records[np.lexsort(records.T[::-1])]
+    order = _sort_order(_word_keys(records))
+    return records if order is None else records[order]
+
+
+def _word_keys(records: np.ndarray) -> list[np.ndarray]:
+    """The records' words packed two to a uint64 (the earlier word high), least significant key
+    first as np.lexsort takes them: one 64-bit compare does two words of the lexicographic one,
+    and records of up to two words (offset lo, hi) sort by one key."""
+    keys = []
+    for word in range(0, records.shape[1], 2):
+        key = records[:, word].astype(np.uint64) << np.uint64(32)
+        if word + 1 < records.shape[1]:
+            key |= records[:, word + 1]
+        keys.append(key)
+    return keys[::-1]
+
+
+def _out_of_order(primary: np.ndarray, keys: int) -> np.ndarray:
+    """Per row after the first: True where it may not follow the row before it. With one key, a tie
+    is an equal row (in order); with more, a tie needs the later keys (counted as out of order)."""
+    return primary[1:] < primary[:-1] if keys == 1 else primary[1:] <= primary[:-1]
+
+
+def _sort_order(keys: list[np.ndarray]) -> np.ndarray | None:
+    """The permutation that puts rows in key order; None where they already are (the CPU backend
+    emits lanes in order). A sort by the first key is the whole order unless it ties (records that
+    begin with a file offset seldom do); with one key, ties are equal rows and any order will do."""
+    primary = keys[-1]
+    if not _out_of_order(primary, len(keys)).any():
+        return None
+    order = np.argsort(primary, kind="stable")  # timsort: fast on the runs a GPU's warps emit
+    if len(keys) > 1:
+        ranked = primary[order]
+        if (ranked[1:] == ranked[:-1]).any():
+            order = np.lexsort(keys)
+    return order
+
+
+def _order_within_chunks(records: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``records`` (chunk parts joined in chunk order, part i from row ``starts[i]``) with each
+    part in canonical order: one vectorized pass finds the parts out of order, only those are
+    sorted, and one gather applies their orders."""
+    if records.shape[1] == 0 or len(records) < 2:
+        return records
+    keys = _word_keys(records)
+    primary = keys[-1]
+    late = np.zeros(len(records), dtype=bool)  # rows that do not follow the row before them
+    late[1:] = _out_of_order(primary, len(keys))
+    late[starts] = False  # a part's first row need not follow the previous part's last
+    unsorted = np.flatnonzero(np.logical_or.reduceat(late, starts))
+    if not len(unsorted):
+        return records
+    ends = np.append(starts[1:], len(records))
+    rows = np.arange(len(records))
+    for part in unsorted.tolist():
+        start, end = int(starts[part]), int(ends[part])
+        order = _sort_order([key[start:end] for key in keys])
+        if order is not None:
+            rows[start:end] = order + start
+    return records[rows]
 
 
 def merge(program: Program, chunks: dict[int, ChunkOutcome], global_buffers: dict[str, np.ndarray]) -> ProgramResult:
-    """Merge one program's chunk outcomes in chunk order."""
+    """Merge one program's chunk outcomes in chunk order: records are joined once, then each
+    chunk's part is put in canonical order (the file's records: by chunk, then by words)."""
     result = ProgramResult(program=program.name)
     accumulators = new_accumulators(program.bindings)
     record_parts: list[np.ndarray] = []
-    chunk_parts: list[np.ndarray] = []
+    record_indices: list[int] = []
     for index in sorted(chunks):
         plan, outcome = chunks[index].plan, chunks[index].outcome
         result.instructions += outcome.instructions
@@ -90,13 +150,15 @@ def merge(program: Program, chunks: dict[int, ChunkOutcome], global_buffers: dic
             accumulator.add(outcome.outputs[name])
         result.dropped += outcome.dropped
         if len(outcome.records):
-            record_parts.append(canonical_order(outcome.records))
-            chunk_parts.append(np.full(len(outcome.records), index, dtype=np.uint32))
+            record_parts.append(outcome.records)
+            record_indices.append(index)
     result.outputs = {name: accumulator.result() for name, accumulator in accumulators.items()}
     result.outputs.update({name: np.array(value, dtype=np.uint32) for name, value in global_buffers.items()})
     if record_parts:
-        result.records = np.concatenate(record_parts)
-        result.record_chunks = np.concatenate(chunk_parts)
+        counts = np.array([len(part) for part in record_parts], dtype=np.int64)
+        starts = np.cumsum(counts) - counts
+        result.records = _order_within_chunks(np.concatenate(record_parts), starts)
+        result.record_chunks = np.repeat(np.array(record_indices, dtype=np.uint32), counts)
     else:
         result.records = np.zeros((0, program.emit_words), dtype=np.uint32)
     return result
