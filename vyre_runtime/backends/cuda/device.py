@@ -117,11 +117,16 @@ class _StagedRun:
     # what a later run of the same program reuses (CudaDevice._spare_runs): the context record
     # as staged (handle 0, fuel set per run) and each RUN output's view with its init word
     record: np.ndarray | None = None
+    words: np.ndarray | None = None  # ``record`` as u32 words (a view: _stage_context's stores)
     inits: list[tuple[np.ndarray, int]] = field(default_factory=list)
 
 
 # CONTEXT field -> its first u32 word in a record (run_result reads a record as words)
 _CONTEXT_WORD = {name: offset // 4 for name, (_, offset) in abi.CONTEXT.fields.items()}
+_FUEL_WORD = _CONTEXT_WORD["fuel"]
+# _put_region stores a REGION record as words: handle, reserved, pointer (u64), length (u64)
+assert [abi.REGION.fields[name][1] for name in ("handle", "reserved", "pointer", "length")] == [0, 4, 8, 16]
+assert abi.REGION.itemsize == 24
 
 
 def _align(offset: int) -> int:
@@ -301,6 +306,11 @@ class CudaDevice:
         The bytes of a ``bytes`` object are copied without asking the driver whether another
         library pinned and mapped them (two cuPointerGetAttribute calls: ~10 us per tiny submit
         on the H100's host); other memory is asked about, so pinned memory is read in place."""
+        if type(data) is memoryview and type(data.obj) is bytes and data.c_contiguous:
+            # Python's heap (submit(bytes)): never inside memory this device mapped, nor pinned
+            # by anyone: answered without finding its address (a NumPy view: ~2 us per run)
+            nbytes = data.nbytes
+            return (self._empty_region.device_pointer, 0) if nbytes == 0 else (None, nbytes)
         try:
             pointer, nbytes = driver.host_pointer_of(data)
         except (ValueError, TypeError, BufferError):  # not C-contiguous: it will be copied
@@ -326,6 +336,15 @@ class CudaDevice:
             staged[name] = value
         self._put_record(table, index, handle, staged)
 
+    def _put_region(self, region: int, pointer: int, nbytes: int) -> None:
+        """_write_record of a REGION record, stored as its u32 words (a run's region: no
+        structured record built field by field): handle 0, the rest, then the handle."""
+        index = self._record_index(self.regions, region, "region")
+        row = self._record_words(self.regions)[index]
+        row[0] = 0  # invalid while it changes
+        row[1:] = (0, pointer & 0xFFFFFFFF, pointer >> 32, nbytes & 0xFFFFFFFF, nbytes >> 32)  # reserved, u64, u64
+        row[0] = region  # last
+
     def _record_index(self, table: np.ndarray, handle: int, kind: str) -> int:
         """Where ``handle``'s record goes; refused if another live handle holds that index."""
         index = handle % len(table)
@@ -340,9 +359,13 @@ class CudaDevice:
     def _put_record(self, table: np.ndarray, index: int, handle: int, staged: np.ndarray) -> None:
         """Store a record built with handle 0 at ``index``, then its handle (the kernel's check).
         The stores go through the table's u32 words (three slice stores, no per-field views)."""
+        self._put_words(table, index, handle, staged.reshape(1).view(np.uint32))
+
+    def _put_words(self, table: np.ndarray, index: int, handle: int, words: np.ndarray) -> None:
+        """_put_record of a record given as its u32 words (``words[0]``, its handle, unused)."""
         row = self._record_words(table)[index]
         row[0] = 0  # invalid while it changes
-        row[1:] = staged.reshape(1).view(np.uint32)[1:]
+        row[1:] = words[1:]
         row[0] = handle  # last
 
     def _record_words(self, table: np.ndarray) -> np.ndarray:
@@ -569,20 +592,22 @@ class CudaDevice:
         with self._lock:
             spares = self._spare_runs.get(key)
             staged = spares.pop() if spares else None
+            if staged is not None:
+                self._runs[context] = staged  # before anything can fail: run_released returns it all
         if staged is None:
             entry = self.registry.programs[program].program
             self._check_record_bytes(run.emit_capacity, entry.emit_words)
             staged = _StagedRun(program, entry.emit_words, run.emit_capacity)
-        with self._lock:
-            self._runs[context] = staged  # before anything can fail: run_released returns it all
-        if staged.record is None:
+            with self._lock:
+                self._runs[context] = staged  # (as above)
+        if staged.words is None:
             self._allocate_run_staging(staged)
         for view, init in staged.inits:  # RUN outputs start from their init word
             view[:] = init
-        record = staged.record
-        record["fuel"] = run.fuel or 0
+        words = staged.words
+        words[_FUEL_WORD] = run.fuel or 0
         index = self._record_index(self.contexts, context, "context")
-        self._put_record(self.contexts, index, context, record)
+        self._put_words(self.contexts, index, context, words)
 
     @staticmethod
     def _check_record_bytes(emit_capacity: int, emit_words: int) -> None:
@@ -615,12 +640,13 @@ class CudaDevice:
         record["records"] = staged.records.device_pointer if staged.records else 0
         record["outputs"] = outputs
         staged.record = record
+        staged.words = record.reshape(1).view(np.uint32)
 
     def _stage_region(self, region: int) -> None:
         data = self.registry.regions[region]
         if isinstance(data, DeviceRegion):  # device memory: the kernel reads it where it lies
             pointer, nbytes = self._device_region_address(region, data)
-            self._write_record(self.regions, region, "region", {"pointer": pointer, "length": nbytes})
+            self._put_region(region, pointer, nbytes)
             return
         pointer, nbytes = self._device_address(data)
         chunk = None
@@ -629,11 +655,11 @@ class CudaDevice:
             source = data if _contiguous(data) else memoryview(data).tobytes()
             chunk.view(np.uint8, nbytes)[:] = np.frombuffer(source, np.uint8)
             pointer = chunk.device_pointer
-            with self._lock:
-                self.host_bytes_copied += nbytes
         with self._lock:
             self._region_chunks[region] = chunk
-        self._write_record(self.regions, region, "region", {"pointer": pointer, "length": nbytes})
+            if chunk is not None:
+                self.host_bytes_copied += nbytes
+        self._put_region(region, pointer, nbytes)
 
     def _device_region_address(self, region: int, data: DeviceRegion) -> tuple[int, int]:
         """(device address, bytes) of a region in device memory: a DeviceBuffer of this device
