@@ -119,11 +119,22 @@ class _StagedRun:
     record: np.ndarray | None = None
     words: np.ndarray | None = None  # ``record`` as u32 words (a view: _stage_context's stores)
     inits: list[tuple[np.ndarray, int]] = field(default_factory=list)
+    views: dict[int, np.ndarray] = field(default_factory=dict)  # binding index -> its RUN output's words
 
 
 # CONTEXT field -> its first u32 word in a record (run_result reads a record as words)
 _CONTEXT_WORD = {name: offset // 4 for name, (_, offset) in abi.CONTEXT.fields.items()}
 _FUEL_WORD = _CONTEXT_WORD["fuel"]
+# the words run_result reads of a context record: the counters and fault, up to instructions
+(_HANDLE, _EMITTED, _DROPPED, _FAULT_LANE, _FAULT_CODE, _FAULT_PC, _FAULT_DETAIL, _LANES, _PATH, _INSTRUCTIONS) = (
+    _CONTEXT_WORD[name]
+    for name in (
+        "handle", "emitted", "dropped", "fault_lane", "fault_code", "fault_pc", "fault_detail", "lanes", "path",
+        "instructions",
+    )
+)  # fmt: skip
+_COUNTER_WORDS = _INSTRUCTIONS + 2  # instructions is a u64: its two words end what run_result reads
+_JIT_PATH = int(abi.RunPath.JIT)
 # _put_region stores a REGION record as words: handle, reserved, pointer (u64), length (u64)
 assert [abi.REGION.fields[name][1] for name in ("handle", "reserved", "pointer", "length")] == [0, 4, 8, 16]
 assert abi.REGION.itemsize == 24
@@ -629,7 +640,8 @@ class CudaDevice:
                 outputs[index] = globals_.get(index, 0)
                 continue
             chunk = staged.outputs[index] = self.arena.allocate(binding.words * 4)
-            staged.inits.append((chunk.view(np.uint32, binding.words), binding.init))
+            staged.views[index] = chunk.view(np.uint32, binding.words)
+            staged.inits.append((staged.views[index], binding.init))
             outputs[index] = chunk.device_pointer
         record_bytes = staged.emit_capacity * staged.emit_words * 4
         if record_bytes:
@@ -736,43 +748,45 @@ class CudaDevice:
         with self._lock:
             staged = self._runs.get(context)
         index = context % len(self.contexts)
-        record = self._record_words(self.contexts)[index].tolist()  # one read of the device-written fields
-        if staged is None or record[_CONTEXT_WORD["handle"]] != context:
+        # one read of the device-written fields (the words up to the u64 instructions)
+        record = self._record_words(self.contexts)[index, :_COUNTER_WORDS].tolist()
+        if staged is None or record[_HANDLE] != context:
             return None
-        instructions = record[_CONTEXT_WORD["instructions"]] | record[_CONTEXT_WORD["instructions"] + 1] << 32
-        fault_lane = record[_CONTEXT_WORD["fault_lane"]]
+        instructions = record[_INSTRUCTIONS] | record[_INSTRUCTIONS + 1] << 32
+        fault_lane = record[_FAULT_LANE]
         if instructions == 0 and fault_lane == abi.NO_FAULT_LANE:
             return None  # the slot faulted before the program ran (handle, argument)
         entry = self.registry.programs[program]
         outputs = {}
+        views = staged.views
         for index_, binding in enumerate(entry.program.bindings):
             if binding.scope == Scope.GLOBAL:
                 outputs[binding.name] = np.array(entry.global_buffers[binding.name], dtype=np.uint32)
             else:
-                outputs[binding.name] = staged.outputs[index_].view(np.uint32, binding.words).copy()
+                outputs[binding.name] = views[index_].copy()
         words = staged.emit_words
-        emitted = min(record[_CONTEXT_WORD["emitted"]], staged.emit_capacity)
+        emitted = min(record[_EMITTED], staged.emit_capacity)
         if staged.records is not None and emitted:
             records = staged.records.view(np.uint32, emitted * words).reshape(emitted, words).copy()
         else:
             records = np.zeros((0, words), dtype=np.uint32)
         fault = None
         if fault_lane != abi.NO_FAULT_LANE:
-            code = record[_CONTEXT_WORD["fault_code"]]
+            code = record[_FAULT_CODE]
             fault = Fault(
                 FaultCode(code) if code in FAULT_CODES else code,  # type: ignore[arg-type]
-                record[_CONTEXT_WORD["fault_pc"]],
+                record[_FAULT_PC],
                 fault_lane,
-                record[_CONTEXT_WORD["fault_detail"]],
+                record[_FAULT_DETAIL],
             )
         return RunResult(
             outputs=outputs,
             records=records,
-            dropped=record[_CONTEXT_WORD["dropped"]],
+            dropped=record[_DROPPED],
             fault=fault,
-            lanes=record[_CONTEXT_WORD["lanes"]],
+            lanes=record[_LANES],
             instructions=instructions,
-            path="jit" if record[_CONTEXT_WORD["path"]] == abi.RunPath.JIT else "interpreted",
+            path="jit" if record[_PATH] == _JIT_PATH else "interpreted",
         )
 
     def run_released(self, context: int, region: int) -> None:
