@@ -132,3 +132,27 @@ def test_unregistering_a_program_returns_its_spares_and_a_late_runs_staging(devi
     assert len(device.arena.released) == 2 and not device._spare_runs
     release(device, second)  # a run that finished as the program went: no spare of a dead program
     assert device.arena.released[2:] == chunks and not device._spare_runs
+
+
+def test_a_run_region_record_holds_the_fields_a_structured_write_would(device):
+    """_stage_region stores REGION records as words (_put_region): the same bytes as
+    _write_record's field by field record, handle last; a bytes region is copied to staging."""
+    device.regions = np.zeros(CAPACITY, abi.REGION)
+    device._region_chunks, device._region_buffers, device.host_bytes_copied = {}, {}, 0
+    device._empty_region = FakeChunk(1, 0x6000_0000)
+    device.registry.index_capacity["region"] = CAPACITY
+    expected = np.zeros(CAPACITY, abi.REGION)
+    pointer, length = 0x12_3456_789A, (1 << 33) + 5
+    handle = device.registry.add_region(memoryview(b"abc"))
+    device._put_region(handle, pointer, length)
+    device._write_record(expected, handle, "region", {"pointer": pointer, "length": length})
+    assert device.regions.tobytes() == expected.tobytes()
+    data = device.registry.add_region(memoryview(b"x" * 40).cast("B"))
+    device._stage_region(data)
+    record = device.regions[data % CAPACITY]
+    chunk = device._region_chunks[data]
+    assert record["handle"] == data and record["pointer"] == chunk.device_pointer and record["length"] == 40
+    assert chunk.view(np.uint8, 40).tobytes() == b"x" * 40 and device.host_bytes_copied == 40
+    empty = device.registry.add_region(memoryview(b""))
+    device._stage_region(empty)
+    assert device.regions[empty % CAPACITY]["pointer"] == 0x6000_0000 and device._region_chunks[empty] is None

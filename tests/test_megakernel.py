@@ -64,6 +64,29 @@ def test_submit_runs_a_program_and_returns_outputs(mk):
     assert result.outputs["hits"].tolist() == [5] and result.outputs["bytes"].tolist() == [500]
 
 
+def test_submit_checks_options_once_per_set_and_refuses_what_a_fresh_check_refuses(mk):
+    """submit() reuses the RunTemplate of an option set it checked before: values that compare
+    equal but are refused (True for 1) and removed programs or groups are still refused as a
+    fresh check refuses them."""
+    handle = mk.register_program(counting_program())
+    assert mk.submit(handle, b"x" * 10, lanes=1, fuel=1000).result(10).outputs["hits"].tolist() == [1]
+    assert mk.submit(handle, b"x" * 10, lanes=1, fuel=1000).result(10).ok
+    assert len(mk._templates) == 1
+    with pytest.raises(DispatchError, match="lanes=True"):
+        mk.submit(handle, b"x", lanes=True, fuel=1000)
+    with pytest.raises(DispatchError, match="fuel=True"):
+        mk.submit(handle, b"x", lanes=1, fuel=True)
+    other = mk.register_program(counting_program())
+    group = mk.register_fused([handle, other])
+    assert len(mk.submit(group, b"x" * 10, lanes=1, fuel=1000).result(10)) == 2
+    mk.unregister_program(group)
+    with pytest.raises(DispatchError, match=f"program handle {group} is not registered"):
+        mk.submit(group, b"x", lanes=1, fuel=1000)
+    mk.unregister_program(handle)
+    with pytest.raises(DispatchError, match=f"program handle {handle} is not registered"):
+        mk.submit(handle, b"x", lanes=1, fuel=1000)
+
+
 @pytest.mark.parametrize(
     ("kind", "code"), [("oob", SlotFault.OOB_INPUT), ("fuel", SlotFault.FUEL_EXHAUSTED), ("trap", SlotFault.TRAP)]
 )

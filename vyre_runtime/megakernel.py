@@ -66,6 +66,9 @@ JIT_SWAP_DRAIN_S = 600.0  # a hot swap waits this long for runs in flight to let
 CHANNEL_SPINS = 200_000  # status checks before a channel call starts sleeping between checks
 REAP_SPIN_S = 0.00002  # a bulk publisher's pause between reaps while the ring is full ...
 REAP_SPINS = 200  # ... after this many empty reaps in a row (before: it yields the GIL, no sleep)
+TEMPLATE_CACHE = 64  # submit()'s checked option sets kept (cleared when full: options varying per run)
+_PLAIN = (int, type(None))  # lanes / fuel as one value for every member, or each program's default
+_TIMEOUT = (int, float, type(None))
 BULK_BATCH_SHARE = 8  # a bulk publisher on a GPU waits for an eighth of the ring to be free
 # plain ints for the channel's hot path (an enum member lookup costs about a microsecond)
 _EMPTY, _PUBLISHED, _DONE = int(SlotState.EMPTY), int(SlotState.PUBLISHED), int(SlotState.DONE)
@@ -116,6 +119,10 @@ class Megakernel:
         self._host_memory_lock = threading.Lock()
         self._host_memory_free: dict[int, list[np.ndarray]] = {}
         self._host_memory_retired: list[np.ndarray] = []  # kept mapped, never lent again
+        # submit()'s options checked once (RunTemplate): a template made before a program or group
+        # was unregistered is never used after (registry.removals is in the key), so each submit
+        # still raises what a fresh check would
+        self._templates: dict[tuple[Any, ...], RunTemplate] = {}
         # the backend owns the image's memory (host-mapped on CUDA); completions wake the service
         self.device = open_backend(backend, self.layout, self.registry, workers, lambda: self.service.notify())
         self.image = self.device.image
@@ -351,11 +358,41 @@ class Megakernel:
         ``emit_capacity`` is each member's.
         """
         handle = program if isinstance(program, int) else self.register_program(program)
-        template = RunTemplate(
-            self, handle, lanes=lanes, fuel=fuel, emit_capacity=emit_capacity, tenant=tenant, priority=priority,
-            timeout=timeout,
-        )  # fmt: skip
+        template = self._submit_template(handle, lanes, fuel, emit_capacity, tenant, priority, timeout)
         return template.submit(data, own_lo=own_lo, own_hi=own_hi, file_offset=file_offset, chunk_index=chunk_index)
+
+    def _submit_template(
+        self, handle: int, lanes: Any, fuel: Any, emit_capacity: Any, tenant: Any, priority: Any, timeout: Any
+    ) -> RunTemplate:
+        """submit()'s RunTemplate for these options: made (and checked) once per option set."""
+        key = None
+        if (
+            type(handle) is int
+            and type(lanes) in _PLAIN
+            and type(fuel) in _PLAIN
+            and type(emit_capacity) is int
+            and type(tenant) is int
+            and type(priority) is Priority
+            and type(timeout) in _TIMEOUT
+        ):  # options whose equal values behave alike (not True == 1, nor lists): a template is reused
+            key = (self.registry.removals, handle, lanes, fuel, emit_capacity, tenant, priority, timeout)
+            template = self._templates.get(key)
+        if key is None or template is None:
+            template = RunTemplate(
+                self,
+                handle,
+                lanes=lanes,
+                fuel=fuel,
+                emit_capacity=emit_capacity,
+                tenant=tenant,
+                priority=priority,
+                timeout=timeout,
+            )
+            if key is not None:
+                if len(self._templates) >= TEMPLATE_CACHE:
+                    self._templates.clear()
+                self._templates[key] = template
+        return template
 
     def run_template(self, program: int, **options: Any) -> RunTemplate:
         """submit()'s options (lanes, fuel, emit_capacity, tenant, priority, timeout) for

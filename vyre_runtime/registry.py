@@ -75,6 +75,9 @@ class Registry:
     # the capacity per kind ("program", "context", "region", "dfa"); a new handle of that kind
     # then never lands on an index a live handle of the same kind holds (see _new_handle).
     index_capacity: dict[str, int] = field(default_factory=dict)
+    # programs and fused groups removed so far: what was checked against the registry before a
+    # removal (Megakernel.submit's templates) is checked again after it
+    removals: int = 0
     _next: int = 1
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _live_indices: dict[str, set[int]] = field(default_factory=dict)
@@ -156,6 +159,7 @@ class Registry:
     def remove_fused(self, handle: int) -> None:
         if self.fused.pop(handle, None) is None:
             raise DispatchError(f"fused group {handle} is not registered", "use register_fused's handle")
+        self.removals += 1
         self._forget_handle("fused", handle)
 
     def add_fused_run(self, group: FusedGroup, fuel: list[int | None], lanes: list[int], emit_capacity: int) -> int:
@@ -211,6 +215,7 @@ class Registry:
         """Forget a program and every user opcode bound to it."""
         if self.programs.pop(handle, None) is None:
             raise DispatchError(f"program handle {handle} is not registered", "use register_program's handle")
+        self.removals += 1
         self._forget_handle("program", handle)
         for opcode in [op for op, bound in self.opcode_programs.items() if bound == handle]:
             del self.opcode_programs[opcode]

@@ -117,11 +117,27 @@ class _StagedRun:
     # what a later run of the same program reuses (CudaDevice._spare_runs): the context record
     # as staged (handle 0, fuel set per run) and each RUN output's view with its init word
     record: np.ndarray | None = None
+    words: np.ndarray | None = None  # ``record`` as u32 words (a view: _stage_context's stores)
     inits: list[tuple[np.ndarray, int]] = field(default_factory=list)
+    views: dict[int, np.ndarray] = field(default_factory=dict)  # binding index -> its RUN output's words
 
 
 # CONTEXT field -> its first u32 word in a record (run_result reads a record as words)
 _CONTEXT_WORD = {name: offset // 4 for name, (_, offset) in abi.CONTEXT.fields.items()}
+_FUEL_WORD = _CONTEXT_WORD["fuel"]
+# the words run_result reads of a context record: the counters and fault, up to instructions
+(_HANDLE, _EMITTED, _DROPPED, _FAULT_LANE, _FAULT_CODE, _FAULT_PC, _FAULT_DETAIL, _LANES, _PATH, _INSTRUCTIONS) = (
+    _CONTEXT_WORD[name]
+    for name in (
+        "handle", "emitted", "dropped", "fault_lane", "fault_code", "fault_pc", "fault_detail", "lanes", "path",
+        "instructions",
+    )
+)  # fmt: skip
+_COUNTER_WORDS = _INSTRUCTIONS + 2  # instructions is a u64: its two words end what run_result reads
+_JIT_PATH = int(abi.RunPath.JIT)
+# _put_region stores a REGION record as words: handle, reserved, pointer (u64), length (u64)
+assert [abi.REGION.fields[name][1] for name in ("handle", "reserved", "pointer", "length")] == [0, 4, 8, 16]
+assert abi.REGION.itemsize == 24
 
 
 def _align(offset: int) -> int:
@@ -301,6 +317,11 @@ class CudaDevice:
         The bytes of a ``bytes`` object are copied without asking the driver whether another
         library pinned and mapped them (two cuPointerGetAttribute calls: ~10 us per tiny submit
         on the H100's host); other memory is asked about, so pinned memory is read in place."""
+        if type(data) is memoryview and type(data.obj) is bytes and data.c_contiguous:
+            # Python's heap (submit(bytes)): never inside memory this device mapped, nor pinned
+            # by anyone: answered without finding its address (a NumPy view: ~2 us per run)
+            nbytes = data.nbytes
+            return (self._empty_region.device_pointer, 0) if nbytes == 0 else (None, nbytes)
         try:
             pointer, nbytes = driver.host_pointer_of(data)
         except (ValueError, TypeError, BufferError):  # not C-contiguous: it will be copied
@@ -326,6 +347,15 @@ class CudaDevice:
             staged[name] = value
         self._put_record(table, index, handle, staged)
 
+    def _put_region(self, region: int, pointer: int, nbytes: int) -> None:
+        """_write_record of a REGION record, stored as its u32 words (a run's region: no
+        structured record built field by field): handle 0, the rest, then the handle."""
+        index = self._record_index(self.regions, region, "region")
+        row = self._record_words(self.regions)[index]
+        row[0] = 0  # invalid while it changes
+        row[1:] = (0, pointer & 0xFFFFFFFF, pointer >> 32, nbytes & 0xFFFFFFFF, nbytes >> 32)  # reserved, u64, u64
+        row[0] = region  # last
+
     def _record_index(self, table: np.ndarray, handle: int, kind: str) -> int:
         """Where ``handle``'s record goes; refused if another live handle holds that index."""
         index = handle % len(table)
@@ -340,9 +370,13 @@ class CudaDevice:
     def _put_record(self, table: np.ndarray, index: int, handle: int, staged: np.ndarray) -> None:
         """Store a record built with handle 0 at ``index``, then its handle (the kernel's check).
         The stores go through the table's u32 words (three slice stores, no per-field views)."""
+        self._put_words(table, index, handle, staged.reshape(1).view(np.uint32))
+
+    def _put_words(self, table: np.ndarray, index: int, handle: int, words: np.ndarray) -> None:
+        """_put_record of a record given as its u32 words (``words[0]``, its handle, unused)."""
         row = self._record_words(table)[index]
         row[0] = 0  # invalid while it changes
-        row[1:] = staged.reshape(1).view(np.uint32)[1:]
+        row[1:] = words[1:]
         row[0] = handle  # last
 
     def _record_words(self, table: np.ndarray) -> np.ndarray:
@@ -569,20 +603,22 @@ class CudaDevice:
         with self._lock:
             spares = self._spare_runs.get(key)
             staged = spares.pop() if spares else None
+            if staged is not None:
+                self._runs[context] = staged  # before anything can fail: run_released returns it all
         if staged is None:
             entry = self.registry.programs[program].program
             self._check_record_bytes(run.emit_capacity, entry.emit_words)
             staged = _StagedRun(program, entry.emit_words, run.emit_capacity)
-        with self._lock:
-            self._runs[context] = staged  # before anything can fail: run_released returns it all
-        if staged.record is None:
+            with self._lock:
+                self._runs[context] = staged  # (as above)
+        if staged.words is None:
             self._allocate_run_staging(staged)
         for view, init in staged.inits:  # RUN outputs start from their init word
             view[:] = init
-        record = staged.record
-        record["fuel"] = run.fuel or 0
+        words = staged.words
+        words[_FUEL_WORD] = run.fuel or 0
         index = self._record_index(self.contexts, context, "context")
-        self._put_record(self.contexts, index, context, record)
+        self._put_words(self.contexts, index, context, words)
 
     @staticmethod
     def _check_record_bytes(emit_capacity: int, emit_words: int) -> None:
@@ -604,7 +640,8 @@ class CudaDevice:
                 outputs[index] = globals_.get(index, 0)
                 continue
             chunk = staged.outputs[index] = self.arena.allocate(binding.words * 4)
-            staged.inits.append((chunk.view(np.uint32, binding.words), binding.init))
+            staged.views[index] = chunk.view(np.uint32, binding.words)
+            staged.inits.append((staged.views[index], binding.init))
             outputs[index] = chunk.device_pointer
         record_bytes = staged.emit_capacity * staged.emit_words * 4
         if record_bytes:
@@ -615,12 +652,13 @@ class CudaDevice:
         record["records"] = staged.records.device_pointer if staged.records else 0
         record["outputs"] = outputs
         staged.record = record
+        staged.words = record.reshape(1).view(np.uint32)
 
     def _stage_region(self, region: int) -> None:
         data = self.registry.regions[region]
         if isinstance(data, DeviceRegion):  # device memory: the kernel reads it where it lies
             pointer, nbytes = self._device_region_address(region, data)
-            self._write_record(self.regions, region, "region", {"pointer": pointer, "length": nbytes})
+            self._put_region(region, pointer, nbytes)
             return
         pointer, nbytes = self._device_address(data)
         chunk = None
@@ -629,11 +667,11 @@ class CudaDevice:
             source = data if _contiguous(data) else memoryview(data).tobytes()
             chunk.view(np.uint8, nbytes)[:] = np.frombuffer(source, np.uint8)
             pointer = chunk.device_pointer
-            with self._lock:
-                self.host_bytes_copied += nbytes
         with self._lock:
             self._region_chunks[region] = chunk
-        self._write_record(self.regions, region, "region", {"pointer": pointer, "length": nbytes})
+            if chunk is not None:
+                self.host_bytes_copied += nbytes
+        self._put_region(region, pointer, nbytes)
 
     def _device_region_address(self, region: int, data: DeviceRegion) -> tuple[int, int]:
         """(device address, bytes) of a region in device memory: a DeviceBuffer of this device
@@ -710,43 +748,45 @@ class CudaDevice:
         with self._lock:
             staged = self._runs.get(context)
         index = context % len(self.contexts)
-        record = self._record_words(self.contexts)[index].tolist()  # one read of the device-written fields
-        if staged is None or record[_CONTEXT_WORD["handle"]] != context:
+        # one read of the device-written fields (the words up to the u64 instructions)
+        record = self._record_words(self.contexts)[index, :_COUNTER_WORDS].tolist()
+        if staged is None or record[_HANDLE] != context:
             return None
-        instructions = record[_CONTEXT_WORD["instructions"]] | record[_CONTEXT_WORD["instructions"] + 1] << 32
-        fault_lane = record[_CONTEXT_WORD["fault_lane"]]
+        instructions = record[_INSTRUCTIONS] | record[_INSTRUCTIONS + 1] << 32
+        fault_lane = record[_FAULT_LANE]
         if instructions == 0 and fault_lane == abi.NO_FAULT_LANE:
             return None  # the slot faulted before the program ran (handle, argument)
         entry = self.registry.programs[program]
         outputs = {}
+        views = staged.views
         for index_, binding in enumerate(entry.program.bindings):
             if binding.scope == Scope.GLOBAL:
                 outputs[binding.name] = np.array(entry.global_buffers[binding.name], dtype=np.uint32)
             else:
-                outputs[binding.name] = staged.outputs[index_].view(np.uint32, binding.words).copy()
+                outputs[binding.name] = views[index_].copy()
         words = staged.emit_words
-        emitted = min(record[_CONTEXT_WORD["emitted"]], staged.emit_capacity)
+        emitted = min(record[_EMITTED], staged.emit_capacity)
         if staged.records is not None and emitted:
             records = staged.records.view(np.uint32, emitted * words).reshape(emitted, words).copy()
         else:
             records = np.zeros((0, words), dtype=np.uint32)
         fault = None
         if fault_lane != abi.NO_FAULT_LANE:
-            code = record[_CONTEXT_WORD["fault_code"]]
+            code = record[_FAULT_CODE]
             fault = Fault(
                 FaultCode(code) if code in FAULT_CODES else code,  # type: ignore[arg-type]
-                record[_CONTEXT_WORD["fault_pc"]],
+                record[_FAULT_PC],
                 fault_lane,
-                record[_CONTEXT_WORD["fault_detail"]],
+                record[_FAULT_DETAIL],
             )
         return RunResult(
             outputs=outputs,
             records=records,
-            dropped=record[_CONTEXT_WORD["dropped"]],
+            dropped=record[_DROPPED],
             fault=fault,
-            lanes=record[_CONTEXT_WORD["lanes"]],
+            lanes=record[_LANES],
             instructions=instructions,
-            path="jit" if record[_CONTEXT_WORD["path"]] == abi.RunPath.JIT else "interpreted",
+            path="jit" if record[_PATH] == _JIT_PATH else "interpreted",
         )
 
     def run_released(self, context: int, region: int) -> None:
