@@ -156,3 +156,21 @@ def test_a_run_region_record_holds_the_fields_a_structured_write_would(device):
     empty = device.registry.add_region(memoryview(b""))
     device._stage_region(empty)
     assert device.regions[empty % CAPACITY]["pointer"] == 0x6000_0000 and device._region_chunks[empty] is None
+
+
+def test_a_run_result_reads_each_counter_and_fault_field_from_its_own_word(device):
+    """run_result reads a context record's first words by index (_CONTEXT_WORD): each field the
+    kernel writes holds a distinct value, instructions needs its high word and path says JIT."""
+    program = register(device)
+    context = stage(device, program, fuel=1000)
+    record = device.contexts[context % CAPACITY]
+    assert record["fuel"] == 1000  # the fuel store went to fuel's word
+    values = {"emitted": 1, "dropped": 3, "fault_lane": 2, "fault_code": int(isa.FaultCode.TRAP), "fault_pc": 11}
+    values |= {"fault_detail": 13, "lanes": 4, "path": int(abi.RunPath.JIT), "instructions": (5 << 32) + 17}
+    for name, value in values.items():
+        record[name] = value
+    result = device.run_result(program, context)
+    assert result.records.shape == (1, 2) and result.dropped == 3 and result.lanes == 4
+    assert result.instructions == (5 << 32) + 17 and result.path == "jit"
+    fault = result.fault
+    assert (fault.code, fault.pc, fault.lane, fault.detail) == (isa.FaultCode.TRAP, 11, 2, 13)
