@@ -79,6 +79,7 @@ class Registry:
     # removal (Megakernel.submit's templates) is checked again after it
     removals: int = 0
     _next: int = 1
+    _wrapped: bool = False  # the counter passed MAX_HANDLE: a new handle may equal a live one
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _live_indices: dict[str, set[int]] = field(default_factory=dict)
 
@@ -88,6 +89,9 @@ class Registry:
         One counter serves every kind, so a long-lived context would otherwise collide with a
         later one after `capacity` handles: skipping occupied indices keeps `handle % capacity`
         unique among live handles of a kind (at most `capacity` are live at once).
+        Once the counter has wrapped (2^32 handles: days of a busy stream, two per run), a handle
+        still live in any kind is skipped too: the kernel tells a fused group from a program by
+        its handle alone, so the two must never share one.
         """
         with self._lock:
             capacity = self.index_capacity.get(kind)
@@ -99,12 +103,21 @@ class Registry:
                 )
             while True:
                 handle = self._next
-                self._next = self._next + 1 if self._next < MAX_HANDLE else 1
+                if self._next < MAX_HANDLE:
+                    self._next += 1
+                else:
+                    self._next, self._wrapped = 1, True
+                if self._wrapped and self._handle_live(handle):
+                    continue
                 if capacity is None or handle % capacity not in live:
                     break
             if capacity is not None:
                 live.add(handle % capacity)
             return handle
+
+    def _handle_live(self, handle: int) -> bool:
+        tables = (self.programs, self.contexts, self.regions, self.fused, self.fused_runs, self.dfas)
+        return any(handle in table for table in tables)
 
     def _forget_handle(self, kind: str, handle: int) -> None:
         capacity = self.index_capacity.get(kind)
