@@ -552,3 +552,28 @@ def test_a_kernel_without_io_wq_caps_keeps_the_default_reader_but_refuses_an_ask
     with pytest.raises(IngestError, match="register_iowq_max_workers failed: EINVAL") as raised:
         IoUringReader(4, iowq_workers=8)
     assert "5.15" in raised.value.fix
+
+
+@pytest.mark.skipif(not IO_URING, reason=f"io_uring unavailable: {WHY_NOT}")
+def test_io_wq_caps_are_put_back_when_the_last_capping_reader_closes() -> None:
+    from vyre_runtime.ingest.uring import Ring
+
+    def caps_now() -> tuple[int, int]:
+        with Ring(8) as ring:
+            return ring.register_iowq_max_workers(0, 0)  # 0, 0: reads the caps, changes none
+
+    def caps_along_the_way() -> list[tuple[int, int]]:
+        seen = [caps_now()]
+        first = IoUringReader(8, iowq_workers=3)
+        second = IoUringReader(8, iowq_workers=3)
+        seen.append(caps_now())
+        first.close()  # not the last: the other still reads under the cap
+        seen.append(caps_now())
+        second.close()
+        seen.append(caps_now())
+        return seen
+
+    before, both_open, one_open, none_open = _in_a_fresh_thread(caps_along_the_way)
+    if 0 in before:
+        pytest.skip(f"the kernel reported no io-wq for a fresh thread: {before}")
+    assert (both_open, one_open, none_open) == ((3, 3), (3, 3), before)

@@ -26,6 +26,7 @@ import errno
 import heapq
 import os
 import resource
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,10 +65,42 @@ def default_iowq_workers(cpus: int) -> int:
 # io-wq workers the thread driving an io_uring reader may run (IORING_REGISTER_IOWQ_MAX_WORKERS,
 # bound and unbound alike): a count, or KERNEL_CAPS to leave the kernel's (bound: min(SQ entries,
 # 4 x CPUs); unbound: RLIMIT_NPROC, so with IOSQE_ASYNC up to one worker per read in flight).
-# The caps belong to the thread, not the ring: later rings that thread drives find them in force.
+# The caps belong to the thread, not the ring: later rings that thread drives find them in force,
+# so the last capping reader a thread closes puts the thread's caps back (_ThreadCaps).
 # Read when a reader opens (iowq_workers=None), so a benchmark may change it.
 KERNEL_CAPS = 0
 DEFAULT_IOWQ_WORKERS: int = default_iowq_workers(usable_cpus())
+
+
+class _ThreadCaps:
+    """Per thread: the io-wq caps in force before its first open capping reader, and how many
+    such readers are open. Readers close in any order (a stream's rings), so only the last one
+    restores, and only on the thread that set them (the caps are the calling task's)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._threads: dict[int, tuple[tuple[int, int], int]] = {}
+
+    def opened(self, previous: tuple[int, int]) -> None:
+        thread = threading.get_ident()
+        with self._lock:
+            original, count = self._threads.get(thread, (previous, 0))
+            self._threads[thread] = (original, count + 1)
+
+    def closed(self, opened_on: int) -> tuple[int, int] | None:
+        """The caps to put back now, or None (other readers still open, or another thread)."""
+        with self._lock:
+            original, count = self._threads.get(opened_on, ((0, 0), 0))
+            if count <= 1:
+                self._threads.pop(opened_on, None)
+            else:
+                self._threads[opened_on] = (original, count - 1)
+        if count != 1 or threading.get_ident() != opened_on or 0 in original:
+            return None  # 0: the kernel reported no io-wq yet, nothing to put back
+        return original
+
+
+_thread_caps = _ThreadCaps()
 
 
 class ReadCompletion(NamedTuple):
@@ -288,6 +321,7 @@ class IoUringReader(ReaderCore):
             max_files = min(max_files, nofile)  # the kernel refuses a larger table (EMFILE)
         super().__init__(depth, max_files, fallback_reason)
         self._closed = True  # until the ring and its file table exist
+        self._capped_on: int | None = None  # the thread whose io-wq caps this reader set
         entries = 1 << (depth - 1).bit_length()
         # CQ: 2x the SQ, never overflows
         self.ring = Ring(entries, sqpoll=sqpoll, sq_thread_idle_ms=sq_thread_idle_ms, flags=setup_flags)
@@ -295,6 +329,7 @@ class IoUringReader(ReaderCore):
             self.ring.register_files([-1] * max_files)
             self.iowq_workers = self._cap_workers(iowq_workers)
         except BaseException:
+            self._restore_caps()
             self.ring.close()
             raise
         self._closed = False
@@ -317,12 +352,24 @@ class IoUringReader(ReaderCore):
         # both classes: forced-async buffered reads through registered files were measured running
         # as unbound work on 6.18 (a bound-only cap left 8 workers where 1 was asked)
         try:
-            self.ring.register_iowq_max_workers(iowq_workers, iowq_workers)
+            previous = self.ring.register_iowq_max_workers(iowq_workers, iowq_workers)
         except IngestError as exc:
             if asked or exc.errno != errno.EINVAL:
                 raise
             return KERNEL_CAPS  # a kernel before 5.15 has no caps: the default does without them
+        _thread_caps.opened(previous)
+        self._capped_on = threading.get_ident()
         return iowq_workers
+
+    def _restore_caps(self) -> None:
+        """The thread's io-wq caps as they were before its capping readers (the last one out)."""
+        capped_on, self._capped_on = self._capped_on, None
+        if capped_on is None:
+            return
+        original = _thread_caps.closed(capped_on)
+        if original is not None and not self.ring.closed:
+            with contextlib.suppress(IngestError):  # teardown goes on; the caps stay as they are
+                self.ring.register_iowq_max_workers(*original)
 
     def register_buffers(self, buffers: Sequence[tuple[int, int]]) -> None:
         checked = self._check_buffers(buffers)
@@ -405,6 +452,7 @@ class IoUringReader(ReaderCore):
         finally:
             self._closed = True
             self._pending.clear()
+            self._restore_caps()
             self.ring.close()
 
     def _drain(self, outstanding: int, timeout: float) -> None:
