@@ -58,6 +58,11 @@ class SlotFaultInfo:
     lane: int
     detail: int
 
+    @classmethod
+    def from_words(cls, code: int, pc: int, lane: int, detail: int) -> SlotFaultInfo:
+        """A FAULT slot's four result words; a code this host does not know reads as INTERNAL."""
+        return cls(SlotFault(code) if code in _FAULT_CODES else SlotFault.INTERNAL, pc, lane, detail)
+
     def describe(self) -> str:
         where = f" at pc {self.pc}, lane {self.lane}" if self.code <= SlotFault.BAD_INSTRUCTION else ""
         return f"{self.code.name}{where} (detail {self.detail})"
@@ -436,9 +441,7 @@ class HostService:
                 ticket.faulted += len(faults)
                 for index in faults[: max(0, BulkTicket.MAX_FAULT_SAMPLES - len(ticket.fault_samples))].tolist():
                     slot = int(slots[index])
-                    code, pc, lane, detail = self._ring[slot, _RESULT0:].tolist()
-                    known = code in _FAULT_CODES
-                    info = SlotFaultInfo(SlotFault(code) if known else SlotFault.INTERNAL, pc, lane, detail)
+                    info = SlotFaultInfo.from_words(*self._ring[slot, _RESULT0:].tolist())
                     ticket.fault_samples.append((slot, info))
             if ticket.done:
                 del self._tickets[ticket.id]
@@ -537,9 +540,7 @@ class HostService:
             fault = None
             if row[0] == _FAULT:
                 self._faulted += 1
-                code, pc, lane, detail = row[_RESULT0:]
-                known = code in _FAULT_CODES
-                fault = SlotFaultInfo(SlotFault(code) if known else SlotFault.INTERNAL, pc, lane, detail)
+                fault = SlotFaultInfo.from_words(*row[_RESULT0:])
             resolved.append((slot, pending, SlotOutcome(slot, row[_OPCODE], tuple(row[_RESULT0:]), fault)))
         self._completed += len(slots)
         if not pending_slots and not self._bulk_in_flight:

@@ -42,7 +42,6 @@ from vyre_runtime.protocol.layout import (
     ControlWord,
     Layout,
     Priority,
-    SlotFault,
     SlotState,
     SlotWord,
 )
@@ -923,10 +922,7 @@ class Channel:
         if state != _FAULT:
             return SlotOutcome(self.slot, opcode, results, None)
         counts.faults += 1
-        code, pc, lane, detail = results
-        known = code in SlotFault.__members__.values()
-        fault = SlotFaultInfo(SlotFault(code) if known else SlotFault.INTERNAL, pc, lane, detail)
-        return SlotOutcome(self.slot, opcode, results, fault)
+        return SlotOutcome(self.slot, opcode, results, SlotFaultInfo.from_words(*results))
 
     def _validate(self, opcode: int) -> None:
         SlotRequest(int(opcode), (), self._tenant, self._priority).validate(self._megakernel.layout)
