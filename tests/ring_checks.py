@@ -29,8 +29,14 @@ def assert_stopped_device_lost_none(mk: Megakernel, futures: list, where: str = 
     future that resolved is DONE, every other slot still PUBLISHED, the counter counts exactly
     the ATOMIC_ADD slots that completed, and the shut-down ring is not resumed."""
     mk.poll()
-    status = mk.service.status_column
+    status = mk.service.status_column.copy()
     assert not np.isin(status, DEVICE_HELD).any(), f"{where}: a slot was lost CLAIMED"
+    # A reaper hands a slot back (EMPTY) under the service's lock and resolves its future just
+    # after, outside it (callbacks may publish): for that moment the future is pending while its
+    # slot reads EMPTY. Such a future must resolve promptly; only a PUBLISHED slot's may stay pending.
+    for future in futures:
+        if not future.done() and status[future.slot] != SlotState.PUBLISHED:
+            future.result(timeout=10)
     completed = [future for future in futures if future.done()]
     waiting = [future for future in futures if not future.done()]
     assert all(future.result(0).ok for future in completed), where
