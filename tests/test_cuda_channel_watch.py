@@ -42,7 +42,7 @@ def test_watched_calls_are_served_exactly_once_with_exact_counters(native, monke
             assert fault is not None and fault.detail == 10**6
             base = mk.layout.slot(channel.slot)
             assert int(mk.image[base + SlotWord.PRIORITY]) & 0x80  # it went the watched way
-        mk.wait_idle(10)
+        mk.wait(timeout=10)
         calls = 1 + 2 * 2000 + 2000 + 4
         deadline = time.monotonic() + 5
         while True:  # the dispatcher copies the device's counters into the image on an idle pass

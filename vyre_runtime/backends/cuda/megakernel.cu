@@ -2124,7 +2124,12 @@ __device__ void dispatch(const Params& p) {
 // Watched channels). Lanes 3k .. 3k + 2 read watched slot k: its words 0..3, words 4..7 (status,
 // opcode, tenant, priority, ARG0..3: all a tiny built-in needs) and its tenant's mask word; lanes
 // 24 and 25 read SHUTDOWN and PAUSE, lanes 26 and 27 the WATCH words.
-#define WATCH_DEPTH 4u          // batches of reads in flight
+// Measured on the H100 (f6f4c96): one warp's reads of host memory complete one after another,
+// so 4 batches in flight made each batch land ~5.7 us after its issue, and the DONE store's
+// release waited for the batches still in flight (2 us). One batch at a time is faster.
+#ifndef WATCH_DEPTH  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=WATCH_DEPTH=2u)
+#define WATCH_DEPTH 1u          // batches of reads in flight
+#endif
 #define WATCH_STAGGER_NS 384u   // between the first batches: about a PCIe read / WATCH_DEPTH
 #define WATCH_IDLE_NS 2048u     // between batches while no slot is watched (saves PCIe reads)
 #define WATCH_LANES (3u * WATCH_WORDS)
