@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,9 +59,22 @@ def round_trips(mk: Megakernel, count: int) -> dict[str, float]:
     return percentiles(samples)
 
 
-def channel_round_trips(mk: Megakernel, count: int) -> dict[str, float]:
+def channel_round_trips(mk: Megakernel, count: int, watch: str = "1", native: str = "1") -> dict[str, float]:
+    """channel.call NOPs; watch="0" takes the doorbell path, native="0" the Python call (same run)."""
+    saved = {name: os.environ.get(name) for name in ("VYRE_CHANNEL_WATCH", "VYRE_CHANNEL_NATIVE")}
+    os.environ["VYRE_CHANNEL_WATCH"], os.environ["VYRE_CHANNEL_NATIVE"] = watch, native
+    try:
+        channel = mk.channel()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     samples = []
-    with mk.channel() as channel:
+    with channel:
+        for _ in range(200):
+            channel.call(BuiltinOpcode.NOP)
         for _ in range(count):
             started = time.perf_counter_ns()
             channel.call(BuiltinOpcode.NOP)
@@ -130,6 +144,10 @@ def main() -> int:
         round_trips(mk, 200)  # warm up threads and caches
         rows["nop round trip (future.result)"] = round_trips(mk, args.round_trips)
         rows["nop round trip (channel.call)"] = channel_round_trips(mk, args.round_trips)
+        if backend == "cuda":  # the same call by the other paths, same run (docs/PROTOCOL.md, Watched channels)
+            rows["channel.call, watched, Python call"] = channel_round_trips(mk, args.round_trips, native="0")
+            rows["channel.call, doorbell path (unwatched)"] = channel_round_trips(mk, args.round_trips, watch="0")
+            rows["channel.call again (watched, compiled)"] = channel_round_trips(mk, args.round_trips)
         rows["RUN_PROGRAM tiny, round trip"] = program_round_trips(mk, args.round_trips)
         rows["batched nop (63 + fence)"] = batched(mk, args.batched)
         rows["bulk nop (publish_bulk)"] = bulk(mk, args.bulk)

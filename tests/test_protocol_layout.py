@@ -63,7 +63,7 @@ from vyre_runtime.vir0.isa import FaultCode
 
 # Update only together with docs/PROTOCOL.md and the CUDA header: a device built from the old
 # constants must not load against a host built from the new ones.
-PINNED_LAYOUT_DIGEST = 0xDD4167ED
+PINNED_LAYOUT_DIGEST = 0x9D180B3A
 
 
 def members(enum: type[IntEnum]) -> dict[str, int]:
@@ -121,6 +121,7 @@ def test_control_words_are_pinned():
         "DOORBELL_TAIL": 22,
         "DOORBELL_HEAD": 23,
         "DOORBELL_CAPACITY": 24,
+        "WATCH": 32,
     }
     assert (CONTROL_HEADER_WORDS, PRIORITY_OFFSET_WORDS) == (64, 6)
 

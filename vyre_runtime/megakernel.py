@@ -14,7 +14,9 @@ and keeps the latency statistics. Every wait has a deadline; shutdown never hang
 from __future__ import annotations
 
 import bisect
+import ctypes
 import dataclasses
+import os
 import threading
 import time
 from array import array
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from vyre_runtime import channel_native
 from vyre_runtime.backends.selection import open_backend
 from vyre_runtime.buffers import DeviceBuffer, HostBuffer, device_region_of
 from vyre_runtime.errors import BackendError, DispatchError, ProtocolError, RingFullError, VyreError
@@ -38,7 +41,11 @@ from vyre_runtime.protocol.layout import (
     HINT_MASK,
     MAX_DOORBELLS,
     PRIORITY_BITS,
+    PRIORITY_WATCHED,
     SLOT_WORDS,
+    WATCH_TENANT_SHIFT,
+    WATCH_VALID,
+    WATCH_WORDS,
     ControlWord,
     Layout,
     Priority,
@@ -63,6 +70,22 @@ def _code_key(program: Program) -> str:
 PRIORITY_COUNT = len(Priority)
 JIT_SWAP_DRAIN_S = 600.0  # a hot swap waits this long for runs in flight to let the pause finish
 CHANNEL_SPINS = 200_000  # status checks before a channel call starts sleeping between checks
+WATCH_ENV = "VYRE_CHANNEL_WATCH"  # "0": channels never ask the device to watch their slot
+# the tiny built-ins a watched call may carry: at most 3 arguments (ARG3 echoes the call's
+# sequence), and what the CUDA dispatcher runs in its own lanes (MEMCPY of at most 16 words)
+_WATCHABLE = frozenset(
+    int(op)
+    for op in (
+        BuiltinOpcode.NOP,
+        BuiltinOpcode.STORE_U32,
+        BuiltinOpcode.ATOMIC_ADD,
+        BuiltinOpcode.LOAD_U32,
+        BuiltinOpcode.COMPARE_SWAP,
+        BuiltinOpcode.MEMCPY,
+    )
+)
+_WATCH_MEMCPY_WORDS = 16
+_MEMCPY = int(BuiltinOpcode.MEMCPY)
 REAP_SPIN_S = 0.00002  # a bulk publisher's pause between reaps while the ring is full ...
 REAP_SPINS = 200  # ... after this many empty reaps in a row (before: it yields the GIL, no sleep)
 TEMPLATE_CACHE = 64  # submit()'s checked option sets kept (cleared when full: options varying per run)
@@ -114,6 +137,8 @@ class Megakernel:
         self._partition_starts = np.asarray(self.layout.partition_offsets[:PRIORITY_COUNT], dtype=np.int64)
         self._free_changed = threading.Condition()
         self._doorbell_lock = threading.Lock()
+        self._watch_lock = threading.Lock()
+        self._watch_free: list[int] = []  # WATCH words no channel holds (filled once the device is open)
         self._swap_lock = threading.Lock()  # held by a JIT swap from its pause to its relaunch
         self._host_memory_lock = threading.Lock()
         self._host_memory_free: dict[int, list[np.ndarray]] = {}
@@ -126,6 +151,8 @@ class Megakernel:
         self.device = open_backend(backend, self.layout, self.registry, workers, lambda: self.service.notify())
         self.image = self.device.image
         self._ringer = codec.DoorbellRinger(self.image, self.layout)  # one-slot hints (channels, futures)
+        if getattr(self.device, "watches_channels", False):  # a device with a channel watcher
+            self._watch_free = list(range(WATCH_WORDS))
         self._ring_words = codec.ring_words(self.image, self.layout)
         self.backend = self.device.name
         self.service = HostService(self.image, self.layout, self.registry, self.device, self._release_slots)
@@ -557,9 +584,29 @@ class Megakernel:
         SlotRequest(BuiltinOpcode.NOP, (), tenant, Priority(priority)).validate(self.layout)
         slot = self._allocate([Priority(priority)], None)[0]
         self.service.reserved[slot] = True
-        return Channel(self, slot, tenant, Priority(priority))
+        watch = self._watch(slot, tenant)
+        return Channel(self, slot, tenant, Priority(priority), watch)
 
-    def _return_channel(self, slot: int) -> None:
+    def _watch(self, slot: int, tenant: int) -> int | None:
+        """Ask the device to watch a channel's slot: the index of the WATCH word naming it, or
+        None (no watcher, every WATCH word taken, or $VYRE_CHANNEL_WATCH=0): the doorbell serves."""
+        if os.environ.get(WATCH_ENV, "1") == "0":
+            return None
+        with self._watch_lock:
+            if not self._watch_free:
+                return None
+            index = self._watch_free.pop(0)
+        # host-owned: the watcher reads it in its next batch, and serves only calls marked watched
+        self.image[int(ControlWord.WATCH) + index] = WATCH_VALID | tenant << WATCH_TENANT_SHIFT | slot
+        return index
+
+    def _return_channel(self, slot: int, watch: int | None) -> None:
+        # an abandoned watched call still in flight keeps its WATCH word: only the watcher can
+        # serve it (a later batch of the watcher completes it)
+        if watch is not None and self.image[self.layout.slot(slot)] in (_EMPTY, _DONE, _FAULT):
+            self.image[int(ControlWord.WATCH) + watch] = 0
+            with self._watch_lock:
+                self._watch_free.append(watch)
         self.service.reserved[slot] = False
         self._release_slots([slot])
 
@@ -853,9 +900,12 @@ class Channel:
     for the next call: the host side of a microsecond round trip.
     """
 
-    def __init__(self, megakernel: Megakernel, slot: int, tenant: int, priority: Priority) -> None:
+    def __init__(
+        self, megakernel: Megakernel, slot: int, tenant: int, priority: Priority, watch: int | None = None
+    ) -> None:
         self._megakernel = megakernel
         self.slot = slot
+        self._watch = watch  # the WATCH word naming this slot: tiny calls skip the doorbell
         self._tenant = tenant
         self._priority = priority
         self._closed = False
@@ -879,6 +929,19 @@ class Channel:
         self._doorbell_lock = megakernel._doorbell_lock
         self._spins_only = not megakernel.service.device_signals  # a CPU device needs the GIL to progress
         self._counts = megakernel.service.open_channel_counts()
+        self._native = None
+        self._state = channel_native.ChannelState()
+        if watch is not None:
+            self._state.slot = megakernel.image.ctypes.data + 4 * base  # the mapped image's own words
+            self._state.tenant = tenant
+            self._state.priority = int(priority) | PRIORITY_WATCHED
+            self._native = channel_native.load()
+        self._results = memoryview(self._state).cast("B")[channel_native.ChannelState.results.offset :][:16].cast("I")
+        self._state_address = ctypes.addressof(self._state)
+        self._timeout_ns = 0
+        self._watched_head = array("I", bytes(4 * 6))  # OPCODE, TENANT, PRIORITY, ARG0 .. ARG2
+        self._watched_head[1] = tenant
+        self._zeros = array("I", bytes(4 * (SLOT_WORDS - _ARG0 - 4)))  # ARG4 .. ARG11
 
     def __enter__(self) -> Channel:
         return self
@@ -894,6 +957,13 @@ class Channel:
         count = len(args)
         if count and (count > ARGS_PER_SLOT or not (min(args) >= 0 and max(args) <= 0xFFFFFFFF)):
             raise ProtocolError(f"arguments {tuple(args)!r}: at most {ARGS_PER_SLOT} u32 words")
+        if (
+            self._watch is not None
+            and opcode in _WATCHABLE
+            and count <= 3
+            and (opcode != _MEMCPY or count < 3 or args[2] <= _WATCH_MEMCPY_WORDS)
+        ):
+            return self._call_watched(opcode, args, count, timeout)
         words, payload = self._words, self._payload
         started = time.perf_counter_ns()
         if words[0] != _EMPTY:
@@ -916,6 +986,9 @@ class Channel:
             state = self._wait(words, timeout)
         results = tuple(words[_RESULT0:])
         words[0] = _EMPTY  # results copied out: hand the slot back for the next call
+        return self._outcome(opcode, state, results, started)
+
+    def _outcome(self, opcode: int, state: int, results: tuple[int, ...], started: int) -> SlotOutcome:
         counts = self._counts
         counts.add_latency(time.perf_counter_ns() - started)
         counts.calls += 1
@@ -923,6 +996,51 @@ class Channel:
             return SlotOutcome(self.slot, opcode, results, None)
         counts.faults += 1
         return SlotOutcome(self.slot, opcode, results, SlotFaultInfo.from_words(*results))
+
+    def _call_watched(self, opcode: int, args: Sequence[int], count: int, timeout: float) -> SlotOutcome:
+        """A tiny call on a watched slot (docs/PROTOCOL.md, Watched channels): no doorbell, no
+        lock; the device's watcher sees the status and the first 32 bytes in one read. PRIORITY
+        carries PRIORITY_WATCHED and the call's sequence, which ARG3 echoes; ARG0 .. 2 are stored
+        before ARG3, and the status last."""
+        a0, a1, a2 = (*args, 0, 0, 0)[:3] if count else (0, 0, 0)
+        started = time.perf_counter_ns()
+        native = self._native
+        if native is not None:  # the same stores in C, and the spin with the GIL released
+            timeout_ns = int(timeout * 1e9)
+            if timeout_ns != self._timeout_ns:
+                self._state.timeout_ns = self._timeout_ns = timeout_ns
+            state = native(self._state_address, opcode, a0, a1, a2)
+            if state < 0:
+                self._refuse(state == channel_native.NOT_EMPTY, timeout)
+            return self._outcome(opcode, state, tuple(self._results), started)
+        words, head = self._words, self._watched_head
+        if words[0] != _EMPTY:
+            self._refuse(True, timeout)
+        seq = (self._state.seq + 1) & HINT_MASK
+        if words[_ARG0 + 3] == seq:  # ARG3 must change: an unchanged one proves nothing
+            seq = (seq + 1) & HINT_MASK
+        self._state.seq = seq
+        head[0] = opcode
+        head[2] = self._state.priority | seq << PRIORITY_BITS
+        head[3], head[4], head[5] = a0, a1, a2
+        words[1 : _ARG0 + 3] = head  # OPCODE .. ARG2 ...
+        words[_ARG0 + 3] = seq  # ... then ARG3, the sequence's echo ...
+        words[_ARG0 + 4 :] = self._zeros
+        words[0] = _PUBLISHED  # ... and the status last
+        state = words[0]
+        if state < _DONE or state == _WAIT_IO:
+            state = self._wait(words, timeout)
+        results = tuple(words[_RESULT0:])
+        words[0] = _EMPTY
+        return self._outcome(opcode, state, results, started)
+
+    def _refuse(self, not_empty: bool, timeout: float) -> None:
+        if not_empty:
+            raise ProtocolError(f"channel slot {self.slot} is not EMPTY; a previous call was abandoned")
+        raise BackendError(
+            f"slot {self.slot} did not complete within {timeout} s",
+            "check Megakernel.stats() heartbeat; the device may be wedged",
+        )
 
     def _validate(self, opcode: int) -> None:
         SlotRequest(int(opcode), (), self._tenant, self._priority).validate(self._megakernel.layout)
@@ -955,7 +1073,7 @@ class Channel:
         if not self._closed:
             self._closed = True
             self._megakernel.service.close_channel_counts(self._counts)
-            self._megakernel._return_channel(self.slot)
+            self._megakernel._return_channel(self.slot, self._watch)
 
 
 __all__ = ["BulkTicket", "Channel", "Megakernel", "SlotOutcome", "SlotRequest"]

@@ -22,6 +22,7 @@ from vyre_runtime.protocol.layout import (
     HINT_MASK,
     IN_FLIGHT,
     PRIORITY_BITS,
+    PRIORITY_WATCHED,
     RESULT_WORDS,
     SLOT_WORDS,
     ControlWord,
@@ -262,7 +263,8 @@ def read_slot(image: np.ndarray, layout: Layout, index: int) -> SlotView:
     state = words[SlotWord.STATUS]
     if state not in _SLOT_STATES:
         raise ProtocolError(f"slot {index} has status {state}, which is not a slot state (corrupted ring)")
-    priority, hint = words[3] & ((1 << PRIORITY_BITS) - 1), words[3] >> PRIORITY_BITS
+    # the priority asked for; PRIORITY_WATCHED marks a watched channel's call (its hint: the call's sequence)
+    priority, hint = words[3] & ((1 << PRIORITY_BITS) - 1) & ~PRIORITY_WATCHED, words[3] >> PRIORITY_BITS
     return SlotView(index, SlotState(state), words[1], words[2], priority, tuple(words[SlotWord.ARG0 :]), hint)
 
 

@@ -230,6 +230,11 @@ CONTROL_DOC: dict[ControlWord, tuple[str, str]] = {  # owner, meaning
         "doorbell entries consumed so far (u32, wraps); the host only reads it",
     ),
     ControlWord.DOORBELL_CAPACITY: ("host-initialised", "`Layout.doorbells` (a power of two)"),
+    ControlWord.WATCH: (
+        "host",
+        "`WATCH_WORDS` words: `WATCH_VALID | tenant << WATCH_TENANT_SHIFT | slot` of each watched channel "
+        "slot, 0 = unused (see Watched channels)",
+    ),
 }
 
 DEVICE_STATE_DOC: dict[DeviceState, str] = {
@@ -404,6 +409,11 @@ def constants() -> tuple[Constant, ...]:
         Constant("DOORBELL_LAP_MASK", layout.DOORBELL_LAP_MASK, "lap bits of a doorbell entry's tag"),
         Constant("PRIORITY_BITS", layout.PRIORITY_BITS, "low bits of the PRIORITY word: the priority"),
         Constant("HINT_MASK", layout.HINT_MASK, "the hint position mod 2^24, above PRIORITY_BITS"),
+        Constant("WATCH_WORDS", layout.WATCH_WORDS, "control words naming watched channel slots"),
+        Constant("WATCH_VALID", layout.WATCH_VALID, "set in every used WATCH word"),
+        Constant("WATCH_TENANT_SHIFT", layout.WATCH_TENANT_SHIFT, "a WATCH word's tenant bits start here"),
+        Constant("WATCH_TENANT_MASK", layout.WATCH_TENANT_MASK, "a WATCH word's tenant bits"),
+        Constant("PRIORITY_WATCHED", layout.PRIORITY_WATCHED, "PRIORITY bit of a watched channel's call"),
         Constant("BUILTIN_LIMIT", opcodes.BUILTIN_LIMIT, "opcodes below this are built-ins or reserved for them"),
         Constant("USER_OPCODE_BASE", opcodes.USER_OPCODE_BASE, "first user opcode"),
         Constant("USER_OPCODE_COUNT", opcodes.USER_OPCODE_COUNT, "user opcodes"),
@@ -511,7 +521,7 @@ def control_markdown() -> str:
     rows = []
     used: set[int] = set()
     for word in ControlWord:
-        span = PRIORITY_OFFSET_WORDS if word == ControlWord.PRIORITY_OFFSETS else 1
+        span = {ControlWord.PRIORITY_OFFSETS: PRIORITY_OFFSET_WORDS, ControlWord.WATCH: layout.WATCH_WORDS}.get(word, 1)
         used |= set(range(word, word + span))
         where = f"{int(word)} .. {int(word) + span - 1}" if span > 1 else str(int(word))
         rows.append((where, f"`{word.name}`", *CONTROL_DOC[word]))
@@ -617,7 +627,8 @@ def digest_markdown() -> str:
         "little-endian): `SLOT_WORDS, ARGS_PER_SLOT, RESULT_WORDS, CONTROL_HEADER_WORDS, DEBUG_RECORD_WORDS, "
         "IO_ENTRY_WORDS, METRIC_WORDS, MAX_TENANTS, PRIORITY_OFFSET_WORDS, BUILTIN_LIMIT, USER_OPCODE_BASE, "
         "USER_OPCODE_COUNT, TENANT_WINDOW, USER_METRIC_BASE, MAX_PACKED_OPS`, the packable opcodes in "
-        "increasing order, `DOORBELL_SLOT_BITS, DOORBELL_TAG_FLAG, DOORBELL_LAP_MASK`, then for each member "
+        "increasing order, `DOORBELL_SLOT_BITS, DOORBELL_TAG_FLAG, DOORBELL_LAP_MASK, PRIORITY_BITS, HINT_MASK, "
+        "WATCH_WORDS, WATCH_VALID, WATCH_TENANT_SHIFT, WATCH_TENANT_MASK, PRIORITY_WATCHED`, then for each member "
         f"of `{enums}` (in that order, members in definition order) "
         "the length of its name and its value.\n"
     )

@@ -53,6 +53,17 @@ DOORBELL_LAP_MASK = 0x7FF
 # so that a later entry can be trusted without a status read (docs/PROTOCOL.md, Hint positions).
 PRIORITY_BITS = 8
 HINT_MASK = 0xFFFFFF
+# Watched channels (docs/PROTOCOL.md, Watched channels): a CUDA device keeps loads of a few channel
+# slots in flight all the time, so that a call is seen one PCIe read after it lands instead of a
+# doorbell poll, a wait and a second read later. ControlWord.WATCH .. + WATCH_WORDS - 1 name the
+# watched slots: WATCH_VALID | tenant << WATCH_TENANT_SHIFT | slot index (0: unused). A watched
+# publication sets PRIORITY_WATCHED in its PRIORITY word; its hint bits then carry the channel's
+# call sequence, echoed in ARG3, so one read of the slot's first 32 bytes proves them one call's.
+WATCH_WORDS = 8
+WATCH_VALID = 1 << 31
+WATCH_TENANT_SHIFT = DOORBELL_SLOT_BITS
+WATCH_TENANT_MASK = 0x3F  # MAX_TENANTS - 1
+PRIORITY_WATCHED = 0x80
 
 
 class SlotWord(IntEnum):
@@ -129,6 +140,7 @@ class ControlWord(IntEnum):
     DOORBELL_TAIL = 22  # host-owned: doorbell entries written so far (wraps at 2^32)
     DOORBELL_HEAD = 23  # device-owned: doorbell entries consumed so far
     DOORBELL_CAPACITY = 24  # host-initialised geometry
+    WATCH = 32  # host-owned, WATCH_WORDS words: the channel slots the device watches (0: unused)
 
 
 PRIORITY_OFFSET_WORDS = len(Priority) + 1
@@ -317,6 +329,7 @@ def layout_digest() -> int:
     parts += sorted(int(opcode) for opcode in PACKABLE)
     parts += [DOORBELL_SLOT_BITS, DOORBELL_TAG_FLAG, DOORBELL_LAP_MASK]  # the doorbell entry format
     parts += [PRIORITY_BITS, HINT_MASK]  # the PRIORITY word's hint position
+    parts += [WATCH_WORDS, WATCH_VALID, WATCH_TENANT_SHIFT, WATCH_TENANT_MASK, PRIORITY_WATCHED]  # watched channels
     enums = (BuiltinOpcode, SlotWord, SlotState, Priority, SlotFault, ControlWord, DeviceState, RunArg, DebugWord)
     for enum in (*enums, IoWord, IoState, IoOp, IoError):
         parts += [value for member in enum for value in (len(member.name), int(member))]

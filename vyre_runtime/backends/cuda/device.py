@@ -145,6 +145,7 @@ def _align(offset: int) -> int:
 
 
 class CudaDevice:
+    watches_channels = True  # the megakernel's watcher warp serves watched channel calls (PROTOCOL.md)
     name = "cuda"
     completion_signal = False  # the GPU cannot call Python: the host polls the ring
     supports_jit = True  # programs can run as native code in a megakernel variant (jit.py)

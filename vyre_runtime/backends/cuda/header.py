@@ -122,6 +122,11 @@ def generate() -> str:
         f"#define DOORBELL_LAP_MASK {layout.DOORBELL_LAP_MASK:#x}u",
         f"#define PRIORITY_BITS {layout.PRIORITY_BITS}u",
         f"#define HINT_MASK {layout.HINT_MASK:#x}u",
+        f"#define WATCH_WORDS {layout.WATCH_WORDS}u",
+        f"#define WATCH_VALID {layout.WATCH_VALID:#x}u",
+        f"#define WATCH_TENANT_SHIFT {layout.WATCH_TENANT_SHIFT}u",
+        f"#define WATCH_TENANT_MASK {layout.WATCH_TENANT_MASK:#x}u",
+        f"#define PRIORITY_WATCHED {layout.PRIORITY_WATCHED:#x}u",
     ]
     lines += _enum_block(layout.SlotWord, "SW_")
     lines += _enum_block(layout.SlotState, "ST_")

@@ -1766,7 +1766,7 @@ __device__ void count_inline(const Params& p, bool here, uint32_t op, bool fault
     if (lane == 0) {
         if (faults) atomicAdd(&vyre_counters.fault, faults);
         atomicAdd(&vyre_counters.done, (uint32_t)__popc(ran));
-        store_volatile(&vyre_counters.claim, load_volatile(&vyre_counters.claim) + __popc(ran));  // its only writer
+        atomicAdd(&vyre_counters.claim, (uint32_t)__popc(ran));  // the dispatcher and the watcher both count
         STAMP(p, 7, global_ns());
     }
     __syncwarp();  // every lane's DONE store and count before any lane's next read of a status
@@ -1864,6 +1864,9 @@ __device__ bool claim_offered(const Params& p, uint32_t index, bool hinted, uint
         if (lane == 0) STAMP(p, 2, global_ns());
     }
     head_words.x = state;
+    // a watched channel's publication is the watcher's alone (docs/PROTOCOL.md, Watched channels):
+    // its hint bits are a call sequence, not a doorbell position, and nothing here records it
+    found = found && !(head_words.w & PRIORITY_WATCHED);
     // the hint position of the publication claimed if this lane claims (recorded below)
     uint32_t hint = fresh ? position : full_hint(head_words.w, head);
     // a paused tenant's slot stays PUBLISHED, visible to the host, never stuck CLAIMED; an
@@ -1920,7 +1923,7 @@ __device__ bool claim_offered(const Params& p, uint32_t index, bool hinted, uint
         __threadfence();
         store_volatile(&vyre_queue.tail, tail + take);
         STAMP(p, 3, global_ns());
-        store_volatile(&vyre_counters.claim, load_volatile(&vyre_counters.claim) + take);  // lane 0 is its only writer
+        atomicAdd(&vyre_counters.claim, take);  // the watcher counts its claims too
     }
     __syncwarp();
     claimed += take;
@@ -2111,6 +2114,140 @@ __device__ void dispatch(const Params& p) {
     }
 }
 
+// ------------------------------------------------------------------ channel watcher (block 0, warp 1)
+
+// A channel call is one thread's synchronous round trip on a slot it keeps. The doorbell path
+// costs it a wait for the dispatcher's next poll, the poll's PCIe read, then a second read of the
+// slot. The watcher instead keeps WATCH_DEPTH batches of reads of every watched slot in flight,
+// issued one after another, so a publication is seen about one read (not a poll period and two
+// reads) after it lands, and it reads the slot's words in that same batch (docs/PROTOCOL.md,
+// Watched channels). Lanes 3k .. 3k + 2 read watched slot k: its words 0..3, words 4..7 (status,
+// opcode, tenant, priority, ARG0..3: all a tiny built-in needs) and its tenant's mask word; lanes
+// 24 and 25 read SHUTDOWN and PAUSE, lanes 26 and 27 the WATCH words.
+// Measured on the H100 (f6f4c96): one warp's reads of host memory complete one after another,
+// so 4 batches in flight made each batch land ~5.7 us after its issue, and the DONE store's
+// release waited for the batches still in flight (2 us). One batch at a time is faster.
+#ifndef WATCH_DEPTH  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=WATCH_DEPTH=2u)
+#define WATCH_DEPTH 1u          // batches of reads in flight
+#endif
+#define WATCH_STAGGER_NS 384u   // between the first batches: about a PCIe read / WATCH_DEPTH
+#define WATCH_IDLE_NS 2048u     // between batches while no slot is watched (saves PCIe reads)
+#define WATCH_LANES (3u * WATCH_WORDS)
+static_assert(WATCH_LANES + 4u <= 32u, "one warp reads every watched slot and the control words");
+
+__device__ __forceinline__ uint4 watch_issue(const Params& p, uint32_t lane, uint32_t watch) {
+    const uint32_t* image = (const uint32_t*)p.image;
+    uint4 none = make_uint4(0, 0, 0, 0);
+    if (lane < WATCH_LANES) {
+        uint32_t slot = watch & ((1u << DOORBELL_SLOT_BITS) - 1u);
+        if (!(watch & WATCH_VALID) || slot >= p.slots) return none;
+        if (lane % 3u < 2u) return load_volatile4(image + p.ring + slot * SLOT_WORDS + 4u * (lane % 3u));
+        uint32_t tenant = (watch >> WATCH_TENANT_SHIFT) & WATCH_TENANT_MASK;
+        return make_uint4(tenant < p.tenants ? load_volatile(image + p.tenant_masks + tenant) : 0u, 0, 0, 0);
+    }
+    if (lane == WATCH_LANES) return make_uint4(load_volatile(image + CW_SHUTDOWN), 0, 0, 0);
+    if (lane == WATCH_LANES + 1u) return make_uint4(load_volatile(image + CW_PAUSE), 0, 0, 0);
+    if (lane == WATCH_LANES + 2u || lane == WATCH_LANES + 3u)
+        return load_volatile4(image + CW_WATCH + 4u * (lane - WATCH_LANES - 2u));
+    return none;
+}
+
+// One batch's reads, `got`, issued as batch number `number` for the WATCH words `issued_watch`.
+// Serves the watched publications it shows; returns false once SHUTDOWN or PAUSE is set.
+// `watch` (this lane's adopted WATCH word) and `fence` (the first batch number issued after this
+// lane's group last stored DONE or adopted a WATCH word) are updated; `next` is the number the
+// next issued batch gets. A batch issued before the group's DONE store may still show the served
+// publication PUBLISHED: only batches from `fence` on are believed.
+__device__ bool watch_process(const Params& p, uint32_t lane, uint4 got, uint32_t number, uint32_t issued_watch,
+                              uint32_t& watch, uint32_t& fence, uint32_t next, uint32_t batch_ns) {
+    uint32_t stop = __shfl_sync(FULL_MASK, got.x, WATCH_LANES) | __shfl_sync(FULL_MASK, got.x, WATCH_LANES + 1u);
+    if (stop) return false;  // nothing claimed is pending: every served slot is DONE already
+    // this group's slot and tenant mask, on the group's first lane
+    uint32_t group = lane - lane % 3u;
+    uint4 args = make_uint4(__shfl_sync(FULL_MASK, got.x, group + 1u), __shfl_sync(FULL_MASK, got.y, group + 1u),
+                            __shfl_sync(FULL_MASK, got.z, group + 1u), __shfl_sync(FULL_MASK, got.w, group + 1u));
+    uint32_t mask = __shfl_sync(FULL_MASK, got.x, group + 2u);
+    bool first = lane < WATCH_LANES && lane % 3u == 0u;
+    bool believed = first && issued_watch == watch && (int32_t)(number - fence) >= 0 && (watch & WATCH_VALID);
+    uint32_t seq = got.w >> PRIORITY_BITS;
+    // PUBLISHED, marked watched, the channel's tenant (enabled), and ARG3 echoing the sequence: the
+    // two 16-byte reads saw one call (the host writes ARG0..3, then the status, 3.2)
+    bool here = believed && got.x == ST_PUBLISHED && (got.w & PRIORITY_WATCHED) &&
+                got.z == ((watch >> WATCH_TENANT_SHIFT) & WATCH_TENANT_MASK) && mask != 0u &&
+                (args.w & HINT_MASK) == seq;
+    uint32_t index = watch & ((1u << DOORBELL_SLOT_BITS) - 1u);
+    bool faulted = false;
+    if (here) {
+        STAMP(p, 0, batch_ns);  // the issue of the batch that saw the call
+        STAMP(p, 1, global_ns());
+        STAMP(p, 2, global_ns());
+        uint4 zero = make_uint4(0, 0, 0, 0);
+        if (runs_inline(got.y, args.z)) {
+            faulted = serve_inline(p, index, got, args, zero, zero);
+        } else {  // only tiny built-ins are watched: a host that marks another opcode gets a fault
+            uint32_t* slot = (uint32_t*)p.image + p.ring + index * SLOT_WORDS;
+            store_volatile4(slot + SW_RESULT0, make_uint4(SF_BAD_OPCODE, 0, 0, got.y));
+            store_release(&slot[SW_STATUS], ST_FAULT);
+            faulted = true;
+        }
+        fence = next;  // the batches already in flight were issued before this DONE store
+    }
+    if (__any_sync(FULL_MASK, here)) count_inline(p, here, got.y, faulted);
+    // the WATCH words read in this batch: lane group k takes word k
+    uint32_t k = lane / 3u;
+    uint32_t source = WATCH_LANES + 2u + (k / 4u) % 2u;
+    uint32_t x = __shfl_sync(FULL_MASK, got.x, source), y = __shfl_sync(FULL_MASK, got.y, source);
+    uint32_t z = __shfl_sync(FULL_MASK, got.z, source), w = __shfl_sync(FULL_MASK, got.w, source);
+    uint32_t word = k % 4u == 0u ? x : k % 4u == 1u ? y : k % 4u == 2u ? z : w;
+    uint32_t fresh_watch = lane < WATCH_LANES ? word : 0u;
+    if (fresh_watch != watch) {  // a channel opened or closed: believe only batches issued from now on
+        watch = fresh_watch;
+        fence = next;
+    }
+    return true;
+}
+
+__device__ void watch_channels(const Params& p) {
+    uint32_t lane = threadIdx.x & 31u;
+    uint32_t watch = 0, fence = 0, next = 0;
+    uint4 pending[WATCH_DEPTH];
+    uint32_t numbers[WATCH_DEPTH], watches[WATCH_DEPTH];
+#ifdef VYRE_STAGE_STAMPS
+    uint32_t issued_ns[WATCH_DEPTH];
+#endif
+#pragma unroll
+    for (uint32_t d = 0; d < WATCH_DEPTH; d++) {  // staggered, so that the batches land apart
+        pending[d] = watch_issue(p, lane, watch);
+        numbers[d] = next++;
+        watches[d] = watch;
+#ifdef VYRE_STAGE_STAMPS
+        issued_ns[d] = global_ns();
+#endif
+        __nanosleep(WATCH_STAGGER_NS);
+    }
+    while (true) {
+#pragma unroll
+        for (uint32_t d = 0; d < WATCH_DEPTH; d++) {
+            uint4 got = pending[d];
+            uint32_t number = numbers[d], issued_watch = watches[d];
+#ifdef VYRE_STAGE_STAMPS
+            uint32_t batch_ns = issued_ns[d];
+#else
+            uint32_t batch_ns = 0;
+#endif
+            // the next batch goes out before this one is looked at: the reads stay in flight
+            pending[d] = watch_issue(p, lane, watch);
+            numbers[d] = next++;
+            watches[d] = watch;
+#ifdef VYRE_STAGE_STAMPS
+            issued_ns[d] = global_ns();
+#endif
+            if (!watch_process(p, lane, got, number, issued_watch, watch, fence, next, batch_ns)) return;
+            if (!__any_sync(FULL_MASK, watch & WATCH_VALID)) __nanosleep(WATCH_IDLE_NS);
+        }
+    }
+}
+
 // ------------------------------------------------------------------ worker blocks
 
 __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* stage) {
@@ -2202,6 +2339,7 @@ extern "C" __global__ void VYRE_LAUNCH_BOUNDS vyre_megakernel(Params p) {
     if (blockIdx.x == 0) {
         if (threadIdx.x == 0) store_release(&image[CW_DEVICE_STATE], DS_SERVING);
         if (threadIdx.x < 32) dispatch(p);
+        else if (threadIdx.x < 64) watch_channels(p);
     } else {
         if (threadIdx.x == 0) {  // work() syncs the block before its first run reads these
             S.scratch_words = p.run_scratch ? p.run_scratch_words : 0u;

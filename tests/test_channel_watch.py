@@ -1,0 +1,80 @@
+"""Watched channel calls on the host side (docs/PROTOCOL.md, Watched channels), both the compiled
+path and the Python one. The CPU device has no watcher; it serves the marked publications through
+its scan, which is enough to check the words a watched call writes and the results it returns."""
+
+from __future__ import annotations
+
+import pytest
+
+from vyre_runtime import channel_native
+from vyre_runtime.megakernel import Megakernel
+from vyre_runtime.protocol.layout import (
+    HINT_MASK,
+    PRIORITY_BITS,
+    PRIORITY_WATCHED,
+    WATCH_TENANT_SHIFT,
+    WATCH_VALID,
+    WATCH_WORDS,
+    ControlWord,
+    SlotWord,
+)
+from vyre_runtime.protocol.opcodes import BuiltinOpcode
+
+
+@pytest.fixture(params=["native", "python"])
+def mk(request, monkeypatch, tmp_path):
+    monkeypatch.setenv("VYRE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv(channel_native.NATIVE_ENV, "1" if request.param == "native" else "0")
+    with Megakernel(backend="cpu", slots=64, workers=1) as mk:
+        mk._watch_free = list(range(WATCH_WORDS))  # as if the device had a watcher
+        yield mk
+
+
+def test_watched_calls_write_the_sequence_and_return_results(mk):
+    with mk.channel() as channel:
+        assert channel._watch == 0
+        assert (channel._native is not None) == (channel_native.load() is not None)
+        word = int(mk.image[ControlWord.WATCH])
+        assert word == WATCH_VALID | 0 << WATCH_TENANT_SHIFT | channel.slot
+        assert channel.call(BuiltinOpcode.STORE_U32, (7, 40)).ok
+        assert channel.call(BuiltinOpcode.ATOMIC_ADD, (7, 2)).results[0] == 40
+        assert channel.call(BuiltinOpcode.LOAD_U32, (7, 8)).results[0] == 42
+        assert channel.call(BuiltinOpcode.COMPARE_SWAP, (8, 42, 5)).results[0] == 42
+        assert channel.call(BuiltinOpcode.MEMCPY, (7, 9, 2)).results[0] == 2
+        assert list(mk.image[mk.layout.observable_base + 7 : mk.layout.observable_base + 11]) == [42, 5, 42, 5]
+        fault = channel.call(BuiltinOpcode.STORE_U32, (10**6, 1)).fault
+        assert fault is not None and fault.detail == 10**6
+        base = mk.layout.slot(channel.slot)
+        priority = int(mk.image[base + SlotWord.PRIORITY])
+        seq = priority >> PRIORITY_BITS
+        assert priority & PRIORITY_WATCHED and int(mk.image[base + SlotWord.ARG0 + 3]) == seq
+        assert channel.call(BuiltinOpcode.NOP).ok
+        assert int(mk.image[base + SlotWord.PRIORITY]) >> PRIORITY_BITS == (seq + 1) & HINT_MASK
+        # not watchable (a big MEMCPY, DFA-sized argument lists): the doorbell path, unmarked
+        assert channel.call(BuiltinOpcode.MEMCPY, (7, 20, 17)).results[0] == 17
+        assert not int(mk.image[base + SlotWord.PRIORITY]) & PRIORITY_WATCHED
+        assert channel.call(BuiltinOpcode.NOP).ok
+    assert int(mk.image[ControlWord.WATCH]) == 0 and 0 in mk._watch_free
+    stats = mk.stats()
+    assert stats.completed >= 9
+
+
+def test_the_sequence_skips_a_value_arg3_already_holds(mk):
+    with mk.channel() as channel:
+        base = mk.layout.slot(channel.slot)
+        channel.call(BuiltinOpcode.NOP)
+        seq = int(mk.image[base + SlotWord.PRIORITY]) >> PRIORITY_BITS
+        mk.image[base + SlotWord.ARG0 + 3] = (seq + 1) & HINT_MASK  # as a doorbell call's ARG3 could
+        channel.call(BuiltinOpcode.NOP)
+        assert int(mk.image[base + SlotWord.PRIORITY]) >> PRIORITY_BITS == (seq + 2) & HINT_MASK
+
+
+def test_watch_words_run_out_and_channels_fall_back(mk, monkeypatch):
+    channels = [mk.channel() for _ in range(WATCH_WORDS + 1)]
+    assert [c._watch for c in channels] == [*range(WATCH_WORDS), None]
+    assert channels[-1].call(BuiltinOpcode.NOP).ok
+    for channel in channels:
+        channel.close()
+    monkeypatch.setenv("VYRE_CHANNEL_WATCH", "0")
+    with mk.channel() as channel:
+        assert channel._watch is None
