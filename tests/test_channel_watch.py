@@ -78,3 +78,20 @@ def test_watch_words_run_out_and_channels_fall_back(mk, monkeypatch):
     monkeypatch.setenv("VYRE_CHANNEL_WATCH", "0")
     with mk.channel() as channel:
         assert channel._watch is None
+
+
+def test_a_symlink_at_the_compiled_library_is_rebuilt_not_loaded(monkeypatch, tmp_path):
+    monkeypatch.setenv("VYRE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv(channel_native.NATIVE_ENV, "1")
+    monkeypatch.setattr(channel_native, "_loaded", {})
+    if channel_native.load() is None:
+        pytest.skip("no working C compiler here: the Python path serves, nothing is loaded")
+    (library,) = (tmp_path / "native").glob("vyre_channel_*.so")
+    planted = tmp_path / "planted.so"
+    planted.write_bytes(b"not a library")
+    library.unlink()
+    library.symlink_to(planted)
+    monkeypatch.setattr(channel_native, "_loaded", {})
+    assert channel_native.load() is not None
+    assert library.is_file() and not library.is_symlink()
+    assert planted.read_bytes() == b"not a library"

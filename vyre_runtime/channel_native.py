@@ -153,7 +153,9 @@ def load() -> ctypes._CFuncPtr | None:
         target = cache_root() / "native" / f"vyre_channel_{key}.so"
         function = None
         try:
-            if not target.exists():
+            # a library we did not build is never loaded: a symlink or a non-regular file at the
+            # target (the cache directory's rule, vyre_runtime.cache) is replaced by a fresh build
+            if target.is_symlink() or not target.is_file():
                 _build(compiler, target)
             function = ctypes.CDLL(str(target)).vyre_channel_call  # CDLL: the GIL is released per call
             function.argtypes = [ctypes.c_void_p] + [ctypes.c_uint32] * 4
