@@ -46,10 +46,38 @@
 #ifndef STAGE_COPY_VECS  // tuning knob like SCAN_ROUND_VECS
 #define STAGE_COPY_VECS 8u          // 16-byte loads in flight per thread while a fused run copies its input
 #endif
+#ifndef STAGE_PIECE_VECS  // tuning knob: the share of a staged copy one block takes at a time
+#define STAGE_PIECE_VECS 16384u     // 256 KiB: a 4 MiB chunk is 16 pieces, copied by up to 16 blocks at once
+#endif
+#define HELP_JOBS 64u               // staged copies open for help at once (one bit each in a 64-bit mask)
+#define HELP_KEEP_READY 8u          // the workers holding the next tickets do not help: they serve the next slots
+#define NO_JOB 0xffffffffu
 
 extern "C" __device__ uint32_t vyre_isa_digest = VYRE_ISA_DIGEST;
 extern "C" __device__ uint32_t vyre_layout_digest = VYRE_LAYOUT_DIGEST;
 extern "C" __device__ uint32_t vyre_block_threads = VYRE_BLOCK_THREADS;
+
+// The help board (docs/PROTOCOL.md, Staging): one worker block copying a host-mapped run into
+// device staging is bound by PCIe latency (~3.6 GB/s: a 16 MiB chunk took ~4.6 ms, so a stream
+// had to keep ~100 chunks in flight, and its arena fell out of the CPU's L3). So the block that
+// runs a large staged copy (the owner) posts it here as a job of STAGE_PIECE_VECS-vector pieces,
+// and worker blocks waiting for their ticket take pieces while they wait; the owner takes pieces
+// too and then waits until every piece taken is copied. A job's `claim` word is its generation
+// (high half: odd while open, even while closed, so a helper holding an old job's fields never
+// takes a piece of a new one) and its next piece (low half), taken with one CAS.
+struct HelpJob {
+    unsigned long long claim;  // generation << 32 | next piece; only the owner changes the generation
+    const uint4* from;         // host-mapped source, from the 16-byte boundary (copy_input)
+    uint4* to;                 // device staging
+    uint32_t vecs, pieces;     // 16-byte vectors to copy, in pieces of STAGE_PIECE_VECS
+    uint32_t done;             // pieces helpers finished (the owner counts its own)
+    uint32_t spare;
+};
+struct HelpBoard {
+    unsigned long long busy;   // bit j: job j has an owner
+    unsigned long long open;   // bit j: job j may have pieces nobody took yet (a hint: claim decides)
+    HelpJob jobs[HELP_JOBS];
+};
 
 // Dispatcher -> worker queue, in device memory. The host zeroes it before every launch; the last
 // block to exit zeroes it too.
@@ -69,6 +97,7 @@ struct __align__(16) QueueState {  // entries are read and written with 16-byte 
     // words taken at claim time, so a worker reads its work from device memory instead of another
     // PCIe round trip. All positions are mod 2^32 (QUEUE_CAPACITY divides 2^32).
     uint32_t entries[QUEUE_CAPACITY][QUEUE_ENTRY_WORDS];
+    HelpBoard help;      // staged copies idle workers help with (zeroed with the queue: no job open)
 };
 extern "C" {
 __device__ QueueState vyre_queue;
@@ -1470,31 +1499,163 @@ __device__ bool check_fused(const Params& p, const Fused* group, const uint32_t*
     return true;
 }
 
+// All threads: vectors [first, end) of `from` into `to`, with aligned 16-byte loads,
+// STAGE_COPY_VECS of them in flight per thread: one block's copy is bound by PCIe latency, so
+// many loads must be outstanding together.
+__device__ void copy_vectors(const uint4* from, uint4* to, uint32_t first, uint32_t end) {
+    for (uint32_t base = first; base < end; base += blockDim.x * STAGE_COPY_VECS) {
+        uint4 v[STAGE_COPY_VECS];
+#pragma unroll
+        for (uint32_t k = 0; k < STAGE_COPY_VECS; k++) {
+            uint32_t i = base + k * blockDim.x + threadIdx.x;
+            if (i < end) v[k] = from[i];
+        }
+#pragma unroll
+        for (uint32_t k = 0; k < STAGE_COPY_VECS; k++) {
+            uint32_t i = base + k * blockDim.x + threadIdx.x;
+            if (i < end) to[i] = v[k];
+        }
+    }
+}
+
+// All threads: piece `piece` of a copy of `vecs` vectors.
+__device__ __forceinline__ void copy_piece(const uint4* from, uint4* to, uint32_t vecs, uint32_t piece) {
+    uint32_t first = piece * STAGE_PIECE_VECS;
+    copy_vectors(from, to, first, vecs - first < STAGE_PIECE_VECS ? vecs : first + STAGE_PIECE_VECS);
+}
+
+__device__ __forceinline__ unsigned long long load_acquire_gpu64(const unsigned long long* p) {
+    unsigned long long v;
+    asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// Thread 0 of the owner: a free job on the help board, filled and opened; NO_JOB when the board
+// is full (the owner then copies alone). The fields are written while the job is closed, then the
+// generation turns odd: a helper that sees it odd reads these fields (docs: HelpBoard).
+__device__ uint32_t help_post(const uint4* from, uint4* to, uint32_t vecs, uint32_t pieces) {
+    HelpBoard& board = vyre_queue.help;
+    for (uint32_t tries = 0; tries < 4u; tries++) {
+        unsigned long long busy = *(volatile unsigned long long*)&board.busy;
+        if (busy == ~0ull) return NO_JOB;
+        uint32_t j = (uint32_t)(__ffsll((long long)~busy) - 1);
+        unsigned long long bit = 1ull << j;
+        if (atomicOr(&board.busy, bit) & bit) continue;  // another owner took it first
+        HelpJob& job = board.jobs[j];
+        job.from = from; job.to = to; job.vecs = vecs; job.pieces = pieces; job.done = 0u;
+        unsigned long long generation = (*(volatile unsigned long long*)&job.claim >> 32) + 1ull;  // odd: open
+        __threadfence();  // the fields before the generation that makes them takeable
+        atomicExch(&job.claim, generation << 32);
+        atomicOr(&board.open, bit);
+        return j;
+    }
+    return NO_JOB;
+}
+
+// Thread 0 of a worker waiting for its ticket: takes a piece of an open job unless it holds one of
+// the next tickets (it serves the next slot instead). The job's fields are read after its claim
+// word showed it open (acquire) and used only if the CAS then finds the same generation and piece:
+// the owner changes the generation before it rewrites them.
+struct HelpPiece {
+    const uint4* from;
+    uint4* to;
+    uint32_t vecs, piece, job;
+};
+__device__ bool help_take(uint32_t ticket, HelpPiece& out) {
+    HelpBoard& board = vyre_queue.help;
+    unsigned long long open = *(volatile unsigned long long*)&board.open;
+    if (open == 0ull || (int32_t)(ticket - load_volatile(&vyre_queue.tail)) < (int32_t)HELP_KEEP_READY) return false;
+    uint32_t start = blockIdx.x % HELP_JOBS;  // blocks spread over the open jobs
+    unsigned long long rotated = start ? (open >> start) | (open << (64u - start)) : open;
+    uint32_t j = (start + (uint32_t)(__ffsll((long long)rotated) - 1)) % HELP_JOBS;
+    HelpJob& job = board.jobs[j];
+    unsigned long long claim = load_acquire_gpu64(&job.claim);
+    uint32_t piece = (uint32_t)claim;
+    if (!((claim >> 32) & 1ull)) return false;  // closed
+    uint32_t pieces = load_volatile(&job.pieces), vecs = load_volatile(&job.vecs);
+    const uint4* from = *(const uint4* volatile*)&job.from;
+    uint4* to = *(uint4* volatile*)&job.to;
+    if (piece >= pieces) return false;  // all taken: the owner clears the bit soon
+    __threadfence();  // the fields read before the CAS that proves them current
+    if (atomicCAS(&job.claim, claim, claim + 1ull) != claim) return false;
+    if (piece + 1u == pieces) atomicAnd(&board.open, ~(1ull << j));  // the last piece: nothing left to take
+    out.from = from; out.to = to; out.vecs = vecs; out.piece = piece; out.job = j;
+    return true;
+}
+
+// All threads of a helper: the piece taken, then (thread 0) counted done for its owner.
+__device__ void help_copy(const HelpPiece& h) {
+    copy_piece(h.from, h.to, h.vecs, h.piece);
+    __syncthreads();  // the block's stores, then thread 0's fence orders them (cumulatively) before the count
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(&vyre_queue.help.jobs[h.job].done, 1u);
+    }
+}
+
+// All threads: `vecs` vectors copied by this block and whichever waiting workers help (see
+// HelpBoard); when the call returns the whole copy is complete and visible to the block.
+__device__ void copy_with_help(const uint4* from, uint4* to, uint32_t vecs) {
+    __shared__ uint32_t s_job, s_piece;
+    uint32_t pieces = (vecs + STAGE_PIECE_VECS - 1u) / STAGE_PIECE_VECS;
+    if (threadIdx.x == 0) s_job = help_post(from, to, vecs, pieces);
+    __syncthreads();
+    uint32_t j = s_job;
+    if (j == NO_JOB) {
+        copy_vectors(from, to, 0u, vecs);
+        __syncthreads();
+        return;
+    }
+    HelpJob& job = vyre_queue.help.jobs[j];
+    uint32_t mine = 0;  // thread 0's count of the pieces this block copied
+    while (true) {
+        if (threadIdx.x == 0) {
+            uint32_t piece = (uint32_t)atomicAdd(&job.claim, 1ull);  // never carries: pieces < 2^32
+            s_piece = piece < pieces ? piece : NO_JOB;
+        }
+        __syncthreads();
+        uint32_t piece = s_piece;
+        if (piece == NO_JOB) break;
+        copy_piece(from, to, vecs, piece);
+        mine++;
+        __syncthreads();  // everyone read s_piece before thread 0 writes the next
+    }
+    if (threadIdx.x == 0) {
+        HelpBoard& board = vyre_queue.help;
+        unsigned long long bit = 1ull << j;
+        atomicAnd(&board.open, ~bit);
+        // every piece is taken; the helpers' finish in bounded time (a copy never waits on anything)
+        uint32_t sleep_ns = 32;
+        while (load_acquire_gpu(&job.done) + mine < pieces) {
+            __nanosleep(sleep_ns);
+            sleep_ns = sleep_ns * 2 < WORKER_SLEEP_CAP_NS ? sleep_ns * 2 : WORKER_SLEEP_CAP_NS;
+        }
+        __threadfence();  // the helpers' stores are visible to this block's reads after the barrier below
+        unsigned long long claim = *(volatile unsigned long long*)&job.claim;
+        atomicExch(&job.claim, ((claim >> 32) + 1ull) << 32);  // even: closed, a stale CAS fails
+        __threadfence();  // closed before another owner may take the job
+        atomicAnd(&board.busy, ~bit);
+    }
+    __syncthreads();
+}
+
 // All threads: the run's bytes in device memory. A host-mapped region is copied into `staging`
-// once, with aligned 16-byte loads, STAGE_COPY_VECS of them in flight per thread: one block's
-// copy is bound by PCIe latency, so many loads must be outstanding together. The copy starts at
-// the source's 16-byte boundary (the bytes before it and after the end share the source's
-// 16-byte blocks, so its pages), so the input keeps its alignment and every access is aligned.
+// once: by this block alone when short, with waiting workers' help when longer than a piece
+// (copy_with_help). The copy starts at the source's 16-byte boundary (the bytes before it and
+// after the end share the source's 16-byte blocks, so its pages), so the input keeps its
+// alignment and every access is aligned.
 __device__ const unsigned char* copy_input(const unsigned char* source, unsigned char* staging, uint32_t length) {
     if (staging == nullptr || length == 0) return source;
     uint32_t head = (uint32_t)((uint64_t)source & 15u);
     const uint4* from = (const uint4*)(source - head);
     uint4* to = (uint4*)staging;
     uint32_t vecs = (head + length + 15u) / 16u;
-    for (uint32_t base = 0; base < vecs; base += blockDim.x * STAGE_COPY_VECS) {
-        uint4 v[STAGE_COPY_VECS];
-#pragma unroll
-        for (uint32_t k = 0; k < STAGE_COPY_VECS; k++) {
-            uint32_t i = base + k * blockDim.x + threadIdx.x;
-            if (i < vecs) v[k] = from[i];
-        }
-#pragma unroll
-        for (uint32_t k = 0; k < STAGE_COPY_VECS; k++) {
-            uint32_t i = base + k * blockDim.x + threadIdx.x;
-            if (i < vecs) to[i] = v[k];
-        }
+    if (vecs > STAGE_PIECE_VECS) {
+        copy_with_help(from, to, vecs);
+    } else {
+        copy_vectors(from, to, 0u, vecs);
+        __syncthreads();  // the copy is complete (and visible to the block) before a member reads it
     }
-    __syncthreads();  // the copy is complete (and visible to the block) before a member reads it
     return staging + head;
 }
 
@@ -2116,9 +2277,13 @@ __device__ void dispatch(const Params& p) {
 __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* stage) {
     __shared__ uint32_t s_index;
     __shared__ uint32_t s_stop;
+    __shared__ bool s_helping;
+    __shared__ HelpPiece s_help;
     __shared__ BlockCounts C;
     if (threadIdx.x == 0) { C.done = 0; C.fault = 0; C.kinds = 0; }
     uint32_t sleep_ns = 32;
+    uint32_t ticket = 0;  // thread 0's position in the queue
+    bool ticketed = false;  // thread 0: it holds a position no entry was taken from yet
     // Blocks that served a slot recently poll without sleeping for a while: the next slot of a
     // busy stream (or a caller's next round trip) is taken a nanosleep sooner. Idle blocks
     // back off, so the whole grid never hammers the queue's words at once.
@@ -2127,10 +2292,15 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
         if (threadIdx.x == 0) {
             s_stop = 0;
             s_index = 0xffffffffu;
+            s_helping = false;
             // this block's position: nobody else takes it, and its entry is this position's only
-            // while word 1 holds ticket + 1 (the dispatcher stores it last, after the words)
-            uint32_t ticket = atomicAdd(&vyre_queue.head, 1u);
-            RUN_PHASE_START();
+            // while word 1 holds ticket + 1 (the dispatcher stores it last, after the words). A
+            // block that helped with a staged copy (help_take) keeps the position it waits on.
+            if (!ticketed) {
+                ticket = atomicAdd(&vyre_queue.head, 1u);
+                ticketed = true;
+                RUN_PHASE_START();
+            }
             uint32_t* slot_words = vyre_queue.entries[ticket % QUEUE_CAPACITY];
             for (bool first = true;; first = false) {
                 if (load_acquire_gpu(&slot_words[1]) == ticket + 1u) {
@@ -2148,6 +2318,7 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                     words[0] = e1; words[1] = e2; words[2] = e3; words[3] = e4;
                     sleep_ns = 32;
                     hot_polls = WORKER_HOT_POLLS;
+                    ticketed = false;
                     break;
                 } else if (first) {  // nothing waiting: count what this block completed before it waits
                     flush_counts(C);
@@ -2159,6 +2330,10 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                         break;
                     }
                     __nanosleep(32);
+                } else if (help_take(ticket, s_help)) {  // a piece of a staged copy while it waits
+                    s_helping = true;
+                    hot_polls = WORKER_HOT_POLLS;
+                    break;
                 } else if (hot_polls) {
                     hot_polls--;
                 } else {
@@ -2170,6 +2345,11 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
         }
         __syncthreads();
         if (s_stop) return;  // (counted: the block found no entry at once, so it flushed)
+        if (s_helping) {
+            help_copy(s_help);
+            __syncthreads();  // s_help is thread 0's again only after every thread copied
+            continue;
+        }
         serve_slot(p, s_index, T, S, stage, C);
     }
 }
