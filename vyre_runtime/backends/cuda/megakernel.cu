@@ -63,8 +63,8 @@ extern "C" __device__ uint32_t vyre_block_threads = VYRE_BLOCK_THREADS;
 // runs a large staged copy (the owner) posts it here as a job of STAGE_PIECE_VECS-vector pieces,
 // and worker blocks waiting for their ticket take pieces while they wait; the owner takes pieces
 // too and then waits until every piece taken is copied. A job's `claim` word is its generation
-// (high half: odd while open, even while closed, so a helper holding an old job's fields never
-// takes a piece of a new one) and its next piece (low half), taken with one CAS.
+// (high half: odd while open, even while closed, so an add that lands on a closed or reused job
+// is told apart) and its next piece (low half), taken with one fetch-and-add (help_take).
 struct HelpJob {
     unsigned long long claim;  // generation << 32 | next piece; only the owner changes the generation
     const uint4* from;         // host-mapped source, from the 16-byte boundary (copy_input)
@@ -1524,12 +1524,6 @@ __device__ __forceinline__ void copy_piece(const uint4* from, uint4* to, uint32_
     copy_vectors(from, to, first, vecs - first < STAGE_PIECE_VECS ? vecs : first + STAGE_PIECE_VECS);
 }
 
-__device__ __forceinline__ unsigned long long load_acquire_gpu64(const unsigned long long* p) {
-    unsigned long long v;
-    asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-    return v;
-}
-
 // Thread 0 of the owner: a free job on the help board, filled and opened; NO_JOB when the board
 // is full (the owner then copies alone). The fields are written while the job is closed, then the
 // generation turns odd: a helper that sees it odd reads these fields (docs: HelpBoard).
@@ -1553,9 +1547,13 @@ __device__ uint32_t help_post(const uint4* from, uint4* to, uint32_t vecs, uint3
 }
 
 // Thread 0 of a worker waiting for its ticket: takes a piece of an open job unless it holds one of
-// the next tickets (it serves the next slot instead). The job's fields are read after its claim
-// word showed it open (acquire) and used only if the CAS then finds the same generation and piece:
-// the owner changes the generation before it rewrites them.
+// the next tickets (it serves the next slot instead). One fetch-and-add on the job's claim word,
+// never a CAS loop (hundreds of waiting blocks retrying a CAS on one word hand out one success per
+// microseconds: the ticket queue's lesson). The old value says what was taken: a piece of the
+// generation it names if that is odd (open) and the piece exists; an add that took nothing (a
+// closed job, every piece gone) only moves the low half, which the next opening resets. The
+// job's fields are read after the add: its owner wrote them before opening this generation and
+// cannot close it (nor rewrite them) before this piece is counted done.
 struct HelpPiece {
     const uint4* from;
     uint4* to;
@@ -1569,17 +1567,17 @@ __device__ bool help_take(uint32_t ticket, HelpPiece& out) {
     unsigned long long rotated = start ? (open >> start) | (open << (64u - start)) : open;
     uint32_t j = (start + (uint32_t)(__ffsll((long long)rotated) - 1)) % HELP_JOBS;
     HelpJob& job = board.jobs[j];
-    unsigned long long claim = load_acquire_gpu64(&job.claim);
-    uint32_t piece = (uint32_t)claim;
-    if (!((claim >> 32) & 1ull)) return false;  // closed
-    uint32_t pieces = load_volatile(&job.pieces), vecs = load_volatile(&job.vecs);
-    const uint4* from = *(const uint4* volatile*)&job.from;
-    uint4* to = *(uint4* volatile*)&job.to;
-    if (piece >= pieces) return false;  // all taken: the owner clears the bit soon
-    __threadfence();  // the fields read before the CAS that proves them current
-    if (atomicCAS(&job.claim, claim, claim + 1ull) != claim) return false;
+    unsigned long long claim = atomicAdd(&job.claim, 1ull);
+    if (!((claim >> 32) & 1ull)) return false;  // closed: nothing taken
+    __threadfence();  // the fields after the add that proved them this generation's
+    uint32_t piece = (uint32_t)claim, pieces = load_volatile(&job.pieces);
+    if (piece >= pieces) return false;  // every piece was gone: the bit is cleared soon
     if (piece + 1u == pieces) atomicAnd(&board.open, ~(1ull << j));  // the last piece: nothing left to take
-    out.from = from; out.to = to; out.vecs = vecs; out.piece = piece; out.job = j;
+    out.from = *(const uint4* volatile*)&job.from;
+    out.to = *(uint4* volatile*)&job.to;
+    out.vecs = load_volatile(&job.vecs);
+    out.piece = piece;
+    out.job = j;
     return true;
 }
 
@@ -1632,7 +1630,7 @@ __device__ void copy_with_help(const uint4* from, uint4* to, uint32_t vecs) {
         }
         __threadfence();  // the helpers' stores are visible to this block's reads after the barrier below
         unsigned long long claim = *(volatile unsigned long long*)&job.claim;
-        atomicExch(&job.claim, ((claim >> 32) + 1ull) << 32);  // even: closed, a stale CAS fails
+        atomicExch(&job.claim, ((claim >> 32) + 1ull) << 32);  // even: closed, a late add takes nothing
         __threadfence();  // closed before another owner may take the job
         atomicAnd(&board.busy, ~bit);
     }
