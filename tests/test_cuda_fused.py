@@ -108,3 +108,34 @@ def test_faulting_members_and_malformed_slots_match_the_cpu(cpu):
         assert results[:2] == (3, 0b101)
         assert (bad_context.code, bad_context.detail) == (SlotFault.BAD_HANDLE, 999_999)
         assert (bad_lanes.code, bad_lanes.detail) == (SlotFault.BAD_ARGUMENT, 4)
+
+
+def test_many_large_staged_runs_copied_with_waiting_workers_help_match_in_place_runs_across_a_pause():
+    # More fused runs at once than the kernel's help board has jobs (64), each several 256 KiB
+    # pieces long, of lengths no piece size divides and off a 16-byte boundary: most are copied
+    # by the owner and waiting workers together, some by the owner alone (board full). Half are
+    # in flight when the kernel pauses: the pause drains them and the relaunch serves the rest.
+    programs = [load_program_file(str(EXAMPLES / name)) for name in ("histogram.vasm", "line_count.vasm")]
+    runs, base = 80, (1 << 20) + 4099
+    sizes = [base + 4099 * k for k in range(runs)]
+    alphabet = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz \n", dtype=np.uint8)
+    data = alphabet[np.random.default_rng(11).integers(0, len(alphabet), sum(sizes))]
+    with resident(slots=512) as gpu:
+        memory = gpu.host_memory(sum(sizes) + 16 * runs)
+        regions, at, taken = [], 0, 0
+        for k, size in enumerate(sizes):
+            at += k % 16  # each region starts at a different offset within 16 bytes
+            memory[at : at + size] = data[taken : taken + size]
+            regions.append(memory[at : at + size])
+            at, taken = at + size, taken + size
+        handles = [gpu.register_program(program) for program in programs]
+        group = gpu.register_fused(handles)
+        first = [gpu.submit(group, region) for region in regions[: runs // 2]]
+        gpu.pause(timeout=60)
+        gpu.relaunch(timeout=60)
+        fused = first + [gpu.submit(group, region) for region in regions[runs // 2 :]]
+        separate = [[gpu.submit(handle, region) for handle in handles] for region in regions]
+        for k, (together, apart) in enumerate(zip(fused, separate)):
+            members = together.result(120)
+            assert all(member.ok for member in members), f"run {k}"
+            assert comparable_members(members) == comparable_members([f.result(120) for f in apart]), f"run {k}"

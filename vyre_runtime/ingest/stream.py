@@ -440,7 +440,9 @@ class StreamPipeline:
             source.planning_done = True
 
     def _take_slot(self) -> ChunkSlot:
-        slot = self._free.popleft()
+        # the slot freed last (LIFO): its memory is the likeliest still in the CPU's caches, and the
+        # reads into it then stay in L3 instead of streaming through DRAM (BENCHMARKS.md, ingest)
+        slot = self._free.pop()
         slot.taken_at = time.perf_counter()
         return slot
 

@@ -46,10 +46,54 @@
 #ifndef STAGE_COPY_VECS  // tuning knob like SCAN_ROUND_VECS
 #define STAGE_COPY_VECS 8u          // 16-byte loads in flight per thread while a fused run copies its input
 #endif
+#ifndef STAGE_PIECE_VECS  // tuning knob: the share of a staged copy one block takes at a time
+#define STAGE_PIECE_VECS 16384u     // 256 KiB: a 4 MiB chunk is 16 pieces, copied by up to 16 blocks at once
+#endif
+#ifndef HELP_FUSED_MEMBERS  // tuning knob (A/B): 0 runs a fused run's members in its own block, in turn
+#define HELP_FUSED_MEMBERS 1u
+#endif
+#define HELP_JOBS 64u               // staged copies open for help at once (one bit each in a 64-bit mask)
+#define HELP_KEEP_READY 8u          // the workers holding the next tickets do not help: they serve the next slots
+#define NO_JOB 0xffffffffu
 
 extern "C" __device__ uint32_t vyre_isa_digest = VYRE_ISA_DIGEST;
 extern "C" __device__ uint32_t vyre_layout_digest = VYRE_LAYOUT_DIGEST;
 extern "C" __device__ uint32_t vyre_block_threads = VYRE_BLOCK_THREADS;
+
+// The help board (docs/PROTOCOL.md, Staging): one worker block copying a host-mapped run into
+// device staging is bound by PCIe latency (~3.6 GB/s: a 16 MiB chunk took ~4.6 ms, so a stream
+// had to keep ~100 chunks in flight, and its arena fell out of the CPU's L3). So the block that
+// runs a large staged copy (the owner) posts it here as a job of STAGE_PIECE_VECS-vector pieces,
+// and worker blocks waiting for their ticket take pieces while they wait; the owner takes pieces
+// too and then waits until every piece taken is copied. A job's `claim` word is its generation
+// (high half: odd while open, even while closed, so an add that lands on a closed or reused job
+// is told apart) and its next piece (low half), taken with one fetch-and-add (help_take).
+// A job is a copy (its pieces: STAGE_PIECE_VECS vectors each) or, once a fused run's copy is
+// complete, the run's members (its pieces: one member each, run by whichever block takes it).
+#define HELP_COPY 0u
+#define HELP_MEMBERS 1u
+struct HelpJob {
+    unsigned long long claim;  // generation << 32 | next piece; only the owner changes the generation
+    uint32_t kind, pieces;     // HELP_COPY or HELP_MEMBERS; pieces to take
+    uint32_t done;             // pieces helpers finished (the owner counts its own)
+    uint32_t faulted;          // HELP_MEMBERS: bit m set by the helper whose member m faulted
+    unsigned long long instructions;  // HELP_MEMBERS: the helpers' members' lane-instructions
+    // HELP_COPY
+    const uint4* from;         // host-mapped source, from the 16-byte boundary (copy_input)
+    uint4* to;                 // device staging
+    uint32_t vecs, length;     // 16-byte vectors to copy; HELP_MEMBERS: the run's length
+    // HELP_MEMBERS: what run_fused_slot resolved (check_fused) and the run's bytes
+    const unsigned char* input;
+    const Program* programs[MAX_FUSED_MEMBERS];
+    Context* contexts[MAX_FUSED_MEMBERS];
+    uint32_t lanes[MAX_FUSED_MEMBERS];
+    uint32_t args[ARGS_PER_SLOT];
+};
+struct HelpBoard {
+    unsigned long long busy;   // bit j: job j has an owner
+    unsigned long long open;   // bit j: job j may have pieces nobody took yet (a hint: claim decides)
+    HelpJob jobs[HELP_JOBS];
+};
 
 // Dispatcher -> worker queue, in device memory. The host zeroes it before every launch; the last
 // block to exit zeroes it too.
@@ -69,6 +113,7 @@ struct __align__(16) QueueState {  // entries are read and written with 16-byte 
     // words taken at claim time, so a worker reads its work from device memory instead of another
     // PCIe round trip. All positions are mod 2^32 (QUEUE_CAPACITY divides 2^32).
     uint32_t entries[QUEUE_CAPACITY][QUEUE_ENTRY_WORDS];
+    HelpBoard help;      // staged copies idle workers help with (zeroed with the queue: no job open)
 };
 extern "C" {
 __device__ QueueState vyre_queue;
@@ -1470,37 +1515,245 @@ __device__ bool check_fused(const Params& p, const Fused* group, const uint32_t*
     return true;
 }
 
+// All threads: vectors [first, end) of `from` into `to`, with aligned 16-byte loads,
+// STAGE_COPY_VECS of them in flight per thread: one block's copy is bound by PCIe latency, so
+// many loads must be outstanding together.
+__device__ void copy_vectors(const uint4* from, uint4* to, uint32_t first, uint32_t end) {
+    for (uint32_t base = first; base < end; base += blockDim.x * STAGE_COPY_VECS) {
+        uint4 v[STAGE_COPY_VECS];
+#pragma unroll
+        for (uint32_t k = 0; k < STAGE_COPY_VECS; k++) {
+            uint32_t i = base + k * blockDim.x + threadIdx.x;
+            if (i < end) v[k] = from[i];
+        }
+#pragma unroll
+        for (uint32_t k = 0; k < STAGE_COPY_VECS; k++) {
+            uint32_t i = base + k * blockDim.x + threadIdx.x;
+            if (i < end) to[i] = v[k];
+        }
+    }
+}
+
+// All threads: piece `piece` of a copy of `vecs` vectors.
+__device__ __forceinline__ void copy_piece(const uint4* from, uint4* to, uint32_t vecs, uint32_t piece) {
+    uint32_t first = piece * STAGE_PIECE_VECS;
+    copy_vectors(from, to, first, vecs - first < STAGE_PIECE_VECS ? vecs : first + STAGE_PIECE_VECS);
+}
+
+// Thread 0 of an owner: a free job of the help board, reserved (its `busy` bit), or NO_JOB when
+// the board is full (the owner then works alone). The caller fills its fields, then opens it.
+__device__ uint32_t help_reserve() {
+    HelpBoard& board = vyre_queue.help;
+    for (uint32_t tries = 0; tries < 4u; tries++) {
+        unsigned long long busy = *(volatile unsigned long long*)&board.busy;
+        if (busy == ~0ull) return NO_JOB;
+        uint32_t j = (uint32_t)(__ffsll((long long)~busy) - 1);
+        unsigned long long bit = 1ull << j;
+        if (!(atomicOr(&board.busy, bit) & bit)) return j;  // else another owner took it first
+    }
+    return NO_JOB;
+}
+
+// Thread 0 of the owner: job j, its fields written while it was closed, opened: the generation
+// turns odd (a helper that takes a piece of it reads the fields after its add: HelpBoard).
+__device__ void help_open(uint32_t j, uint32_t kind, uint32_t pieces) {
+    HelpBoard& board = vyre_queue.help;
+    HelpJob& job = board.jobs[j];
+    job.kind = kind; job.pieces = pieces; job.done = 0u; job.faulted = 0u; job.instructions = 0ull;
+    unsigned long long generation = (*(volatile unsigned long long*)&job.claim >> 32) + 1ull;  // odd: open
+    __threadfence();  // the fields before the generation that makes them takeable
+    atomicExch(&job.claim, generation << 32);
+    atomicOr(&board.open, 1ull << j);
+}
+
+// Thread 0 of the owner: the next piece of its own job j for itself, or NO_JOB when all are taken.
+__device__ __forceinline__ uint32_t help_next(uint32_t j, uint32_t pieces) {
+    uint32_t piece = (uint32_t)atomicAdd(&vyre_queue.help.jobs[j].claim, 1ull);  // never carries: pieces < 2^32
+    return piece < pieces ? piece : NO_JOB;
+}
+
+// Thread 0 of the owner, once every piece is taken (`mine` of them by its own block): waits until
+// the helpers' pieces are done, then closes job j and frees it. Helpers finish in bounded time (a
+// copy waits on nothing; a member runs to its fuel limit at most).
+// A member job's helpers' fault bits and lane-instructions are added into `faulted` and
+// `instructions` before the job is closed.
+__device__ void help_close(uint32_t j, uint32_t pieces, uint32_t mine, uint32_t& faulted,
+                           unsigned long long& instructions) {
+    HelpBoard& board = vyre_queue.help;
+    HelpJob& job = board.jobs[j];
+    unsigned long long bit = 1ull << j;
+    atomicAnd(&board.open, ~bit);
+    uint32_t sleep_ns = 32;
+    while (load_acquire_gpu(&job.done) + mine < pieces) {
+        __nanosleep(sleep_ns);
+        sleep_ns = sleep_ns * 2 < WORKER_SLEEP_CAP_NS ? sleep_ns * 2 : WORKER_SLEEP_CAP_NS;
+    }
+    __threadfence();  // the helpers' stores are visible to this block's reads after its next barrier
+    faulted |= *(volatile uint32_t*)&job.faulted;
+    instructions += *(volatile unsigned long long*)&job.instructions;
+    unsigned long long claim = *(volatile unsigned long long*)&job.claim;
+    atomicExch(&job.claim, ((claim >> 32) + 1ull) << 32);  // even: closed, a late add takes nothing
+    __threadfence();  // closed before another owner may take the job
+    atomicAnd(&board.busy, ~bit);
+}
+
+// Thread 0 of a worker waiting for its ticket: takes a piece of an open job unless it holds one of
+// the next tickets (it serves the next slot instead). One fetch-and-add on the job's claim word,
+// never a CAS loop (hundreds of waiting blocks retrying a CAS on one word hand out one success per
+// microseconds: the ticket queue's lesson). The old value says what was taken: a piece of the
+// generation it names if that is odd (open) and the piece exists; an add that took nothing (a
+// closed job, every piece gone) only moves the low half, which the next opening resets. The
+// job's fields are read after the add: its owner wrote them before opening this generation and
+// cannot close it (nor rewrite them) before this piece is counted done.
+struct HelpPiece {
+    uint32_t kind, piece, job;
+    const uint4* from;  // HELP_COPY
+    uint4* to;
+    uint32_t vecs;
+    const unsigned char* input;  // HELP_MEMBERS: member `piece` of a fused run
+    uint32_t length, lanes;
+    const Program* program;
+    Context* context;
+    uint32_t args[ARGS_PER_SLOT];
+};
+__device__ bool help_take(uint32_t ticket, HelpPiece& out) {
+    HelpBoard& board = vyre_queue.help;
+    unsigned long long open = *(volatile unsigned long long*)&board.open;
+    if (open == 0ull || (int32_t)(ticket - load_volatile(&vyre_queue.tail)) < (int32_t)HELP_KEEP_READY) return false;
+    uint32_t start = blockIdx.x % HELP_JOBS;  // blocks spread over the open jobs
+    unsigned long long rotated = start ? (open >> start) | (open << (64u - start)) : open;
+    uint32_t j = (start + (uint32_t)(__ffsll((long long)rotated) - 1)) % HELP_JOBS;
+    HelpJob& job = board.jobs[j];
+    unsigned long long claim = atomicAdd(&job.claim, 1ull);
+    if (!((claim >> 32) & 1ull)) return false;  // closed: nothing taken
+    __threadfence();  // the fields after the add that proved them this generation's
+    uint32_t piece = (uint32_t)claim, pieces = load_volatile(&job.pieces);
+    if (piece >= pieces) return false;  // every piece was gone: the bit is cleared soon
+    if (piece + 1u == pieces) atomicAnd(&board.open, ~(1ull << j));  // the last piece: nothing left to take
+    out.kind = load_volatile(&job.kind);
+    out.piece = piece;
+    out.job = j;
+    if (out.kind == HELP_COPY) {
+        out.from = *(const uint4* volatile*)&job.from;
+        out.to = *(uint4* volatile*)&job.to;
+        out.vecs = load_volatile(&job.vecs);
+    } else {
+        out.input = *(const unsigned char* volatile*)&job.input;
+        out.length = load_volatile(&job.length);
+        out.lanes = load_volatile(&job.lanes[piece]);
+        out.program = *(const Program* volatile*)&job.programs[piece];
+        out.context = *(Context* volatile*)&job.contexts[piece];
+        for (uint32_t k = 0; k < ARGS_PER_SLOT; k++) out.args[k] = load_volatile(&job.args[k]);
+    }
+    return true;
+}
+
+// All threads: one member of a fused run over `input` (device staging or the region in place);
+// thread 0 returns whether it faulted and adds its lane-instructions to `instructions`.
+__device__ bool run_member(const Program* program, Context* context, uint32_t lanes, const unsigned char* input,
+                           uint32_t length, const uint32_t* args, RunShared& S, RunRecords& R, uint32_t* stage,
+                           unsigned long long& instructions) {
+    if (threadIdx.x < 32) fetch_records(program, context, nullptr, R);
+    __syncthreads();
+    if (threadIdx.x == 0) load_run(S, &R.program, &R.context, input, length, args, lanes, stage);
+    __syncthreads();
+    run_loaded(S, R, context, stage);
+    bool faulted = false;
+    if (threadIdx.x == 0) {
+        faulted = S.fault_lane != NO_LANE;
+        instructions += S.instructions;
+    }
+    __syncthreads();  // S and R are the next run's only after everyone is done with this one
+    return faulted;
+}
+
+// All threads of a helper: the piece taken, then (thread 0) counted done for its owner. A member's
+// outputs and context fields go to host memory: a system-scope release orders them before the
+// count, so before the owner's DONE (complete_slot) reaches the host.
+__device__ void help_piece(const HelpPiece& h, RunShared& S, RunRecords& R, uint32_t* stage) {
+    HelpJob& job = vyre_queue.help.jobs[h.job];
+    if (h.kind == HELP_COPY) {
+        copy_piece(h.from, h.to, h.vecs, h.piece);
+        __syncthreads();  // the block's stores, then thread 0's fence orders them (cumulatively) before the count
+        if (threadIdx.x == 0) {
+            __threadfence();
+            atomicAdd(&job.done, 1u);
+        }
+        return;
+    }
+    unsigned long long instructions = 0;
+    bool faulted = run_member(h.program, h.context, h.lanes, h.input, h.length, h.args, S, R, stage, instructions);
+    if (threadIdx.x == 0) {
+        if (faulted) atomicOr(&job.faulted, 1u << h.piece);
+        atomicAdd(&job.instructions, instructions);
+        fence_release_sys();
+        atomicAdd(&job.done, 1u);
+    }
+}
+
+// All threads: `vecs` vectors copied by this block and whichever waiting workers help (see
+// HelpBoard); when the call returns the whole copy is complete and visible to the block.
+__device__ void copy_with_help(const uint4* from, uint4* to, uint32_t vecs) {
+    __shared__ uint32_t s_job, s_piece;
+    uint32_t pieces = (vecs + STAGE_PIECE_VECS - 1u) / STAGE_PIECE_VECS;
+    if (threadIdx.x == 0) {
+        uint32_t j = help_reserve();
+        if (j != NO_JOB) {
+            HelpJob& job = vyre_queue.help.jobs[j];
+            job.from = from; job.to = to; job.vecs = vecs;
+            help_open(j, HELP_COPY, pieces);
+        }
+        s_job = j;
+    }
+    __syncthreads();
+    uint32_t j = s_job;
+    if (j == NO_JOB) {
+        copy_vectors(from, to, 0u, vecs);
+        __syncthreads();
+        return;
+    }
+    uint32_t mine = 0;  // thread 0's count of the pieces this block copied
+    while (true) {
+        if (threadIdx.x == 0) s_piece = help_next(j, pieces);
+        __syncthreads();
+        uint32_t piece = s_piece;
+        if (piece == NO_JOB) break;
+        copy_piece(from, to, vecs, piece);
+        mine++;
+        __syncthreads();  // everyone read s_piece before thread 0 writes the next
+    }
+    if (threadIdx.x == 0) {
+        uint32_t faulted = 0;  // (a copy job has none)
+        unsigned long long instructions = 0;
+        help_close(j, pieces, mine, faulted, instructions);
+    }
+    __syncthreads();
+}
+
 // All threads: the run's bytes in device memory. A host-mapped region is copied into `staging`
-// once, with aligned 16-byte loads, STAGE_COPY_VECS of them in flight per thread: one block's
-// copy is bound by PCIe latency, so many loads must be outstanding together. The copy starts at
-// the source's 16-byte boundary (the bytes before it and after the end share the source's
-// 16-byte blocks, so its pages), so the input keeps its alignment and every access is aligned.
+// once: by this block alone when short, with waiting workers' help when longer than a piece
+// (copy_with_help). The copy starts at the source's 16-byte boundary (the bytes before it and
+// after the end share the source's 16-byte blocks, so its pages), so the input keeps its
+// alignment and every access is aligned.
 __device__ const unsigned char* copy_input(const unsigned char* source, unsigned char* staging, uint32_t length) {
     if (staging == nullptr || length == 0) return source;
     uint32_t head = (uint32_t)((uint64_t)source & 15u);
     const uint4* from = (const uint4*)(source - head);
     uint4* to = (uint4*)staging;
     uint32_t vecs = (head + length + 15u) / 16u;
-    for (uint32_t base = 0; base < vecs; base += blockDim.x * STAGE_COPY_VECS) {
-        uint4 v[STAGE_COPY_VECS];
-#pragma unroll
-        for (uint32_t k = 0; k < STAGE_COPY_VECS; k++) {
-            uint32_t i = base + k * blockDim.x + threadIdx.x;
-            if (i < vecs) v[k] = from[i];
-        }
-#pragma unroll
-        for (uint32_t k = 0; k < STAGE_COPY_VECS; k++) {
-            uint32_t i = base + k * blockDim.x + threadIdx.x;
-            if (i < vecs) to[i] = v[k];
-        }
+    if (vecs > STAGE_PIECE_VECS) {
+        copy_with_help(from, to, vecs);
+    } else {
+        copy_vectors(from, to, 0u, vecs);
+        __syncthreads();  // the copy is complete (and visible to the block) before a member reads it
     }
-    __syncthreads();  // the copy is complete (and visible to the block) before a member reads it
     return staging + head;
 }
 
 // A fused group's RUN_PROGRAM (docs/PROTOCOL.md, "Fused runs"): checks everything, copies a
-// host-mapped region into device staging once (one pass over PCIe), then runs each member over
-// the same bytes in member order. A member's fault stays in its own context; the slot completes
+// host-mapped region into device staging once (one pass over PCIe, with help: copy_input), then
+// runs each member over the same bytes, in this block and (several members) in waiting workers'
+// blocks side by side. A member's fault stays in its own context; the slot completes
 // DONE with the member count, the mask of faulting members and the total lane-instructions.
 __device__ void run_fused_slot(const Params& p, const Fused* group, const uint32_t* args, SlotShared& T,
                                RunShared& S, RunRecords& R, uint32_t* stage) {
@@ -1511,21 +1764,36 @@ __device__ void run_fused_slot(const Params& p, const Fused* group, const uint32
     if (!s_ok) return;
     uint32_t length = args[RA_LENGTH];
     const unsigned char* input = copy_input(F.source, F.staging, length);
-    uint32_t faulted = 0;
-    uint64_t instructions = 0;  // thread 0's tallies
-    for (uint32_t m = 0; m < F.count; m++) {
-        if (threadIdx.x < 32) fetch_records(F.programs[m], F.contexts[m], nullptr, R);
-        __syncthreads();
-        if (threadIdx.x == 0) load_run(S, &R.program, &R.context, input, length, args, F.lanes[m], stage);
-        __syncthreads();
-        run_loaded(S, R, F.contexts[m], stage);
-        if (threadIdx.x == 0) {
-            if (S.fault_lane != NO_LANE) faulted |= 1u << m;
-            instructions += S.instructions;
+    // Several members: posted as a job, so waiting workers run some of them while this block runs
+    // others (members share nothing but the bytes they read: docs/PROTOCOL.md, Fused runs)
+    __shared__ uint32_t s_job, s_member;
+    if (threadIdx.x == 0) {
+        uint32_t j = F.count > 1 && HELP_FUSED_MEMBERS ? help_reserve() : NO_JOB;
+        if (j != NO_JOB) {
+            HelpJob& job = vyre_queue.help.jobs[j];
+            job.input = input; job.length = length;
+            for (uint32_t m = 0; m < F.count; m++) {
+                job.programs[m] = F.programs[m]; job.contexts[m] = F.contexts[m]; job.lanes[m] = F.lanes[m];
+            }
+            for (uint32_t k = 0; k < ARGS_PER_SLOT; k++) job.args[k] = args[k];
+            help_open(j, HELP_MEMBERS, F.count);
         }
-        __syncthreads();  // S is the next member's only after everyone is done with this one
+        s_job = j;
+    }
+    __syncthreads();
+    uint32_t j = s_job, faulted = 0, mine = 0, next = 0;  // thread 0's tallies
+    unsigned long long instructions = 0;
+    while (true) {
+        if (threadIdx.x == 0) s_member = j == NO_JOB ? (next < F.count ? next++ : NO_JOB) : help_next(j, F.count);
+        __syncthreads();
+        uint32_t m = s_member;
+        if (m == NO_JOB) break;
+        if (run_member(F.programs[m], F.contexts[m], F.lanes[m], input, length, args, S, R, stage, instructions))
+            faulted |= 1u << m;
+        mine++;  // (run_member's last barrier: everyone read s_member before thread 0 writes the next)
     }
     if (threadIdx.x == 0) {
+        if (j != NO_JOB) help_close(j, F.count, mine, faulted, instructions);
         T.results[0] = F.count; T.results[1] = faulted;
         T.results[2] = (uint32_t)instructions; T.results[3] = (uint32_t)(instructions >> 32);
     }
@@ -2253,9 +2521,14 @@ __device__ void watch_channels(const Params& p) {
 __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* stage) {
     __shared__ uint32_t s_index;
     __shared__ uint32_t s_stop;
+    __shared__ bool s_helping;
+    __shared__ HelpPiece s_help;
+    __shared__ RunRecords R;  // a fused member this block runs for another block's slot
     __shared__ BlockCounts C;
     if (threadIdx.x == 0) { C.done = 0; C.fault = 0; C.kinds = 0; }
     uint32_t sleep_ns = 32;
+    uint32_t ticket = 0;  // thread 0's position in the queue
+    bool ticketed = false;  // thread 0: it holds a position no entry was taken from yet
     // Blocks that served a slot recently poll without sleeping for a while: the next slot of a
     // busy stream (or a caller's next round trip) is taken a nanosleep sooner. Idle blocks
     // back off, so the whole grid never hammers the queue's words at once.
@@ -2264,10 +2537,15 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
         if (threadIdx.x == 0) {
             s_stop = 0;
             s_index = 0xffffffffu;
+            s_helping = false;
             // this block's position: nobody else takes it, and its entry is this position's only
-            // while word 1 holds ticket + 1 (the dispatcher stores it last, after the words)
-            uint32_t ticket = atomicAdd(&vyre_queue.head, 1u);
-            RUN_PHASE_START();
+            // while word 1 holds ticket + 1 (the dispatcher stores it last, after the words). A
+            // block that helped with a staged copy (help_take) keeps the position it waits on.
+            if (!ticketed) {
+                ticket = atomicAdd(&vyre_queue.head, 1u);
+                ticketed = true;
+                RUN_PHASE_START();
+            }
             uint32_t* slot_words = vyre_queue.entries[ticket % QUEUE_CAPACITY];
             for (bool first = true;; first = false) {
                 if (load_acquire_gpu(&slot_words[1]) == ticket + 1u) {
@@ -2285,6 +2563,7 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                     words[0] = e1; words[1] = e2; words[2] = e3; words[3] = e4;
                     sleep_ns = 32;
                     hot_polls = WORKER_HOT_POLLS;
+                    ticketed = false;
                     break;
                 } else if (first) {  // nothing waiting: count what this block completed before it waits
                     flush_counts(C);
@@ -2296,6 +2575,10 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
                         break;
                     }
                     __nanosleep(32);
+                } else if (help_take(ticket, s_help)) {  // a piece of a staged copy while it waits
+                    s_helping = true;
+                    hot_polls = WORKER_HOT_POLLS;
+                    break;
                 } else if (hot_polls) {
                     hot_polls--;
                 } else {
@@ -2307,6 +2590,11 @@ __device__ void work(const Params& p, SlotShared& T, RunShared& S, uint32_t* sta
         }
         __syncthreads();
         if (s_stop) return;  // (counted: the block found no entry at once, so it flushed)
+        if (s_helping) {
+            help_piece(s_help, S, R, stage);
+            __syncthreads();  // s_help is thread 0's again only after every thread copied
+            continue;
+        }
         serve_slot(p, s_index, T, S, stage, C);
     }
 }
