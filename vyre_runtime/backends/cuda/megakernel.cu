@@ -2136,16 +2136,15 @@ __device__ void dispatch(const Params& p) {
 // the epoch even again. A read issued before a DONE store may still show that call PUBLISHED: it
 // was noted with an older epoch, and is not believed.
 #ifndef WATCH_POLLERS  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=WATCH_POLLERS=2u)
-#define WATCH_POLLERS 2u        // warps keeping a read of the watched slots in flight (18e59d6, p50:
-                                // 1: 7.4 us, 2: 6.8 us, 4: 7.2 to 9.5 us; the old single warp 9.9)
+#define WATCH_POLLERS 4u        // warps keeping a read of the watched slots in flight
 #endif
-#define WATCH_STAGGER_NS 1024u  // between the pollers' first reads: ~a read's time in flight / WATCH_POLLERS
+#define WATCH_STAGGER_NS 256u   // between the pollers' first reads: ~a PCIe read / WATCH_POLLERS
 #define WATCH_IDLE_NS 2048u     // a poller's wait while no slot is watched (saves PCIe reads)
-#define WATCH_CONTROL_NS 2048u  // between the control warp's rounds (SHUTDOWN, PAUSE, WATCH, masks)
+#define WATCH_CONTROL_NS 512u   // between the control warp's reads (SHUTDOWN, PAUSE, WATCH, masks)
 #define WATCH_WARPS (1u + WATCH_POLLERS)
 static_assert(1u + WATCH_WARPS <= VYRE_BLOCK_THREADS / 32u, "block 0 holds the dispatcher and the watcher warps");
 static_assert(2u * WATCH_WORDS <= 32u, "one poller load reads every watched slot (two lanes each)");
-static_assert(WATCH_WORDS <= 16u, "the control warp's first load holds SHUTDOWN, PAUSE, the WATCH words and masks");
+static_assert(WATCH_WORDS <= 16u, "the control warp's lanes 16 .. hold SHUTDOWN and PAUSE");
 
 struct WatchShared {
     uint32_t watch[WATCH_WORDS];  // the WATCH words as the control warp last read them
@@ -2159,32 +2158,19 @@ __device__ __forceinline__ void watch_barrier() {  // the watcher's warps only (
 }
 
 // The control warp: SHUTDOWN, PAUSE, the WATCH words and the tenant masks they name, into `W`.
-// A host that changes a WATCH word or a mask sees it adopted within a few microseconds. One load
-// instruction a round (lane 0: SHUTDOWN, 1: PAUSE, 2 .. 9: the WATCH words, the rest: masks of
-// tenants 0 ..; all masks again past WATCH_CONTROL_MASKS tenants), every WATCH_CONTROL_NS: measured
-// (18e59d6), a poller's read took 3.7 us among the block's other host reads, not ~1 us alone.
-#define WATCH_CONTROL_MASKS (30u - WATCH_WORDS)  // tenant masks read by the control round's first load
+// A host that changes a WATCH word or a mask sees it adopted within a read or two (~3 us).
 __device__ void watch_control(const Params& p, WatchShared& W) {
     uint32_t lane = threadIdx.x & 31u;
     const uint32_t* image = (const uint32_t*)p.image;
-    const uint32_t* masks = image + p.tenant_masks;
-    const uint32_t* mine = lane == 0u ? image + CW_SHUTDOWN : lane == 1u ? image + CW_PAUSE
-                         : lane < 2u + WATCH_WORDS ? image + CW_WATCH + (lane - 2u) : masks + (lane - 2u - WATCH_WORDS);
-    bool reads = lane < 2u + WATCH_WORDS || lane - 2u - WATCH_WORDS < p.tenants;
     while (true) {
-        uint32_t got = reads ? load_volatile(mine) : 0u;
-        bool stop = __any_sync(FULL_MASK, lane < 2u && got != 0u);
-        uint32_t word = __shfl_sync(FULL_MASK, got, 2u + lane % WATCH_WORDS);  // lane k < WATCH_WORDS: word k
+        uint32_t word = lane < WATCH_WORDS ? load_volatile(image + CW_WATCH + lane) : 0u;
+        uint32_t flag = lane == 16u ? load_volatile(image + CW_SHUTDOWN) : lane == 17u ? load_volatile(image + CW_PAUSE) : 0u;
+        uint32_t mask_low, mask_high;
+        load_masks(p, lane, mask_low, mask_high);
         uint32_t tenant = (word >> WATCH_TENANT_SHIFT) & WATCH_TENANT_MASK;
-        uint32_t mask = __shfl_sync(FULL_MASK, got, (2u + WATCH_WORDS + tenant) % 32u);
-        if (p.tenants > WATCH_CONTROL_MASKS) {  // more tenants than one load holds: all masks, 2 a lane
-            uint32_t low, high;
-            load_masks(p, lane, low, high);
-            low = __shfl_sync(FULL_MASK, low, tenant % 32u);
-            high = __shfl_sync(FULL_MASK, high, tenant % 32u);
-            mask = tenant < 32u ? low : high;
-        }
-        if (!(word & WATCH_VALID) || tenant >= p.tenants) mask = 0u;
+        uint32_t low = __shfl_sync(FULL_MASK, mask_low, tenant % 32u), high = __shfl_sync(FULL_MASK, mask_high, tenant % 32u);
+        uint32_t mask = (word & WATCH_VALID) && tenant < p.tenants ? (tenant < 32u ? low : high) : 0u;
+        bool stop = __any_sync(FULL_MASK, flag != 0u);
         if (lane < WATCH_WORDS) {
             // the mask first: a poller that reads the new WATCH word never pairs it with the old mask
             *(volatile uint32_t*)&W.mask[lane] = mask;
@@ -2195,7 +2181,7 @@ __device__ void watch_control(const Params& p, WatchShared& W) {
             if (lane == 0) *(volatile uint32_t*)&W.stop = 1u;
             return;
         }
-        __nanosleep(__any_sync(FULL_MASK, lane < WATCH_WORDS && (word & WATCH_VALID)) ? WATCH_CONTROL_NS : WATCH_IDLE_NS);
+        __nanosleep(__any_sync(FULL_MASK, word & WATCH_VALID) ? WATCH_CONTROL_NS : WATCH_IDLE_NS);
     }
 }
 
