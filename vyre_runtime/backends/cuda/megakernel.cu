@@ -2382,138 +2382,174 @@ __device__ void dispatch(const Params& p) {
     }
 }
 
-// ------------------------------------------------------------------ channel watcher (block 0, warp 1)
+// ------------------------------------------------------------------ channel watcher (block 0, warps 1 ..)
 
 // A channel call is one thread's synchronous round trip on a slot it keeps. The doorbell path
 // costs it a wait for the dispatcher's next poll, the poll's PCIe read, then a second read of the
-// slot. The watcher instead keeps WATCH_DEPTH batches of reads of every watched slot in flight,
-// issued one after another, so a publication is seen about one read (not a poll period and two
-// reads) after it lands, and it reads the slot's words in that same batch (docs/PROTOCOL.md,
-// Watched channels). Lanes 3k .. 3k + 2 read watched slot k: its words 0..3, words 4..7 (status,
-// opcode, tenant, priority, ARG0..3: all a tiny built-in needs) and its tenant's mask word; lanes
-// 24 and 25 read SHUTDOWN and PAUSE, lanes 26 and 27 the WATCH words.
-// Measured on the H100 (f6f4c96): one warp's reads of host memory complete one after another,
-// so 4 batches in flight made each batch land ~5.7 us after its issue, and the DONE store's
-// release waited for the batches still in flight (2 us). One batch at a time is faster.
-#ifndef WATCH_DEPTH  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=WATCH_DEPTH=2u)
-#define WATCH_DEPTH 1u          // batches of reads in flight
+// slot. The watcher instead reads the watched slots all the time, and the words a tiny built-in
+// needs in that same read (docs/PROTOCOL.md, Watched channels). Measured on the H100 (f6f4c96,
+// 80340b7): one warp's reads of host memory complete one after another (4 batches in flight in
+// one warp landed ~5.7 us after their issue), and a release store waits for the reads its warp
+// still has in flight (the DONE store took 2 us behind a batch, 0.67 us without). So the work is
+// split by warp:
+// - the control warp (warp 1) reads SHUTDOWN, PAUSE, the WATCH words and the tenant masks, over
+//   and over, into shared memory: none of them is on a call's critical path;
+// - WATCH_POLLERS poller warps (2 ..) each keep ONE read of the watched slots in flight (lanes
+//   2k, 2k + 1: slot k's words 0..3 and 4..7, one load instruction), staggered, so a publication
+//   is seen a fraction of a read's latency after it lands; the warp that sees it serves it with
+//   nothing of its own in flight.
+// Exactly once: a shared epoch. A poller notes it before each read; it serves what the read
+// shows only if it moves the epoch from that (even) value to odd by CAS (so one warp serves per
+// epoch, and reads issued while it is odd are never believed); after its DONE stores it makes
+// the epoch even again. A read issued before a DONE store may still show that call PUBLISHED: it
+// was noted with an older epoch, and is not believed.
+#ifndef WATCH_POLLERS  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=WATCH_POLLERS=2u)
+#define WATCH_POLLERS 2u        // warps keeping a read of the watched slots in flight (18e59d6 on the H100,
+                                // p50 / p99: 1: 7.4 / 19 us, 2: 6.8 / 8.6 us, 4: 7.2 to 9.5 / 13 to 18 us)
 #endif
-#define WATCH_STAGGER_NS 384u   // between the first batches: about a PCIe read / WATCH_DEPTH
-#define WATCH_IDLE_NS 2048u     // between batches while no slot is watched (saves PCIe reads)
-#define WATCH_LANES (3u * WATCH_WORDS)
-static_assert(WATCH_LANES + 4u <= 32u, "one warp reads every watched slot and the control words");
+#define WATCH_STAGGER_NS 256u   // between the pollers' first reads: ~a PCIe read / WATCH_POLLERS
+#define WATCH_IDLE_NS 2048u     // a poller's wait while no slot is watched (saves PCIe reads)
+#define WATCH_CONTROL_NS 512u   // between the control warp's reads (SHUTDOWN, PAUSE, WATCH, masks)
+#define WATCH_WARPS (1u + WATCH_POLLERS)
+static_assert(1u + WATCH_WARPS <= VYRE_BLOCK_THREADS / 32u, "block 0 holds the dispatcher and the watcher warps");
+static_assert(2u * WATCH_WORDS <= 32u, "one poller load reads every watched slot (two lanes each)");
+static_assert(WATCH_WORDS <= 16u, "the control warp's lanes 16 .. hold SHUTDOWN and PAUSE");
 
-__device__ __forceinline__ uint4 watch_issue(const Params& p, uint32_t lane, uint32_t watch) {
-    const uint32_t* image = (const uint32_t*)p.image;
-    uint4 none = make_uint4(0, 0, 0, 0);
-    if (lane < WATCH_LANES) {
-        uint32_t slot = watch & ((1u << DOORBELL_SLOT_BITS) - 1u);
-        if (!(watch & WATCH_VALID) || slot >= p.slots) return none;
-        if (lane % 3u < 2u) return load_volatile4(image + p.ring + slot * SLOT_WORDS + 4u * (lane % 3u));
-        uint32_t tenant = (watch >> WATCH_TENANT_SHIFT) & WATCH_TENANT_MASK;
-        return make_uint4(tenant < p.tenants ? load_volatile(image + p.tenant_masks + tenant) : 0u, 0, 0, 0);
-    }
-    if (lane == WATCH_LANES) return make_uint4(load_volatile(image + CW_SHUTDOWN), 0, 0, 0);
-    if (lane == WATCH_LANES + 1u) return make_uint4(load_volatile(image + CW_PAUSE), 0, 0, 0);
-    if (lane == WATCH_LANES + 2u || lane == WATCH_LANES + 3u)
-        return load_volatile4(image + CW_WATCH + 4u * (lane - WATCH_LANES - 2u));
-    return none;
+struct WatchShared {
+    uint32_t watch[WATCH_WORDS];  // the WATCH words as the control warp last read them
+    uint32_t mask[WATCH_WORDS];   // the tenant mask of the tenant each names (0: none or disabled)
+    uint32_t stop;                // SHUTDOWN or PAUSE seen: the pollers exit
+    uint32_t epoch;               // even: reads noted with it may be believed; odd: a DONE store is under way
+};
+
+__device__ __forceinline__ void watch_barrier() {  // the watcher's warps only (the dispatcher never waits)
+    asm volatile("bar.sync 1, %0;" ::"r"(WATCH_WARPS * 32u) : "memory");
 }
 
-// One batch's reads, `got`, issued as batch number `number` for the WATCH words `issued_watch`.
-// Serves the watched publications it shows; returns false once SHUTDOWN or PAUSE is set.
-// `watch` (this lane's adopted WATCH word) and `fence` (the first batch number issued after this
-// lane's group last stored DONE or adopted a WATCH word) are updated; `next` is the number the
-// next issued batch gets. A batch issued before the group's DONE store may still show the served
-// publication PUBLISHED: only batches from `fence` on are believed.
-__device__ bool watch_process(const Params& p, uint32_t lane, uint4 got, uint32_t number, uint32_t issued_watch,
-                              uint32_t& watch, uint32_t& fence, uint32_t next, uint32_t batch_ns) {
-    uint32_t stop = __shfl_sync(FULL_MASK, got.x, WATCH_LANES) | __shfl_sync(FULL_MASK, got.x, WATCH_LANES + 1u);
-    if (stop) return false;  // nothing claimed is pending: every served slot is DONE already
-    // this group's slot and tenant mask, on the group's first lane
-    uint32_t group = lane - lane % 3u;
-    uint4 args = make_uint4(__shfl_sync(FULL_MASK, got.x, group + 1u), __shfl_sync(FULL_MASK, got.y, group + 1u),
-                            __shfl_sync(FULL_MASK, got.z, group + 1u), __shfl_sync(FULL_MASK, got.w, group + 1u));
-    uint32_t mask = __shfl_sync(FULL_MASK, got.x, group + 2u);
-    bool first = lane < WATCH_LANES && lane % 3u == 0u;
-    bool believed = first && issued_watch == watch && (int32_t)(number - fence) >= 0 && (watch & WATCH_VALID);
-    uint32_t seq = got.w >> PRIORITY_BITS;
-    // PUBLISHED, marked watched, the channel's tenant (enabled), and ARG3 echoing the sequence: the
-    // two 16-byte reads saw one call (the host writes ARG0..3, then the status, 3.2)
-    bool here = believed && got.x == ST_PUBLISHED && (got.w & PRIORITY_WATCHED) &&
-                got.z == ((watch >> WATCH_TENANT_SHIFT) & WATCH_TENANT_MASK) && mask != 0u &&
-                (args.w & HINT_MASK) == seq;
-    uint32_t index = watch & ((1u << DOORBELL_SLOT_BITS) - 1u);
-    bool faulted = false;
-    if (here) {
-        STAMP(p, 0, batch_ns);  // the issue of the batch that saw the call
-        STAMP(p, 1, global_ns());
-        STAMP(p, 2, global_ns());
-        uint4 zero = make_uint4(0, 0, 0, 0);
-        if (runs_inline(got.y, args.z)) {
-            faulted = serve_inline(p, index, got, args, zero, zero);
-        } else {  // only tiny built-ins are watched: a host that marks another opcode gets a fault
-            uint32_t* slot = (uint32_t*)p.image + p.ring + index * SLOT_WORDS;
-            store_volatile4(slot + SW_RESULT0, make_uint4(SF_BAD_OPCODE, 0, 0, got.y));
-            store_release(&slot[SW_STATUS], ST_FAULT);
-            faulted = true;
-        }
-        fence = next;  // the batches already in flight were issued before this DONE store
-    }
-    if (__any_sync(FULL_MASK, here)) count_inline(p, here, got.y, faulted);
-    // the WATCH words read in this batch: lane group k takes word k
-    uint32_t k = lane / 3u;
-    uint32_t source = WATCH_LANES + 2u + (k / 4u) % 2u;
-    uint32_t x = __shfl_sync(FULL_MASK, got.x, source), y = __shfl_sync(FULL_MASK, got.y, source);
-    uint32_t z = __shfl_sync(FULL_MASK, got.z, source), w = __shfl_sync(FULL_MASK, got.w, source);
-    uint32_t word = k % 4u == 0u ? x : k % 4u == 1u ? y : k % 4u == 2u ? z : w;
-    uint32_t fresh_watch = lane < WATCH_LANES ? word : 0u;
-    if (fresh_watch != watch) {  // a channel opened or closed: believe only batches issued from now on
-        watch = fresh_watch;
-        fence = next;
-    }
-    return true;
-}
-
-__device__ void watch_channels(const Params& p) {
+// The control warp: SHUTDOWN, PAUSE, the WATCH words and the tenant masks they name, into `W`.
+// A host that changes a WATCH word or a mask sees it adopted within a read or two (~3 us).
+__device__ void watch_control(const Params& p, WatchShared& W) {
     uint32_t lane = threadIdx.x & 31u;
-    uint32_t watch = 0, fence = 0, next = 0;
-    uint4 pending[WATCH_DEPTH];
-    uint32_t numbers[WATCH_DEPTH], watches[WATCH_DEPTH];
-#ifdef VYRE_STAGE_STAMPS
-    uint32_t issued_ns[WATCH_DEPTH];
-#endif
-#pragma unroll
-    for (uint32_t d = 0; d < WATCH_DEPTH; d++) {  // staggered, so that the batches land apart
-        pending[d] = watch_issue(p, lane, watch);
-        numbers[d] = next++;
-        watches[d] = watch;
-#ifdef VYRE_STAGE_STAMPS
-        issued_ns[d] = global_ns();
-#endif
-        __nanosleep(WATCH_STAGGER_NS);
-    }
+    const uint32_t* image = (const uint32_t*)p.image;
     while (true) {
-#pragma unroll
-        for (uint32_t d = 0; d < WATCH_DEPTH; d++) {
-            uint4 got = pending[d];
-            uint32_t number = numbers[d], issued_watch = watches[d];
+        uint32_t word = lane < WATCH_WORDS ? load_volatile(image + CW_WATCH + lane) : 0u;
+        uint32_t flag = lane == 16u ? load_volatile(image + CW_SHUTDOWN) : lane == 17u ? load_volatile(image + CW_PAUSE) : 0u;
+        uint32_t mask_low, mask_high;
+        load_masks(p, lane, mask_low, mask_high);
+        uint32_t tenant = (word >> WATCH_TENANT_SHIFT) & WATCH_TENANT_MASK;
+        uint32_t low = __shfl_sync(FULL_MASK, mask_low, tenant % 32u), high = __shfl_sync(FULL_MASK, mask_high, tenant % 32u);
+        uint32_t mask = (word & WATCH_VALID) && tenant < p.tenants ? (tenant < 32u ? low : high) : 0u;
+        bool stop = __any_sync(FULL_MASK, flag != 0u);
+        if (lane < WATCH_WORDS) {
+            // the mask first: a poller that reads the new WATCH word never pairs it with the old mask
+            *(volatile uint32_t*)&W.mask[lane] = mask;
+            __threadfence_block();
+            *(volatile uint32_t*)&W.watch[lane] = word;
+        }
+        if (stop) {
+            if (lane == 0) *(volatile uint32_t*)&W.stop = 1u;
+            return;
+        }
+        __nanosleep(__any_sync(FULL_MASK, word & WATCH_VALID) ? WATCH_CONTROL_NS : WATCH_IDLE_NS);
+    }
+}
+
+// Serves one watched call in this lane: the built-in, its results (skipped while all zero: the
+// host zeroed RESULT0 .. 3 with ARG4 .. 11 when it published), then DONE or FAULT. A NOP touched
+// no memory and stored nothing: its DONE needs no release fence (the fence is most of a DONE
+// store's cost). Returns whether it faulted.
+__device__ bool watch_serve(const Params& p, uint32_t index, uint4 head, uint4 args) {
+    uint32_t* slot = (uint32_t*)p.image + p.ring + index * SLOT_WORDS;
+    if (!runs_inline(head.y, args.z)) {  // only tiny built-ins are watched: a host that marks another opcode gets a fault
+        store_volatile4(slot + SW_RESULT0, make_uint4(SF_BAD_OPCODE, 0, 0, head.y));
+        store_release(&slot[SW_STATUS], ST_FAULT);
+        return true;
+    }
+    SlotShared T;  // this lane's own copy (local memory), filled as a worker's shared one
+    uint4* words = (uint4*)T.words;
+    words[0] = head; words[1] = args; words[2] = make_uint4(0, 0, 0, 0); words[3] = words[2];
+    for (uint32_t k = 0; k < RESULT_WORDS; k++) T.results[k] = 0;
+    T.fault = 0;
+    T.index = index;
+    STAMP(p, 3, global_ns());
+    builtin_simple(p, head.y, &T.words[SW_ARG0], T);
+    finish_fault_words(T);
+    STAMP(p, 4, global_ns());
+    uint4 results = make_uint4(T.results[0], T.results[1], T.results[2], T.results[3]);
+    if (results.x | results.y | results.z | results.w) store_volatile4(slot + SW_RESULT0, results);
+    STAMP(p, 5, global_ns());
+    if (head.y == BI_NOP && !T.fault) store_volatile(&slot[SW_STATUS], ST_DONE);
+    else store_release(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);  // the results and effects before the status
+    STAMP(p, 6, global_ns());
+    return T.fault != 0;
+}
+
+// A poller warp (number `poller` of WATCH_POLLERS): one read of the watched slots in flight,
+// then whatever it shows served (see above); returns once the control warp saw SHUTDOWN or PAUSE
+// (nothing this warp claimed is pending then: every call it served is DONE and counted).
+__device__ void watch_poll(const Params& p, WatchShared& W, uint32_t poller) {
+    uint32_t lane = threadIdx.x & 31u;
+    uint32_t k = lane / 2u;  // the WATCH word this lane's read serves
+    const uint32_t* ring = (const uint32_t*)p.image + p.ring;
+    __nanosleep(1u + poller * WATCH_STAGGER_NS);  // staggered: the reads land apart
+    while (!*(volatile uint32_t*)&W.stop) {
+        uint32_t epoch = *(volatile uint32_t*)&W.epoch;
+        uint32_t watch = k < WATCH_WORDS ? *(volatile uint32_t*)&W.watch[k] : 0u;
+        __threadfence_block();  // the epoch before the read: a read noted with it follows its DONE stores
+        uint32_t index = watch & ((1u << DOORBELL_SLOT_BITS) - 1u);
+        bool valid = (watch & WATCH_VALID) && index < p.slots;
+        if (!__any_sync(FULL_MASK, valid)) {
+            __nanosleep(WATCH_IDLE_NS);
+            continue;
+        }
+        if (epoch & 1u) continue;  // another warp is storing DONE: a read now would prove nothing
 #ifdef VYRE_STAGE_STAMPS
-            uint32_t batch_ns = issued_ns[d];
-#else
-            uint32_t batch_ns = 0;
+        uint32_t issued_ns = global_ns();
 #endif
-            // the next batch goes out before this one is looked at: the reads stay in flight
-            pending[d] = watch_issue(p, lane, watch);
-            numbers[d] = next++;
-            watches[d] = watch;
+        uint4 got = valid ? load_volatile4(ring + index * SLOT_WORDS + 4u * (lane % 2u)) : make_uint4(0, 0, 0, 0);
+        // words 4..7 (ARG0 .. ARG3) of this lane pair's slot, on its first lane
+        uint4 args = make_uint4(__shfl_down_sync(FULL_MASK, got.x, 1), __shfl_down_sync(FULL_MASK, got.y, 1),
+                                __shfl_down_sync(FULL_MASK, got.z, 1), __shfl_down_sync(FULL_MASK, got.w, 1));
 #ifdef VYRE_STAGE_STAMPS
-            issued_ns[d] = global_ns();
+        uint32_t back_ns = global_ns();
 #endif
-            if (!watch_process(p, lane, got, number, issued_watch, watch, fence, next, batch_ns)) return;
-            if (!__any_sync(FULL_MASK, watch & WATCH_VALID)) __nanosleep(WATCH_IDLE_NS);
+        // PUBLISHED, marked watched, the channel's tenant (enabled), and ARG3 echoing the sequence:
+        // the two 16-byte reads saw one call (the host writes ARG0..3, then the status, 3.2). The
+        // WATCH word must still be the one the read was issued for (a channel closed meanwhile).
+        uint32_t seq = got.w >> PRIORITY_BITS;
+        bool here = valid && lane % 2u == 0u && got.x == ST_PUBLISHED && (got.w & PRIORITY_WATCHED) &&
+                    got.z == ((watch >> WATCH_TENANT_SHIFT) & WATCH_TENANT_MASK) &&
+                    (args.w & HINT_MASK) == seq && *(volatile uint32_t*)&W.watch[k] == watch &&
+                    *(volatile uint32_t*)&W.mask[k] != 0u;
+        // two WATCH words naming one slot (one closed, one opened, not yet seen): one serve of it
+        uint32_t peers = __match_any_sync(FULL_MASK, here ? index : 0xffffffffu);
+        here = here && (uint32_t)(__ffs(peers) - 1) == lane;
+        if (!__any_sync(FULL_MASK, here)) continue;
+        uint32_t won = 0;
+        if (lane == 0) won = atomicCAS(&W.epoch, epoch, epoch + 1u) == epoch;
+        if (!__shfl_sync(FULL_MASK, won, 0)) continue;  // another warp served first: this read is stale
+        STAMP(p, 0, issued_ns);
+        STAMP(p, 1, back_ns);
+        STAMP(p, 2, global_ns());
+        bool faulted = here && watch_serve(p, index, got, args);
+        count_inline(p, here, got.y, faulted);  // (its __syncwarp: every lane's DONE store first)
+        if (lane == 0) {
+            __threadfence_block();  // the DONE stores before the epoch that lets reads be believed again
+            atomicExch(&W.epoch, epoch + 2u);
         }
     }
+}
+
+__device__ void watch_channels(const Params& p, uint32_t warp) {
+    __shared__ WatchShared W;
+    if (threadIdx.x == 32) {  // before any poller reads it: the barrier below
+        for (uint32_t k = 0; k < WATCH_WORDS; k++) { W.watch[k] = 0; W.mask[k] = 0; }
+        W.stop = 0;
+        W.epoch = 0;
+    }
+    watch_barrier();
+    if (warp == 1) watch_control(p, W);
+    else watch_poll(p, W, warp - 2u);
 }
 
 // ------------------------------------------------------------------ worker blocks
@@ -2627,7 +2663,7 @@ extern "C" __global__ void VYRE_LAUNCH_BOUNDS vyre_megakernel(Params p) {
     if (blockIdx.x == 0) {
         if (threadIdx.x == 0) store_release(&image[CW_DEVICE_STATE], DS_SERVING);
         if (threadIdx.x < 32) dispatch(p);
-        else if (threadIdx.x < 64) watch_channels(p);
+        else if (threadIdx.x < 32u * (1u + WATCH_WARPS)) watch_channels(p, threadIdx.x / 32u);
     } else {
         if (threadIdx.x == 0) {  // work() syncs the block before its first run reads these
             S.scratch_words = p.run_scratch ? p.run_scratch_words : 0u;
