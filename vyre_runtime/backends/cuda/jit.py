@@ -22,6 +22,7 @@ falls back to the interpreter).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -201,6 +202,7 @@ _SPECULABLE = (_KEEPS_LANE - {_Op.EMIT, _Op.BALLOT, _Op.SHFL, _Op.RADD, _Op.PSUM
 # At most FAST_LOOP_TRIPS, and at most FAST_LOOP_INSTRUCTIONS instructions in all (NVRTC's time
 # grows with the text).
 FAST_LOOP_TRIPS = 8
+FAST_LOOPS_ENV = "VYRE_JIT_FAST_LOOPS"  # "0": no speculative trips (A/B runs; the text, so the cache key, differs)
 FAST_LOOP_INSTRUCTIONS = 64
 
 
@@ -244,7 +246,9 @@ def fast_loops(program: Program) -> dict[int, _Loop]:
     a lane taking it drops the trip), and the path returns to the header without meeting another
     block twice."""
     blocks = {block.first: block for block in basic_blocks(program)}
-    loops = {}
+    loops: dict[int, _Loop] = {}
+    if os.environ.get(FAST_LOOPS_ENV, "1") == "0":
+        return loops
     covered: set[int] = set()  # blocks of a loop found already (each cycle once, from its lowest leader)
     for header in sorted(_in_loops(list(blocks.values()))):
         if header in covered:
