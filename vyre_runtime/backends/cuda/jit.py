@@ -202,13 +202,26 @@ _SPECULABLE = (_KEEPS_LANE - {_Op.EMIT, _Op.BALLOT, _Op.SHFL, _Op.RADD, _Op.PSUM
 # At most FAST_LOOP_TRIPS, and at most FAST_LOOP_INSTRUCTIONS instructions in all (NVRTC's time
 # grows with the text).
 FAST_LOOP_TRIPS = 8
-FAST_LOOPS_ENV = "VYRE_JIT_FAST_LOOPS"  # "0": no speculative trips (A/B runs; the text, so the cache key, differs)
+# Tuning and A/B runs: $VYRE_JIT_FAST_LOOPS=N takes N as FAST_LOOP_TRIPS (and N x 8 instructions as
+# the step's cap); "0" turns the speculative trips off. It changes the text, so the cache key.
+FAST_LOOPS_ENV = "VYRE_JIT_FAST_LOOPS"
 FAST_LOOP_INSTRUCTIONS = 64
+
+
+def _trips_wanted() -> int:
+    word = os.environ.get(FAST_LOOPS_ENV, "")
+    if not word:
+        return FAST_LOOP_TRIPS
+    if not word.isdigit() or int(word) > 64:
+        raise BackendError(f"${FAST_LOOPS_ENV} is {word!r}", "set it to a trip count 0..64 (0: off), or unset it")
+    return int(word)
 
 
 def fast_trips(loop_trip: int) -> int:
     """Trips of a speculative step for a loop of ``loop_trip`` instructions."""
-    return max(1, min(FAST_LOOP_TRIPS, FAST_LOOP_INSTRUCTIONS // loop_trip))
+    wanted = _trips_wanted()
+    cap = FAST_LOOP_INSTRUCTIONS * wanted // FAST_LOOP_TRIPS
+    return max(1, min(wanted, cap // loop_trip))
 
 
 @dataclass(frozen=True)
@@ -247,7 +260,7 @@ def fast_loops(program: Program) -> dict[int, _Loop]:
     block twice."""
     blocks = {block.first: block for block in basic_blocks(program)}
     loops: dict[int, _Loop] = {}
-    if os.environ.get(FAST_LOOPS_ENV, "1") == "0":
+    if _trips_wanted() == 0:
         return loops
     covered: set[int] = set()  # blocks of a loop found already (each cycle once, from its lowest leader)
     for header in sorted(_in_loops(list(blocks.values()))):
