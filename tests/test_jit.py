@@ -123,6 +123,9 @@ def test_simple_loops_of_register_ops_and_loads_run_as_speculative_trips() -> No
     assert "8 trips of the loop at 16, kept all or none" in words and "1 trips of the loop at 16" in words
     assert words.count("jit_load<4u>(jit_in, jit_len, T.r[9] + 0x0u, kept)") == 8 + 1
     assert "L.fuel >= 56u" in words and "L.fuel -= 56u; L.instructions += 56u;" in words
+    # the kept trips spent fuel: the block's stepped copy checks its entry condition again
+    stepped = words.split("1 trips of the loop at 16")[1].split("        }\n", 1)[1]
+    assert stepped.startswith("        if (!__all_sync(FULL_MASK, L.fuel >= 2u)) continue;")
     assert words.count("stayed = stayed && T.pc == 18u;") == 8 + 1  # jnz must fall through into the body
     assert "T.pc = 17u; exec_op<0x05u>" in words  # a branch sees its own pc (loads do not advance T.pc)
     for body in ("emit r1", "sto r1, r0, out, 0", "atadd r1, r0, r0, out"):

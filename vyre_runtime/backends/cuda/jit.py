@@ -396,6 +396,9 @@ def translate(program: Program, jit_id: int) -> str:
         if block.first in loops:  # first whole trips, many at a time, then one at a time
             for trips in dict.fromkeys((fast_trips(loops[block.first].trip), 1)):
                 body += _fast_loop(code, program, loops[block.first], trips)
+            # the kept trips spent fuel: the block's own entry test (fuel for all of it) again
+            vote = f"__all_sync(FULL_MASK, L.fuel >= {length[block.first]}u)"
+            body.append(f"        if (!{vote}) continue;  // the scheduler: a fuel fault, or one step")
         for index, segment in enumerate(segments):
             if index:  # the previous segment ended with an op that may end a lane
                 body.append(f"        if (!__all_sync(FULL_MASK, L.live)) goto S{segment.start};")
