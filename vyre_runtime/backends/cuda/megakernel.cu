@@ -1080,6 +1080,32 @@ __device__ __forceinline__ void jit_prefetch(const RunShared& S, const Lane& L, 
         asm volatile("prefetch.global.L2 [%0];" ::"l"(S.input + ahead));
 }
 
+// A load of a speculative loop trip (jit.py _fast_loop): the SIZE bytes at `base + address`
+// when they lie in [0, len), as input_load/table_load read them (little-endian), else 0 and
+// `kept` false: the trip is dropped and the stepped path, which faults, runs it instead. No
+// branch, so the trips' loads are all in flight together: a misaligned word is the funnel shift
+// of the aligned words holding its bytes (both hold an in-range byte, so both are in the
+// region's pages), the second read only when the bytes cross into it.
+template <uint32_t SIZE>
+__device__ __forceinline__ uint32_t jit_load(const unsigned char* base, uint64_t len, uint32_t address, bool& kept) {
+    bool in = len >= SIZE && (uint64_t)address <= len - SIZE;
+    kept = kept && in;
+    uint32_t value = 0;
+    if constexpr (SIZE == 1) {
+        if (in) value = base[address];
+    } else {
+        const unsigned char* q = base + address;
+        uint32_t shift = (uint32_t)(uint64_t)q & 3u;
+        const uint32_t* word = (const uint32_t*)(q - shift);
+        uint32_t lo = 0, hi = 0;
+        if (in) lo = word[0];
+        if (in && shift + SIZE > 4u) hi = word[1];
+        value = __funnelshift_r(lo, hi, 8u * shift);
+        if constexpr (SIZE == 2) value &= 0xffffu;
+    }
+    return value;
+}
+
 // JIT'd programs (vyre_runtime/backends/cuda/jit.py): a variant of this kernel compiled with
 // VYRE_JIT includes the generated vyre_jit.h, whose jit_run_batch(S, L) runs one batch of the
 // program S.jit_id names natively (the same scheduler and execute(), so the same semantics) and
