@@ -1766,7 +1766,7 @@ __device__ const unsigned char* copy_input(const unsigned char* source, unsigned
     uint32_t head = (uint32_t)((uint64_t)source & 15u);
     const uint4* from = (const uint4*)(source - head);
     uint4* to = (uint4*)staging;
-    uint32_t vecs = (head + length + 15u) / 16u;
+    uint32_t vecs = (uint32_t)(((uint64_t)head + length + 15u) / 16u);  // (a length near 2^32 wrapped in 32 bits)
     if (vecs > STAGE_PIECE_VECS) {
         copy_with_help(from, to, vecs);
     } else {
