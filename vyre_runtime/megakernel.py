@@ -139,6 +139,7 @@ class Megakernel:
         self._doorbell_lock = threading.Lock()
         self._watch_lock = threading.Lock()
         self._watch_free: list[int] = []  # WATCH words no channel holds (filled once the device is open)
+        self._watch_kept: dict[int, int] = {}  # slot -> the WATCH word an abandoned watched call kept
         self._swap_lock = threading.Lock()  # held by a JIT swap from its pause to its relaunch
         self._host_memory_lock = threading.Lock()
         self._host_memory_free: dict[int, list[np.ndarray]] = {}
@@ -593,11 +594,22 @@ class Megakernel:
         if os.environ.get(WATCH_ENV, "1") == "0":
             return None
         with self._watch_lock:
+            # At most one WATCH word names a slot: the watcher serves a call once per word naming
+            # it, so a second word would run every call twice. A word an abandoned call kept goes
+            # to the slot's next channel if the tenant is the same (the watcher still serves that
+            # call through it); else the kept word stays and the new channel is not watched.
+            word = WATCH_VALID | tenant << WATCH_TENANT_SHIFT | slot
+            kept = self._watch_kept.pop(slot, None)
+            if kept is not None:
+                if int(self.image[int(ControlWord.WATCH) + kept]) == word:
+                    return kept
+                self._watch_kept[slot] = kept
+                return None
             if not self._watch_free:
                 return None
             index = self._watch_free.pop(0)
         # host-owned: the watcher reads it in its next batch, and serves only calls marked watched
-        self.image[int(ControlWord.WATCH) + index] = WATCH_VALID | tenant << WATCH_TENANT_SHIFT | slot
+        self.image[int(ControlWord.WATCH) + index] = word
         return index
 
     def _return_channel(self, slot: int, watch: int | None) -> None:
@@ -607,6 +619,9 @@ class Megakernel:
             self.image[int(ControlWord.WATCH) + watch] = 0
             with self._watch_lock:
                 self._watch_free.append(watch)
+        elif watch is not None:
+            with self._watch_lock:
+                self._watch_kept[slot] = watch  # the slot's next channel must not get a second word
         self.service.reserved[slot] = False
         self._release_slots([slot])
 

@@ -196,6 +196,12 @@ __device__ __forceinline__ uint32_t load_acquire(const uint32_t* p) {
     asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
     return v;
 }
+__device__ __forceinline__ uint4 load_acquire4(const void* p) {  // one 16-byte read (one snapshot, 4.9), acquire
+    uint4 v;
+    asm volatile("ld.acquire.sys.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p) : "memory");
+    return v;
+}
 __device__ __forceinline__ void store_release(uint32_t* p, uint32_t v) {
     asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
@@ -1575,7 +1581,13 @@ __device__ uint32_t help_reserve() {
         if (busy == ~0ull) return NO_JOB;
         uint32_t j = (uint32_t)(__ffsll((long long)~busy) - 1);
         unsigned long long bit = 1ull << j;
-        if (!(atomicOr(&board.busy, bit) & bit)) return j;  // else another owner took it first
+        if (!(atomicOr(&board.busy, bit) & bit)) {
+            // the job's field stores (the caller's) after the reservation, so after the previous
+            // owner's close: a helper that reads one of them and then the claim word sees the
+            // generation moved on (help_take's check)
+            __threadfence();
+            return j;
+        }  // else another owner took it first
     }
     return NO_JOB;
 }
@@ -1595,6 +1607,11 @@ __device__ void help_open(uint32_t j, uint32_t kind, uint32_t pieces) {
 // Thread 0 of the owner: the next piece of its own job j for itself, or NO_JOB when all are taken.
 __device__ __forceinline__ uint32_t help_next(uint32_t j, uint32_t pieces) {
     uint32_t piece = (uint32_t)atomicAdd(&vyre_queue.help.jobs[j].claim, 1ull);  // never carries: pieces < 2^32
+    // the last piece: nothing left to take. Left set until help_close, the bit sent every
+    // waiting worker's poll to a fruitless add on the claim word while this block ran its last
+    // piece (a whole member, for a member job): a storm on one word, and adds without bound
+    // in its low half, which carry into the generation after 2^32 of them
+    if (piece + 1u == pieces) atomicAnd(&vyre_queue.help.open, ~(1ull << j));
     return piece < pieces ? piece : NO_JOB;
 }
 
@@ -1655,7 +1672,6 @@ __device__ bool help_take(uint32_t ticket, HelpPiece& out) {
     __threadfence();  // the fields after the add that proved them this generation's
     uint32_t piece = (uint32_t)claim, pieces = load_volatile(&job.pieces);
     if (piece >= pieces) return false;  // every piece was gone: the bit is cleared soon
-    if (piece + 1u == pieces) atomicAnd(&board.open, ~(1ull << j));  // the last piece: nothing left to take
     out.kind = load_volatile(&job.kind);
     out.piece = piece;
     out.job = j;
@@ -1671,6 +1687,16 @@ __device__ bool help_take(uint32_t ticket, HelpPiece& out) {
         out.context = *(Context* volatile*)&job.contexts[piece];
         for (uint32_t k = 0; k < ARGS_PER_SLOT; k++) out.args[k] = load_volatile(&job.args[k]);
     }
+    // An add that took nothing (every piece of generation g gone) pins nothing: the owner may
+    // close g, and a new owner reopen the job, between the add and the reads above, which then
+    // read the new generation's pieces (and fields) and could believe a piece the claim word
+    // hands out again (its copy counted twice: the owner reads staging still being written).
+    // A piece really taken keeps the generation until it is counted done, so the generation
+    // still read after the fields proves them g's (help_reserve's fence orders a new owner's
+    // stores after the close).
+    __threadfence();
+    if ((*(volatile unsigned long long*)&job.claim >> 32) != (claim >> 32)) return false;
+    if (piece + 1u == pieces) atomicAnd(&board.open, ~(1ull << j));  // the last piece: nothing left to take
     return true;
 }
 
@@ -1766,7 +1792,7 @@ __device__ const unsigned char* copy_input(const unsigned char* source, unsigned
     uint32_t head = (uint32_t)((uint64_t)source & 15u);
     const uint4* from = (const uint4*)(source - head);
     uint4* to = (uint4*)staging;
-    uint32_t vecs = (head + length + 15u) / 16u;
+    uint32_t vecs = (uint32_t)(((uint64_t)head + length + 15u) / 16u);  // (a length near 2^32 wrapped in 32 bits)
     if (vecs > STAGE_PIECE_VECS) {
         copy_with_help(from, to, vecs);
     } else {
@@ -1932,6 +1958,14 @@ __device__ void count_completion(BlockCounts& C, uint32_t metric, bool faulted) 
     if (++C.done >= COUNT_BATCH) flush_counts(C);
 }
 
+// The metric counter of opcode `op` (docs/PROTOCOL.md, Metrics), or NO_METRIC: an opcode with
+// no counter (reserved, unassigned: only a corrupted ring carries one) counts nothing.
+__device__ __forceinline__ uint32_t metric_of(uint32_t op) {
+    if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) return USER_METRIC_BASE + op - USER_OPCODE_BASE;
+    if (op == BI_SHUTDOWN) return METRIC_SHUTDOWN;
+    return op <= BI_RUN_PROGRAM ? op : NO_METRIC;  // built-in metric index = its opcode (generated tables agree)
+}
+
 // Fault words as the host reads them: slot faults carry code, 0, 0, detail (VIR0 faults their own).
 __device__ __forceinline__ void finish_fault_words(SlotShared& T) {
     if (T.fault && T.fault > FAULT_BAD_INSTRUCTION) {
@@ -1961,11 +1995,7 @@ __device__ void complete_slot(const Params& p, SlotShared& T, BlockCounts& C) {
     RUN_PHASE(8);  // the claim released and the status stored
     // counters after the status, in device memory: the round trip does not wait for them; the
     // dispatcher copies them into the image (docs/PROTOCOL.md, counters)
-    uint32_t metric = NO_METRIC;
-    if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) metric = USER_METRIC_BASE + op - USER_OPCODE_BASE;
-    else if (op == BI_SHUTDOWN) metric = METRIC_SHUTDOWN;
-    else if (op <= BI_RUN_PROGRAM) metric = op;  // built-in metric index = its opcode (generated tables agree)
-    count_completion(C, metric, T.fault != 0);
+    count_completion(C, metric_of(op), T.fault != 0);
     STAMP(p, 7, global_ns());
     RUN_PHASE(9);  // the block's counts
 }
@@ -2049,11 +2079,16 @@ __device__ void count_inline(const Params& p, bool here, uint32_t op, bool fault
     uint32_t lane = threadIdx.x & 31u;
     uint32_t ran = __ballot_sync(FULL_MASK, here);
     uint32_t faults = __popc(__ballot_sync(FULL_MASK, here && faulted));
-    if (here) {  // inline opcodes are built-ins: the metric index is the opcode
-        uint32_t same = __match_any_sync(ran, op);
+    // the dispatcher's opcodes are tiny built-ins, but the watcher also completes a marked
+    // publication of any opcode (FAULT BAD_OPCODE): the raw opcode as an index wrote past the
+    // metrics (SHUTDOWN's 0xffffffff: an illegal address that killed the kernel)
+    uint32_t metric = metric_of(op);
+    uint32_t counted = __ballot_sync(FULL_MASK, here && metric != NO_METRIC);
+    if (here && metric != NO_METRIC) {
+        uint32_t same = __match_any_sync(counted, metric);
         if ((uint32_t)(__ffs(same) - 1) == lane) {
-            atomicAdd(&vyre_counters.metrics[op], (uint32_t)__popc(same));
-            atomicOr(&vyre_counters.dirty[op / 32u], 1u << (op % 32u));
+            atomicAdd(&vyre_counters.metrics[metric], (uint32_t)__popc(same));
+            atomicOr(&vyre_counters.dirty[metric / 32u], 1u << (metric % 32u));
         }
     }
     __syncwarp();
@@ -2141,8 +2176,15 @@ __device__ bool claim_offered(const Params& p, uint32_t index, bool hinted, uint
         // (docs/PROTOCOL.md, publication). A load-acquire orders only this lane's later loads; a
         // volatile read + __threadfence_system() would also drain every store in flight (the
         // heartbeat, the doorbell head) over PCIe first.
-        state = load_acquire(image + p.ring + index * SLOT_WORDS);
-        found = state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE;
+        // The PRIORITY word comes in the same 16-byte read: a watched publication is completed
+        // by the watcher, not only by this claimer, so its PUBLISHED may be gone (served, reaped,
+        // the slot published again unmarked) before the payload reads below land, and those would
+        // mix two publications, or claim one whose status is still being written (its later
+        // PUBLISHED store could then overwrite a worker's DONE: run twice). A publication seen
+        // unmarked here changes only through this claimer, so the payload reads are its own.
+        uint4 first = load_acquire4(image + p.ring + index * SLOT_WORDS);
+        state = first.x;
+        found = (state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE) && !(first.w & PRIORITY_WATCHED);
         STAMP(p, 2, global_ns());
     }
     // status (again: a schedulable status only the dispatcher changes), opcode, tenant, priority
