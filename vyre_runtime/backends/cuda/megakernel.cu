@@ -196,6 +196,12 @@ __device__ __forceinline__ uint32_t load_acquire(const uint32_t* p) {
     asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
     return v;
 }
+__device__ __forceinline__ uint4 load_acquire4(const void* p) {  // one 16-byte read, acquire (a slot's words 0..3)
+    uint4 v;
+    asm volatile("ld.acquire.sys.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p) : "memory");
+    return v;
+}
 __device__ __forceinline__ void store_release(uint32_t* p, uint32_t v) {
     asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
@@ -1895,6 +1901,15 @@ __device__ void run_program_slot(const Params& p, uint32_t program_handle, const
 #define COUNT_BATCH 16u
 #define COUNT_METRICS 4u  // distinct metrics a batch holds (a block mostly serves one kind)
 #define NO_METRIC 0xffffffffu
+
+// The metric word of opcode `op`, or NO_METRIC for an opcode that has none (any u32 may reach a
+// completion: a slot's opcode is the host's word).
+__device__ __forceinline__ uint32_t metric_of(uint32_t op) {
+    if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) return USER_METRIC_BASE + op - USER_OPCODE_BASE;
+    if (op == BI_SHUTDOWN) return METRIC_SHUTDOWN;
+    if (op <= BI_RUN_PROGRAM) return op;  // built-in metric index = its opcode (generated tables agree)
+    return NO_METRIC;
+}
 struct BlockCounts {
     uint32_t done, fault, kinds;
     uint32_t metric[COUNT_METRICS], count[COUNT_METRICS];
@@ -1961,11 +1976,7 @@ __device__ void complete_slot(const Params& p, SlotShared& T, BlockCounts& C) {
     RUN_PHASE(8);  // the claim released and the status stored
     // counters after the status, in device memory: the round trip does not wait for them; the
     // dispatcher copies them into the image (docs/PROTOCOL.md, counters)
-    uint32_t metric = NO_METRIC;
-    if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) metric = USER_METRIC_BASE + op - USER_OPCODE_BASE;
-    else if (op == BI_SHUTDOWN) metric = METRIC_SHUTDOWN;
-    else if (op <= BI_RUN_PROGRAM) metric = op;  // built-in metric index = its opcode (generated tables agree)
-    count_completion(C, metric, T.fault != 0);
+    count_completion(C, metric_of(op), T.fault != 0);
     STAMP(p, 7, global_ns());
     RUN_PHASE(9);  // the block's counts
 }
@@ -2045,19 +2056,27 @@ __device__ bool serve_inline(const Params& p, uint32_t index, uint4 head, uint4 
 // dispatcher warp copies them into the image itself (or the last block out, after its fences),
 // and __syncwarp orders its lanes' accesses, so the metrics land before DONE_COUNT moves without
 // a fence per slot (complete_slot's fences order a worker's counts for another warp's copier).
-__device__ void count_inline(const Params& p, bool here, uint32_t op, bool faulted) {
+// The watcher's warps are not the copier: they pass `release` and lane 0 fences (block scope: the
+// dispatcher is in this block) before DONE_COUNT, else the dispatcher could copy a DONE_COUNT
+// without the metric, and, the count unchanged after, not copy it again while idle.
+__device__ void count_inline(const Params& p, bool here, uint32_t op, bool faulted, bool release = false) {
     uint32_t lane = threadIdx.x & 31u;
     uint32_t ran = __ballot_sync(FULL_MASK, here);
     uint32_t faults = __popc(__ballot_sync(FULL_MASK, here && faulted));
-    if (here) {  // inline opcodes are built-ins: the metric index is the opcode
-        uint32_t same = __match_any_sync(ran, op);
+    // the watcher also completes a marked call of any other opcode (FAULT BAD_OPCODE): its
+    // metric, if it has one, not the opcode as an index
+    uint32_t metric = metric_of(op);
+    uint32_t counted = __ballot_sync(FULL_MASK, here && metric != NO_METRIC);
+    if (here && metric != NO_METRIC) {
+        uint32_t same = __match_any_sync(counted, metric);
         if ((uint32_t)(__ffs(same) - 1) == lane) {
-            atomicAdd(&vyre_counters.metrics[op], (uint32_t)__popc(same));
-            atomicOr(&vyre_counters.dirty[op / 32u], 1u << (op % 32u));
+            atomicAdd(&vyre_counters.metrics[metric], (uint32_t)__popc(same));
+            atomicOr(&vyre_counters.dirty[metric / 32u], 1u << (metric % 32u));
         }
     }
     __syncwarp();
     if (lane == 0) {
+        if (release) __threadfence_block();  // the metrics (every lane's: the __syncwarp), then the counts
         if (faults) atomicAdd(&vyre_counters.fault, faults);
         atomicAdd(&vyre_counters.done, (uint32_t)__popc(ran));
         atomicAdd(&vyre_counters.claim, (uint32_t)__popc(ran));  // the dispatcher and the watcher both count
@@ -2141,11 +2160,16 @@ __device__ bool claim_offered(const Params& p, uint32_t index, bool hinted, uint
         // (docs/PROTOCOL.md, publication). A load-acquire orders only this lane's later loads; a
         // volatile read + __threadfence_system() would also drain every store in flight (the
         // heartbeat, the doorbell head) over PCIe first.
-        state = load_acquire(image + p.ring + index * SLOT_WORDS);
-        found = state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE;
+        // The PRIORITY word comes in the same read: a watched publication is the watcher's, which
+        // may complete it, the host reap it and publish another in the slot before the payload
+        // read below lands (torn: the new words, the old arguments). An unwatched schedulable
+        // publication only this dispatcher can move, so its payload holds still.
+        uint4 seen = load_acquire4(image + p.ring + index * SLOT_WORDS);
+        state = seen.x;
+        found = (state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE) && !(seen.w & PRIORITY_WATCHED);
         STAMP(p, 2, global_ns());
     }
-    // status (again: a schedulable status only the dispatcher changes), opcode, tenant, priority
+    // status (again: an unwatched schedulable status only the dispatcher changes), opcode, tenant, priority
     // word and the 12 arguments
     load_slots(p, found, index, head_words, a0, a1, a2);
     if (fresh) {
@@ -2558,7 +2582,7 @@ __device__ void watch_poll(const Params& p, WatchShared& W, uint32_t poller) {
         STAMP(p, 1, back_ns);
         STAMP(p, 2, global_ns());
         bool faulted = here && watch_serve(p, index, got, args);
-        count_inline(p, here, got.y, faulted);  // (its __syncwarp: every lane's DONE store first)
+        count_inline(p, here, got.y, faulted, true);  // (its __syncwarp: every lane's DONE store first)
         if (lane == 0) {
             __threadfence_block();  // the DONE stores before the epoch that lets reads be believed again
             atomicExch(&W.epoch, epoch + 2u);
