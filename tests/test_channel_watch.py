@@ -73,6 +73,18 @@ def test_the_sequence_skips_a_value_arg3_already_holds(mk):
         assert int(mk.image[base + SlotWord.PRIORITY]) >> PRIORITY_BITS == (seq + 2) & HINT_MASK
 
 
+def test_the_sequence_skips_a_value_arg3_holds_in_its_low_24_bits(mk):
+    # the watcher compares ARG3 mod 2^24 with the hint bits: a doorbell call's ARG3 whose low 24
+    # bits are the next sequence would pass the echo check with that call's stale ARG0 .. 2
+    with mk.channel() as channel:
+        base = mk.layout.slot(channel.slot)
+        channel.call(BuiltinOpcode.NOP)
+        seq = int(mk.image[base + SlotWord.PRIORITY]) >> PRIORITY_BITS
+        mk.image[base + SlotWord.ARG0 + 3] = 1 << 24 | (seq + 1) & HINT_MASK
+        channel.call(BuiltinOpcode.NOP)
+        assert int(mk.image[base + SlotWord.PRIORITY]) >> PRIORITY_BITS == (seq + 2) & HINT_MASK
+
+
 def test_watch_words_run_out_and_channels_fall_back(mk, monkeypatch):
     channels = [mk.channel() for _ in range(WATCH_WORDS + 1)]
     assert [c._watch for c in channels] == [*range(WATCH_WORDS), None]

@@ -1032,7 +1032,7 @@ class Channel:
         if words[0] != _EMPTY:
             self._refuse(True, timeout)
         seq = (self._state.seq + 1) & HINT_MASK
-        if words[_ARG0 + 3] == seq:  # ARG3 must change: an unchanged one proves nothing
+        if words[_ARG0 + 3] & HINT_MASK == seq:  # ARG3 must change (mod 2^24, as the watcher compares it)
             seq = (seq + 1) & HINT_MASK
         self._state.seq = seq
         head[0] = opcode

@@ -1921,6 +1921,15 @@ __device__ void run_program_slot(const Params& p, uint32_t program_handle, const
 #define COUNT_BATCH 16u
 #define COUNT_METRICS 4u  // distinct metrics a batch holds (a block mostly serves one kind)
 #define NO_METRIC 0xffffffffu
+
+// The metric word of opcode `op`, or NO_METRIC for an opcode that has none (any u32 may reach a
+// completion: a slot's opcode is the host's word).
+__device__ __forceinline__ uint32_t metric_of(uint32_t op) {
+    if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) return USER_METRIC_BASE + op - USER_OPCODE_BASE;
+    if (op == BI_SHUTDOWN) return METRIC_SHUTDOWN;
+    if (op <= BI_RUN_PROGRAM) return op;  // built-in metric index = its opcode (generated tables agree)
+    return NO_METRIC;
+}
 struct BlockCounts {
     uint32_t done, fault, kinds;
     uint32_t metric[COUNT_METRICS], count[COUNT_METRICS];
@@ -1956,14 +1965,6 @@ __device__ void count_completion(BlockCounts& C, uint32_t metric, bool faulted) 
     }
     C.fault += faulted;
     if (++C.done >= COUNT_BATCH) flush_counts(C);
-}
-
-// The metric counter of opcode `op` (docs/PROTOCOL.md, Metrics), or NO_METRIC: an opcode with
-// no counter (reserved, unassigned: only a corrupted ring carries one) counts nothing.
-__device__ __forceinline__ uint32_t metric_of(uint32_t op) {
-    if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) return USER_METRIC_BASE + op - USER_OPCODE_BASE;
-    if (op == BI_SHUTDOWN) return METRIC_SHUTDOWN;
-    return op <= BI_RUN_PROGRAM ? op : NO_METRIC;  // built-in metric index = its opcode (generated tables agree)
 }
 
 // Fault words as the host reads them: slot faults carry code, 0, 0, detail (VIR0 faults their own).
@@ -2075,7 +2076,10 @@ __device__ bool serve_inline(const Params& p, uint32_t index, uint4 head, uint4 
 // dispatcher warp copies them into the image itself (or the last block out, after its fences),
 // and __syncwarp orders its lanes' accesses, so the metrics land before DONE_COUNT moves without
 // a fence per slot (complete_slot's fences order a worker's counts for another warp's copier).
-__device__ void count_inline(const Params& p, bool here, uint32_t op, bool faulted) {
+// The watcher's warps are not the copier: they pass `release` and lane 0 fences (block scope: the
+// dispatcher is in this block) before DONE_COUNT, else the dispatcher could copy a DONE_COUNT
+// without the metric, and, the count unchanged after, not copy it again while idle.
+__device__ void count_inline(const Params& p, bool here, uint32_t op, bool faulted, bool release = false) {
     uint32_t lane = threadIdx.x & 31u;
     uint32_t ran = __ballot_sync(FULL_MASK, here);
     uint32_t faults = __popc(__ballot_sync(FULL_MASK, here && faulted));
@@ -2093,6 +2097,7 @@ __device__ void count_inline(const Params& p, bool here, uint32_t op, bool fault
     }
     __syncwarp();
     if (lane == 0) {
+        if (release) __threadfence_block();  // the metrics (every lane's: the __syncwarp), then the counts
         if (faults) atomicAdd(&vyre_counters.fault, faults);
         atomicAdd(&vyre_counters.done, (uint32_t)__popc(ran));
         atomicAdd(&vyre_counters.claim, (uint32_t)__popc(ran));  // the dispatcher and the watcher both count
@@ -2187,7 +2192,7 @@ __device__ bool claim_offered(const Params& p, uint32_t index, bool hinted, uint
         found = (state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE) && !(first.w & PRIORITY_WATCHED);
         STAMP(p, 2, global_ns());
     }
-    // status (again: a schedulable status only the dispatcher changes), opcode, tenant, priority
+    // status (again: an unwatched schedulable status only the dispatcher changes), opcode, tenant, priority
     // word and the 12 arguments
     load_slots(p, found, index, head_words, a0, a1, a2);
     if (fresh) {
@@ -2600,7 +2605,7 @@ __device__ void watch_poll(const Params& p, WatchShared& W, uint32_t poller) {
         STAMP(p, 1, back_ns);
         STAMP(p, 2, global_ns());
         bool faulted = here && watch_serve(p, index, got, args);
-        count_inline(p, here, got.y, faulted);  // (its __syncwarp: every lane's DONE store first)
+        count_inline(p, here, got.y, faulted, true);  // (its __syncwarp: every lane's DONE store first)
         if (lane == 0) {
             __threadfence_block();  // the DONE stores before the epoch that lets reads be believed again
             atomicExch(&W.epoch, epoch + 2u);
