@@ -120,6 +120,8 @@ class SlotFuture(Future):
         self.slot = -1  # set when the slot is tracked
 
     def _drive(self, timeout: float | None) -> float | None:
+        if self.done():  # resolved already (a stream collecting its finished runs): no spinning
+            return timeout  # over a status word that may belong to another run by now
         if not self._service.device_signals:
             return self._spin(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -627,11 +627,7 @@ class Megakernel:
                     slots, lambda hints: codec.write_slots(self.image, self.layout, slots, requests, hints)
                 )
         except BaseException as error:  # nothing was published: no phantom future, no slot lost
-            self.service.untrack(slots, futures)
-            self._give_back(slots)
-            refusal = self._stray_refusal(slots)
-            if refusal is not None:
-                raise refusal from error
+            self._withdraw(slots, futures, error)
             raise
         self.device.ring_doorbell(slots, [int(r.priority) for r in requests])
         return futures
@@ -647,7 +643,7 @@ class Megakernel:
         """RUN_PROGRAM slots checked and staged by a RunTemplate (``args``: each slot's argument
         words; ``runs``: its (program, context, region) handles), published as one batch: one
         allocation (all or none), one tracking lock hold, one vectorized write and one doorbell
-        ring for all of them, where one publication each cost tens of microseconds apiece."""
+        ring for all of them (one publication per run cost tens of microseconds each)."""
         if self._closed or self.image[_SHUTDOWN]:
             raise BackendError("this Megakernel is shut down", "create a new Megakernel")
         slots = self._allocate([priority] * len(args), timeout)
@@ -665,14 +661,20 @@ class Megakernel:
                     ),
                 )
         except BaseException as error:  # nothing was published: no phantom future, no slot lost
-            self.service.untrack(slots, futures)
-            self._give_back(slots)
-            refusal = self._stray_refusal(slots)
-            if refusal is not None:
-                raise refusal from error
+            self._withdraw(slots, futures, error)
             raise
         self.device.ring_doorbell(slots, [int(priority)] * len(slots))
         return futures
+
+    def _withdraw(self, slots: list[int], futures: list[Future], error: BaseException) -> None:
+        """A publication failed before its slots were written: forget their futures and give the
+        slots back; raises the stray refusal if a slot from the free list was not EMPTY (else
+        the caller raises ``error`` again)."""
+        self.service.untrack(slots, futures)
+        self._give_back(slots)
+        refusal = self._stray_refusal(slots)
+        if refusal is not None:
+            raise refusal from error
 
     def _write_and_ring(self, slots: list[int] | np.ndarray, write: Callable[[np.ndarray], None]) -> None:
         """``write(hints)`` publishes the slots (payloads with their hint positions, then statuses);

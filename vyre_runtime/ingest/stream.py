@@ -3,6 +3,7 @@
     free chunk slot --plan--> reads in flight (io_uring READ_FIXED or preadv, matched by
     user_data) --last read lands--> one RUN_PROGRAM slot per program over the chunk's bytes,
     in place (GPU-visible arena: no copy), or one fused slot running every program over them
+    (the runs of every chunk whose reads landed in one pass go out as one batch per program)
     --every run done--> outcomes kept by chunk index, slot freed --input finished--> merged per
     program in chunk order (results.py)
 
@@ -714,7 +715,8 @@ class StreamPipeline:
     def _run_finished(self, slot: ChunkSlot) -> None:
         """A run of ``slot`` finished (called by whichever thread resolved its future)."""
         self._run_events.append(slot)
-        self._run_signal.set()
+        if not self._run_signal.is_set():  # (set already: the stream thread looks at the deque anyway)
+            self._run_signal.set()
 
     def _reap_runs(self) -> bool:
         finished = []
