@@ -647,10 +647,13 @@ class StreamPipeline:
             self._running[slot.index] = slot  # first: an interrupted launch leaves its runs where _abort waits
             for plan in slot.plans:
                 self._plan_runs(batches, slot, source, plan)
+        # a batch takes its slots all or none: an eighth of the ring at most, so it never waits for
+        # more than a small ring can free (Megakernel(slots=16) streams too)
+        size = max(1, min(RUN_BATCH, self.megakernel.layout.slots // 8))
         try:
             for handle, runs in batches.items():
-                for first in range(0, len(runs), RUN_BATCH):
-                    self._submit(handle, runs[first : first + RUN_BATCH])
+                for first in range(0, len(runs), size):
+                    self._submit(handle, runs[first : first + size])
         finally:
             for slot in ready:
                 if not slot.futures:  # nothing was submitted (the input failed): done at once
