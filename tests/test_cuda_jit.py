@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from differential import comparable, deterministic_case
 from host_programs import counting_program, text_with_needles
+from wide_programs import WIDE_PROGRAMS
 
 from vyre_runtime.backends.selection import cuda_unavailable_reason
 from vyre_runtime.jit_policy import JitPolicy
@@ -263,6 +264,47 @@ def test_loop_loads_jitted_give_the_cpus_results():
             (100_000, 64, 4321),  # ... after many kept trips, not on a trip boundary
             (100_000, 1024, 20_000),
             (262_147, 96, None),
+        )
+    ]
+    with Megakernel(backend="cpu", slots=64, workers=2) as cpu:
+        handles = [cpu.register_program(program) for program in programs]
+        expected = [
+            [comparable(cpu.submit(h, data, lanes=lanes, fuel=fuel).result(60)) for data, lanes, fuel in cases]
+            for h in handles
+        ]
+    gpu = Megakernel(backend="cuda", slots=256, jit="request")
+    try:
+        handles = [gpu.register_program(program) for program in programs]
+        gpu.jit(*handles)
+        for program, handle, wanted in zip(programs, handles, expected):
+            for index, ((data, lanes, fuel), reference) in enumerate(zip(cases, wanted)):
+                native = gpu.submit(handle, data, lanes=lanes, fuel=fuel).result(60)
+                assert native.path == "jit", program.name
+                assert comparable(native) == reference, f"{program.name}, case {index}"
+    finally:
+        gpu.shutdown(timeout=SHUTDOWN_S)
+
+
+def test_wide_trip_loads_give_the_cpus_results():
+    """jit_wide's aligned and wide reads (tests/wide_programs.py): 16-byte-aligned spans, spans
+    the vote refuses (4-aligned, misaligned: today's loads), a region ending inside a span (the
+    lanes there fault, as interpreted), partial warps, and fuel running out inside the trips."""
+    rng = np.random.default_rng(6)
+    programs = [asm.assemble_program(text) for text in WIDE_PROGRAMS]
+    cases = [
+        (rng.integers(0, 256, size, dtype=np.uint8).tobytes(), lanes, fuel)
+        for size, lanes, fuel in (
+            (0, None, None),
+            (3, None, None),
+            (4096, None, None),  # lanes 8.. start at the region's end
+            (4100, None, None),  # lane 8's span ends mid-vector: its second word faults
+            (4110, 96, None),
+            (32_768, None, None),  # every lane's bytes inside
+            (32_790, 33, None),  # a partial warp: no speculative trips for the second
+            (70_001, None, None),
+            (70_001, 64, 61),  # fuel runs out in the first trips
+            (70_001, 64, 900),  # ... after some kept steps, inside a trip
+            (70_001, 1024, 4321),
         )
     ]
     with Megakernel(backend="cpu", slots=64, workers=2) as cpu:

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from differential import deterministic_case
 from test_cuda_build import needs_nvrtc
+from wide_programs import WIDE_PROGRAMS, contiguous_words, mixed_bytes, unrolled_words
 
-from vyre_runtime.backends.cuda import build, jit
+from vyre_runtime.backends.cuda import build, jit, jit_wide
 from vyre_runtime.errors import BackendError, DispatchError
 from vyre_runtime.jit_policy import JitPolicy
 from vyre_runtime.megakernel import Megakernel
@@ -124,9 +125,12 @@ def test_simple_loops_of_register_ops_and_loads_run_as_speculative_trips() -> No
     assert words.count("jit_load<4u>(jit_in, jit_len, T.r[9] + 0x0u, kept)") == 8 + 1
     assert "L.fuel >= 56u" in words and "L.fuel -= 56u; L.instructions += 56u;" in words
     # the kept trips spent fuel: the block's stepped copy checks its entry condition again
-    stepped = words.split("1 trips of the loop at 16")[1].split("        }\n", 1)[1]
+    stepped = words.split("1 trips of the loop at 16")[1].split("L.fuel -= 7u; L.instructions += 7u;\n        }\n", 1)[
+        1
+    ]
     assert stepped.startswith("        if (!__all_sync(FULL_MASK, L.fuel >= 2u)) continue;")
-    assert words.count("stayed = stayed && T.pc == 18u;") == 8 + 1  # jnz must fall through into the body
+    # jnz must fall through into the body (in the aligned copy and in today's: jit_wide.py)
+    assert words.count("stayed = stayed && T.pc == 18u;") == 2 * (8 + 1)
     assert "T.pc = 17u; exec_op<0x05u>" in words  # a branch sees its own pc (loads do not advance T.pc)
     for body in ("emit r1", "sto r1, r0, out, 0", "atadd r1, r0, r0, out"):
         looping = assemble_program(
@@ -143,6 +147,80 @@ loop:
         )
         assert jit.fast_loops(looping) == {}, body
         assert "kept all or none" not in jit.translate(looping, 1)
+
+
+def _plan(source: str, header: int) -> jit_wide.Plan:
+    program = assemble_program(source)
+    loop = jit.fast_loops(program)[header]
+    pcs = [pc for block in loop.blocks for pc in range(block.first, block.last + 1)]
+    return jit_wide.plan(program, pcs, jit.fast_trips(loop.trip))
+
+
+def test_trip_load_addresses_follow_the_registers_of_the_steps_entry() -> None:
+    """The straight trips make every address an affine form of the entry registers: checksum's
+    word k is r9 + k x r8; an address from a load or a multiply is not proven (None)."""
+    program = assemble_program((EXAMPLES[0].parent / "checksum.vasm").read_text())
+    loads = jit_wide.trip_loads(program, range(16, 23), 8)
+    assert [(load.trip, load.pc, load.size) for load in loads] == [(k, 18, 4) for k in range(8)]
+    assert loads[0].address == jit_wide.Affine(9)
+    assert [load.address for load in loads[1:]] == [jit_wide.Affine(9, 0, 8, k) for k in range(1, 8)]
+    chase = assemble_program(
+        ".program chase\n.registers 4\nloop:\n ldi32 r1, r0, 4\n mul r2, r1, 3\n ldi8 r3, r2, 0\n"
+        " mov r0, r1\n jmp loop\n"
+    )
+    loads = jit_wide.trip_loads(chase, range(0, 5), 2)
+    assert [load.address for load in loads] == [jit_wide.Affine(0, 4), None, None, None]
+
+
+def test_proven_trip_loads_read_aligned_words_and_wide_spans_after_one_vote() -> None:
+    """checksum: one plain read per word once r9 and the stride r8 are 4-byte aligned and every
+    word lies inside; a word loop advancing by 4: 8 trips = two 16-byte pieces; 4 words a trip at
+    offsets 0..12: one piece a trip; a straddling 16-bit load stays a single read or jit_load."""
+    program = assemble_program((EXAMPLES[0].parent / "checksum.vasm").read_text())
+    text = jit.translate(program, 1)
+    words = text.split("    F16:")[1].split("    B18:")[0]
+    vote = "((jit_in_low + L.r[9] + 0x0u) & 3u) == 0u && (L.r[8] & 3u) == 0u && jw0 < jit_stop4"
+    assert f"if (__all_sync(FULL_MASK, {vote} && jw1 < jit_stop4" in words
+    assert "const uint32_t jw7 = L.r[9] + 0x0u + 7u * L.r[8];  // 4 bytes" in words
+    assert words.count("T.r[13] = jit_read<4u>(jit_in + jw") == 8 + 1
+    assert "const uint32_t jit_stop4 = jit_stop(jit_len, 4u);" in text
+    plan = _plan(contiguous_words(0), 6)
+    assert plan.test == ["((jit_in_low + L.r[3] + 0x0u) & 15u) == 0u", "jw0 < jit_stop32"]
+    assert plan.prelude == [
+        "const uint4 jw0_0 = *(const uint4*)(jit_in + jw0 + 0u);",
+        "const uint4 jw0_16 = *(const uint4*)(jit_in + jw0 + 16u);",
+    ]
+    assert [plan.lines[(k, 8)].split(";")[0] for k in (0, 3, 4, 7)] == [
+        "T.r[7] = jw0_0.x",
+        "T.r[7] = jw0_0.w",
+        "T.r[7] = jw0_16.x",
+        "T.r[7] = jw0_16.w",
+    ]
+    plan = _plan(unrolled_words(0), 7)
+    assert "(L.r[1] & 15u) == 0u" in plan.test and len(plan.prelude) == 5  # 5 trips of 12 ops
+    assert plan.lines[(2, 11)].startswith("T.r[9] = jw2_0.z;")
+    plan = _plan(mixed_bytes(0), 6)
+    assert plan.test[0] == "((jit_in_low + L.r[3] + 0x1u) & 1u) == 0u"  # the 16-bit load at offset 1
+    assert [trip for trip, pc in plan.lines if pc == 9] == [0, 2, 4, 6]  # odd trips: jit_load
+    assert plan.lines[(1, 8)].startswith("T.r[7] = jit_read<1u>(jit_in + jw")
+
+
+def test_wide_trip_loads_can_be_turned_off_for_ab_runs(monkeypatch) -> None:
+    program = assemble_program((EXAMPLES[0].parent / "checksum.vasm").read_text())
+    assert "// aligned" in jit.translate(program, 1)
+    monkeypatch.setenv(jit_wide.WIDE_LOADS_ENV, "0")
+    off = jit.translate(program, 1)
+    assert "// aligned" not in off and "jit_stop" not in off and "jit_load<4u>" in off
+    monkeypatch.setenv(jit_wide.WIDE_LOADS_ENV, "yes")
+    with pytest.raises(BackendError, match="VYRE_JIT_WIDE_LOADS"):
+        jit.translate(program, 1)
+
+
+@needs_nvrtc
+def test_nvrtc_builds_the_wide_trip_load_programs() -> None:
+    programs = [assemble_program(source) for source in WIDE_PROGRAMS]
+    variant = jit.build_variant({jit.code_key(program): program for program in programs}, use_cache=False)
+    assert variant.cubin.startswith(b"\x7fELF")
 
 
 def test_the_code_key_follows_code_and_registers_but_not_names_tables_or_defaults() -> None:

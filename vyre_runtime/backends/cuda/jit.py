@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import blake3
 
-from vyre_runtime.backends.cuda import build
+from vyre_runtime.backends.cuda import build, jit_wide
 from vyre_runtime.errors import BackendError
 from vyre_runtime.vir0 import isa
 from vyre_runtime.vir0.program import Instruction, Program, encode_code
@@ -295,19 +295,56 @@ _LOAD_SIZES = {
 }
 
 
-def _speculative_step(code: bytes, program: Program, pc: int) -> str:
+def _speculative_step(code: bytes, program: Program, pc: int, load: str | None = None) -> str:
     """Instruction ``pc`` in a speculative trip on the lane copy T: a load through jit_load
-    (branch-free; a fault only clears `kept`), a branch with its own pc first (the loads before it
-    do not advance T.pc), anything else as exec_op, the interpreter's own code."""
+    (branch-free; a fault only clears `kept`) unless ``load`` (jit_wide's aligned line) replaces
+    it, a branch with its own pc first (the loads before it do not advance T.pc), anything else as
+    exec_op, the interpreter's own code."""
     word0, imm = _words(code[pc * 8 : pc * 8 + 8])
     byte, d, a, b = word0 & 0xFF, (word0 >> 8) & 0xFF, (word0 >> 16) & 0xFF, word0 >> 24
     op = _base_op(program.code[pc])
     size = _LOAD_SIZES.get(op)
+    if load is not None:
+        return load
     if size is not None:
         base, length = ("jit_in", "jit_len") if op in _INPUT_LOADS else (f"S.table_ptr[{b}]", f"S.table_len[{b}]")
         return f"T.r[{d}] = jit_load<{size}u>({base}, {length}, T.r[{a}] + {imm:#x}u, kept);  // {pc}"
     step = f"exec_op<{byte:#04x}u>(S, T, true, FULL_MASK, {d}u, {a}u, {b}u, {imm:#x}u);  // {pc}"
     return f"T.pc = {pc}u; {step}" if op in _BRANCHES else step
+
+
+def _wide_plan(program: Program, loop: _Loop, trips: int) -> jit_wide.Plan | None:
+    """jit_wide's aligned loads for the step, or None (off, or no input load proven affine)."""
+    if not jit_wide.enabled():
+        return None
+    pcs = [pc for block in loop.blocks for pc in range(block.first, block.last + 1)]
+    plan = jit_wide.plan(program, pcs, trips)
+    return plan if plan.useful else None
+
+
+def _trips(
+    code: bytes, program: Program, loop: _Loop, trips: int, plan: jit_wide.Plan | None, indent: str
+) -> list[str]:
+    """The straight text of ``trips`` trips on T (loads as ``plan`` says, else jit_load)."""
+    lines = [indent + line for line in (plan.prelude if plan else [])]
+    for trip in range(trips):
+        for index, block in enumerate(loop.blocks):
+            for pc in range(block.first, block.last + 1):
+                load = plan.lines.get((trip, pc)) if plan else None
+                lines.append(indent + _speculative_step(code, program, pc, load))
+            if len(block.successors) > 1:
+                lines.append(f"{indent}stayed = stayed && T.pc == {loop.stays(index)}u;  // trip {trip}")
+    return lines
+
+
+def _wide_widths(program: Program, loops: Mapping[int, _Loop]) -> list[int]:
+    """The jit_stop widths the loops' aligned loads name (declared once at the function's start)."""
+    widths: set[int] = set()
+    for loop in loops.values():
+        for trips in dict.fromkeys((fast_trips(loop.trip), 1)):
+            plan = _wide_plan(program, loop, trips)
+            widths |= plan.widths if plan else set()
+    return sorted(widths)
 
 
 def _fast_loop(code: bytes, program: Program, loop: _Loop, trips: int) -> list[str]:
@@ -322,12 +359,16 @@ def _fast_loop(code: bytes, program: Program, loop: _Loop, trips: int) -> list[s
         "            Lane T = L;",
         "            bool stayed = true, kept = true;  // every branch went on in the loop; no load faulted",
     ]
-    for trip in range(trips):
-        for index, block in enumerate(loop.blocks):
-            for pc in range(block.first, block.last + 1):
-                lines.append("            " + _speculative_step(code, program, pc))
-            if len(block.successors) > 1:
-                lines.append(f"            stayed = stayed && T.pc == {loop.stays(index)}u;  // trip {trip}")
+    plan = _wide_plan(program, loop, trips)
+    if plan is None:
+        lines += _trips(code, program, loop, trips, None, "            ")
+    else:  # one vote: every lane's proven addresses aligned and inside -> plain, wide reads
+        lines += ["            " + line for line in plan.addresses]
+        lines.append(f"            if (__all_sync(FULL_MASK, {' && '.join(plan.test)})) {{  // aligned")
+        lines += _trips(code, program, loop, trips, plan, "                ")
+        lines.append("            } else {  // a lane's addresses are not aligned: jit_load, funnel shifts")
+        lines += _trips(code, program, loop, trips, None, "                ")
+        lines.append("            }")
     lines += [
         f"            if (!__all_sync(FULL_MASK, stayed && kept && L.fuel >= {fuel}u)) break;",
         "#pragma unroll",
@@ -369,6 +410,7 @@ def translate(program: Program, jit_id: int) -> str:
 
     looping = _in_loops(blocks)
     loops = fast_loops(program)
+    widths = _wide_widths(program, loops)
     prefetched = sorted(
         pc
         for block in blocks
@@ -444,6 +486,14 @@ def translate(program: Program, jit_id: int) -> str:
             "    L.fuel = S.fuel;",
             *(["    const unsigned char* const jit_in = S.input;  // for the fast loops' loads"] if loops else []),
             *(["    const uint64_t jit_len = S.region_len;"] if loops else []),
+            *(
+                [
+                    "    const uint32_t jit_in_low = (uint32_t)(unsigned long long)jit_in;  // its alignment",
+                ]
+                + [f"    const uint32_t jit_stop{w} = jit_stop(jit_len, {w}u);" for w in widths]
+                if widths
+                else []
+            ),
             "    uint32_t live;",
             *[f"    uint32_t last{pc} = 0;  // the address load {pc} read last (jit_prefetch)" for pc in prefetched],
             "    while (true) {",

@@ -322,7 +322,8 @@ __device__ __forceinline__ uint4 load16(const unsigned char* q) {
 
 // ------------------------------------------------------------------ hashes
 
-__device__ __forceinline__ uint32_t rotl32(uint32_t x, uint32_t r) { return (x << r) | (x >> ((32u - r) & 31u)); }
+// a funnel shift of x with itself: one SHF (the shift pair and OR took three); r < 32 here
+__device__ __forceinline__ uint32_t rotl32(uint32_t x, uint32_t r) { return __funnelshift_l(x, x, r); }
 
 // xxHash32 (docs/VIR0.md §10.2) of p[0 .. n). Stripes and words are read with the widest loads
 // their alignment allows (load16, load_le): the same bytes, so the same words.
@@ -459,7 +460,7 @@ __device__ __forceinline__ uint32_t int_binary(uint32_t op, uint32_t a, uint32_t
         case OP_SHR: return b >= 32 ? 0u : a >> b;
         case OP_SAR: return b >= 32 ? (sa < 0 ? 0xffffffffu : 0u) : (uint32_t)(sa >> b);
         case OP_ROTL: return rotl32(a, b & 31u);
-        case OP_ROTR: return (a >> (b & 31u)) | (a << ((32u - (b & 31u)) & 31u));
+        case OP_ROTR: return __funnelshift_r(a, a, b & 31u);
         case OP_MINU: return a < b ? a : b;
         case OP_MINS: return sa < sb ? a : b;
         case OP_MAXU: return a > b ? a : b;
@@ -1110,6 +1111,25 @@ __device__ __forceinline__ uint32_t jit_load(const unsigned char* base, uint64_t
         if constexpr (SIZE == 2) value &= 0xffffu;
     }
     return value;
+}
+
+// The aligned reads of a speculative step (jit_wide.py). One warp vote before the trips proves
+// every planned address aligned and inside the region: `address < jit_stop(len, width)` means the
+// `width` bytes at `address` lie in [0, min(len, 2^32)), so a span never wraps 2^32 (capped at
+// 2^32 - 1: the last address of a 4 GiB region then fails the vote, and today's exact path runs).
+// The reads then need no bound, select or predicate: all are in flight together.
+__device__ __forceinline__ uint32_t jit_stop(uint64_t len, uint32_t width) {
+    uint64_t end = len < (1ull << 32) ? len : (1ull << 32);
+    if (end < width) return 0u;
+    uint64_t stop = end - width + 1u;
+    return stop > 0xffffffffull ? 0xffffffffu : (uint32_t)stop;
+}
+
+template <uint32_t SIZE>
+__device__ __forceinline__ uint32_t jit_read(const unsigned char* p) {
+    if constexpr (SIZE == 1) return *p;
+    else if constexpr (SIZE == 2) return *(const uint16_t*)p;
+    else return *(const uint32_t*)p;
 }
 
 // JIT'd programs (vyre_runtime/backends/cuda/jit.py): a variant of this kernel compiled with
