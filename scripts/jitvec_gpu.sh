@@ -6,15 +6,7 @@
 # Logs under $OUT: machine.txt, jitvec-tests.txt, jit-bench-on.txt/.json, jit-bench-off.txt/.json.
 #   OUT=$OUT bash scripts/jitvec_gpu.sh
 set -u
-OUT=${OUT:-/tmp/vyre-out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
-export VYRE_CACHE_DIR=${VYRE_CACHE_DIR:-/tmp/vyre-cache}
+source "$(dirname "$0")/gpu_env.sh"  # OUT, wheels, PYTHONPATH, VYRE_CACHE_DIR
 { nvidia-smi; git rev-parse --short HEAD 2>/dev/null; echo "commit ${VYRE_BENCH_COMMIT:-?}"; } > "$OUT/machine.txt" 2>&1
 timeout 130 python3 -m pytest -q -m gpu tests/test_cuda_jit.py \
   -k "wide_trip_loads or loop_loads or examples_run" > "$OUT/jitvec-tests.txt" 2>&1
