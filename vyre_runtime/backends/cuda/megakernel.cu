@@ -1680,6 +1680,10 @@ __device__ bool help_take(uint32_t ticket, HelpPiece& out) {
         out.to = *(uint4* volatile*)&job.to;
         out.vecs = load_volatile(&job.vecs);
     } else {
+        // before the generation check below the kind and the piece count may be two jobs' (a
+        // member kind with a newer copy job's thousands of pieces): a piece past the member
+        // arrays is no member's, and indexing them with it could read past vyre_queue
+        if (piece >= MAX_FUSED_MEMBERS) return false;
         out.input = *(const unsigned char* volatile*)&job.input;
         out.length = load_volatile(&job.length);
         out.lanes = load_volatile(&job.lanes[piece]);
