@@ -1700,6 +1700,10 @@ __device__ bool help_take(uint32_t ticket, HelpPiece& out) {
         out.to = *(uint4* volatile*)&job.to;
         out.vecs = load_volatile(&job.vecs);
     } else {
+        // before the generation check below the kind and the piece count may be two jobs' (a
+        // member kind with a newer copy job's thousands of pieces): a piece past the member
+        // arrays is no member's, and indexing them with it could read past vyre_queue
+        if (piece >= MAX_FUSED_MEMBERS) return false;
         out.input = *(const unsigned char* volatile*)&job.input;
         out.length = load_volatile(&job.length);
         out.lanes = load_volatile(&job.lanes[piece]);
@@ -2112,6 +2116,9 @@ __device__ void count_inline(const Params& p, bool here, uint32_t op, bool fault
         uint32_t same = __match_any_sync(counted, metric);
         if ((uint32_t)(__ffs(same) - 1) == lane) {
             atomicAdd(&vyre_counters.metrics[metric], (uint32_t)__popc(same));
+            // the watcher's count before its dirty bit, as flush_counts orders them: the copier
+            // (the dispatcher, another warp) that clears a bit reads the count after it
+            if (release) __threadfence_block();
             atomicOr(&vyre_counters.dirty[metric / 32u], 1u << (metric % 32u));
         }
     }
