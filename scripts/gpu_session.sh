@@ -5,15 +5,7 @@
 # (jitbench, not part of all: bench/jit.py, every example interpreted vs JIT vs hand-written)
 set -u
 what=${1:-all}
-OUT=${OUT:-/tmp/vyre-out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
-export VYRE_CACHE_DIR=/tmp/vyre-cache
+. "$(dirname "$0")/gpu_env.sh"
 { nvidia-smi; python3 -c 'import cuda.bindings, numpy; print("cuda-bindings", cuda.bindings.__version__, "numpy", numpy.__version__)'; } > "$OUT/machine.txt" 2>&1
 timeout 120 python3 -m vyre_runtime.cli doctor > "$OUT/doctor.txt" 2>&1
 if [ "$what" = tests ] || [ "$what" = all ]; then

@@ -1414,13 +1414,15 @@ __device__ void stage_outputs_in(RunShared& S) {
 // All threads: a staged run's outputs back to the host's buffers, which still hold the init
 // value everywhere: only the words that differ from it are written (posted stores, coalesced
 // where the changed words are adjacent; complete_slot's fence orders them before DONE).
+// Volatile reads: a split run's words were written by other blocks (in L2), and this block's
+// L1 may still hold lines of its scratch from an earlier run's stage-out.
 __device__ void stage_outputs_out(RunShared& S) {
     for (uint32_t i = 0; i < S.binding_count; i++) {
         if (!S.bind_home[i]) continue;
         uint32_t init = S.bind_init[i], words = S.bind_words[i];
         uint32_t *from = S.bind_ptr[i], *home = S.bind_home[i];
         for (uint32_t w = threadIdx.x; w < words; w += blockDim.x) {
-            uint32_t v = from[w];
+            uint32_t v = *(const volatile uint32_t*)&from[w];
             if (v != init) home[w] = v;
         }
     }
@@ -1609,6 +1611,23 @@ __device__ __forceinline__ uint32_t help_next(uint32_t j, uint32_t pieces) {
     return piece < pieces ? piece : NO_JOB;
 }
 
+// All threads of an owner: pieces of its own job j taken one after another and run by the whole
+// block with `run(piece)` until none is left; returns how many it ran (thread 0's count).
+template <typename Run>
+__device__ uint32_t take_own_pieces(uint32_t j, uint32_t pieces, Run&& run) {
+    __shared__ uint32_t s_piece;
+    uint32_t mine = 0;
+    while (true) {
+        if (threadIdx.x == 0) s_piece = help_next(j, pieces);
+        __syncthreads();
+        uint32_t piece = s_piece;
+        if (piece == NO_JOB) return mine;
+        run(piece);
+        mine++;
+        __syncthreads();  // everyone read s_piece before thread 0 writes the next
+    }
+}
+
 // Thread 0 of the owner, once every piece is taken (`mine` of them by its own block): waits until
 // the helpers' pieces are done. Helpers finish in bounded time (a copy waits on nothing; a member
 // or a lane batch runs to its fuel limit at most). The job's fields stay readable until
@@ -1776,7 +1795,7 @@ __device__ void help_lanes(const HelpPiece& h, RunShared& S, uint32_t* stage) {
 }
 
 __device__ bool run_split(RunShared& S, uint32_t batches) {
-    __shared__ uint32_t s_job, s_piece;
+    __shared__ uint32_t s_job;
     uint32_t per = (batches + LANE_SPLIT_PIECES - 1u) / LANE_SPLIT_PIECES;
     uint32_t pieces = (batches + per - 1u) / per;
     if (threadIdx.x == 0) {
@@ -1798,16 +1817,7 @@ __device__ bool run_split(RunShared& S, uint32_t batches) {
         ((uint32_t*)&lanes.run)[w] = ((const uint32_t*)&S)[w];
     __syncthreads();  // the block's stores, then thread 0's fence (help_open) orders them before the opening
     if (threadIdx.x == 0) help_open(j, HELP_LANES, pieces);
-    uint32_t mine = 0;  // thread 0's count of the pieces this block ran
-    while (true) {
-        if (threadIdx.x == 0) s_piece = help_next(j, pieces);
-        __syncthreads();
-        uint32_t piece = s_piece;
-        if (piece == NO_JOB) break;
-        run_lane_piece(S, j, piece);
-        mine++;
-        __syncthreads();  // everyone read s_piece before thread 0 writes the next
-    }
+    uint32_t mine = take_own_pieces(j, pieces, [&](uint32_t piece) { run_lane_piece(S, j, piece); });
     if (threadIdx.x == 0) {
         help_wait(j, pieces, mine);
         uint4 lowest = make_uint4(NO_LANE, 0u, 0u, 0u);
@@ -1877,7 +1887,7 @@ __device__ void help_piece(const HelpPiece& h, RunShared& S, RunRecords& R, uint
 // All threads: `vecs` vectors copied by this block and whichever waiting workers help (see
 // HelpBoard); when the call returns the whole copy is complete and visible to the block.
 __device__ void copy_with_help(const uint4* from, uint4* to, uint32_t vecs) {
-    __shared__ uint32_t s_job, s_piece;
+    __shared__ uint32_t s_job;
     uint32_t pieces = (vecs + STAGE_PIECE_VECS - 1u) / STAGE_PIECE_VECS;
     if (threadIdx.x == 0) {
         uint32_t j = help_reserve();
@@ -1895,16 +1905,7 @@ __device__ void copy_with_help(const uint4* from, uint4* to, uint32_t vecs) {
         __syncthreads();
         return;
     }
-    uint32_t mine = 0;  // thread 0's count of the pieces this block copied
-    while (true) {
-        if (threadIdx.x == 0) s_piece = help_next(j, pieces);
-        __syncthreads();
-        uint32_t piece = s_piece;
-        if (piece == NO_JOB) break;
-        copy_piece(from, to, vecs, piece);
-        mine++;
-        __syncthreads();  // everyone read s_piece before thread 0 writes the next
-    }
+    uint32_t mine = take_own_pieces(j, pieces, [&](uint32_t piece) { copy_piece(from, to, vecs, piece); });
     if (threadIdx.x == 0) {
         uint32_t faulted = 0;  // (a copy job has none)
         unsigned long long instructions = 0;
