@@ -4,7 +4,9 @@ python bench/roundtrip_breakdown.py --backend cuda [--count 2000] [--stages] [--
 
 --stages (CUDA) builds the kernel with VYRE_STAGE_STAMPS: it stamps %globaltimer at each step of a
 channel call's slot on the device (megakernel.cu, "stage stamps"), and the device part of the
-round trip is split into those steps. --profile prints cProfile tables of the host side of
+round trip is split into those steps (the channel's slot is watched: the watcher's steps, from
+the issue of the read that saw the call; the time from the host's publication to that read's
+arrival is not on the device's clock). --profile prints cProfile tables of the host side of
 future-based round trips (publish().result(), submit().result()) and of a bulk publication.
 """
 
@@ -31,13 +33,13 @@ from vyre_runtime.protocol.layout import SlotState
 from vyre_runtime.protocol.opcodes import BuiltinOpcode
 
 STAMP_WORD = 48  # megakernel.cu: the reserved control words a VYRE_STAGE_STAMPS build writes
-STAGES = (  # a NOP runs in the dispatcher's lane: stages 3-5 are its run, not a worker's
-    "dispatcher poll (entries round trip)",
-    "slot read (fresh entry; else status + acquire)",
-    "careful path: argument read (+ queue push)",
-    "run inline (worker: hand-off to a block)",
-    "result stores (worker: run + results)",
-    "DONE store (release)",
+STAGES = (  # a channel's slot is watched: the stamps are the watcher's (megakernel.cu, watch_poll)
+    "poller read in flight (issue -> data)",
+    "checks + claim (epoch CAS)",
+    "serve start",
+    "run the built-in",
+    "result store (none while all zero)",
+    "DONE store (NOP: no release fence)",
     "counters after DONE",
 )
 

@@ -4,9 +4,12 @@ its scan, which is enough to check the words a watched call writes and the resul
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from vyre_runtime import channel_native
+from vyre_runtime.errors import BackendError
 from vyre_runtime.megakernel import Megakernel
 from vyre_runtime.protocol.layout import (
     HINT_MASK,
@@ -16,6 +19,7 @@ from vyre_runtime.protocol.layout import (
     WATCH_VALID,
     WATCH_WORDS,
     ControlWord,
+    SlotState,
     SlotWord,
 )
 from vyre_runtime.protocol.opcodes import BuiltinOpcode
@@ -69,6 +73,18 @@ def test_the_sequence_skips_a_value_arg3_already_holds(mk):
         assert int(mk.image[base + SlotWord.PRIORITY]) >> PRIORITY_BITS == (seq + 2) & HINT_MASK
 
 
+def test_the_sequence_skips_a_value_arg3_holds_in_its_low_24_bits(mk):
+    # the watcher compares ARG3 mod 2^24 with the hint bits: a doorbell call's ARG3 whose low 24
+    # bits are the next sequence would pass the echo check with that call's stale ARG0 .. 2
+    with mk.channel() as channel:
+        base = mk.layout.slot(channel.slot)
+        channel.call(BuiltinOpcode.NOP)
+        seq = int(mk.image[base + SlotWord.PRIORITY]) >> PRIORITY_BITS
+        mk.image[base + SlotWord.ARG0 + 3] = 1 << 24 | (seq + 1) & HINT_MASK
+        channel.call(BuiltinOpcode.NOP)
+        assert int(mk.image[base + SlotWord.PRIORITY]) >> PRIORITY_BITS == (seq + 2) & HINT_MASK
+
+
 def test_watch_words_run_out_and_channels_fall_back(mk, monkeypatch):
     channels = [mk.channel() for _ in range(WATCH_WORDS + 1)]
     assert [c._watch for c in channels] == [*range(WATCH_WORDS), None]
@@ -95,3 +111,51 @@ def test_a_symlink_at_the_compiled_library_is_rebuilt_not_loaded(monkeypatch, tm
     assert channel_native.load() is not None
     assert library.is_file() and not library.is_symlink()
     assert planted.read_bytes() == b"not a library"
+
+
+def test_a_slot_whose_abandoned_watched_call_kept_its_watch_word_gets_no_second_one(mk, monkeypatch):
+    # An abandoned watched call keeps its WATCH word (only the watcher can serve it) while its
+    # slot goes back to the free list. A new channel on that slot must not get a second word
+    # naming it: two lane groups of the watcher would both serve every call (an ATOMIC_ADD twice).
+    channel = mk.channel()
+    slot, kept = channel.slot, channel._watch
+    mk.set_tenant_enabled(0, False)  # the call stays PUBLISHED: abandoned at its deadline
+    with pytest.raises(BackendError):
+        channel.call(BuiltinOpcode.NOP, timeout=0.05)
+    channel.close()
+    assert int(mk.image[ControlWord.WATCH + kept]) & WATCH_VALID  # kept
+    monkeypatch.setattr(mk, "_allocate", lambda priorities, timeout: [slot])  # the same slot again
+    again = mk.channel()
+
+    def naming(slot: int) -> list[int]:
+        words = [int(w) for w in mk.image[ControlWord.WATCH : ControlWord.WATCH + WATCH_WORDS]]
+        return [k for k, word in enumerate(words) if word & WATCH_VALID and word & 0xFFFFF == slot]
+
+    assert naming(slot) == [kept] and again._watch == kept  # the same tenant: the kept word is its
+    mk.set_tenant_enabled(0, True)
+    deadline = time.monotonic() + 5
+    while int(mk.image[mk.layout.slot(slot)]) == SlotState.PUBLISHED and time.monotonic() < deadline:
+        time.sleep(0.001)
+    again.close()
+    assert naming(slot) == [] and kept in mk._watch_free
+
+
+def test_a_kept_watch_word_of_another_tenant_leaves_the_new_channel_unwatched(monkeypatch, tmp_path):
+    monkeypatch.setenv("VYRE_CACHE_DIR", str(tmp_path))
+    with Megakernel(backend="cpu", slots=64, tenants=2, workers=1) as mk:
+        mk._watch_free = list(range(WATCH_WORDS))
+        channel = mk.channel()
+        slot, kept = channel.slot, channel._watch
+        mk.set_tenant_enabled(0, False)
+        with pytest.raises(BackendError):
+            channel.call(BuiltinOpcode.NOP, timeout=0.05)
+        channel.close()
+        monkeypatch.setattr(mk, "_allocate", lambda priorities, timeout: [slot])
+        other = mk.channel(tenant=1)
+        # the kept word still serves the abandoned call (tenant 0); a second word for the slot
+        # would serve tenant 1's calls beside it: the new channel takes the doorbell path
+        assert other._watch is None
+        words = [int(w) for w in mk.image[ControlWord.WATCH : ControlWord.WATCH + WATCH_WORDS]]
+        assert [k for k, w in enumerate(words) if w & WATCH_VALID and w & 0xFFFFF == slot] == [kept]
+        mk.set_tenant_enabled(0, True)
+        other.close()

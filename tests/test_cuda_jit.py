@@ -99,9 +99,9 @@ def test_random_programs_jitted_match_the_interpreter_and_the_cpu_bit_for_bit():
         gpu.shutdown(timeout=SHUTDOWN_S)
 
 
-# Loops of input loads (the JIT's loop-load paths: jit_prefetch, full-warp block copies): strides
-# that stay, grow, run backwards or are 0; loads that fault at the region's end; partial warps;
-# fuel running out inside the loop.
+# Loops of input loads (the JIT's loop-load paths: speculative trips, jit_prefetch, full-warp block
+# copies): strides that stay, grow, run backwards or are 0; misaligned words; loads that fault at
+# the region's end or past a table; exits mid-loop; partial warps; fuel running out inside the loop.
 AHEAD_PROGRAMS = [
     # forward, the lanes' words interleaved; the loop runs 8 bytes past the region: the last loads fault
     """.program ahead_forward
@@ -181,6 +181,68 @@ done:
     atadd r6, r6, r8, sum
     exit
 """,
+    # speculative trips (jit.py fast_loops): unaligned words (the funnel-shift load) and 16-bit
+    # loads at odd offsets; the loop's bound leaves 1..3 bytes past the last whole word, so the
+    # last trips' loads fault for some lanes only
+    """.program fast_unaligned
+.registers 10
+.lanes 64
+.binding sum 2 run sum
+    sreg r0, lane_id
+    sreg r1, lane_count
+    sreg r2, region_len
+    add r3, r0, 1           ; lane i starts at byte i + 1: most words are misaligned
+    li r5, 0
+    li r8, 0
+loop:
+    geu r6, r3, r2
+    jnz r6, done
+    ldi32 r7, r3, 0
+    add r5, r5, r7
+    ldi16 r9, r3, 2
+    xor r8, r8, r9
+    rotl r8, r8, 7
+    add r3, r3, r1
+    jmp loop
+done:
+    li r6, 0
+    atadd r6, r6, r5, sum
+    li r6, 1
+    atadd r6, r6, r8, sum
+    exit
+""",
+    # a table walked past its end (OOB_TABLE mid-loop, at a different trip in every lane) and an
+    # exit in the middle of the loop body (a zero byte of the input ends the lane's walk)
+    """.program fast_table_walk
+.registers 10
+.lanes 96
+.table steps "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+.binding sum 2 run sum
+    sreg r0, lane_id
+    sreg r2, region_len
+    mov r3, r0
+    li r5, 0
+    li r8, 0
+loop:
+    geu r6, r3, r2
+    jnz r6, done
+    ldi8 r7, r3, 0
+    jz r7, done             ; a zero byte: this lane is done
+    remu r9, r7, 61
+    add r9, r9, r0
+    ldt8 r9, r9, steps, 0   ; past the table's 62 bytes for lanes >= 2: OOB_TABLE
+    add r5, r5, r9
+    mul r8, r8, 33
+    add r8, r8, r7
+    add r3, r3, 7
+    jmp loop
+done:
+    li r6, 0
+    atadd r6, r6, r5, sum
+    li r6, 1
+    atadd r6, r6, r8, sum
+    exit
+""",
 ]
 
 
@@ -197,6 +259,9 @@ def test_loop_loads_jitted_give_the_cpus_results():
             (70_001, 33, None),
             (100_000, 64, None),
             (100_000, 64, 900),  # fuel runs out inside the loop
+            (100_000, 64, 61),  # ... in the first speculative trips
+            (100_000, 64, 4321),  # ... after many kept trips, not on a trip boundary
+            (100_000, 1024, 20_000),
             (262_147, 96, None),
         )
     ]

@@ -150,6 +150,13 @@ def test_a_run_template_runs_as_submit_does_and_checks_its_options_once(megakern
     assert all(comparable_members(outcomes) == comparable_members(via_submit) for outcomes in via_template)
     with pytest.raises(DispatchError, match="own range"):
         template.submit(b"abc", own_lo=2, own_hi=5)
+    runs = [(memoryview(data), 4, 60, 64 * i, i) for i in range(5)]  # one batch (a stream's ready chunks)
+    assert all(comparable_members(f.result(10)) == comparable_members(via_submit) for f in template.submit_many(runs))
+    assert template.submit_many([]) == []
+    contexts, published = len(megakernel.registry.contexts), megakernel.stats().published
+    with pytest.raises(DispatchError, match="own range"):  # all or none: the first run is released again
+        template.submit_many([(b"abcd", 0, 4, 0, 0), (b"abc", 2, 5, 0, 1)])
+    assert len(megakernel.registry.contexts) == contexts and megakernel.stats().published == published
     megakernel.reserve_run_staging(1 << 20, 4)  # nothing to reserve on the CPU backend
     megakernel.unregister_program(group)
     with pytest.raises(DispatchError, match="not registered"):

@@ -73,7 +73,10 @@ class InterruptedSecondSubmit:
 
     def run_template(self, handle: int, **options):  # the stream submits its chunks through templates
         template = self._megakernel.run_template(handle, **options)
-        return SimpleNamespace(submit=lambda *args, **kwargs: self._submit(template.submit, *args, **kwargs))
+        return SimpleNamespace(
+            submit=lambda *args, **kwargs: self._submit(template.submit, *args, **kwargs),
+            submit_many=lambda runs: self._submit(template.submit_many, runs),  # a batch counts as one submit
+        )
 
     def submit(self, *args, **kwargs):
         return self._submit(self._megakernel.submit, *args, **kwargs)
@@ -83,8 +86,9 @@ class InterruptedSecondSubmit:
         if self.calls > 1:
             raise Interrupt
         self._megakernel.set_tenant_enabled(0, False)
-        self.first = submit(*args, **kwargs)
-        return self.first
+        submitted = submit(*args, **kwargs)
+        self.first = submitted[0] if isinstance(submitted, list) else submitted
+        return submitted
 
 
 def test_a_launch_interrupted_between_runs_leaves_no_run_over_a_reusable_arena(tmp_path) -> None:

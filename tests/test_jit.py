@@ -89,8 +89,9 @@ def test_a_block_charges_fuel_per_segment_and_only_loop_loads_prefetch() -> None
         segments = jit._segments(program, block)
         assert [pc for segment in segments for pc in segment] == list(range(block.first, block.last + 1))
         for segment in segments:  # only a segment's last instruction may end a lane
-            assert all(program.code[pc].op in keeps for pc in segment[:-1])
+            assert all(jit._keeps_lane(program.code[pc]) for pc in segment[:-1])
     assert {isa.Op.EXIT, isa.Op.TRAP, isa.Op.LDI32, isa.Op.STO, isa.Op.ATADD, isa.Op.FNV}.isdisjoint(keeps)
+    assert jit._keeps_lane(Instruction(isa.Op.ADD | isa.IMM_FORM, d=0, a=0, imm=1))  # the immediate form too
     text = jit.translate(program, 1)
     assert "L.fuel--" not in text.split("    B0:")[1]  # the blocks charge segments
     loads = [pc for pc, i in enumerate(program.code) if i.op in (isa.Op.LDI8, isa.Op.LDI32)]
@@ -103,6 +104,45 @@ def test_a_block_charges_fuel_per_segment_and_only_loop_loads_prefetch() -> None
         assert f"goto F{block.first};" in text
     straight = assemble_program(".program straight\n.registers 2\n li r0, 0\n ldi32 r1, r0, 0\n exit\n")
     assert "jit_prefetch" not in jit.translate(straight, 1)
+
+
+def test_simple_loops_of_register_ops_and_loads_run_as_speculative_trips() -> None:
+    """A loop whose every block goes on to one block of the loop (the other successor leaves it)
+    and whose ops touch only registers and loads gets fast trips at its header's full-warp copy:
+    several trips, then one, each kept all or none by one vote; a loop with an emit, a store or
+    an atomic does not."""
+    program = assemble_program((EXAMPLES[0].parent / "checksum.vasm").read_text())
+    loops = jit.fast_loops(program)
+    assert {header: [block.first for block in loop.blocks] for header, loop in loops.items()} == {
+        16: [16, 18],  # the word loop: geu, jnz | ldi32, rotl, add, add, jmp
+        24: [24, 26],  # the tail-byte loop
+    }
+    assert loops[16].trip == 7 and jit.fast_trips(7) == 8 and jit.fast_trips(10) == 6 and jit.fast_trips(99) == 1
+    text = jit.translate(program, 1)
+    words = text.split("    F16:")[1].split("    B18:")[0]
+    assert "8 trips of the loop at 16, kept all or none" in words and "1 trips of the loop at 16" in words
+    assert words.count("jit_load<4u>(jit_in, jit_len, T.r[9] + 0x0u, kept)") == 8 + 1
+    assert "L.fuel >= 56u" in words and "L.fuel -= 56u; L.instructions += 56u;" in words
+    # the kept trips spent fuel: the block's stepped copy checks its entry condition again
+    stepped = words.split("1 trips of the loop at 16")[1].split("        }\n", 1)[1]
+    assert stepped.startswith("        if (!__all_sync(FULL_MASK, L.fuel >= 2u)) continue;")
+    assert words.count("stayed = stayed && T.pc == 18u;") == 8 + 1  # jnz must fall through into the body
+    assert "T.pc = 17u; exec_op<0x05u>" in words  # a branch sees its own pc (loads do not advance T.pc)
+    for body in ("emit r1", "sto r1, r0, out, 0", "atadd r1, r0, r0, out"):
+        looping = assemble_program(
+            f""".program looping
+.registers 4
+.emit 1
+.binding out 4 run sum
+loop:
+    ldi8 r1, r0, 0
+    {body}
+    add r0, r0, 1
+    jmp loop
+"""
+        )
+        assert jit.fast_loops(looping) == {}, body
+        assert "kept all or none" not in jit.translate(looping, 1)
 
 
 def test_the_code_key_follows_code_and_registers_but_not_names_tables_or_defaults() -> None:

@@ -65,7 +65,8 @@ int vyre_channel_call(struct vyre_channel* c, uint32_t opcode, uint32_t a0, uint
     volatile uint32_t* s = c->slot;
     if (__atomic_load_n(&s[ST_WORD], __ATOMIC_ACQUIRE) != ST_EMPTY) return NOT_EMPTY;
     uint32_t seq = (c->seq + 1u) & HINT_MASK;
-    if (s[ARG3_WORD] == seq) seq = (seq + 1u) & HINT_MASK; /* ARG3 must change: it proves the read */
+    /* ARG3 must change where the watcher compares it (mod 2^24): it proves the read */
+    if ((s[ARG3_WORD] & HINT_MASK) == seq) seq = (seq + 1u) & HINT_MASK;
     c->seq = seq;
     s[ST_WORD + 1] = opcode;
     s[ST_WORD + 2] = c->tenant;

@@ -41,6 +41,7 @@ TRACKED_SCAN_LIMIT = 64  # up to this many futures in flight, check their status
 # plain ints for the per-slot paths (an enum member lookup costs about a microsecond)
 _EMPTY, _DONE, _FAULT = int(SlotState.EMPTY), int(SlotState.DONE), int(SlotState.FAULT)
 _OPCODE, _RESULT0 = int(SlotWord.OPCODE), int(SlotWord.RESULT0)
+_RUN_PROGRAM = int(BuiltinOpcode.RUN_PROGRAM)
 _IN_FLIGHT_STATES = frozenset(int(state) for state in IN_FLIGHT)
 _SLOT_WORDS = SLOT_WORDS
 
@@ -119,6 +120,8 @@ class SlotFuture(Future):
         self.slot = -1  # set when the slot is tracked
 
     def _drive(self, timeout: float | None) -> float | None:
+        if self.done():  # resolved already (a stream collecting its finished runs): no spinning
+            return timeout  # over a status word that may belong to another run by now
         if not self._service.device_signals:
             return self._spin(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -344,10 +347,19 @@ class HostService:
         self, slots: list[int], requests: list[Any], futures: list[Future], run: tuple[int, int, int] | None
     ) -> None:
         """Remember what each slot's future waits for; called before the slots are published."""
+        self._track(slots, [request.opcode for request in requests], futures, [run] * len(slots))
+
+    def track_runs(self, slots: list[int], futures: list[Future], runs: list[tuple[int, int, int]]) -> None:
+        """track() for RUN_PROGRAM slots published as one batch, each with its own run's handles."""
+        self._track(slots, [_RUN_PROGRAM] * len(slots), futures, runs)
+
+    def _track(
+        self, slots: list[int], opcodes: list[int], futures: list[Future], runs: list[tuple[int, int, int] | None]
+    ) -> None:
         now = time.perf_counter_ns()
-        with self._lock:
-            for slot, request, future in zip(slots, requests, futures):
-                self._pending[slot] = _Pending(request.opcode, future, now, run)
+        with self._lock:  # one hold for the whole publication
+            for slot, opcode, future, run in zip(slots, opcodes, futures, runs):
+                self._pending[slot] = _Pending(opcode, future, now, run)
                 if isinstance(future, SlotFuture):
                     future.slot = slot
             self._published += len(slots)

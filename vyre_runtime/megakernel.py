@@ -97,6 +97,7 @@ _EMPTY, _PUBLISHED, _DONE = int(SlotState.EMPTY), int(SlotState.PUBLISHED), int(
 _WAIT_IO, _FAULT = int(SlotState.WAIT_IO), int(SlotState.FAULT)
 _ARG0, _RESULT0, _PRIORITY = int(SlotWord.ARG0), int(SlotWord.RESULT0), int(SlotWord.PRIORITY)
 _SHUTDOWN = int(ControlWord.SHUTDOWN)
+_RUN_PROGRAM = int(BuiltinOpcode.RUN_PROGRAM)
 
 
 class Megakernel:
@@ -139,6 +140,7 @@ class Megakernel:
         self._doorbell_lock = threading.Lock()
         self._watch_lock = threading.Lock()
         self._watch_free: list[int] = []  # WATCH words no channel holds (filled once the device is open)
+        self._watch_kept: dict[int, int] = {}  # slot -> the WATCH word an abandoned watched call kept
         self._swap_lock = threading.Lock()  # held by a JIT swap from its pause to its relaunch
         self._host_memory_lock = threading.Lock()
         self._host_memory_free: dict[int, list[np.ndarray]] = {}
@@ -593,11 +595,22 @@ class Megakernel:
         if os.environ.get(WATCH_ENV, "1") == "0":
             return None
         with self._watch_lock:
+            # At most one WATCH word names a slot: the watcher serves a call once per word naming
+            # it, so a second word would run every call twice. A word an abandoned call kept goes
+            # to the slot's next channel if the tenant is the same (the watcher still serves that
+            # call through it); else the kept word stays and the new channel is not watched.
+            word = WATCH_VALID | tenant << WATCH_TENANT_SHIFT | slot
+            kept = self._watch_kept.pop(slot, None)
+            if kept is not None:
+                if int(self.image[int(ControlWord.WATCH) + kept]) == word:
+                    return kept
+                self._watch_kept[slot] = kept
+                return None
             if not self._watch_free:
                 return None
             index = self._watch_free.pop(0)
         # host-owned: the watcher reads it in its next batch, and serves only calls marked watched
-        self.image[int(ControlWord.WATCH) + index] = WATCH_VALID | tenant << WATCH_TENANT_SHIFT | slot
+        self.image[int(ControlWord.WATCH) + index] = word
         return index
 
     def _return_channel(self, slot: int, watch: int | None) -> None:
@@ -607,6 +620,9 @@ class Megakernel:
             self.image[int(ControlWord.WATCH) + watch] = 0
             with self._watch_lock:
                 self._watch_free.append(watch)
+        elif watch is not None:
+            with self._watch_lock:
+                self._watch_kept[slot] = watch  # the slot's next channel must not get a second word
         self.service.reserved[slot] = False
         self._release_slots([slot])
 
@@ -626,14 +642,54 @@ class Megakernel:
                     slots, lambda hints: codec.write_slots(self.image, self.layout, slots, requests, hints)
                 )
         except BaseException as error:  # nothing was published: no phantom future, no slot lost
-            self.service.untrack(slots, futures)
-            self._give_back(slots)
-            refusal = self._stray_refusal(slots)
-            if refusal is not None:
-                raise refusal from error
+            self._withdraw(slots, futures, error)
             raise
         self.device.ring_doorbell(slots, [int(r.priority) for r in requests])
         return futures
+
+    def _publish_runs(
+        self,
+        args: list[tuple[int, ...]],
+        runs: list[tuple[int, int, int]],
+        tenant: int,
+        priority: Priority,
+        timeout: float | None,
+    ) -> list[Future]:
+        """RUN_PROGRAM slots checked and staged by a RunTemplate (``args``: each slot's argument
+        words; ``runs``: its (program, context, region) handles), published as one batch: one
+        allocation (all or none), one tracking lock hold, one vectorized write and one doorbell
+        ring for all of them (one publication per run cost tens of microseconds each)."""
+        if self._closed or self.image[_SHUTDOWN]:
+            raise BackendError("this Megakernel is shut down", "create a new Megakernel")
+        slots = self._allocate([priority] * len(args), timeout)
+        futures: list[Future] = [SlotFuture(self.service) for _ in args]
+        self.service.track_runs(slots, futures, runs)
+        try:
+            if len(slots) == 1:
+                self._write_and_ring_one(slots[0], SlotRequest(_RUN_PROGRAM, args[0], tenant, priority))
+            else:
+                rows, words = np.asarray(slots, dtype=np.int64), np.asarray(args, dtype=np.uint32)
+                self._write_and_ring(
+                    rows,
+                    lambda hints: codec.write_uniform_slots(
+                        self.image, self.layout, rows, _RUN_PROGRAM, tenant, int(priority), words, hints
+                    ),
+                )
+        except BaseException as error:  # nothing was published: no phantom future, no slot lost
+            self._withdraw(slots, futures, error)
+            raise
+        self.device.ring_doorbell(slots, [int(priority)] * len(slots))
+        return futures
+
+    def _withdraw(self, slots: list[int], futures: list[Future], error: BaseException) -> None:
+        """A publication failed before its slots were written: forget their futures and give the
+        slots back; raises the stray refusal if a slot from the free list was not EMPTY (else
+        the caller raises ``error`` again)."""
+        self.service.untrack(slots, futures)
+        self._give_back(slots)
+        refusal = self._stray_refusal(slots)
+        if refusal is not None:
+            raise refusal from error
 
     def _write_and_ring(self, slots: list[int] | np.ndarray, write: Callable[[np.ndarray], None]) -> None:
         """``write(hints)`` publishes the slots (payloads with their hint positions, then statuses);
@@ -1017,7 +1073,7 @@ class Channel:
         if words[0] != _EMPTY:
             self._refuse(True, timeout)
         seq = (self._state.seq + 1) & HINT_MASK
-        if words[_ARG0 + 3] == seq:  # ARG3 must change: an unchanged one proves nothing
+        if words[_ARG0 + 3] & HINT_MASK == seq:  # ARG3 must change (mod 2^24, as the watcher compares it)
             seq = (seq + 1) & HINT_MASK
         self._state.seq = seq
         head[0] = opcode

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from vyre_runtime.megakernel import Megakernel
 
 U32 = 0xFFFFFFFF
+# one run of RunTemplate.submit_many: (data, own_lo, own_hi or None, file_offset, chunk_index)
+RunSpec = tuple[Any, int, int | None, int, int]
 
 
 class RunTemplate:
@@ -68,12 +70,53 @@ class RunTemplate:
     ) -> Future:
         """Run the program over ``data`` (as Megakernel.submit takes it), owning bytes
         ``own_lo..own_hi`` of it; the future resolves as submit()'s does."""
-        megakernel, registry, handle = self._megakernel, self._megakernel.registry, self.handle
+        self._check_registered()
+        args, run = self._stage(data, own_lo, own_hi, file_offset, chunk_index)
+        try:
+            return self._megakernel._publish_runs([args], [run], self._tenant, self._priority, self._timeout)[0]
+        except BaseException:
+            self._megakernel.service.release_run(run[1], run[2])
+            raise
+
+    def submit_many(self, runs: Sequence[RunSpec]) -> list[Future]:
+        """submit() for several runs, each given as (data, own_lo, own_hi, file_offset,
+        chunk_index): each is checked and staged as submit() does, then all are published as one
+        batch (Megakernel._publish_runs: one allocation, lock hold and doorbell ring), so a stream
+        that has several chunks ready pays the publication once. All or none: if one run fails its
+        checks or staging, or the batch cannot be published, the staged runs are released and
+        nothing is published. The batch takes that many ring slots at once: keep it to a small
+        share of the ring."""
+        if not runs:
+            return []
+        self._check_registered()
+        staged_args: list[tuple[int, ...]] = []
+        staged_runs: list[tuple[int, int, int]] = []
+        try:
+            for data, own_lo, own_hi, file_offset, chunk_index in runs:
+                args, run = self._stage(data, own_lo, own_hi, file_offset, chunk_index)
+                staged_args.append(args)
+                staged_runs.append(run)
+            return self._megakernel._publish_runs(staged_args, staged_runs, self._tenant, self._priority, self._timeout)
+        except BaseException:
+            release_run = self._megakernel.service.release_run
+            for _, context, region in staged_runs:
+                release_run(context, region)
+            raise
+
+    def _check_registered(self) -> None:
+        registry, handle = self._megakernel.registry, self.handle
         if self._group is not None:
             if registry.fused.get(handle) is not self._group:
                 raise DispatchError(f"fused group {handle} is not registered any more", "make a new template")
         elif handle not in registry.programs:
             raise DispatchError(f"program handle {handle} is not registered", "use register_program's handle")
+
+    def _stage(
+        self, data: Any, own_lo: int, own_hi: int | None, file_offset: int, chunk_index: int
+    ) -> tuple[tuple[int, ...], tuple[int, int, int]]:
+        """Check one run's arguments, take its context and region, stage it on the device:
+        the slot's argument words and the run's (program, context, region) handles."""
+        megakernel, registry, handle = self._megakernel, self._megakernel.registry, self.handle
         if type(data) is np.ndarray and data.dtype == np.uint8 and data.ndim == 1 and data.flags.c_contiguous:
             view, length = memoryview(data), data.nbytes  # host bytes (a stream's arena): the common case
         else:
@@ -93,19 +136,18 @@ class RunTemplate:
         else:
             context = registry.add_fused_run(self._group, self._fuel, self._member_lanes, self._emit_capacity)
         region = registry.add_region(view)
+        try:
+            megakernel.device.run_prepared(handle, context, region)
+        except BaseException:
+            megakernel.service.release_run(context, region)
+            raise
+        # every word is a u32 by the checks above and the registry's handles; the opcode, tenant
+        # and priority were validated when the template was made
         args = (
             handle, context, region, 0, 0, length, own_lo, own_hi,
             file_offset & U32, file_offset >> 32, chunk_index, self._lanes_word,
         )  # fmt: skip
-        # every word is a u32 by the checks above and the registry's handles; the opcode, tenant
-        # and priority were validated when the template was made
-        request = SlotRequest(BuiltinOpcode.RUN_PROGRAM, args, self._tenant, self._priority)
-        try:
-            megakernel.device.run_prepared(handle, context, region)
-            return megakernel._publish_validated([request], self._timeout, run=(handle, context, region))[0]
-        except BaseException:
-            megakernel.service.release_run(context, region)
-            raise
+        return args, (handle, context, region)
 
 
 def _integral(value: Any) -> bool:

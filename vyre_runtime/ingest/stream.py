@@ -3,6 +3,7 @@
     free chunk slot --plan--> reads in flight (io_uring READ_FIXED or preadv, matched by
     user_data) --last read lands--> one RUN_PROGRAM slot per program over the chunk's bytes,
     in place (GPU-visible arena: no copy), or one fused slot running every program over them
+    (the runs of every chunk whose reads landed in one pass go out as one batch per program)
     --every run done--> outcomes kept by chunk index, slot freed --input finished--> merged per
     program in chunk order (results.py)
 
@@ -60,6 +61,10 @@ ABORT_RUN_WAIT_S = 5.0  # how long an aborted run() waits for runs still reading
 FUSION_BACKENDS = ("cuda",)  # where fusing saves work by default: one PCIe pass per chunk, not one per program
 RUN_POLL_S = 0.0005  # how often a thread waiting for reads looks at the running slots
 FUSED_RUN = -1  # ChunkSlot.futures' program index of a fused run's future (every program's outcome)
+# runs of one program (or fused group) published as one batch (RunTemplate.submit_many): the slots
+# whose reads landed in one pass go out together; a batch takes its ring slots all at once, so it
+# stays a small share of the ring
+RUN_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,7 @@ class StreamPipeline:
         self._next_user_data = 1
         self._free: deque[ChunkSlot] = deque()
         self._running: dict[int, ChunkSlot] = {}  # arena slot index -> its slot while its runs are in flight
+        self._ready: list[ChunkSlot] = []  # slots whose reads all landed, launched together (_launch_ready)
         # a RunTemplate per program (or fused group) handle of the open inputs: a chunk's run is
         # checked and staged with the options validated once (Megakernel.run_template)
         self._templates: dict[int, RunTemplate] = {}
@@ -212,6 +218,7 @@ class StreamPipeline:
             self.megakernel.reserve_run_staging(region_bytes, self.arena.count * options.chunks_per_slot)
         self._free = deque(ChunkSlot(i) for i in range(self.arena.count))
         self._running, self._pieces, self._total_known = {}, {}, 0  # progress totals are per run()
+        self._ready = []
         self._run_events.clear()
         device_copied_before = getattr(self.megakernel.device, "host_bytes_copied", 0)
         waiting = deque(
@@ -226,6 +233,7 @@ class StreamPipeline:
             self.stats.reader, self.stats.fallback_reason = self.reader_name, self.fallback_reason
             while waiting or planning or self._busy():
                 self._plan(waiting, planning, results)
+                self._launch_ready()  # (a pipe's last chunk may complete while planning)
                 self._pump()
                 progressed = self._reap_reads(timeout=0.0)
                 if self._running:
@@ -340,7 +348,7 @@ class StreamPipeline:
         futures = [future for slot in running for _, _, future in slot.futures]
         _, pending = concurrent.futures.wait(futures, timeout=ABORT_RUN_WAIT_S)
         busy = {id(slot.source) for slot in running if any(f in pending for _, _, f in slot.futures)}
-        self._running, self._pieces, self._free = {}, {}, deque()
+        self._running, self._pieces, self._free, self._ready = {}, {}, deque(), []
         for source in planning:
             if id(source) not in busy:
                 for handle in self._handles_to_unregister(source):
@@ -358,7 +366,7 @@ class StreamPipeline:
         return any(reader.in_flight for reader in self._readers)
 
     def _busy(self) -> bool:
-        return bool(self._pieces or self._running)
+        return bool(self._pieces or self._running or self._ready)
 
     def _queue(self, piece: Piece, source: Source) -> None:
         self._backlog[self._reader_of(source)].append(piece)
@@ -508,6 +516,7 @@ class StreamPipeline:
             for completion in completions:
                 self._on_read(completion)
             progressed |= bool(completions)
+        self._launch_ready()
         return progressed
 
     def _on_read(self, completion: ReadCompletion) -> None:
@@ -617,44 +626,72 @@ class StreamPipeline:
         if source.error is not None or slot.plan is None:
             self._release(slot)
             return
-        slot.launched_at = time.perf_counter()
-        self.stats.reading_slot_seconds += slot.launched_at - slot.taken_at
-        self._running[slot.index] = slot  # first: an interrupted launch leaves its runs where _abort waits for them
-        try:
-            for plan in slot.plans:
-                if source.error is None:  # a failed submission fails the input: launch no more of it
-                    self._launch(slot, source, plan)
-        finally:
-            if not slot.futures:  # nothing was submitted (the input failed): done at once
-                self._run_finished(slot)
-            for _, _, future in slot.futures:
-                future.add_done_callback(lambda _, slot=slot: self._run_finished(slot))
-        if self.progress is not None:
-            self.progress(self.stats.bytes_processed, self._total_known)
+        self._ready.append(slot)
 
     # ------------------------------------------------------------------ runs
 
-    def _launch(self, slot: ChunkSlot, source: Source, plan: ChunkPlan) -> None:
-        """One RUN_PROGRAM per program over chunk ``plan`` of the slot, each with its own overlap's
-        share (the slot's bytes start at file offset slot.plan.region_start); fused, one slot for
-        all programs over the chunk with the widest overlap (FUSED_RUN stands for its futures'
-        program index: the future resolves to every program's outcome)."""
-        self.stats.bytes_processed += plan.own_end - plan.own_start
+    def _launch_ready(self) -> None:
+        """Launch the slots whose reads all landed since the last call: one RUN_PROGRAM per
+        program per chunk (or one fused run per chunk), the runs of each program handle
+        published in batches (RunTemplate.submit_many) instead of one publication each."""
+        if not self._ready:
+            return
+        ready, self._ready = self._ready, []
+        now = time.perf_counter()
+        batches: dict[int, list[tuple[ChunkSlot, ChunkPlan, int, int]]] = {}  # handle -> its runs, in order
+        for slot in ready:
+            source = slot.source
+            assert source is not None
+            slot.launched_at = now
+            self.stats.reading_slot_seconds += now - slot.taken_at
+            self._running[slot.index] = slot  # first: an interrupted launch leaves its runs where _abort waits
+            for plan in slot.plans:
+                self._plan_runs(batches, slot, source, plan)
+        # a batch takes its slots all or none: an eighth of the ring at most, so it never waits for
+        # more than a small ring can free (Megakernel(slots=16) streams too)
+        size = max(1, min(RUN_BATCH, self.megakernel.layout.slots // 8))
         try:
-            if source.fused_handle:
-                future = self._submit(slot, plan, source.fused_handle, self.overlap)
-                slot.futures.append((plan, FUSED_RUN, future))
-                self.stats.runs += 1
-            else:
-                for program_index, (program, handle) in enumerate(zip(self.programs, source.program_handles)):
-                    slot.futures.append((plan, program_index, self._submit(slot, plan, handle, program.overlap)))
-                    self.stats.runs += 1
-        except VyreError as error:
-            self._fail(source, error)
-        source.chunks += 1
+            for handle, runs in batches.items():
+                for first in range(0, len(runs), size):
+                    self._submit(handle, runs[first : first + size])
+        finally:
+            for slot in ready:
+                if not slot.futures:  # nothing was submitted (the input failed): done at once
+                    self._run_finished(slot)
+                for _, _, future in slot.futures:
+                    future.add_done_callback(lambda _, slot=slot: self._run_finished(slot))
+        if self.progress is not None:
+            self.progress(self.stats.bytes_processed, self._total_known)
 
-    def _submit(self, slot: ChunkSlot, plan: ChunkPlan, handle: int, overlap: int) -> concurrent.futures.Future:
-        """A run of ``handle`` over chunk ``plan`` with ``overlap`` bytes of context on each side."""
+    def _plan_runs(
+        self,
+        batches: dict[int, list[tuple[ChunkSlot, ChunkPlan, int, int]]],
+        slot: ChunkSlot,
+        source: Source,
+        plan: ChunkPlan,
+    ) -> None:
+        """Queue chunk ``plan``'s runs: one per program, each with its own overlap's share (the
+        slot's bytes start at file offset slot.plan.region_start); fused, one for all programs
+        over the chunk with the widest overlap (FUSED_RUN stands for its futures' program index:
+        the future resolves to every program's outcome)."""
+        if source.error is not None:  # the input failed (a read, a submission): launch no more of it
+            return
+        self.stats.bytes_processed += plan.own_end - plan.own_start
+        source.chunks += 1
+        if source.fused_handle:
+            batches.setdefault(source.fused_handle, []).append((slot, plan, FUSED_RUN, self.overlap))
+            return
+        for program_index, (program, handle) in enumerate(zip(self.programs, source.program_handles)):
+            batches.setdefault(handle, []).append((slot, plan, program_index, program.overlap))
+
+    def _submit(self, handle: int, runs: list[tuple[ChunkSlot, ChunkPlan, int, int]]) -> None:
+        """Publish runs of ``handle`` (one input's program or fused group) as one batch, each over
+        its chunk with ``overlap`` bytes of context on each side; a failed submission fails the
+        input (its later runs are not launched)."""
+        source = runs[0][0].source
+        assert source is not None
+        if source.error is not None:
+            return
         template = self._templates.get(handle)
         if template is None:
             options = self.options
@@ -662,21 +699,27 @@ class StreamPipeline:
                 handle, lanes=options.lanes, fuel=options.fuel, emit_capacity=options.emit_capacity
             )
             self._templates[handle] = template
-        start = max(plan.region_start, plan.own_start - overlap)
-        end = min(plan.region_end, plan.own_end + overlap)
-        first = slot.data_offset + start - slot.plan.region_start
-        return template.submit(
-            self.arena.chunk(slot.index)[first : first + end - start],
-            own_lo=plan.own_start - start,
-            own_hi=plan.own_end - start,
-            file_offset=start,
-            chunk_index=plan.index,
-        )
+        specs = []
+        for slot, plan, _, overlap in runs:
+            start = max(plan.region_start, plan.own_start - overlap)
+            end = min(plan.region_end, plan.own_end + overlap)
+            first = slot.data_offset + start - slot.plan.region_start
+            region = self.arena.chunk(slot.index)[first : first + end - start]
+            specs.append((region, plan.own_start - start, plan.own_end - start, start, plan.index))
+        try:
+            futures = template.submit_many(specs)
+        except VyreError as error:
+            self._fail(source, error)
+            return
+        for (slot, plan, program_index, _), future in zip(runs, futures):
+            slot.futures.append((plan, program_index, future))
+        self.stats.runs += len(futures)
 
     def _run_finished(self, slot: ChunkSlot) -> None:
         """A run of ``slot`` finished (called by whichever thread resolved its future)."""
         self._run_events.append(slot)
-        self._run_signal.set()
+        if not self._run_signal.is_set():  # (set already: the stream thread looks at the deque anyway)
+            self._run_signal.set()
 
     def _reap_runs(self) -> bool:
         finished = []

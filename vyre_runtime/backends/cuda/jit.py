@@ -22,6 +22,7 @@ falls back to the interpreter).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ import blake3
 from vyre_runtime.backends.cuda import build
 from vyre_runtime.errors import BackendError
 from vyre_runtime.vir0 import isa
-from vyre_runtime.vir0.program import Program, encode_code
+from vyre_runtime.vir0.program import Instruction, Program, encode_code
 from vyre_runtime.vir0.verify import verify
 
 JIT_HEADER_NAME = "vyre_jit.h"
@@ -68,6 +69,15 @@ _KEEPS_LANE = frozenset(
     | {op for op in _Op if _Op.FADD <= op <= _Op.FTOU}  # float ops
     | {op for op in _Op if _Op.ADD64 <= op <= _Op.MULWU}  # 64-bit pairs
 )
+
+
+def _base_op(instruction: Instruction) -> int:
+    """The opcode without the immediate-form bit (`add r0, r1, 1` is an add)."""
+    return instruction.op & ~isa.IMM_FORM
+
+
+def _keeps_lane(instruction: Instruction) -> bool:
+    return _base_op(instruction) in _KEEPS_LANE
 
 
 @dataclass(frozen=True)
@@ -113,7 +123,7 @@ def _segments(program: Program, block: _Block) -> list[range]:
     instruction can, so a lane live at a segment's start runs (and pays for) all of it."""
     segments, start = [], block.first
     for pc in range(block.first, block.last + 1):
-        if program.code[pc].op not in _KEEPS_LANE or pc == block.last:
+        if not _keeps_lane(program.code[pc]) or pc == block.last:
             segments.append(range(start, pc + 1))
             start = pc + 1
     return segments
@@ -175,6 +185,159 @@ def _hot_first(block: _Block) -> tuple[int, ...]:
     return block.successors if target <= block.first else (through, target)
 
 
+# Ops a speculative loop trip may run (_fast_loop): no effect outside the lane's registers, so
+# a trip can be thrown away and run again. The pure ops of _KEEPS_LANE, and input and table
+# loads, whose bound check (a fault) only marks the trip as not kept. Emits, stores, atomics,
+# the range intrinsics and the collectives stay on the stepped path.
+_SPECULABLE = (_KEEPS_LANE - {_Op.EMIT, _Op.BALLOT, _Op.SHFL, _Op.RADD, _Op.PSUM}) | {
+    _Op.LDI8,
+    _Op.LDI16,
+    _Op.LDI32,
+    _Op.LDT8,
+    _Op.LDT16,
+    _Op.LDT32,
+}
+# Loop trips one speculative step runs, then one vote keeps or drops them all: more trips put
+# more of the loop's loads in flight together (a lane's loop otherwise waits for one at a time).
+# At most FAST_LOOP_TRIPS, and at most FAST_LOOP_INSTRUCTIONS instructions in all (NVRTC's time
+# grows with the text).
+FAST_LOOP_TRIPS = 8
+# Tuning and A/B runs: $VYRE_JIT_FAST_LOOPS=N takes N as FAST_LOOP_TRIPS (and N x 8 instructions as
+# the step's cap); "0" turns the speculative trips off. It changes the text, so the cache key.
+FAST_LOOPS_ENV = "VYRE_JIT_FAST_LOOPS"
+FAST_LOOP_INSTRUCTIONS = 64
+
+
+def _trips_wanted() -> int:
+    word = os.environ.get(FAST_LOOPS_ENV, "")
+    if not word:
+        return FAST_LOOP_TRIPS
+    if not word.isdigit() or int(word) > 64:
+        raise BackendError(f"${FAST_LOOPS_ENV} is {word!r}", "set it to a trip count 0..64 (0: off), or unset it")
+    return int(word)
+
+
+def fast_trips(loop_trip: int) -> int:
+    """Trips of a speculative step for a loop of ``loop_trip`` instructions."""
+    wanted = _trips_wanted()
+    cap = FAST_LOOP_INSTRUCTIONS * wanted // FAST_LOOP_TRIPS
+    return max(1, min(wanted, cap // loop_trip))
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """A simple cycle of blocks from ``header`` back to it: each block's last instruction goes on
+    to the next block of the cycle (``stays``: the leader it must branch to) for every lane that
+    keeps looping; every instruction is _SPECULABLE."""
+
+    header: int
+    blocks: tuple[_Block, ...]
+
+    @property
+    def trip(self) -> int:  # instructions (fuel) of one trip
+        return sum(block.last - block.first + 1 for block in self.blocks)
+
+    def stays(self, index: int) -> int:
+        return self.blocks[(index + 1) % len(self.blocks)].first
+
+
+def _reaches(blocks: Mapping[int, _Block], start: int, goal: int) -> bool:
+    seen, stack = set(), [start]
+    while stack:
+        leader = stack.pop()
+        if leader == goal:
+            return True
+        if leader not in seen:
+            seen.add(leader)
+            stack += blocks[leader].successors
+    return False
+
+
+def fast_loops(program: Program) -> dict[int, _Loop]:
+    """Loops that run as speculative trips (header leader -> loop): from the header, every block
+    has exactly one successor that leads back to the header (the other, if any, leaves the loop:
+    a lane taking it drops the trip), and the path returns to the header without meeting another
+    block twice."""
+    blocks = {block.first: block for block in basic_blocks(program)}
+    loops: dict[int, _Loop] = {}
+    if _trips_wanted() == 0:
+        return loops
+    covered: set[int] = set()  # blocks of a loop found already (each cycle once, from its lowest leader)
+    for header in sorted(_in_loops(list(blocks.values()))):
+        if header in covered:
+            continue
+        path, leader = [], header
+        while True:
+            block = blocks[leader]
+            if any(_base_op(program.code[pc]) not in _SPECULABLE for pc in range(block.first, block.last + 1)):
+                break
+            path.append(block)
+            onward = [s for s in block.successors if _reaches(blocks, s, header)]
+            if len(onward) != 1:
+                break
+            leader = onward[0]
+            if leader == header:
+                loops[header] = _Loop(header, tuple(path))
+                covered.update(b.first for b in path)
+                break
+            if leader in (b.first for b in path):
+                break
+    return loops
+
+
+_LOAD_SIZES = {
+    _Op.LDI8: 1,
+    _Op.LDI16: 2,
+    _Op.LDI32: 4,
+    _Op.LDT8: 1,
+    _Op.LDT16: 2,
+    _Op.LDT32: 4,
+}
+
+
+def _speculative_step(code: bytes, program: Program, pc: int) -> str:
+    """Instruction ``pc`` in a speculative trip on the lane copy T: a load through jit_load
+    (branch-free; a fault only clears `kept`), a branch with its own pc first (the loads before it
+    do not advance T.pc), anything else as exec_op, the interpreter's own code."""
+    word0, imm = _words(code[pc * 8 : pc * 8 + 8])
+    byte, d, a, b = word0 & 0xFF, (word0 >> 8) & 0xFF, (word0 >> 16) & 0xFF, word0 >> 24
+    op = _base_op(program.code[pc])
+    size = _LOAD_SIZES.get(op)
+    if size is not None:
+        base, length = ("jit_in", "jit_len") if op in _INPUT_LOADS else (f"S.table_ptr[{b}]", f"S.table_len[{b}]")
+        return f"T.r[{d}] = jit_load<{size}u>({base}, {length}, T.r[{a}] + {imm:#x}u, kept);  // {pc}"
+    step = f"exec_op<{byte:#04x}u>(S, T, true, FULL_MASK, {d}u, {a}u, {b}u, {imm:#x}u);  // {pc}"
+    return f"T.pc = {pc}u; {step}" if op in _BRANCHES else step
+
+
+def _fast_loop(code: bytes, program: Program, loop: _Loop, trips: int) -> list[str]:
+    """A full warp at the loop's header runs ``trips`` trips on a copy of its lanes (T): kept
+    only if every lane had the fuel for all of them, stayed in the loop and faulted nowhere, which
+    is exactly when stepping would have run the same instructions with the same results (the ops
+    are _SPECULABLE: registers only). Otherwise the copy is dropped and the stepped path below
+    runs from the same state. One vote per ``trips`` trips, no per-instruction fuel or pc."""
+    fuel = trips * loop.trip
+    lines = [
+        f"        for (;;) {{  // {trips} trips of the loop at {loop.header}, kept all or none",
+        "            Lane T = L;",
+        "            bool stayed = true, kept = true;  // every branch went on in the loop; no load faulted",
+    ]
+    for trip in range(trips):
+        for index, block in enumerate(loop.blocks):
+            for pc in range(block.first, block.last + 1):
+                lines.append("            " + _speculative_step(code, program, pc))
+            if len(block.successors) > 1:
+                lines.append(f"            stayed = stayed && T.pc == {loop.stays(index)}u;  // trip {trip}")
+    lines += [
+        f"            if (!__all_sync(FULL_MASK, stayed && kept && L.fuel >= {fuel}u)) break;",
+        "#pragma unroll",
+        "            for (uint32_t i = 0; i < VIR0_MAX_REGISTERS; i++) L.r[i] = T.r[i];",
+        f"            L.fuel -= {fuel}u; L.instructions += {fuel}u;",
+        "        }",
+    ]
+    return lines
+
+
 def translate(program: Program, jit_id: int) -> str:
     """CUDA C++ for ``program`` (verified here) as `vyre_jit_<jit_id>(S, L)`: one batch of lanes.
 
@@ -205,6 +368,7 @@ def translate(program: Program, jit_id: int) -> str:
         ] + ["        continue;"]
 
     looping = _in_loops(blocks)
+    loops = fast_loops(program)
     prefetched = sorted(
         pc
         for block in blocks
@@ -215,7 +379,7 @@ def translate(program: Program, jit_id: int) -> str:
     body = []
     for block in blocks:
         segments = _segments(program, block)
-        ends_lanes = program.code[block.last].op not in _KEEPS_LANE
+        ends_lanes = not _keeps_lane(program.code[block.last])
         body.append(f"    B{block.first}:  // instructions {block.first}..{block.last}")
         for segment in segments:
             n = len(segment)
@@ -224,11 +388,17 @@ def translate(program: Program, jit_id: int) -> str:
             for pc in segment:
                 body += _prefetch(program, pc, "        ") if pc in prefetched else []
                 body += _step(code, program, pc, "        ", full=False)
-        if any(program.code[segment[-1]].op not in _KEEPS_LANE for segment in segments):
+        if any(not _keeps_lane(program.code[segment[-1]]) for segment in segments):
             body.append("        live = __ballot_sync(FULL_MASK, L.live);")
         # else no lane ended in the block: `live` (the entry's) still holds
         body += chain(block)
         body.append(f"    F{block.first}:  // the same for a warp of 32 live lanes: no lane predicates")
+        if block.first in loops:  # first whole trips, many at a time, then one at a time
+            for trips in dict.fromkeys((fast_trips(loops[block.first].trip), 1)):
+                body += _fast_loop(code, program, loops[block.first], trips)
+            # the kept trips spent fuel: the block's own entry test (fuel for all of it) again
+            vote = f"__all_sync(FULL_MASK, L.fuel >= {length[block.first]}u)"
+            body.append(f"        if (!{vote}) continue;  // the scheduler: a fuel fault, or one step")
         for index, segment in enumerate(segments):
             if index:  # the previous segment ended with an op that may end a lane
                 body.append(f"        if (!__all_sync(FULL_MASK, L.live)) goto S{segment.start};")
@@ -272,6 +442,8 @@ def translate(program: Program, jit_id: int) -> str:
             f"    for (uint32_t i = 0; i < {program.registers}u; i++) L.r[i] = 0;",
             "    L.pc = 0;",
             "    L.fuel = S.fuel;",
+            *(["    const unsigned char* const jit_in = S.input;  // for the fast loops' loads"] if loops else []),
+            *(["    const uint64_t jit_len = S.region_len;"] if loops else []),
             "    uint32_t live;",
             *[f"    uint32_t last{pc} = 0;  // the address load {pc} read last (jit_prefetch)" for pc in prefetched],
             "    while (true) {",

@@ -208,6 +208,12 @@ __device__ __forceinline__ uint32_t load_acquire(const uint32_t* p) {
     asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
     return v;
 }
+__device__ __forceinline__ uint4 load_acquire4(const void* p) {  // one 16-byte read (one snapshot, 4.9), acquire
+    uint4 v;
+    asm volatile("ld.acquire.sys.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p) : "memory");
+    return v;
+}
 __device__ __forceinline__ void store_release(uint32_t* p, uint32_t v) {
     asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
@@ -1096,6 +1102,32 @@ __device__ __forceinline__ void jit_prefetch(const RunShared& S, const Lane& L, 
         asm volatile("prefetch.global.L2 [%0];" ::"l"(S.input + ahead));
 }
 
+// A load of a speculative loop trip (jit.py _fast_loop): the SIZE bytes at `base + address`
+// when they lie in [0, len), as input_load/table_load read them (little-endian), else 0 and
+// `kept` false: the trip is dropped and the stepped path, which faults, runs it instead. No
+// branch, so the trips' loads are all in flight together: a misaligned word is the funnel shift
+// of the aligned words holding its bytes (both hold an in-range byte, so both are in the
+// region's pages), the second read only when the bytes cross into it.
+template <uint32_t SIZE>
+__device__ __forceinline__ uint32_t jit_load(const unsigned char* base, uint64_t len, uint32_t address, bool& kept) {
+    bool in = len >= SIZE && (uint64_t)address <= len - SIZE;
+    kept = kept && in;
+    uint32_t value = 0;
+    if constexpr (SIZE == 1) {
+        if (in) value = base[address];
+    } else {
+        const unsigned char* q = base + address;
+        uint32_t shift = (uint32_t)(uint64_t)q & 3u;
+        const uint32_t* word = (const uint32_t*)(q - shift);
+        uint32_t lo = 0, hi = 0;
+        if (in) lo = word[0];
+        if (in && shift + SIZE > 4u) hi = word[1];
+        value = __funnelshift_r(lo, hi, 8u * shift);
+        if constexpr (SIZE == 2) value &= 0xffffu;
+    }
+    return value;
+}
+
 // JIT'd programs (vyre_runtime/backends/cuda/jit.py): a variant of this kernel compiled with
 // VYRE_JIT includes the generated vyre_jit.h, whose jit_run_batch(S, L) runs one batch of the
 // program S.jit_id names natively (the same scheduler and execute(), so the same semantics) and
@@ -1588,7 +1620,13 @@ __device__ uint32_t help_reserve() {
         if (busy == ~0ull) return NO_JOB;
         uint32_t j = (uint32_t)(__ffsll((long long)~busy) - 1);
         unsigned long long bit = 1ull << j;
-        if (!(atomicOr(&board.busy, bit) & bit)) return j;  // else another owner took it first
+        if (!(atomicOr(&board.busy, bit) & bit)) {
+            // the job's field stores (the caller's) after the reservation, so after the previous
+            // owner's close: a helper that reads one of them and then the claim word sees the
+            // generation moved on (help_take's check)
+            __threadfence();
+            return j;
+        }  // else another owner took it first
     }
     return NO_JOB;
 }
@@ -1608,6 +1646,11 @@ __device__ void help_open(uint32_t j, uint32_t kind, uint32_t pieces) {
 // Thread 0 of the owner: the next piece of its own job j for itself, or NO_JOB when all are taken.
 __device__ __forceinline__ uint32_t help_next(uint32_t j, uint32_t pieces) {
     uint32_t piece = (uint32_t)atomicAdd(&vyre_queue.help.jobs[j].claim, 1ull);  // never carries: pieces < 2^32
+    // the last piece: nothing left to take. Left set until help_wait, the bit sent every
+    // waiting worker's poll to a fruitless add on the claim word while this block ran its last
+    // piece (a whole member, for a member job): a storm on one word, and adds without bound
+    // in its low half, which carry into the generation after 2^32 of them
+    if (piece + 1u == pieces) atomicAnd(&vyre_queue.help.open, ~(1ull << j));
     return piece < pieces ? piece : NO_JOB;
 }
 
@@ -1698,17 +1741,23 @@ __device__ bool help_take(uint32_t ticket, HelpPiece& out) {
     __threadfence();  // the fields after the add that proved them this generation's
     uint32_t piece = (uint32_t)claim, pieces = load_volatile(&job.pieces);
     if (piece >= pieces) return false;  // every piece was gone: the bit is cleared soon
-    if (piece + 1u == pieces) atomicAnd(&board.open, ~(1ull << j));  // the last piece: nothing left to take
     out.kind = load_volatile(&job.kind);
     out.piece = piece;
     out.job = j;
     if (out.kind == HELP_LANES) {
-        // its run state is in vyre_lane_jobs[j] (help_lanes copies it)
+        // its run state is in vyre_lane_jobs[j]: help_lanes reads it only after the check below
+        // proved this piece taken, so the owner cannot release the job (nor a new owner rewrite
+        // it) before the piece is counted done
     } else if (out.kind == HELP_COPY) {
         out.from = *(const uint4* volatile*)&job.from;
         out.to = *(uint4* volatile*)&job.to;
         out.vecs = load_volatile(&job.vecs);
     } else {
+        // Until the check below these reads may mix generations: a newer job's piece count (a
+        // copy's, a lane job's: more than MAX_FUSED_MEMBERS) with this kind. A real member piece
+        // is below MAX_FUSED_MEMBERS, so a larger one took nothing (and must not index past the
+        // member arrays: the last job's lie at the end of the queue state).
+        if (piece >= MAX_FUSED_MEMBERS) return false;
         out.input = *(const unsigned char* volatile*)&job.input;
         out.length = load_volatile(&job.length);
         out.lanes = load_volatile(&job.lanes[piece]);
@@ -1716,6 +1765,16 @@ __device__ bool help_take(uint32_t ticket, HelpPiece& out) {
         out.context = *(Context* volatile*)&job.contexts[piece];
         for (uint32_t k = 0; k < ARGS_PER_SLOT; k++) out.args[k] = load_volatile(&job.args[k]);
     }
+    // An add that took nothing (every piece of generation g gone) pins nothing: the owner may
+    // close g, and a new owner reopen the job, between the add and the reads above, which then
+    // read the new generation's pieces (and fields) and could believe a piece the claim word
+    // hands out again (its copy counted twice: the owner reads staging still being written).
+    // A piece really taken keeps the generation until it is counted done, so the generation
+    // still read after the fields proves them g's (help_reserve's fence orders a new owner's
+    // stores after the close).
+    __threadfence();
+    if ((*(volatile unsigned long long*)&job.claim >> 32) != (claim >> 32)) return false;
+    if (piece + 1u == pieces) atomicAnd(&board.open, ~(1ull << j));  // the last piece: nothing left to take
     return true;
 }
 
@@ -1924,7 +1983,7 @@ __device__ const unsigned char* copy_input(const unsigned char* source, unsigned
     uint32_t head = (uint32_t)((uint64_t)source & 15u);
     const uint4* from = (const uint4*)(source - head);
     uint4* to = (uint4*)staging;
-    uint32_t vecs = (head + length + 15u) / 16u;
+    uint32_t vecs = (uint32_t)(((uint64_t)head + length + 15u) / 16u);  // (a length near 2^32 wrapped in 32 bits)
     if (vecs > STAGE_PIECE_VECS) {
         copy_with_help(from, to, vecs);
     } else {
@@ -2053,6 +2112,15 @@ __device__ void run_program_slot(const Params& p, uint32_t program_handle, const
 #define COUNT_BATCH 16u
 #define COUNT_METRICS 4u  // distinct metrics a batch holds (a block mostly serves one kind)
 #define NO_METRIC 0xffffffffu
+
+// The metric word of opcode `op`, or NO_METRIC for an opcode that has none (any u32 may reach a
+// completion: a slot's opcode is the host's word).
+__device__ __forceinline__ uint32_t metric_of(uint32_t op) {
+    if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) return USER_METRIC_BASE + op - USER_OPCODE_BASE;
+    if (op == BI_SHUTDOWN) return METRIC_SHUTDOWN;
+    if (op <= BI_RUN_PROGRAM) return op;  // built-in metric index = its opcode (generated tables agree)
+    return NO_METRIC;
+}
 struct BlockCounts {
     uint32_t done, fault, kinds;
     uint32_t metric[COUNT_METRICS], count[COUNT_METRICS];
@@ -2119,11 +2187,7 @@ __device__ void complete_slot(const Params& p, SlotShared& T, BlockCounts& C) {
     RUN_PHASE(8);  // the claim released and the status stored
     // counters after the status, in device memory: the round trip does not wait for them; the
     // dispatcher copies them into the image (docs/PROTOCOL.md, counters)
-    uint32_t metric = NO_METRIC;
-    if (op >= USER_OPCODE_BASE && op < USER_OPCODE_BASE + USER_OPCODE_COUNT) metric = USER_METRIC_BASE + op - USER_OPCODE_BASE;
-    else if (op == BI_SHUTDOWN) metric = METRIC_SHUTDOWN;
-    else if (op <= BI_RUN_PROGRAM) metric = op;  // built-in metric index = its opcode (generated tables agree)
-    count_completion(C, metric, T.fault != 0);
+    count_completion(C, metric_of(op), T.fault != 0);
     STAMP(p, 7, global_ns());
     RUN_PHASE(9);  // the block's counts
 }
@@ -2203,19 +2267,28 @@ __device__ bool serve_inline(const Params& p, uint32_t index, uint4 head, uint4 
 // dispatcher warp copies them into the image itself (or the last block out, after its fences),
 // and __syncwarp orders its lanes' accesses, so the metrics land before DONE_COUNT moves without
 // a fence per slot (complete_slot's fences order a worker's counts for another warp's copier).
-__device__ void count_inline(const Params& p, bool here, uint32_t op, bool faulted) {
+// The watcher's warps are not the copier: they pass `release` and lane 0 fences (block scope: the
+// dispatcher is in this block) before DONE_COUNT, else the dispatcher could copy a DONE_COUNT
+// without the metric, and, the count unchanged after, not copy it again while idle.
+__device__ void count_inline(const Params& p, bool here, uint32_t op, bool faulted, bool release = false) {
     uint32_t lane = threadIdx.x & 31u;
     uint32_t ran = __ballot_sync(FULL_MASK, here);
     uint32_t faults = __popc(__ballot_sync(FULL_MASK, here && faulted));
-    if (here) {  // inline opcodes are built-ins: the metric index is the opcode
-        uint32_t same = __match_any_sync(ran, op);
+    // the dispatcher's opcodes are tiny built-ins, but the watcher also completes a marked
+    // publication of any opcode (FAULT BAD_OPCODE): the raw opcode as an index wrote past the
+    // metrics (SHUTDOWN's 0xffffffff: an illegal address that killed the kernel)
+    uint32_t metric = metric_of(op);
+    uint32_t counted = __ballot_sync(FULL_MASK, here && metric != NO_METRIC);
+    if (here && metric != NO_METRIC) {
+        uint32_t same = __match_any_sync(counted, metric);
         if ((uint32_t)(__ffs(same) - 1) == lane) {
-            atomicAdd(&vyre_counters.metrics[op], (uint32_t)__popc(same));
-            atomicOr(&vyre_counters.dirty[op / 32u], 1u << (op % 32u));
+            atomicAdd(&vyre_counters.metrics[metric], (uint32_t)__popc(same));
+            atomicOr(&vyre_counters.dirty[metric / 32u], 1u << (metric % 32u));
         }
     }
     __syncwarp();
     if (lane == 0) {
+        if (release) __threadfence_block();  // the metrics (every lane's: the __syncwarp), then the counts
         if (faults) atomicAdd(&vyre_counters.fault, faults);
         atomicAdd(&vyre_counters.done, (uint32_t)__popc(ran));
         atomicAdd(&vyre_counters.claim, (uint32_t)__popc(ran));  // the dispatcher and the watcher both count
@@ -2299,11 +2372,18 @@ __device__ bool claim_offered(const Params& p, uint32_t index, bool hinted, uint
         // (docs/PROTOCOL.md, publication). A load-acquire orders only this lane's later loads; a
         // volatile read + __threadfence_system() would also drain every store in flight (the
         // heartbeat, the doorbell head) over PCIe first.
-        state = load_acquire(image + p.ring + index * SLOT_WORDS);
-        found = state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE;
+        // The PRIORITY word comes in the same 16-byte read: a watched publication is completed
+        // by the watcher, not only by this claimer, so its PUBLISHED may be gone (served, reaped,
+        // the slot published again unmarked) before the payload reads below land, and those would
+        // mix two publications, or claim one whose status is still being written (its later
+        // PUBLISHED store could then overwrite a worker's DONE: run twice). A publication seen
+        // unmarked here changes only through this claimer, so the payload reads are its own.
+        uint4 first = load_acquire4(image + p.ring + index * SLOT_WORDS);
+        state = first.x;
+        found = (state == ST_PUBLISHED || state == ST_YIELD || state == ST_REQUEUE) && !(first.w & PRIORITY_WATCHED);
         STAMP(p, 2, global_ns());
     }
-    // status (again: a schedulable status only the dispatcher changes), opcode, tenant, priority
+    // status (again: an unwatched schedulable status only the dispatcher changes), opcode, tenant, priority
     // word and the 12 arguments
     load_slots(p, found, index, head_words, a0, a1, a2);
     if (fresh) {
@@ -2566,138 +2646,174 @@ __device__ void dispatch(const Params& p) {
     }
 }
 
-// ------------------------------------------------------------------ channel watcher (block 0, warp 1)
+// ------------------------------------------------------------------ channel watcher (block 0, warps 1 ..)
 
 // A channel call is one thread's synchronous round trip on a slot it keeps. The doorbell path
 // costs it a wait for the dispatcher's next poll, the poll's PCIe read, then a second read of the
-// slot. The watcher instead keeps WATCH_DEPTH batches of reads of every watched slot in flight,
-// issued one after another, so a publication is seen about one read (not a poll period and two
-// reads) after it lands, and it reads the slot's words in that same batch (docs/PROTOCOL.md,
-// Watched channels). Lanes 3k .. 3k + 2 read watched slot k: its words 0..3, words 4..7 (status,
-// opcode, tenant, priority, ARG0..3: all a tiny built-in needs) and its tenant's mask word; lanes
-// 24 and 25 read SHUTDOWN and PAUSE, lanes 26 and 27 the WATCH words.
-// Measured on the H100 (f6f4c96): one warp's reads of host memory complete one after another,
-// so 4 batches in flight made each batch land ~5.7 us after its issue, and the DONE store's
-// release waited for the batches still in flight (2 us). One batch at a time is faster.
-#ifndef WATCH_DEPTH  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=WATCH_DEPTH=2u)
-#define WATCH_DEPTH 1u          // batches of reads in flight
+// slot. The watcher instead reads the watched slots all the time, and the words a tiny built-in
+// needs in that same read (docs/PROTOCOL.md, Watched channels). Measured on the H100 (f6f4c96,
+// 80340b7): one warp's reads of host memory complete one after another (4 batches in flight in
+// one warp landed ~5.7 us after their issue), and a release store waits for the reads its warp
+// still has in flight (the DONE store took 2 us behind a batch, 0.67 us without). So the work is
+// split by warp:
+// - the control warp (warp 1) reads SHUTDOWN, PAUSE, the WATCH words and the tenant masks, over
+//   and over, into shared memory: none of them is on a call's critical path;
+// - WATCH_POLLERS poller warps (2 ..) each keep ONE read of the watched slots in flight (lanes
+//   2k, 2k + 1: slot k's words 0..3 and 4..7, one load instruction), staggered, so a publication
+//   is seen a fraction of a read's latency after it lands; the warp that sees it serves it with
+//   nothing of its own in flight.
+// Exactly once: a shared epoch. A poller notes it before each read; it serves what the read
+// shows only if it moves the epoch from that (even) value to odd by CAS (so one warp serves per
+// epoch, and reads issued while it is odd are never believed); after its DONE stores it makes
+// the epoch even again. A read issued before a DONE store may still show that call PUBLISHED: it
+// was noted with an older epoch, and is not believed.
+#ifndef WATCH_POLLERS  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=WATCH_POLLERS=2u)
+#define WATCH_POLLERS 2u        // warps keeping a read of the watched slots in flight (18e59d6 on the H100,
+                                // p50 / p99: 1: 7.4 / 19 us, 2: 6.8 / 8.6 us, 4: 7.2 to 9.5 / 13 to 18 us)
 #endif
-#define WATCH_STAGGER_NS 384u   // between the first batches: about a PCIe read / WATCH_DEPTH
-#define WATCH_IDLE_NS 2048u     // between batches while no slot is watched (saves PCIe reads)
-#define WATCH_LANES (3u * WATCH_WORDS)
-static_assert(WATCH_LANES + 4u <= 32u, "one warp reads every watched slot and the control words");
+#define WATCH_STAGGER_NS 256u   // between the pollers' first reads: ~a PCIe read / WATCH_POLLERS
+#define WATCH_IDLE_NS 2048u     // a poller's wait while no slot is watched (saves PCIe reads)
+#define WATCH_CONTROL_NS 512u   // between the control warp's reads (SHUTDOWN, PAUSE, WATCH, masks)
+#define WATCH_WARPS (1u + WATCH_POLLERS)
+static_assert(1u + WATCH_WARPS <= VYRE_BLOCK_THREADS / 32u, "block 0 holds the dispatcher and the watcher warps");
+static_assert(2u * WATCH_WORDS <= 32u, "one poller load reads every watched slot (two lanes each)");
+static_assert(WATCH_WORDS <= 16u, "the control warp's lanes 16 .. hold SHUTDOWN and PAUSE");
 
-__device__ __forceinline__ uint4 watch_issue(const Params& p, uint32_t lane, uint32_t watch) {
-    const uint32_t* image = (const uint32_t*)p.image;
-    uint4 none = make_uint4(0, 0, 0, 0);
-    if (lane < WATCH_LANES) {
-        uint32_t slot = watch & ((1u << DOORBELL_SLOT_BITS) - 1u);
-        if (!(watch & WATCH_VALID) || slot >= p.slots) return none;
-        if (lane % 3u < 2u) return load_volatile4(image + p.ring + slot * SLOT_WORDS + 4u * (lane % 3u));
-        uint32_t tenant = (watch >> WATCH_TENANT_SHIFT) & WATCH_TENANT_MASK;
-        return make_uint4(tenant < p.tenants ? load_volatile(image + p.tenant_masks + tenant) : 0u, 0, 0, 0);
-    }
-    if (lane == WATCH_LANES) return make_uint4(load_volatile(image + CW_SHUTDOWN), 0, 0, 0);
-    if (lane == WATCH_LANES + 1u) return make_uint4(load_volatile(image + CW_PAUSE), 0, 0, 0);
-    if (lane == WATCH_LANES + 2u || lane == WATCH_LANES + 3u)
-        return load_volatile4(image + CW_WATCH + 4u * (lane - WATCH_LANES - 2u));
-    return none;
+struct WatchShared {
+    uint32_t watch[WATCH_WORDS];  // the WATCH words as the control warp last read them
+    uint32_t mask[WATCH_WORDS];   // the tenant mask of the tenant each names (0: none or disabled)
+    uint32_t stop;                // SHUTDOWN or PAUSE seen: the pollers exit
+    uint32_t epoch;               // even: reads noted with it may be believed; odd: a DONE store is under way
+};
+
+__device__ __forceinline__ void watch_barrier() {  // the watcher's warps only (the dispatcher never waits)
+    asm volatile("bar.sync 1, %0;" ::"r"(WATCH_WARPS * 32u) : "memory");
 }
 
-// One batch's reads, `got`, issued as batch number `number` for the WATCH words `issued_watch`.
-// Serves the watched publications it shows; returns false once SHUTDOWN or PAUSE is set.
-// `watch` (this lane's adopted WATCH word) and `fence` (the first batch number issued after this
-// lane's group last stored DONE or adopted a WATCH word) are updated; `next` is the number the
-// next issued batch gets. A batch issued before the group's DONE store may still show the served
-// publication PUBLISHED: only batches from `fence` on are believed.
-__device__ bool watch_process(const Params& p, uint32_t lane, uint4 got, uint32_t number, uint32_t issued_watch,
-                              uint32_t& watch, uint32_t& fence, uint32_t next, uint32_t batch_ns) {
-    uint32_t stop = __shfl_sync(FULL_MASK, got.x, WATCH_LANES) | __shfl_sync(FULL_MASK, got.x, WATCH_LANES + 1u);
-    if (stop) return false;  // nothing claimed is pending: every served slot is DONE already
-    // this group's slot and tenant mask, on the group's first lane
-    uint32_t group = lane - lane % 3u;
-    uint4 args = make_uint4(__shfl_sync(FULL_MASK, got.x, group + 1u), __shfl_sync(FULL_MASK, got.y, group + 1u),
-                            __shfl_sync(FULL_MASK, got.z, group + 1u), __shfl_sync(FULL_MASK, got.w, group + 1u));
-    uint32_t mask = __shfl_sync(FULL_MASK, got.x, group + 2u);
-    bool first = lane < WATCH_LANES && lane % 3u == 0u;
-    bool believed = first && issued_watch == watch && (int32_t)(number - fence) >= 0 && (watch & WATCH_VALID);
-    uint32_t seq = got.w >> PRIORITY_BITS;
-    // PUBLISHED, marked watched, the channel's tenant (enabled), and ARG3 echoing the sequence: the
-    // two 16-byte reads saw one call (the host writes ARG0..3, then the status, 3.2)
-    bool here = believed && got.x == ST_PUBLISHED && (got.w & PRIORITY_WATCHED) &&
-                got.z == ((watch >> WATCH_TENANT_SHIFT) & WATCH_TENANT_MASK) && mask != 0u &&
-                (args.w & HINT_MASK) == seq;
-    uint32_t index = watch & ((1u << DOORBELL_SLOT_BITS) - 1u);
-    bool faulted = false;
-    if (here) {
-        STAMP(p, 0, batch_ns);  // the issue of the batch that saw the call
-        STAMP(p, 1, global_ns());
-        STAMP(p, 2, global_ns());
-        uint4 zero = make_uint4(0, 0, 0, 0);
-        if (runs_inline(got.y, args.z)) {
-            faulted = serve_inline(p, index, got, args, zero, zero);
-        } else {  // only tiny built-ins are watched: a host that marks another opcode gets a fault
-            uint32_t* slot = (uint32_t*)p.image + p.ring + index * SLOT_WORDS;
-            store_volatile4(slot + SW_RESULT0, make_uint4(SF_BAD_OPCODE, 0, 0, got.y));
-            store_release(&slot[SW_STATUS], ST_FAULT);
-            faulted = true;
-        }
-        fence = next;  // the batches already in flight were issued before this DONE store
-    }
-    if (__any_sync(FULL_MASK, here)) count_inline(p, here, got.y, faulted);
-    // the WATCH words read in this batch: lane group k takes word k
-    uint32_t k = lane / 3u;
-    uint32_t source = WATCH_LANES + 2u + (k / 4u) % 2u;
-    uint32_t x = __shfl_sync(FULL_MASK, got.x, source), y = __shfl_sync(FULL_MASK, got.y, source);
-    uint32_t z = __shfl_sync(FULL_MASK, got.z, source), w = __shfl_sync(FULL_MASK, got.w, source);
-    uint32_t word = k % 4u == 0u ? x : k % 4u == 1u ? y : k % 4u == 2u ? z : w;
-    uint32_t fresh_watch = lane < WATCH_LANES ? word : 0u;
-    if (fresh_watch != watch) {  // a channel opened or closed: believe only batches issued from now on
-        watch = fresh_watch;
-        fence = next;
-    }
-    return true;
-}
-
-__device__ void watch_channels(const Params& p) {
+// The control warp: SHUTDOWN, PAUSE, the WATCH words and the tenant masks they name, into `W`.
+// A host that changes a WATCH word or a mask sees it adopted within a read or two (~3 us).
+__device__ void watch_control(const Params& p, WatchShared& W) {
     uint32_t lane = threadIdx.x & 31u;
-    uint32_t watch = 0, fence = 0, next = 0;
-    uint4 pending[WATCH_DEPTH];
-    uint32_t numbers[WATCH_DEPTH], watches[WATCH_DEPTH];
-#ifdef VYRE_STAGE_STAMPS
-    uint32_t issued_ns[WATCH_DEPTH];
-#endif
-#pragma unroll
-    for (uint32_t d = 0; d < WATCH_DEPTH; d++) {  // staggered, so that the batches land apart
-        pending[d] = watch_issue(p, lane, watch);
-        numbers[d] = next++;
-        watches[d] = watch;
-#ifdef VYRE_STAGE_STAMPS
-        issued_ns[d] = global_ns();
-#endif
-        __nanosleep(WATCH_STAGGER_NS);
-    }
+    const uint32_t* image = (const uint32_t*)p.image;
     while (true) {
-#pragma unroll
-        for (uint32_t d = 0; d < WATCH_DEPTH; d++) {
-            uint4 got = pending[d];
-            uint32_t number = numbers[d], issued_watch = watches[d];
+        uint32_t word = lane < WATCH_WORDS ? load_volatile(image + CW_WATCH + lane) : 0u;
+        uint32_t flag = lane == 16u ? load_volatile(image + CW_SHUTDOWN) : lane == 17u ? load_volatile(image + CW_PAUSE) : 0u;
+        uint32_t mask_low, mask_high;
+        load_masks(p, lane, mask_low, mask_high);
+        uint32_t tenant = (word >> WATCH_TENANT_SHIFT) & WATCH_TENANT_MASK;
+        uint32_t low = __shfl_sync(FULL_MASK, mask_low, tenant % 32u), high = __shfl_sync(FULL_MASK, mask_high, tenant % 32u);
+        uint32_t mask = (word & WATCH_VALID) && tenant < p.tenants ? (tenant < 32u ? low : high) : 0u;
+        bool stop = __any_sync(FULL_MASK, flag != 0u);
+        if (lane < WATCH_WORDS) {
+            // the mask first: a poller that reads the new WATCH word never pairs it with the old mask
+            *(volatile uint32_t*)&W.mask[lane] = mask;
+            __threadfence_block();
+            *(volatile uint32_t*)&W.watch[lane] = word;
+        }
+        if (stop) {
+            if (lane == 0) *(volatile uint32_t*)&W.stop = 1u;
+            return;
+        }
+        __nanosleep(__any_sync(FULL_MASK, word & WATCH_VALID) ? WATCH_CONTROL_NS : WATCH_IDLE_NS);
+    }
+}
+
+// Serves one watched call in this lane: the built-in, its results (skipped while all zero: the
+// host zeroed RESULT0 .. 3 with ARG4 .. 11 when it published), then DONE or FAULT. A NOP touched
+// no memory and stored nothing: its DONE needs no release fence (the fence is most of a DONE
+// store's cost). Returns whether it faulted.
+__device__ bool watch_serve(const Params& p, uint32_t index, uint4 head, uint4 args) {
+    uint32_t* slot = (uint32_t*)p.image + p.ring + index * SLOT_WORDS;
+    if (!runs_inline(head.y, args.z)) {  // only tiny built-ins are watched: a host that marks another opcode gets a fault
+        store_volatile4(slot + SW_RESULT0, make_uint4(SF_BAD_OPCODE, 0, 0, head.y));
+        store_release(&slot[SW_STATUS], ST_FAULT);
+        return true;
+    }
+    SlotShared T;  // this lane's own copy (local memory), filled as a worker's shared one
+    uint4* words = (uint4*)T.words;
+    words[0] = head; words[1] = args; words[2] = make_uint4(0, 0, 0, 0); words[3] = words[2];
+    for (uint32_t k = 0; k < RESULT_WORDS; k++) T.results[k] = 0;
+    T.fault = 0;
+    T.index = index;
+    STAMP(p, 3, global_ns());
+    builtin_simple(p, head.y, &T.words[SW_ARG0], T);
+    finish_fault_words(T);
+    STAMP(p, 4, global_ns());
+    uint4 results = make_uint4(T.results[0], T.results[1], T.results[2], T.results[3]);
+    if (results.x | results.y | results.z | results.w) store_volatile4(slot + SW_RESULT0, results);
+    STAMP(p, 5, global_ns());
+    if (head.y == BI_NOP && !T.fault) store_volatile(&slot[SW_STATUS], ST_DONE);
+    else store_release(&slot[SW_STATUS], T.fault ? ST_FAULT : ST_DONE);  // the results and effects before the status
+    STAMP(p, 6, global_ns());
+    return T.fault != 0;
+}
+
+// A poller warp (number `poller` of WATCH_POLLERS): one read of the watched slots in flight,
+// then whatever it shows served (see above); returns once the control warp saw SHUTDOWN or PAUSE
+// (nothing this warp claimed is pending then: every call it served is DONE and counted).
+__device__ void watch_poll(const Params& p, WatchShared& W, uint32_t poller) {
+    uint32_t lane = threadIdx.x & 31u;
+    uint32_t k = lane / 2u;  // the WATCH word this lane's read serves
+    const uint32_t* ring = (const uint32_t*)p.image + p.ring;
+    __nanosleep(1u + poller * WATCH_STAGGER_NS);  // staggered: the reads land apart
+    while (!*(volatile uint32_t*)&W.stop) {
+        uint32_t epoch = *(volatile uint32_t*)&W.epoch;
+        uint32_t watch = k < WATCH_WORDS ? *(volatile uint32_t*)&W.watch[k] : 0u;
+        __threadfence_block();  // the epoch before the read: a read noted with it follows its DONE stores
+        uint32_t index = watch & ((1u << DOORBELL_SLOT_BITS) - 1u);
+        bool valid = (watch & WATCH_VALID) && index < p.slots;
+        if (!__any_sync(FULL_MASK, valid)) {
+            __nanosleep(WATCH_IDLE_NS);
+            continue;
+        }
+        if (epoch & 1u) continue;  // another warp is storing DONE: a read now would prove nothing
 #ifdef VYRE_STAGE_STAMPS
-            uint32_t batch_ns = issued_ns[d];
-#else
-            uint32_t batch_ns = 0;
+        uint32_t issued_ns = global_ns();
 #endif
-            // the next batch goes out before this one is looked at: the reads stay in flight
-            pending[d] = watch_issue(p, lane, watch);
-            numbers[d] = next++;
-            watches[d] = watch;
+        uint4 got = valid ? load_volatile4(ring + index * SLOT_WORDS + 4u * (lane % 2u)) : make_uint4(0, 0, 0, 0);
+        // words 4..7 (ARG0 .. ARG3) of this lane pair's slot, on its first lane
+        uint4 args = make_uint4(__shfl_down_sync(FULL_MASK, got.x, 1), __shfl_down_sync(FULL_MASK, got.y, 1),
+                                __shfl_down_sync(FULL_MASK, got.z, 1), __shfl_down_sync(FULL_MASK, got.w, 1));
 #ifdef VYRE_STAGE_STAMPS
-            issued_ns[d] = global_ns();
+        uint32_t back_ns = global_ns();
 #endif
-            if (!watch_process(p, lane, got, number, issued_watch, watch, fence, next, batch_ns)) return;
-            if (!__any_sync(FULL_MASK, watch & WATCH_VALID)) __nanosleep(WATCH_IDLE_NS);
+        // PUBLISHED, marked watched, the channel's tenant (enabled), and ARG3 echoing the sequence:
+        // the two 16-byte reads saw one call (the host writes ARG0..3, then the status, 3.2). The
+        // WATCH word must still be the one the read was issued for (a channel closed meanwhile).
+        uint32_t seq = got.w >> PRIORITY_BITS;
+        bool here = valid && lane % 2u == 0u && got.x == ST_PUBLISHED && (got.w & PRIORITY_WATCHED) &&
+                    got.z == ((watch >> WATCH_TENANT_SHIFT) & WATCH_TENANT_MASK) &&
+                    (args.w & HINT_MASK) == seq && *(volatile uint32_t*)&W.watch[k] == watch &&
+                    *(volatile uint32_t*)&W.mask[k] != 0u;
+        // two WATCH words naming one slot (one closed, one opened, not yet seen): one serve of it
+        uint32_t peers = __match_any_sync(FULL_MASK, here ? index : 0xffffffffu);
+        here = here && (uint32_t)(__ffs(peers) - 1) == lane;
+        if (!__any_sync(FULL_MASK, here)) continue;
+        uint32_t won = 0;
+        if (lane == 0) won = atomicCAS(&W.epoch, epoch, epoch + 1u) == epoch;
+        if (!__shfl_sync(FULL_MASK, won, 0)) continue;  // another warp served first: this read is stale
+        STAMP(p, 0, issued_ns);
+        STAMP(p, 1, back_ns);
+        STAMP(p, 2, global_ns());
+        bool faulted = here && watch_serve(p, index, got, args);
+        count_inline(p, here, got.y, faulted, true);  // (its __syncwarp: every lane's DONE store first)
+        if (lane == 0) {
+            __threadfence_block();  // the DONE stores before the epoch that lets reads be believed again
+            atomicExch(&W.epoch, epoch + 2u);
         }
     }
+}
+
+__device__ void watch_channels(const Params& p, uint32_t warp) {
+    __shared__ WatchShared W;
+    if (threadIdx.x == 32) {  // before any poller reads it: the barrier below
+        for (uint32_t k = 0; k < WATCH_WORDS; k++) { W.watch[k] = 0; W.mask[k] = 0; }
+        W.stop = 0;
+        W.epoch = 0;
+    }
+    watch_barrier();
+    if (warp == 1) watch_control(p, W);
+    else watch_poll(p, W, warp - 2u);
 }
 
 // ------------------------------------------------------------------ worker blocks
@@ -2811,7 +2927,7 @@ extern "C" __global__ void VYRE_LAUNCH_BOUNDS vyre_megakernel(Params p) {
     if (blockIdx.x == 0) {
         if (threadIdx.x == 0) store_release(&image[CW_DEVICE_STATE], DS_SERVING);
         if (threadIdx.x < 32) dispatch(p);
-        else if (threadIdx.x < 64) watch_channels(p);
+        else if (threadIdx.x < 32u * (1u + WATCH_WARPS)) watch_channels(p, threadIdx.x / 32u);
     } else {
         if (threadIdx.x == 0) {  // work() syncs the block before its first run reads these
             S.scratch_words = p.run_scratch ? p.run_scratch_words : 0u;
