@@ -128,6 +128,27 @@ def test_a_member_cannot_be_unregistered_while_its_group_exists(megakernel):
         megakernel.unregister_program(handle)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_run_short_of_a_region_record_gives_back_its_context(megakernel, fused):
+    """CUDA's record tables are fixed (the registry's index capacities): a run that got its
+    context (a fused run: its members' contexts too) but no region record gives them back; a
+    batch whose third run is refused so leaves every record as it found it."""
+    program = megakernel.register_program(counting_program())
+    handle = megakernel.register_fused([program]) if fused else program
+    registry = megakernel.registry
+    before = (len(registry.contexts), len(registry.fused_runs), len(registry.regions))
+    registry.index_capacity["region"] = len(registry.regions) + 2
+    try:
+        with pytest.raises(DispatchError, match="region records"):
+            megakernel.run_template(handle).submit_many([(b"abcd", 0, 4, 0, i) for i in range(3)])
+    finally:
+        del registry.index_capacity["region"]
+    assert (len(registry.contexts), len(registry.fused_runs), len(registry.regions)) == before
+    if fused:
+        megakernel.unregister_program(handle)
+    megakernel.unregister_program(program)
+
+
 def test_a_group_is_not_a_user_opcode_and_per_member_options_must_match_its_size(megakernel):
     group = megakernel.register_fused([megakernel.register_program(counting_program()) for _ in range(2)])
     with pytest.raises(DispatchError, match="user opcode runs one program"):

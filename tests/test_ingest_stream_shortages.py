@@ -19,6 +19,7 @@ from vyre_runtime.errors import IngestError
 from vyre_runtime.ingest.reader import open_reader
 from vyre_runtime.ingest.stream import StreamOptions, StreamPipeline
 from vyre_runtime.megakernel import Megakernel
+from vyre_runtime.protocol.opcodes import BuiltinOpcode
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -134,3 +135,25 @@ def test_a_replaced_arena_is_handed_back_even_if_its_ring_fails_to_close(tmp_pat
         retired = any(memory is old for memory in mk._host_memory_retired)
         assert retired  # not dropped: a read might still land in it, so it is never lent again
         pipeline._closed = True  # its rings are gone already
+
+
+def test_a_stream_sharing_the_ring_with_a_paused_tenant_streams_through_the_slots_left(tmp_path) -> None:
+    """A paused tenant's slots stay PUBLISHED: here they leave the stream 3 slots it can take
+    (64 slots, 55 held, the more urgent partitions' reserves kept). The stream's run batches
+    (up to an eighth of the ring, 8 here) must not wait for more slots than that: they would
+    wait until publish_timeout and fail the input, where one run at a time goes through."""
+    histogram = load_program_file(str(EXAMPLES / "histogram.vasm"))
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(range(256)) * 200)
+    with Megakernel(backend="cpu", workers=2, slots=64, tenants=2, publish_timeout=1.0) as mk:
+        mk.set_tenant_enabled(1, False)
+        held = [mk.publish(BuiltinOpcode.NOP, tenant=1) for _ in range(55)]
+        try:
+            options = StreamOptions(chunk_size=1024, chunks=4, chunks_per_slot=4, fuse=False, reader="preadv")
+            with StreamPipeline([histogram], mk, options) as pipeline:
+                [result] = pipeline.run([str(path)])
+            assert result.error is None, result.error
+            assert np.array_equal(result.programs[0].outputs["histogram"], histogram_of(str(path)))
+        finally:
+            mk.set_tenant_enabled(1, True)
+        assert all(future.result(10).ok for future in held)

@@ -572,12 +572,15 @@ class Megakernel:
 
     def _takeable(self, priority: Priority, count: int = 1) -> bool:
         """Whether _take_one(priority) would find ``count`` slots now (read without the lock: a hint)."""
+        return self._takeable_count(priority) >= count
+
+    def _takeable_count(self, priority: Priority) -> int:
+        """How many slots _take_one(priority) would find now, its own and less urgent partitions'
+        and the more urgent ones' beyond their reserves (read without the lock: a hint)."""
         free = sum(len(self._free[partition]) for partition in range(priority, PRIORITY_COUNT))
-        if free >= count:
-            return True
         for partition in range(priority):
             free += max(0, len(self._free[partition]) - self._reserve[partition])
-        return free >= count
+        return free
 
     def channel(self, *, tenant: int = 0, priority: Priority = Priority.NORMAL) -> Channel:
         """Reserve one slot for the calling thread: the lowest-overhead synchronous round trip

@@ -135,8 +135,9 @@ class RunTemplate:
             context = registry.add_context(self._fuel[0], self._emit_capacity)
         else:
             context = registry.add_fused_run(self._group, self._fuel, self._member_lanes, self._emit_capacity)
-        region = registry.add_region(view)
+        region = 0  # (no region handle is 0: release_run passes over it)
         try:
+            region = registry.add_region(view)  # (all its records in use: the context goes back too)
             megakernel.device.run_prepared(handle, context, region)
         except BaseException:
             megakernel.service.release_run(context, region)

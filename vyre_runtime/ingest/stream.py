@@ -45,6 +45,7 @@ from vyre_runtime.ingest.reader import ReadCompletion, Reader, open_reader
 from vyre_runtime.ingest.results import ChunkOutcome, FileResult, ProgramResult, merge
 from vyre_runtime.ingest.sources import STDIN_NAME, Piece, Source
 from vyre_runtime.megakernel import Megakernel
+from vyre_runtime.protocol.layout import Priority
 from vyre_runtime.protocol.opcodes import MAX_FUSED_MEMBERS
 from vyre_runtime.run_template import RunTemplate
 from vyre_runtime.vir0.isa import MAX_LANES
@@ -65,6 +66,7 @@ FUSED_RUN = -1  # ChunkSlot.futures' program index of a fused run's future (ever
 # whose reads landed in one pass go out together; a batch takes its ring slots all at once, so it
 # stays a small share of the ring
 RUN_BATCH = 64
+RUN_PRIORITY = Priority.NORMAL  # the stream's runs' (their templates', and what a batch may take)
 
 
 @dataclass(frozen=True)
@@ -648,12 +650,18 @@ class StreamPipeline:
             for plan in slot.plans:
                 self._plan_runs(batches, slot, source, plan)
         # a batch takes its slots all or none: an eighth of the ring at most, so it never waits for
-        # more than a small ring can free (Megakernel(slots=16) streams too)
-        size = max(1, min(RUN_BATCH, self.megakernel.layout.slots // 8))
+        # more than a small ring can free (Megakernel(slots=16) streams too), and no more than the
+        # ring has free now (at least one): slots held by others (a paused tenant's stay PUBLISHED)
+        # may leave fewer than that for good, and a larger batch would wait for them until
+        # publish_timeout and fail the input, where runs one at a time go through
+        most = max(1, min(RUN_BATCH, self.megakernel.layout.slots // 8))
         try:
             for handle, runs in batches.items():
-                for first in range(0, len(runs), size):
+                first = 0
+                while first < len(runs):
+                    size = max(1, min(most, self.megakernel._takeable_count(RUN_PRIORITY)))
                     self._submit(handle, runs[first : first + size])
+                    first += size
         finally:
             for slot in ready:
                 if not slot.futures:  # nothing was submitted (the input failed): done at once
@@ -696,7 +704,11 @@ class StreamPipeline:
         if template is None:
             options = self.options
             template = self.megakernel.run_template(
-                handle, lanes=options.lanes, fuel=options.fuel, emit_capacity=options.emit_capacity
+                handle,
+                lanes=options.lanes,
+                fuel=options.fuel,
+                emit_capacity=options.emit_capacity,
+                priority=RUN_PRIORITY,
             )
             self._templates[handle] = template
         specs = []

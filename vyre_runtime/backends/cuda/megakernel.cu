@@ -2283,6 +2283,9 @@ __device__ void count_inline(const Params& p, bool here, uint32_t op, bool fault
         uint32_t same = __match_any_sync(counted, metric);
         if ((uint32_t)(__ffs(same) - 1) == lane) {
             atomicAdd(&vyre_counters.metrics[metric], (uint32_t)__popc(same));
+            // the watcher's count before its dirty bit, as flush_counts orders them: the copier
+            // (the dispatcher, another warp) that clears a bit reads the count after it
+            if (release) __threadfence_block();
             atomicOr(&vyre_counters.dirty[metric / 32u], 1u << (metric % 32u));
         }
     }
