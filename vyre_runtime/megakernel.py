@@ -52,7 +52,7 @@ from vyre_runtime.protocol.layout import (
     SlotState,
     SlotWord,
 )
-from vyre_runtime.protocol.opcodes import BuiltinOpcode
+from vyre_runtime.protocol.opcodes import INLINE, INLINE_MEMCPY_WORDS, BuiltinOpcode
 from vyre_runtime.registry import Registry, ResourceLoader
 from vyre_runtime.run_template import RunTemplate
 from vyre_runtime.stats import Stats
@@ -71,20 +71,9 @@ PRIORITY_COUNT = len(Priority)
 JIT_SWAP_DRAIN_S = 600.0  # a hot swap waits this long for runs in flight to let the pause finish
 CHANNEL_SPINS = 200_000  # status checks before a channel call starts sleeping between checks
 WATCH_ENV = "VYRE_CHANNEL_WATCH"  # "0": channels never ask the device to watch their slot
-# the tiny built-ins a watched call may carry: at most 3 arguments (ARG3 echoes the call's
-# sequence), and what the CUDA dispatcher runs in its own lanes (MEMCPY of at most 16 words)
-_WATCHABLE = frozenset(
-    int(op)
-    for op in (
-        BuiltinOpcode.NOP,
-        BuiltinOpcode.STORE_U32,
-        BuiltinOpcode.ATOMIC_ADD,
-        BuiltinOpcode.LOAD_U32,
-        BuiltinOpcode.COMPARE_SWAP,
-        BuiltinOpcode.MEMCPY,
-    )
-)
-_WATCH_MEMCPY_WORDS = 16
+# the tiny built-ins a watched call may carry (at most 3 arguments: ARG3 echoes the call's
+# sequence): what the CUDA dispatcher runs in its own lanes
+_WATCHABLE = frozenset(int(op) for op in INLINE)
 _MEMCPY = int(BuiltinOpcode.MEMCPY)
 REAP_SPIN_S = 0.00002  # a bulk publisher's pause between reaps while the ring is full ...
 REAP_SPINS = 200  # ... after this many empty reaps in a row (before: it yields the GIL, no sleep)
@@ -1020,7 +1009,7 @@ class Channel:
             self._watch is not None
             and opcode in _WATCHABLE
             and count <= 3
-            and (opcode != _MEMCPY or count < 3 or args[2] <= _WATCH_MEMCPY_WORDS)
+            and (opcode != _MEMCPY or count < 3 or args[2] <= INLINE_MEMCPY_WORDS)
         ):
             return self._call_watched(opcode, args, count, timeout)
         words, payload = self._words, self._payload

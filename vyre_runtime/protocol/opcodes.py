@@ -51,6 +51,10 @@ PACKABLE = frozenset(
         BuiltinOpcode.PRINTF,
     }
 )
+# The built-ins the CUDA dispatcher runs in its own lanes and a watched channel call may carry
+# (docs/PROTOCOL.md 4.9): a few observable accesses at most, MEMCPY of at most INLINE_MEMCPY_WORDS.
+INLINE = PACKABLE - {BuiltinOpcode.PRINTF}
+INLINE_MEMCPY_WORDS = 16
 MAX_PACKED_OPS = 7  # 1 + 3 x 7 metadata bytes = 6 words, leaving 6 argument words
 MAX_FUSED_MEMBERS = 8  # programs of one fused group (Megakernel.register_fused)
 

@@ -142,7 +142,13 @@ def generate() -> str:
     lines += _enum_block(opcodes.BuiltinOpcode, "BI_")
     lines += [f"#define METRIC_{op.name} {index}u" for op, index in opcodes.BUILTIN_METRIC_INDEX.items()]
     packable = sum(1 << int(op) for op in opcodes.PACKABLE)
-    lines += [f"#define PACKABLE_MASK {packable:#x}u  // bit n set: built-in n may be packed", ""]
+    lines += [f"#define PACKABLE_MASK {packable:#x}u  // bit n set: built-in n may be packed"]
+    inline = sum(1 << int(op) for op in opcodes.INLINE)
+    lines += [
+        f"#define INLINE_MASK {inline:#x}u  // bit n set: built-in n runs in the dispatcher's lanes",
+        f"#define INLINE_MEMCPY_WORDS {opcodes.INLINE_MEMCPY_WORDS}u",
+        "",
+    ]
     lines += _enum_block(abi.RunPath, "PATH_")
     lines += ["// ---- device records (backends/cuda/abi.py)"]
     for name, dtype in abi.RECORDS.items():

@@ -2229,22 +2229,18 @@ __device__ void serve_slot(const Params& p, uint32_t index, SlotShared& T, RunSh
 // ------------------------------------------------------------------ dispatcher (block 0, warp 0)
 
 // Built-ins short enough to run in the dispatcher's own lane, with no hand-off to a worker: at
-// most a few observable accesses (MEMCPY up to INLINE_MEMCPY_WORDS words). Handing a NOP to a
-// worker block cost a queue push, a wake-up and a CLAIMED store, more than the NOP itself.
-#define INLINE_MEMCPY_WORDS 16u
+// most a few observable accesses (INLINE_MASK, MEMCPY up to INLINE_MEMCPY_WORDS words: both
+// generated from protocol/opcodes.py INLINE). Handing a NOP to a worker block cost a queue push,
+// a wake-up and a CLAIMED store, more than the NOP itself.
 __device__ __forceinline__ bool runs_inline(uint32_t op, uint32_t count_word) {
-    return op == BI_NOP || op == BI_STORE_U32 || op == BI_ATOMIC_ADD || op == BI_LOAD_U32 ||
-           op == BI_COMPARE_SWAP || (op == BI_MEMCPY && count_word <= INLINE_MEMCPY_WORDS);
+    return op < 32u && ((INLINE_MASK >> op) & 1u) && (op != BI_MEMCPY || count_word <= INLINE_MEMCPY_WORDS);
 }
 
-// Runs a claimed slot in the calling dispatcher lane and completes it: the results, then DONE
-// or FAULT with one release store; returns whether it faulted (count_inline counts it). The slot
-// goes PUBLISHED -> DONE without a CLAIMED store: its one claimer runs it (docs/PROTOCOL.md, One
-// claimer), and the dispatcher's own later reads of the status come after this store (same warp,
-// ordered by count_inline's __syncwarp), so it is never claimed twice, and nothing marks it in
-// vyre_owned.
-__device__ bool serve_inline(const Params& p, uint32_t index, uint4 head, uint4 a0, uint4 a1, uint4 a2) {
-    SlotShared T;  // this lane's own copy (local memory), filled as a worker's shared one
+// One lane runs a tiny built-in (runs_inline) of slot `index`, whose 16 words are given, in its own
+// SlotShared `T` (local memory, filled as a worker's shared one): the dispatcher's and the
+// watcher's one way to serve a slot without a worker block.
+__device__ __forceinline__ void run_tiny(const Params& p, uint32_t index, uint4 head, uint4 a0, uint4 a1, uint4 a2,
+                                         SlotShared& T) {
     uint4* words = (uint4*)T.words;
     words[0] = head; words[1] = a0; words[2] = a1; words[3] = a2;
     for (uint32_t k = 0; k < RESULT_WORDS; k++) T.results[k] = 0;
@@ -2254,6 +2250,17 @@ __device__ bool serve_inline(const Params& p, uint32_t index, uint4 head, uint4 
     builtin_simple(p, head.y, &T.words[SW_ARG0], T);
     finish_fault_words(T);
     STAMP(p, 4, global_ns());
+}
+
+// Runs a claimed slot in the calling dispatcher lane and completes it: the results, then DONE
+// or FAULT with one release store; returns whether it faulted (count_inline counts it). The slot
+// goes PUBLISHED -> DONE without a CLAIMED store: its one claimer runs it (docs/PROTOCOL.md, One
+// claimer), and the dispatcher's own later reads of the status come after this store (same warp,
+// ordered by count_inline's __syncwarp), so it is never claimed twice, and nothing marks it in
+// vyre_owned.
+__device__ bool serve_inline(const Params& p, uint32_t index, uint4 head, uint4 a0, uint4 a1, uint4 a2) {
+    SlotShared T;
+    run_tiny(p, index, head, a0, a1, a2, T);
     uint32_t* slot = (uint32_t*)p.image + p.ring + index * SLOT_WORDS;
     store_volatile4(slot + SW_RESULT0, make_uint4(T.results[0], T.results[1], T.results[2], T.results[3]));
     STAMP(p, 5, global_ns());
@@ -2732,16 +2739,9 @@ __device__ bool watch_serve(const Params& p, uint32_t index, uint4 head, uint4 a
         store_release(&slot[SW_STATUS], ST_FAULT);
         return true;
     }
-    SlotShared T;  // this lane's own copy (local memory), filled as a worker's shared one
-    uint4* words = (uint4*)T.words;
-    words[0] = head; words[1] = args; words[2] = make_uint4(0, 0, 0, 0); words[3] = words[2];
-    for (uint32_t k = 0; k < RESULT_WORDS; k++) T.results[k] = 0;
-    T.fault = 0;
-    T.index = index;
-    STAMP(p, 3, global_ns());
-    builtin_simple(p, head.y, &T.words[SW_ARG0], T);
-    finish_fault_words(T);
-    STAMP(p, 4, global_ns());
+    SlotShared T;
+    uint4 zero = make_uint4(0, 0, 0, 0);  // ARG4 .. 11: a watched call has at most 3 arguments
+    run_tiny(p, index, head, args, zero, zero, T);
     uint4 results = make_uint4(T.results[0], T.results[1], T.results[2], T.results[3]);
     if (results.x | results.y | results.z | results.w) store_volatile4(slot + SW_RESULT0, results);
     STAMP(p, 5, global_ns());
