@@ -1,4 +1,4 @@
-# Sourced by the GPU session scripts (gpu_session.sh, jitvec_gpu.sh), run from the repository
+# Sourced by the GPU session scripts (gpu_session.sh, jitvec_gpu.sh, lanesplit_gpu.sh), run from the repository
 # root: $OUT made, the carried wheels (.whl/*.whl) installed under /tmp/site, and the paths and
 # build cache every session uses.
 OUT=${OUT:-/tmp/vyre-out}

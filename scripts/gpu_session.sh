@@ -9,9 +9,10 @@ source "$(dirname "$0")/gpu_env.sh"  # OUT, wheels, PYTHONPATH, VYRE_CACHE_DIR
 { nvidia-smi; python3 -c 'import cuda.bindings, numpy; print("cuda-bindings", cuda.bindings.__version__, "numpy", numpy.__version__)'; } > "$OUT/machine.txt" 2>&1
 timeout 120 python3 -m vyre_runtime.cli doctor > "$OUT/doctor.txt" 2>&1
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  timeout 480 python3 -m pytest -q -m gpu tests/test_cuda_backend.py tests/test_differential.py \
+  timeout 540 python3 -m pytest -q -m gpu tests/test_cuda_backend.py tests/test_differential.py \
     tests/test_device_buffers.py tests/test_cuda_range_intrinsics.py tests/test_cuda_relaunch.py \
-    tests/test_cuda_jit.py tests/test_cuda_fused.py tests/test_cuda_channel_watch.py > "$OUT/gpu-tests.txt" 2>&1
+    tests/test_cuda_jit.py tests/test_cuda_fused.py tests/test_cuda_channel_watch.py \
+    tests/test_cuda_lanesplit.py > "$OUT/gpu-tests.txt" 2>&1
   echo "gpu tests exit $?" >> "$OUT/gpu-tests.txt"
 fi
 if [ "$what" = soak ]; then

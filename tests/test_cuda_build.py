@@ -95,6 +95,25 @@ def test_the_megakernel_compiles_for_sm_90_and_exports_what_the_host_looks_up() 
 
 
 @needs_nvrtc
+def test_the_megakernel_compiles_clean_with_lane_split_off(monkeypatch) -> None:
+    """LANE_SPLIT=0u, the A/B build scripts/lanesplit_gpu.sh runs: every run's lanes in one block
+    (the default build, split on, is compiled above and by every JIT variant)."""
+    monkeypatch.setenv(build.DEFINES_ENV, "LANE_SPLIT=0u")
+    result = build.build_megakernel("sm_90", use_cache=False)
+    assert result.log == "", f"NVRTC warned:\n{result.log}"
+    assert set(result.names) == set(build.MEGAKERNEL_SYMBOLS)
+
+
+def test_the_lane_split_knobs_the_gpu_tests_set_are_the_kernels() -> None:
+    """tests/test_cuda_lanesplit.py and scripts/lanesplit_gpu.sh set these by name: a rename
+    would silently leave them unset (an unknown -D is no error)."""
+    source = build.KERNEL_SOURCE.read_text()
+    for knob in ("LANE_SPLIT", "LANE_SPLIT_MIN_BATCHES", "LANE_SPLIT_MIN_BYTES"):
+        assert f"#ifndef {knob} " in source, knob
+    assert "__device__ unsigned long long vyre_lane_split_stats[2];" in source
+
+
+@needs_nvrtc
 @pytest.mark.skipif(not build.KERNEL_SOURCE.exists(), reason="megakernel.cu is not written yet")
 def test_the_build_command_prints_size_and_log(capsys) -> None:
     assert build.main(["--arch", "sm_90"]) == 0

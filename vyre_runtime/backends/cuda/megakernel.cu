@@ -52,6 +52,16 @@
 #ifndef HELP_FUSED_MEMBERS  // tuning knob (A/B): 0 runs a fused run's members in its own block, in turn
 #define HELP_FUSED_MEMBERS 1u
 #endif
+#ifndef LANE_SPLIT  // A/B knob: 0 runs every run's lanes in the block that serves its slot
+#define LANE_SPLIT 1u
+#endif
+#ifndef LANE_SPLIT_MIN_BATCHES  // tuning knob: a run of fewer lane batches (blockDim.x lanes each) stays in one block
+#define LANE_SPLIT_MIN_BATCHES 2u
+#endif
+#ifndef LANE_SPLIT_MIN_BYTES  // tuning knob: a run over fewer bytes stays in one block (posting it costs microseconds)
+#define LANE_SPLIT_MIN_BYTES 65536u
+#endif
+#define LANE_SPLIT_PIECES 64u       // a split run's pieces at most: each keeps its lowest fault until the owner reads it
 #define HELP_JOBS 64u               // staged copies open for help at once (one bit each in a 64-bit mask)
 #define HELP_KEEP_READY 8u          // the workers holding the next tickets do not help: they serve the next slots
 #define NO_JOB 0xffffffffu
@@ -69,15 +79,17 @@ extern "C" __device__ uint32_t vyre_block_threads = VYRE_BLOCK_THREADS;
 // (high half: odd while open, even while closed, so an add that lands on a closed or reused job
 // is told apart) and its next piece (low half), taken with one fetch-and-add (help_take).
 // A job is a copy (its pieces: STAGE_PIECE_VECS vectors each) or, once a fused run's copy is
-// complete, the run's members (its pieces: one member each, run by whichever block takes it).
+// complete, the run's members (its pieces: one member each, run by whichever block takes it),
+// or a run's lanes (its pieces: whole lane batches, run by whichever block takes it: LaneJob).
 #define HELP_COPY 0u
 #define HELP_MEMBERS 1u
+#define HELP_LANES 2u
 struct HelpJob {
     unsigned long long claim;  // generation << 32 | next piece; only the owner changes the generation
-    uint32_t kind, pieces;     // HELP_COPY or HELP_MEMBERS; pieces to take
+    uint32_t kind, pieces;     // HELP_COPY, HELP_MEMBERS or HELP_LANES; pieces to take
     uint32_t done;             // pieces helpers finished (the owner counts its own)
     uint32_t faulted;          // HELP_MEMBERS: bit m set by the helper whose member m faulted
-    unsigned long long instructions;  // HELP_MEMBERS: the helpers' members' lane-instructions
+    unsigned long long instructions;  // HELP_MEMBERS: the helpers' members' lane-instructions; HELP_LANES: all pieces'
     // HELP_COPY
     const uint4* from;         // host-mapped source, from the 16-byte boundary (copy_input)
     uint4* to;                 // device staging
@@ -236,7 +248,11 @@ struct RunShared {
     uint32_t jit_id;                    // the program's native function in this module, 0: interpret
     uint32_t path;                      // PATH_* the run took (written to its context)
     const uint2* code;
-    uint32_t emitted, dropped;          // shared counters of the hit buffer
+    uint32_t emitted, dropped;          // the hit buffer's counters of a run in one block
+    // where emit counts: &emitted (then dropped follows it), or a split run's pair in device
+    // memory (LaneJob.counts), which every block running its lanes shares
+    uint32_t* counts;
+    uint32_t split;                     // the run's lanes are run by several blocks (run_split)
     uint32_t* records;
     uint32_t fault_lane, fault_code, fault_pc, fault_detail;
     uint64_t instructions;
@@ -359,7 +375,7 @@ __device__ __noinline__ uint32_t xxh32_range(const unsigned char* p, uint32_t n,
 // ------------------------------------------------------------------ emit
 
 __device__ __forceinline__ void emit_record(RunShared& S, const uint32_t* words) {
-    uint32_t index = atomicAdd(&S.emitted, 1u);
+    uint32_t index = atomicAdd(&S.counts[0], 1u);
     if (index < S.emit_capacity) {
         uint32_t* out = S.records + (uint64_t)index * S.emit_words;
         // a constant trip count: in a JIT'd program `words` is a constant register index, so the
@@ -368,7 +384,7 @@ __device__ __forceinline__ void emit_record(RunShared& S, const uint32_t* words)
         for (uint32_t k = 0; k < VIR0_MAX_EMIT_WORDS; k++)
             if (k < S.emit_words) out[k] = words[k];
     } else {
-        atomicAdd(&S.dropped, 1u);
+        atomicAdd(&S.counts[1], 1u);
     }
 }
 
@@ -1142,14 +1158,17 @@ __device__ __forceinline__ uint32_t jit_read(const unsigned char* p) {
 __device__ __forceinline__ bool jit_run_batch(RunShared& S, Lane& L) { return false; }
 #endif
 
-__device__ void run_program(RunShared& S) {
+// All threads: the lanes of batches [first, end) of the run (batch b: lanes b * blockDim.x + t,
+// thread t one lane, each warp one whole lane group: a batch never splits a group). The block's
+// lowest faulting lane (the lowest over every call since thread 0 last reset S.fault_lane) and
+// its fault go into S (docs/VIR0.md §7.5); its lane-instructions are added to S.instructions.
+__device__ void run_batches(RunShared& S, uint32_t first, uint32_t end) {
     Lane L;
     L.fault_lane = NO_LANE;
     L.instructions = 0;
-    uint32_t batches = (S.lanes + blockDim.x - 1) / blockDim.x;
     // S.jit_id is block-uniform, so every thread takes the same path
     bool native = S.jit_id != 0;
-    for (uint32_t batch = 0; batch < batches; batch++) {
+    for (uint32_t batch = first; batch < end; batch++) {
         L.id = batch * blockDim.x + threadIdx.x;
         L.live = L.id < S.lanes;
         if (!native || !jit_run_batch(S, L)) {
@@ -1168,6 +1187,18 @@ __device__ void run_program(RunShared& S) {
         S.fault_detail = L.fault_detail;
     }
     __syncthreads();
+}
+
+// All threads: a run split over several blocks (below, with the help board); false when the
+// board had no free job: then nothing ran.
+__device__ bool run_split(RunShared& S, uint32_t batches);
+
+// All threads: every lane of the run set up in S, in this block alone or, for a run load_run
+// marked (S.split), with the blocks that take its lane batches off the help board.
+__device__ void run_program(RunShared& S) {
+    uint32_t batches = (S.lanes + blockDim.x - 1) / blockDim.x;
+    if (LANE_SPLIT && S.split && run_split(S, batches)) return;
+    run_batches(S, 0u, batches);
 }
 
 // ------------------------------------------------------------------ slot execution
@@ -1393,13 +1424,19 @@ __device__ void load_run(RunShared& S, const Program* program, const Context* co
     S.code = (const uint2*)program->code;
     S.table_count = program->table_count; S.binding_count = program->binding_count;
     S.emitted = 0; S.dropped = 0; S.fault_lane = NO_LANE; S.instructions = 0;
+    S.counts = &S.emitted;
     uint32_t run_words = 0, scratch_words = 0;  // the scratch keeps each binding 16-byte aligned
     for (uint32_t i = 0; i < S.binding_count; i++)
         if (program->bindings[i].scope == SCOPE_RUN) {
             run_words += program->bindings[i].words;
             scratch_words += (program->bindings[i].words + 3u) & ~3u;
         }
-    S.staged = run_words <= STAGE_WORDS ? STAGED_SHARED
+    // A run of several lane batches over enough bytes may be split over blocks (run_split). Its
+    // outputs must then be where every block's lanes reach them, never in this block's shared
+    // stage: in its device scratch (atomics in L2), else where the host put them.
+    uint32_t batches = (lanes + blockDim.x - 1u) / blockDim.x;
+    S.split = LANE_SPLIT && batches >= LANE_SPLIT_MIN_BATCHES && length >= LANE_SPLIT_MIN_BYTES;
+    S.staged = !S.split && run_words <= STAGE_WORDS ? STAGED_SHARED
                : scratch_words <= S.scratch_words ? STAGED_DEVICE : STAGED_IN_PLACE;
     uint32_t used = S.staged == STAGED_SHARED ? run_words : 0u;  // the stage's words after these are free
     S.hist_scratch = STAGE_WORDS - used >= HIST_BINS * (blockDim.x / 32u) ? stage + used : nullptr;
@@ -1429,13 +1466,15 @@ __device__ void stage_outputs_in(RunShared& S) {
 // All threads: a staged run's outputs back to the host's buffers, which still hold the init
 // value everywhere: only the words that differ from it are written (posted stores, coalesced
 // where the changed words are adjacent; complete_slot's fence orders them before DONE).
+// Volatile reads: a split run's words were written by other blocks (in L2), and this block's
+// L1 may still hold lines of its scratch from an earlier run's stage-out.
 __device__ void stage_outputs_out(RunShared& S) {
     for (uint32_t i = 0; i < S.binding_count; i++) {
         if (!S.bind_home[i]) continue;
         uint32_t init = S.bind_init[i], words = S.bind_words[i];
         uint32_t *from = S.bind_ptr[i], *home = S.bind_home[i];
         for (uint32_t w = threadIdx.x; w < words; w += blockDim.x) {
-            uint32_t v = from[w];
+            uint32_t v = *(const volatile uint32_t*)&from[w];
             if (v != init) home[w] = v;
         }
     }
@@ -1627,7 +1666,7 @@ __device__ void help_open(uint32_t j, uint32_t kind, uint32_t pieces) {
 // Thread 0 of the owner: the next piece of its own job j for itself, or NO_JOB when all are taken.
 __device__ __forceinline__ uint32_t help_next(uint32_t j, uint32_t pieces) {
     uint32_t piece = (uint32_t)atomicAdd(&vyre_queue.help.jobs[j].claim, 1ull);  // never carries: pieces < 2^32
-    // the last piece: nothing left to take. Left set until help_close, the bit sent every
+    // the last piece: nothing left to take. Left set until help_wait, the bit sent every
     // waiting worker's poll to a fruitless add on the claim word while this block ran its last
     // piece (a whole member, for a member job): a storm on one word, and adds without bound
     // in its low half, which carry into the generation after 2^32 of them
@@ -1635,29 +1674,59 @@ __device__ __forceinline__ uint32_t help_next(uint32_t j, uint32_t pieces) {
     return piece < pieces ? piece : NO_JOB;
 }
 
+// All threads of an owner: pieces of its own job j taken one after another and run by the whole
+// block with `run(piece)` until none is left; returns how many it ran (thread 0's count).
+template <typename Run>
+__device__ uint32_t take_own_pieces(uint32_t j, uint32_t pieces, Run&& run) {
+    __shared__ uint32_t s_piece;
+    uint32_t mine = 0;
+    while (true) {
+        if (threadIdx.x == 0) s_piece = help_next(j, pieces);
+        __syncthreads();
+        uint32_t piece = s_piece;
+        if (piece == NO_JOB) return mine;
+        run(piece);
+        mine++;
+        __syncthreads();  // everyone read s_piece before thread 0 writes the next
+    }
+}
+
 // Thread 0 of the owner, once every piece is taken (`mine` of them by its own block): waits until
-// the helpers' pieces are done, then closes job j and frees it. Helpers finish in bounded time (a
-// copy waits on nothing; a member runs to its fuel limit at most).
-// A member job's helpers' fault bits and lane-instructions are added into `faulted` and
-// `instructions` before the job is closed.
-__device__ void help_close(uint32_t j, uint32_t pieces, uint32_t mine, uint32_t& faulted,
-                           unsigned long long& instructions) {
+// the helpers' pieces are done. Helpers finish in bounded time (a copy waits on nothing; a member
+// or a lane batch runs to its fuel limit at most). The job's fields stay readable until
+// help_release.
+__device__ void help_wait(uint32_t j, uint32_t pieces, uint32_t mine) {
     HelpBoard& board = vyre_queue.help;
     HelpJob& job = board.jobs[j];
-    unsigned long long bit = 1ull << j;
-    atomicAnd(&board.open, ~bit);
+    atomicAnd(&board.open, ~(1ull << j));
     uint32_t sleep_ns = 32;
     while (load_acquire_gpu(&job.done) + mine < pieces) {
         __nanosleep(sleep_ns);
         sleep_ns = sleep_ns * 2 < WORKER_SLEEP_CAP_NS ? sleep_ns * 2 : WORKER_SLEEP_CAP_NS;
     }
     __threadfence();  // the helpers' stores are visible to this block's reads after its next barrier
-    faulted |= *(volatile uint32_t*)&job.faulted;
-    instructions += *(volatile unsigned long long*)&job.instructions;
+}
+
+// Thread 0 of the owner, after help_wait: job j closed (the generation turns even: an add that
+// lands later takes nothing) and freed.
+__device__ void help_release(uint32_t j) {
+    HelpBoard& board = vyre_queue.help;
+    HelpJob& job = board.jobs[j];
     unsigned long long claim = *(volatile unsigned long long*)&job.claim;
     atomicExch(&job.claim, ((claim >> 32) + 1ull) << 32);  // even: closed, a late add takes nothing
     __threadfence();  // closed before another owner may take the job
-    atomicAnd(&board.busy, ~bit);
+    atomicAnd(&board.busy, ~(1ull << j));
+}
+
+// Thread 0 of the owner: help_wait, then a member job's helpers' fault bits and lane-instructions
+// added into `faulted` and `instructions`, then help_release.
+__device__ void help_close(uint32_t j, uint32_t pieces, uint32_t mine, uint32_t& faulted,
+                           unsigned long long& instructions) {
+    HelpJob& job = vyre_queue.help.jobs[j];
+    help_wait(j, pieces, mine);
+    faulted |= *(volatile uint32_t*)&job.faulted;
+    instructions += *(volatile unsigned long long*)&job.instructions;
+    help_release(j);
 }
 
 // Thread 0 of a worker waiting for its ticket: takes a piece of an open job unless it holds one of
@@ -1673,7 +1742,7 @@ struct HelpPiece {
     const uint4* from;  // HELP_COPY
     uint4* to;
     uint32_t vecs;
-    const unsigned char* input;  // HELP_MEMBERS: member `piece` of a fused run
+    const unsigned char* input;  // HELP_MEMBERS: member `piece` of a fused run (HELP_LANES: lane batches `piece`)
     uint32_t length, lanes;
     const Program* program;
     Context* context;
@@ -1695,14 +1764,19 @@ __device__ bool help_take(uint32_t ticket, HelpPiece& out) {
     out.kind = load_volatile(&job.kind);
     out.piece = piece;
     out.job = j;
-    if (out.kind == HELP_COPY) {
+    if (out.kind == HELP_LANES) {
+        // its run state is in vyre_lane_jobs[j]: help_lanes reads it only after the check below
+        // proved this piece taken, so the owner cannot release the job (nor a new owner rewrite
+        // it) before the piece is counted done
+    } else if (out.kind == HELP_COPY) {
         out.from = *(const uint4* volatile*)&job.from;
         out.to = *(uint4* volatile*)&job.to;
         out.vecs = load_volatile(&job.vecs);
     } else {
-        // before the generation check below the kind and the piece count may be two jobs' (a
-        // member kind with a newer copy job's thousands of pieces): a piece past the member
-        // arrays is no member's, and indexing them with it could read past vyre_queue
+        // Until the check below these reads may mix generations: a newer job's piece count (a
+        // copy's, a lane job's: more than MAX_FUSED_MEMBERS) with this kind. A real member piece
+        // is below MAX_FUSED_MEMBERS, so a larger one took nothing (and must not index past the
+        // member arrays: the last job's lie at the end of the queue state).
         if (piece >= MAX_FUSED_MEMBERS) return false;
         out.input = *(const unsigned char* volatile*)&job.input;
         out.length = load_volatile(&job.length);
@@ -1721,6 +1795,124 @@ __device__ bool help_take(uint32_t ticket, HelpPiece& out) {
     __threadfence();
     if ((*(volatile unsigned long long*)&job.claim >> 32) != (claim >> 32)) return false;
     if (piece + 1u == pieces) atomicAnd(&board.open, ~(1ull << j));  // the last piece: nothing left to take
+    return true;
+}
+
+// ------------------------------------------------------------------ lane split
+
+// One block runs a run's lanes one batch (blockDim.x lanes) after another, ~8 warps in flight:
+// a histogram ran at ~5 GB/s per block on device-resident data, so a 16 MiB chunk kept its block
+// for milliseconds and a stream needed ~100 chunks in flight. A run of several batches over
+// enough bytes (load_run: S.split) is posted as a job of lane pieces (whole batches, so never
+// part of a lane group: groups are warps, and their collectives stay inside one block); waiting
+// workers take pieces with the help board's fetch-and-add, the owner takes them too, then waits
+// for all (help_wait). What makes the split invisible (docs/VIR0.md §7; docs/PROTOCOL.md, Lane split):
+// - every block runs its lanes with the owner's run state (LaneJob.run: code, tables, bindings,
+//   fuel, lane count), so each lane computes what it would in the owner's block;
+// - the run's outputs are in device memory (the owner's scratch) or in place, never in a shared
+//   stage; other words are the same pointers (global bindings, the hit buffer);
+// - emit counts into one pair in device memory (LaneJob.counts): capacity and dropped as one block;
+// - each piece stores its lowest faulting lane and that lane's fault; the owner takes the lowest
+//   over all pieces (each lane is in exactly one piece, so the minimum is exact, whatever the
+//   order pieces ran in); lane-instructions are added into the job.
+struct LaneJob {
+    RunShared run;        // the owner's run state as load_run and run_loaded set it up
+    uint32_t counts[2];   // the run's emitted and dropped records (RunShared.counts in every block)
+    uint32_t batches, per_piece;  // the run's lane batches; batches per piece (the last may have fewer)
+    uint32_t path;        // PATH_* a piece's block took (the same in every block: one module)
+    uint4 faults[LANE_SPLIT_PIECES];  // piece p: its lowest faulting lane (NO_LANE: none), code, pc, detail
+};
+__device__ LaneJob vyre_lane_jobs[HELP_JOBS];  // job j of the help board, while it is a HELP_LANES job
+// runs split, pieces run by helpers: what the GPU tests read to see splitting happen (never reset)
+extern "C" {
+__device__ unsigned long long vyre_lane_split_stats[2];
+}
+
+// All threads: lane piece `piece` of split job j with the run state in S; thread 0 stores the
+// piece's lowest fault and adds its lane-instructions and path to the job.
+__device__ void run_lane_piece(RunShared& S, uint32_t j, uint32_t piece) {
+    LaneJob& lanes = vyre_lane_jobs[j];
+    uint32_t per = load_volatile(&lanes.per_piece), batches = load_volatile(&lanes.batches);
+    if (threadIdx.x == 0) { S.fault_lane = NO_LANE; S.instructions = 0; }
+    __syncthreads();
+    uint32_t first = piece * per;
+    run_batches(S, first, batches - first < per ? batches : first + per);  // ends with a barrier
+    if (threadIdx.x == 0) {
+        store_volatile4(&lanes.faults[piece], make_uint4(S.fault_lane, S.fault_code, S.fault_pc, S.fault_detail));
+        atomicAdd(&vyre_queue.help.jobs[j].instructions, (unsigned long long)S.instructions);
+        store_volatile(&lanes.path, S.path);
+    }
+}
+
+// All threads of a helper: the run state of split job h.job into this block's S (its own device
+// scratch and shared stage kept), lane piece h.piece run, then (thread 0) counted done. Lanes may
+// write host memory (records, outputs in place): a system-scope release orders those stores
+// before the count, so before the owner's DONE (complete_slot) reaches the host.
+__device__ void help_lanes(const HelpPiece& h, RunShared& S, uint32_t* stage) {
+    LaneJob& lanes = vyre_lane_jobs[h.job];
+    uint32_t* scratch = S.scratch;  // (every thread reads them before the copy overwrites them)
+    uint32_t scratch_words = S.scratch_words;
+    __syncthreads();
+    constexpr uint32_t RUN_WORDS = sizeof(RunShared) / 4u;
+    static_assert(sizeof(RunShared) % 4u == 0, "RunShared is copied by words");
+    for (uint32_t w = threadIdx.x; w < RUN_WORDS; w += blockDim.x)
+        ((uint32_t*)&S)[w] = load_volatile((const uint32_t*)&lanes.run + w);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        S.scratch = scratch;
+        S.scratch_words = scratch_words;
+        // the owner's points into its own stage (a split run's outputs are never there: all of it is free)
+        if (S.hist_scratch) S.hist_scratch = stage;
+    }
+    __syncthreads();
+    run_lane_piece(S, h.job, h.piece);
+    if (threadIdx.x == 0) {
+        atomicAdd(&vyre_lane_split_stats[1], 1ull);
+        fence_release_sys();
+        atomicAdd(&vyre_queue.help.jobs[h.job].done, 1u);
+    }
+}
+
+__device__ bool run_split(RunShared& S, uint32_t batches) {
+    __shared__ uint32_t s_job;
+    uint32_t per = (batches + LANE_SPLIT_PIECES - 1u) / LANE_SPLIT_PIECES;
+    uint32_t pieces = (batches + per - 1u) / per;
+    if (threadIdx.x == 0) {
+        uint32_t j = help_reserve();
+        if (j != NO_JOB) {
+            LaneJob& lanes = vyre_lane_jobs[j];
+            lanes.counts[0] = 0u; lanes.counts[1] = 0u;
+            lanes.batches = batches; lanes.per_piece = per;
+            S.counts = lanes.counts;  // the copy below carries it to every block
+            atomicAdd(&vyre_lane_split_stats[0], 1ull);
+        }
+        s_job = j;
+    }
+    __syncthreads();
+    uint32_t j = s_job;
+    if (j == NO_JOB) return false;
+    LaneJob& lanes = vyre_lane_jobs[j];
+    for (uint32_t w = threadIdx.x; w < sizeof(RunShared) / 4u; w += blockDim.x)
+        ((uint32_t*)&lanes.run)[w] = ((const uint32_t*)&S)[w];
+    __syncthreads();  // the block's stores, then thread 0's fence (help_open) orders them before the opening
+    if (threadIdx.x == 0) help_open(j, HELP_LANES, pieces);
+    uint32_t mine = take_own_pieces(j, pieces, [&](uint32_t piece) { run_lane_piece(S, j, piece); });
+    if (threadIdx.x == 0) {
+        help_wait(j, pieces, mine);
+        uint4 lowest = make_uint4(NO_LANE, 0u, 0u, 0u);
+        for (uint32_t piece = 0; piece < pieces; piece++) {
+            uint4 fault = load_volatile4(&lanes.faults[piece]);
+            if (fault.x < lowest.x) lowest = fault;
+        }
+        S.fault_lane = lowest.x; S.fault_code = lowest.y; S.fault_pc = lowest.z; S.fault_detail = lowest.w;
+        S.emitted = load_volatile(&lanes.counts[0]);
+        S.dropped = load_volatile(&lanes.counts[1]);
+        S.instructions = *(volatile unsigned long long*)&vyre_queue.help.jobs[j].instructions;
+        S.path = load_volatile(&lanes.path);
+        S.counts = &S.emitted;
+        help_release(j);
+    }
+    __syncthreads();
     return true;
 }
 
@@ -1748,6 +1940,10 @@ __device__ bool run_member(const Program* program, Context* context, uint32_t la
 // count, so before the owner's DONE (complete_slot) reaches the host.
 __device__ void help_piece(const HelpPiece& h, RunShared& S, RunRecords& R, uint32_t* stage) {
     HelpJob& job = vyre_queue.help.jobs[h.job];
+    if (h.kind == HELP_LANES) {
+        help_lanes(h, S, stage);
+        return;
+    }
     if (h.kind == HELP_COPY) {
         copy_piece(h.from, h.to, h.vecs, h.piece);
         __syncthreads();  // the block's stores, then thread 0's fence orders them (cumulatively) before the count
@@ -1770,7 +1966,7 @@ __device__ void help_piece(const HelpPiece& h, RunShared& S, RunRecords& R, uint
 // All threads: `vecs` vectors copied by this block and whichever waiting workers help (see
 // HelpBoard); when the call returns the whole copy is complete and visible to the block.
 __device__ void copy_with_help(const uint4* from, uint4* to, uint32_t vecs) {
-    __shared__ uint32_t s_job, s_piece;
+    __shared__ uint32_t s_job;
     uint32_t pieces = (vecs + STAGE_PIECE_VECS - 1u) / STAGE_PIECE_VECS;
     if (threadIdx.x == 0) {
         uint32_t j = help_reserve();
@@ -1788,16 +1984,7 @@ __device__ void copy_with_help(const uint4* from, uint4* to, uint32_t vecs) {
         __syncthreads();
         return;
     }
-    uint32_t mine = 0;  // thread 0's count of the pieces this block copied
-    while (true) {
-        if (threadIdx.x == 0) s_piece = help_next(j, pieces);
-        __syncthreads();
-        uint32_t piece = s_piece;
-        if (piece == NO_JOB) break;
-        copy_piece(from, to, vecs, piece);
-        mine++;
-        __syncthreads();  // everyone read s_piece before thread 0 writes the next
-    }
+    uint32_t mine = take_own_pieces(j, pieces, [&](uint32_t piece) { copy_piece(from, to, vecs, piece); });
     if (threadIdx.x == 0) {
         uint32_t faulted = 0;  // (a copy job has none)
         unsigned long long instructions = 0;
