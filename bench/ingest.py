@@ -14,7 +14,9 @@ O_DIRECT. Rows, all in one run over the same file:
 - readinto + cuMemcpyHtoD: a plain loop into a pinned buffer and an async copy to device memory
   (double-buffered), what a user writes by hand (CUDA only);
 - KvikIO CuFile.pread into device memory, 16 threads, 4 MiB tasks (CUDA only, if kvikio imports).
-Writes bench/results/ingest-<backend>.json.
+--arenas 16MiBx96,32MiBx8,... measures the raw io_uring and vyre stream rows once per arena shape
+(chunk size x chunks; the arena's size decides whether the reads stay in the CPU's cache), in one
+megakernel, rows named by the shape. Writes bench/results/ingest-<backend>.json.
 """
 
 from __future__ import annotations
@@ -213,6 +215,26 @@ def kvikio_pread(path: Path, threads: int = 16, task: int = 4 << 20) -> float | 
     return size / seconds / GB
 
 
+def arena_shapes(spec: str | None, chunk_size: int, chunks: int) -> list[tuple[int, int]]:
+    """--arenas "16MiBx96,32MiBx8" as (chunk size, chunks) pairs; none given: the one shape."""
+    if not spec:
+        return [(chunk_size, chunks)]
+    shapes = []
+    for item in spec.split(","):
+        size_text, _, count_text = item.strip().rpartition("x")
+        if not size_text or not count_text.isdigit() or int(count_text) < 1:
+            raise SystemExit(f"--arenas: {item!r} is not CHUNKxCOUNT (e.g. 16MiBx96)")
+        shapes.append((parse_size(size_text), int(count_text)))
+    return shapes
+
+
+def shape_label(shape: tuple[int, int], shapes: list[tuple[int, int]]) -> str:
+    """A row's arena shape, named only when several are swept."""
+    if len(shapes) == 1:
+        return ""
+    return f" [{shape[0] >> 20} MiB x {shape[1]} = {shape[0] * shape[1] >> 20} MiB]"
+
+
 def best(measure, args: argparse.Namespace) -> float:
     return max(measure() for _ in range(args.repeat))
 
@@ -224,6 +246,10 @@ def main() -> int:
     parser.add_argument("--dir", default=str(ROOT / "bench" / "data"))
     parser.add_argument("--chunk-size", default="16MiB")
     parser.add_argument("--chunks", type=int, default=96)
+    parser.add_argument(
+        "--arenas",
+        help="arena shapes to sweep, CHUNKxCOUNT[,...] (e.g. 16MiBx96,32MiBx8); default: --chunk-size x --chunks",
+    )
     parser.add_argument("--chunks-per-slot", type=int, default=1)
     parser.add_argument("--read-size", default="4MiB")
     parser.add_argument("--depth", type=int, default=128)
@@ -265,9 +291,14 @@ def main() -> int:
     cuda = args.backend == "cuda" or (args.backend == "auto" and cuda_unavailable_reason() is None)
     # plain memory for the raw reads (io_uring pins registered pages itself), on huge pages as
     # MappedMemory's (bench/uring_rate.py measures the kinds)
-    arena = Arena(chunk_size, args.chunks, hostmem.anonymous)
+    shapes = arena_shapes(args.arenas, chunk_size, args.chunks)
+    arenas = {shape: Arena(shape[0], shape[1], hostmem.anonymous) for shape in shapes}
+    arena = arenas[shapes[0]]
     warm(path)
-    rows["raw io_uring, warm"] = {"gbps": best(lambda: raw_uring(path, arena, read_size, args.depth, False), args)}
+    for shape, shape_arena in arenas.items():
+        rows[f"raw io_uring, warm{shape_label(shape, shapes)}"] = {
+            "gbps": best(lambda a=shape_arena: raw_uring(path, a, read_size, args.depth, False), args)
+        }
     if cuda:  # before the megakernel starts: freeing their memory would wait for a resident kernel
         rows["readinto + cuMemcpyHtoD, warm"] = {"gbps": best(lambda: readinto_memcpy(path), args)}
         outcomes = [kvikio_pread(path) for _ in range(args.repeat)]
@@ -275,14 +306,20 @@ def main() -> int:
         rows["KvikIO pread 16 threads 4 MiB, warm"] = {"gbps": max(numbers)} if numbers else {"note": outcomes[0]}
     with Megakernel(backend=args.backend, slots=1024) as megakernel:
         backend = megakernel.backend
-        for consumer in consumers:
-            name, consumer_run = consumer_options(consumer, options)
-            program = load_program_file(str(ROOT / "examples" / f"{name}.vasm"))
-            # one pipeline per consumer, run `repeat` times: pinning and registering the arena is
-            # paid once, as by a user streaming many files (the first run includes it)
-            with StreamPipeline([program], megakernel, consumer_run) as pipeline:
-                runs = [vyre_stream(pipeline, path, name, expected) for _ in range(args.repeat)]
-            rows[f"vyre stream ({consumer}), warm"] = {**max(runs, key=lambda r: r["gbps"]), "first": runs[0]["gbps"]}
+        for shape in shapes:
+            shaped = replace(options, chunk_size=shape[0], chunks=shape[1])
+            for consumer in consumers:
+                name, consumer_run = consumer_options(consumer, shaped)
+                program = load_program_file(str(ROOT / "examples" / f"{name}.vasm"))
+                # one pipeline per consumer, run `repeat` times: pinning and registering the arena
+                # is paid once, as by a user streaming many files (the first run includes it)
+                with StreamPipeline([program], megakernel, consumer_run) as pipeline:
+                    runs = [vyre_stream(pipeline, path, name, expected) for _ in range(args.repeat)]
+                best_run = max(runs, key=lambda r: r["gbps"])
+                rows[f"vyre stream ({consumer}), warm{shape_label(shape, shapes)}"] = {
+                    **best_run,
+                    "first": runs[0]["gbps"],
+                }
         if args.cold:
             dropped = drop_caches(path)
             rows["raw io_uring O_DIRECT, cold"] = {
@@ -312,6 +349,7 @@ def main() -> int:
         "size": size,
         "chunk_size": chunk_size,
         "chunks": args.chunks,
+        "arenas": [list(shape) for shape in shapes],
         "read_size": read_size,
         "depth": args.depth,
         "iowq_workers": ingest_reader.DEFAULT_IOWQ_WORKERS,
