@@ -11,8 +11,8 @@ With it, one warp vote at the step's start tests alignment once for all trips:
 - loads of one *class* (same base and step register) whose offsets differ by multiples of their
   sizes are aligned together when the class's first address is, and the step register is a
   multiple of the alignment (2^32 is a multiple of it, so wrapping keeps it). Such a load reads
-  its word plainly (megakernel.cu `jit_load_aligned`): no funnel shift, no second word, and no
-  predicated load (an address outside the region reads `jit_zeros` instead);
+  its word plainly (megakernel.cu `jit_read`): no funnel shift, no second word, and no predicated
+  load (the same vote proved its bytes inside the region: `address < jit_stop(len, size)`);
 - loads of one class and one trip-count multiple whose bytes make one contiguous span (each
   trip's word right after the last: an address advancing by its load's size) are fetched before
   the trips as a few 16/8/4-byte pieces, and each trip's value is extracted from them. All or
@@ -35,8 +35,8 @@ from vyre_runtime.vir0.program import Instruction, Program
 # A/B runs: $VYRE_JIT_WIDE_LOADS=0 keeps every trip load on jit_load (today's path); unset or
 # "1": aligned and wide loads where proven. It changes the generated text, so the cache key.
 WIDE_LOADS_ENV = "VYRE_JIT_WIDE_LOADS"
-# The widest span read as pieces (megakernel.cu jit_zeros holds as many zero bytes): 8 trips of a
-# word loop are 32 bytes; wider spans would only hold more registers live.
+# The widest span read as pieces: 8 trips of a word loop are 32 bytes; wider spans would only
+# hold more registers live.
 MAX_SPAN_BYTES = 64
 _PIECES = (16, 8, 4, 2, 1)
 _PIECE_TYPES = {16: "uint4", 8: "uint2", 4: "uint32_t", 2: "uint16_t", 1: "uint8_t"}
