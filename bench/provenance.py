@@ -12,8 +12,11 @@ COMMIT_ENV = "VYRE_BENCH_COMMIT"  # names the commit of a tree exported without 
 
 
 def git_commit() -> str:
-    """The short hash of HEAD; outside a git checkout (an exported tree) $VYRE_BENCH_COMMIT, else "unknown"."""
+    """$VYRE_BENCH_COMMIT when set (a copied tree whose .git may be stale: the GPU machine's copy
+    kept an older HEAD than the tree it ran), else the short hash of HEAD, else "unknown"."""
     named = os.environ.get(COMMIT_ENV, "").strip()
+    if named:
+        return named
     try:
         completed = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
