@@ -310,18 +310,20 @@ def test_bursts_then_trickles_run_every_slot_exactly_once():
         buffer.free()
 
 
-def _big_output_program(words: int, faulting: bool) -> Program:
+def _big_output_program(words: int, faulting: bool, lanes: int = 300, spin: int = 0) -> Program:
     """Each lane stores its id and id + 1 at two words of its own (no two lanes write one word:
     VIR0 leaves the order of such stores open), lane 0 stores `words` into the last word, every
     lane counts with an atomic, and (``faulting``) lane 5 stores one word past the end: FAULT
-    OOB_OUTPUT."""
+    OOB_OUTPUT. ``spin``: each lane first counts to it (a run long enough for other blocks to
+    take pieces of it, where its lanes are split)."""
+    wait = f"    li r5, 0\nwait:\n    add r5, r5, 1\n    ltu r6, r5, {spin}\n    jnz r6, wait\n" if spin else ""
     source = f"""
 .program big_outputs
 .registers 8
-.lanes 300
+.lanes {lanes}
 .binding out {words} run concat init=0x5A5A5A5A
 .binding hits 2 run sum init=3
-    sreg r0, lane_id
+{wait}    sreg r0, lane_id
     sreg r1, lane_count
     blen r2, out
     divu r3, r2, r1

@@ -225,6 +225,21 @@ def test_split_run_outputs_in_device_scratch_or_in_place_match_the_cpu_backend(c
         assert_split(before, split_counts(gpu), helped=False)
 
 
+@pytest.mark.parametrize("words", [65537, 200_000])
+def test_helper_blocks_write_outputs_in_device_scratch_or_in_place(cpu, words):
+    """4096 lanes (16 batches) that each spin a while first: other blocks take pieces (asserted),
+    so outputs in the owner's device scratch (65537 words) or in place in host memory (200000)
+    are written from several SMs at once, and still match the CPU backend."""
+    program = _big_output_program(words, False, lanes=4096, spin=2000)
+    reference = cpu.submit(cpu.register_program(program), b"abc").result(120)
+    with resident(slots=256) as gpu:
+        on_gpu = gpu.register_program(program)
+        before = split_counts(gpu)
+        for _ in range(3):
+            same(gpu.submit(on_gpu, b"abc").result(120), reference, f"{words} words")
+        assert_split(before, split_counts(gpu), helped=True)
+
+
 def test_fused_members_split_their_lanes_and_match_separate_cpu_runs(cpu):
     names = ("line_count", "histogram", "checksum", "literal_search")
     programs = [asm.assemble_program((EXAMPLES / f"{name}.vasm").read_text(), source_name=name) for name in names]
