@@ -525,7 +525,7 @@ __device__ __forceinline__ uint32_t atomic_op(uint32_t op, uint32_t* w, uint32_t
 // are taken one after another, and for each, all 32 threads read the range together (thread t
 // takes vectors t, t + 32, ...: every load instruction of the warp reads 512 contiguous bytes)
 // and combine their shares with a warp reduction. fnv, xxh32 and dfa are sequential within a
-// range, so each lane keeps its own range but reads it 16 bytes per load.
+// range, so each lane keeps its own range but streams it 16 bytes per load (stream_feed).
 
 struct Split {
     uint32_t head;      // bytes before the body
