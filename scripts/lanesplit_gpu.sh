@@ -15,22 +15,6 @@ lanes=${LANESPLIT_LANES:-4096}
 began=$SECONDS
 OFF="LANE_SPLIT=0u"
 
-# step NAME LIMIT_S COMMAND...: runs COMMAND with a timeout unless the budget is spent; logs to $OUT/NAME.txt
-step() {
-  local name=$1 limit=$2
-  shift 2
-  local left=$((budget - (SECONDS - began)))
-  if [ "$left" -le 20 ]; then
-    echo "SKIPPED (budget) $name" | tee -a "$OUT/summary.txt"
-    return
-  fi
-  [ "$limit" -gt "$left" ] && limit=$left
-  local t0=$SECONDS
-  timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
-  local rc=$?
-  echo "$name: exit $rc in $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
-}
-
 { nvidia-smi; python3 -c 'import cuda.bindings, numpy; print("cuda-bindings", cuda.bindings.__version__, "numpy", numpy.__version__)'; } > "$OUT/machine.txt" 2>&1
 echo "commit ${VYRE_BENCH_COMMIT:-unknown}, lanes $lanes" > "$OUT/summary.txt"
 

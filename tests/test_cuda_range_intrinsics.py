@@ -151,3 +151,83 @@ def test_range_intrinsics_match_the_cpu_backend_bit_for_bit():
                 mismatches.append((case, size, lanes, hist_words, literal, mine.fault, reference.fault))
     assert done >= min(CASES, 20), f"only {done} cases ran within {BUDGET_S} s"
     assert not mismatches, mismatches[:5]
+
+
+# Range lengths of the edge test: empty, shorter than a vector, around one and several 16-byte
+# vectors, around the streamed intrinsics' rounds (4 vectors) and L2 prefetch distance (32
+# vectors), and "to the region's end" (the last: every length is clipped there).
+EDGE_LENGTHS = (
+    *range(18), 20, 31, 32, 33, 47, 48, 49, 63, 64, 65, 79, 80, 81, 127, 128, 129, 255, 256, 257,
+    511, 512, 513, 527, 528, 529, 1023, 1024, 4096, 0xFFFFFFFF,
+)  # fmt: skip
+EDGE_STARTS = 36  # starts 0 .. 35: every alignment to 16 bytes, twice, and then some
+
+
+def edge_program() -> str:
+    """Lane i runs every range intrinsic over [i mod EDGE_STARTS, + EDGE_LENGTHS[i div EDGE_STARTS]),
+    clipped to the region's end, and adds the results into its words of `out`."""
+    lanes = EDGE_STARTS * len(EDGE_LENGTHS)
+    lengths = b"".join(n.to_bytes(4, "little") for n in EDGE_LENGTHS)
+    stores = "\n".join(
+        f"    li r16, {k}\n    add r16, r16, r15\n    atadd r23, r16, r{reg}, out"
+        for k, reg in enumerate((8, 9, 10, 12, 13, 14, 17))
+    )
+    return f"""
+.program edge_ranges
+.registers 24
+.lanes {lanes}
+.table lens hex {lengths.hex()}
+.table lit hex 6162
+.dfa pats "ab" "ba" "a"
+.binding out {lanes * 8} run sum
+.binding hist 256 run sum
+    sreg r0, lane_id
+    sreg r1, region_len
+    remu r4, r0, {EDGE_STARTS}
+    divu r5, r0, {EDGE_STARTS}
+    shl r5, r5, 2
+    ldt32 r5, r5, lens, 0
+    sub r6, r1, r4
+    minu r5, r5, r6                ; to the region's end at most
+    countb r8, r4, r5, 97
+    findb r9, r4, r5, 98
+    findl r10, r4, r5, lit
+    li r11, 0
+    hist r11, r4, r5, hist
+    li r12, 0x811c9dc5
+    fnv r12, r4, r5
+    mov r13, r0
+    xxh32 r13, r4, r5
+    li r14, 0
+    dfa r14, r4, r5, pats
+    mov r17, r15                   ; dfa's accepting transitions
+    shl r15, r0, 3
+{stores}
+    exit
+"""
+
+
+@pytest.mark.parametrize("size", [100, 1000, 4103, 20000])
+def test_edge_ranges_interpreted_and_jitted_match_the_cpu_backend(size: int) -> None:
+    """Misaligned starts, ranges shorter than 16 bytes, empty ones and ones ending at the region's
+    end, through the interpreter and the JIT (the streamed fnv/xxh32/dfa, the warp scans)."""
+    rng = random.Random(size)
+    data = bytes(rng.choice(b"aab\n\x00\xff") for _ in range(size))
+    program = asm.assemble_program(edge_program())
+    with Megakernel(backend="cpu", slots=16, workers=2) as cpu:
+        reference = cpu.submit(cpu.register_program(program), data).result(120)
+    assert reference.fault is None
+    gpu = Megakernel(backend="cuda", slots=64, jit="request")
+    try:
+        handle = gpu.register_program(program)
+        runs = [gpu.submit(handle, data).result(60)]
+        gpu.jit(handle)
+        runs.append(gpu.submit(handle, data).result(60))
+        assert [run.path for run in runs] == ["interpreted", "jit"]
+        for run in runs:
+            assert run.fault == reference.fault, run.path
+            for name, words in reference.outputs.items():
+                assert np.asarray(run.outputs[name]).tolist() == np.asarray(words).tolist(), (run.path, name)
+            assert run.instructions == reference.instructions, run.path
+    finally:
+        gpu.shutdown(timeout=10)

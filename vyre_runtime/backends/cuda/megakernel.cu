@@ -341,37 +341,6 @@ __device__ __forceinline__ uint4 load16(const unsigned char* q) {
 // a funnel shift of x with itself: one SHF (the shift pair and OR took three); r < 32 here
 __device__ __forceinline__ uint32_t rotl32(uint32_t x, uint32_t r) { return __funnelshift_l(x, x, r); }
 
-// xxHash32 (docs/VIR0.md §10.2) of p[0 .. n). Stripes and words are read with the widest loads
-// their alignment allows (load16, load_le): the same bytes, so the same words.
-__device__ __noinline__ uint32_t xxh32_range(const unsigned char* p, uint32_t n, uint32_t seed) {
-    const uint32_t P1 = 0x9E3779B1u, P2 = 0x85EBCA77u, P3 = 0xC2B2AE3Du, P4 = 0x27D4EB2Fu, P5 = 0x165667B1u;
-    uint32_t i = 0, h;
-    if (n >= 16) {
-        uint32_t v1 = seed + P1 + P2, v2 = seed + P2, v3 = seed, v4 = seed - P1;
-        uint4 next = load16(p);  // one stripe ahead: its load is in flight while this one mixes
-        for (; n - i >= 16; i += 16) {
-            uint4 w = next;
-            if (n - i >= 32) next = load16(p + i + 16);
-            v1 = rotl32(v1 + w.x * P2, 13) * P1;
-            v2 = rotl32(v2 + w.y * P2, 13) * P1;
-            v3 = rotl32(v3 + w.z * P2, 13) * P1;
-            v4 = rotl32(v4 + w.w * P2, 13) * P1;
-        }
-        h = rotl32(v1, 1) + rotl32(v2, 7) + rotl32(v3, 12) + rotl32(v4, 18);
-    } else {
-        h = seed + P5;
-    }
-    h += n;
-    for (; n - i >= 4; i += 4) h = rotl32(h + load_le(p + i, 4) * P3, 17) * P4;
-    for (; i < n; i++) h = rotl32(h + p[i] * P5, 11) * P1;
-    h ^= h >> 15;
-    h *= P2;
-    h ^= h >> 13;
-    h *= P3;
-    h ^= h >> 16;
-    return h;
-}
-
 // ------------------------------------------------------------------ emit
 
 __device__ __forceinline__ void emit_record(RunShared& S, const uint32_t* words) {
@@ -556,7 +525,7 @@ __device__ __forceinline__ uint32_t atomic_op(uint32_t op, uint32_t* w, uint32_t
 // are taken one after another, and for each, all 32 threads read the range together (thread t
 // takes vectors t, t + 32, ...: every load instruction of the warp reads 512 contiguous bytes)
 // and combine their shares with a warp reduction. fnv, xxh32 and dfa are sequential within a
-// range, so each lane keeps its own range but reads it 16 bytes per load.
+// range, so each lane keeps its own range but streams it 16 bytes per load (stream_feed).
 
 struct Split {
     uint32_t head;      // bytes before the body
@@ -717,11 +686,46 @@ __device__ uint32_t warp_find_literal(const unsigned char* p, uint32_t n, const 
     return found;
 }
 
+// bins[b] += 1 for each byte b of w. Bins is a generic pointer (a binding's words: global or the
+// shared stage), so these are generic atomics.
 __device__ __forceinline__ void hist_word(uint32_t* bins, uint32_t w) {
     atomicAdd(&bins[w & 0xffu], 1u);
     atomicAdd(&bins[(w >> 8) & 0xffu], 1u);
     atomicAdd(&bins[(w >> 16) & 0xffu], 1u);
     atomicAdd(&bins[w >> 24], 1u);
+}
+
+// The same on a warp's private bins at shared-window address `bins`: shared-memory atomics
+// (ATOMS), which the compiler cannot emit for a pointer it does not know is shared; the generic
+// ones (ATOM) it emitted took the shared-memory path the slow way (histogram ran at 0.56x the
+// hand-written kernel, whose bins are a __shared__ array).
+__device__ __forceinline__ void hist_add_shared(uint32_t bins, uint32_t b) {
+    asm volatile("red.shared.add.u32 [%0], 1;" ::"r"(bins + 4u * b) : "memory");
+}
+__device__ __forceinline__ void hist_word_shared(uint32_t bins, uint32_t w) {
+    hist_add_shared(bins, w & 0xffu);
+    hist_add_shared(bins, (w >> 8) & 0xffu);
+    hist_add_shared(bins, (w >> 16) & 0xffu);
+    hist_add_shared(bins, w >> 24);
+}
+
+// The body's vectors of one hist range, the warp's share of them by this thread: first, first +
+// 32, ... in rounds of SCAN_ROUND_VECS loaded together. AddWord counts one word's bytes.
+template <typename AddWord>
+__device__ __forceinline__ void hist_body(const uint4* body, uint32_t vecs, uint32_t lane, AddWord& add_word) {
+    for (uint32_t first = lane; first < vecs; first += 32u * SCAN_ROUND_VECS) {
+        uint4 q[SCAN_ROUND_VECS];
+        load_round(body, vecs, first, q);
+#pragma unroll
+        for (uint32_t k = 0; k < SCAN_ROUND_VECS; k++) {
+            if (first + 32u * k < vecs) {
+                add_word(q[k].x);
+                add_word(q[k].y);
+                add_word(q[k].z);
+                add_word(q[k].w);
+            }
+        }
+    }
 }
 
 // hist by the whole warp: words[byte] += 1 for every byte of p[0 .. n), as atomic adds (they
@@ -733,7 +737,6 @@ __device__ __forceinline__ void hist_word(uint32_t* bins, uint32_t w) {
 __device__ void warp_histogram(const unsigned char* p, uint32_t n, uint32_t* words, uint32_t* scratch) {
     uint32_t lane = threadIdx.x & 31u, offset;
     bool private_bins = scratch != nullptr && n >= HIST_PRIVATE_MIN_BYTES;  // warp-uniform
-    uint32_t* bins = private_bins ? scratch : words;
     if (private_bins) {
         for (uint32_t k = lane; k < HIST_BINS; k += 32u) scratch[k] = 0;
         __syncwarp();
@@ -741,26 +744,20 @@ __device__ void warp_histogram(const unsigned char* p, uint32_t n, uint32_t* wor
     Split x = split_range(p, n);
     uint32_t edge = edge_byte(x, n, lane, offset) ? (uint32_t)p[offset] : NOT_A_BYTE;  // counted last (see warp_count_byte)
     const uint4* body = (const uint4*)(p + x.head);
-    for (uint32_t first = lane; first < x.vecs; first += 32u * SCAN_ROUND_VECS) {
-        uint4 q[SCAN_ROUND_VECS];
-        load_round(body, x.vecs, first, q);
-#pragma unroll
-        for (uint32_t k = 0; k < SCAN_ROUND_VECS; k++) {
-            if (first + 32u * k < x.vecs) {
-                hist_word(bins, q[k].x);
-                hist_word(bins, q[k].y);
-                hist_word(bins, q[k].z);
-                hist_word(bins, q[k].w);
-            }
-        }
-    }
-    if (edge != NOT_A_BYTE) atomicAdd(&bins[edge], 1u);
     if (private_bins) {
+        uint32_t bins = (uint32_t)__cvta_generic_to_shared(scratch);
+        auto add_word = [&](uint32_t w) { hist_word_shared(bins, w); };
+        hist_body(body, x.vecs, lane, add_word);
+        if (edge != NOT_A_BYTE) hist_add_shared(bins, edge);
         __syncwarp();  // every count is in; thread t reads (and next time zeroes) bins t, t + 32, ...
         for (uint32_t k = lane; k < HIST_BINS; k += 32u) {
             uint32_t count = scratch[k];
             if (count) atomicAdd(&words[k], count);
         }
+    } else {
+        auto add_word = [&](uint32_t w) { hist_word(words, w); };
+        hist_body(body, x.vecs, lane, add_word);
+        if (edge != NOT_A_BYTE) atomicAdd(&words[edge], 1u);
     }
     // The owning lane's later accesses to these words (ldo, sto, atomics) follow its hist in its
     // program order (docs/VIR0.md §8.7) although other threads made the increments.
@@ -847,41 +844,202 @@ __device__ __noinline__ uint4 scan_step(RunShared& S, bool part, uint32_t op, ui
     return outcome;
 }
 
-// fnv, xxh32 (xxh32_range), dfa: sequential within a range, so each lane reads its own, but a
-// vector at a time. for_each_byte feeds p[0 .. n) in address order to `consume`: the head and
-// tail byte by byte, the body 16 bytes per load, each vector loaded while the previous one is fed.
-template <typename Consume>
-__device__ __forceinline__ void consume_word(Consume& consume, uint32_t w) {
-    consume(w & 0xffu);
-    consume((w >> 8) & 0xffu);
-    consume((w >> 16) & 0xffu);
-    consume(w >> 24);
+// fnv, xxh32, dfa: sequential within a range, so each lane reads its own. A lane is one serial
+// chain (fnv: an xor and a multiply per byte), so its rate is the bytes it has in flight over the
+// memory latency: with one 16-byte vector loaded ahead a lane waited a latency per 16 bytes
+// (fnv1a_blocks ran at 0.47x the hand-written kernel, which loads 64 bytes at a time). So the body
+// is streamed STREAM_VECS vectors ahead, and the up to 30 bytes outside it are loaded together
+// with the first vectors, not one latency per byte.
+#ifndef STREAM_VECS  // tuning knob ($VYRE_MEGAKERNEL_DEFINES=STREAM_VECS=8u): vectors a lane keeps in flight
+#define STREAM_VECS 4u
+#endif
+#ifndef STREAM_PREFETCH_VECS  // tuning knob: each round asks L2 for the vector this far on (0: off)
+#define STREAM_PREFETCH_VECS 32u    // 512 bytes: with the loads' 256-byte L2 fetches, DRAM reads run well ahead
+#endif
+
+// One aligned 16-byte vector of the input region (global memory: device or host-mapped). The
+// L2::256B hint has L2 fetch the 256-byte block around it, so the lane's next vectors, which
+// follow, are L2 hits rather than DRAM latencies. A hint: the value is that of a plain load.
+__device__ __forceinline__ uint4 stream_load(const uint4* q) {
+    uint4 v;
+    asm("ld.global.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(q));
+    return v;
 }
 
-template <typename Consume>
-__device__ __forceinline__ void for_each_byte(const unsigned char* p, uint32_t n, Consume& consume) {
-    Split x = split_range(p, n);
-    for (uint32_t i = 0; i < x.head; i++) consume((uint32_t)p[i]);
-    const uint4* body = (const uint4*)(p + x.head);
-    uint4 next = x.vecs ? body[0] : make_uint4(0, 0, 0, 0);
-    for (uint32_t v = 0; v < x.vecs; v++) {
-        uint4 q = next;
-        if (v + 1 < x.vecs) next = body[v + 1];
+// p[0 .. len), len < 16, as four little-endian words (byte i in word i / 4; the rest 0). Every
+// byte load is issued before any is used (unrolled, predicated): one memory latency in all.
+__device__ __forceinline__ uint32_t stream_byte(const unsigned char* q) {
+    uint32_t v;
+    asm("ld.global.u8 %0, [%1];" : "=r"(v) : "l"(q));
+    return v;
+}
+__device__ __forceinline__ uint4 load_short(const unsigned char* p, uint32_t len) {
+    uint32_t w[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+    for (uint32_t i = 0; i < 15u; i++) {
+        uint32_t byte = i < len ? stream_byte(p + i) : 0u;
+        w[i >> 2] |= byte << (8u * (i & 3u));
+    }
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// The first `len` bytes of load_short's words to `byte`, in order (a loop: `byte` may be large).
+template <typename Byte>
+__device__ __forceinline__ void feed_short(uint4 w, uint32_t len, Byte& byte) {
 #pragma unroll 1
-        for (uint32_t k = 0; k < 4; k++) {  // word q.x, then the next ones move down (4 inlined steps, not 16)
-            consume_word(consume, q.x);
-            q.x = q.y;
-            q.y = q.z;
-            q.z = q.w;
+    for (uint32_t i = 0; i < len; i++) {
+        byte(w.x & 0xffu);
+        w.x = __funnelshift_r(w.x, w.y, 8);
+        w.y = __funnelshift_r(w.y, w.z, 8);
+        w.z = __funnelshift_r(w.z, w.w, 8);
+        w.w >>= 8;
+    }
+}
+
+// The vectors body[0 .. vecs) to `vec` in order, STREAM_VECS in flight: a ring of registers whose
+// slot k is reloaded with the vector STREAM_VECS on as soon as it is fed. The first vectors are
+// loaded by stream_start, so the caller's edge bytes load together with them.
+// Depth: the ring's slots (STREAM_VECS; dfa, whose `vec` is large and whose steps are slow
+// table reads, takes 2: `vec` is inlined Depth times).
+template <uint32_t Depth>
+struct Stream {
+    uint4 q[Depth];
+};
+
+template <uint32_t Depth>
+__device__ __forceinline__ void stream_start(Stream<Depth>& s, const uint4* body, uint32_t vecs) {
+#pragma unroll
+    for (uint32_t k = 0; k < Depth; k++) s.q[k] = k < vecs ? stream_load(body + k) : make_uint4(0, 0, 0, 0);
+}
+
+template <uint32_t Depth, typename Vec>
+__device__ __forceinline__ void stream_feed(Stream<Depth>& s, const uint4* body, uint32_t vecs, Vec& vec) {
+    uint32_t v = 0;
+    for (; vecs - v >= Depth; v += Depth) {  // whole rounds: slot k holds vector v + k
+        if (STREAM_PREFETCH_VECS != 0 && vecs - v > STREAM_PREFETCH_VECS)  // a hint, inside the range only
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(body + v + STREAM_PREFETCH_VECS));
+#pragma unroll
+        for (uint32_t k = 0; k < Depth; k++) {
+            uint4 q = s.q[k];
+            // past the body, the last vector again (inside the range, never fed): no predicate,
+            // so no copy of the slot's old value
+            s.q[k] = stream_load(body + min(v + Depth + k, vecs - 1u));
+            vec(q);
         }
     }
-    for (uint32_t i = x.body_end; i < n; i++) consume((uint32_t)p[i]);
+#pragma unroll 1
+    for (; v < vecs; v++) {  // the last < Depth vectors, all loaded: feed slot 0, move the rest down
+        vec(s.q[0]);
+#pragma unroll
+        for (uint32_t k = 0; k + 1 < Depth; k++) s.q[k] = s.q[k + 1];
+    }
+}
+
+// p[0 .. n) in address order: the head's bytes to `byte`, the body's aligned vectors to `vec`,
+// the tail's bytes to `byte`. Only bytes of the range are read.
+template <uint32_t Depth, typename Byte, typename Vec>
+__device__ __forceinline__ void feed_range(const unsigned char* p, uint32_t n, Byte& byte, Vec& vec) {
+    Split x = split_range(p, n);
+    const uint4* body = (const uint4*)(p + x.head);
+    Stream<Depth> s;
+    stream_start(s, body, x.vecs);
+    uint4 head = load_short(p, x.head), tail = load_short(p + x.body_end, n - x.body_end);
+    feed_short(head, x.head, byte);
+    stream_feed(s, body, x.vecs, vec);
+    feed_short(tail, n - x.body_end, byte);
+}
+
+// A vector's 16 bytes to `byte` in order: word q.x, then the next ones move down (4 inlined
+// steps, not 16: `byte` may be large, dfa's emits).
+template <typename Byte>
+__device__ __forceinline__ void feed_vector_bytes(uint4 q, Byte& byte) {
+#pragma unroll 1
+    for (uint32_t k = 0; k < 4; k++) {
+        byte(q.x & 0xffu);
+        byte((q.x >> 8) & 0xffu);
+        byte((q.x >> 16) & 0xffu);
+        byte(q.x >> 24);
+        q.x = q.y;
+        q.y = q.z;
+        q.z = q.w;
+    }
+}
+
+#define FNV_PRIME 16777619u
+
+__device__ __forceinline__ uint32_t fnv_word(uint32_t h, uint32_t w) {
+    h = (h ^ (w & 0xffu)) * FNV_PRIME;
+    h = (h ^ ((w >> 8) & 0xffu)) * FNV_PRIME;
+    h = (h ^ ((w >> 16) & 0xffu)) * FNV_PRIME;
+    return (h ^ (w >> 24)) * FNV_PRIME;
 }
 
 // fnv and dfa over a checked range: not inlined, one copy for every instruction (see scan_step).
+// fnv's vectors are fully unrolled (16 steps of 2 instructions on the chain, the byte
+// extractions off it).
 __device__ __noinline__ uint32_t fnv_range(const unsigned char* p, uint32_t n, uint32_t h) {
-    auto fnv = [&](uint32_t byte) { h = (h ^ byte) * 16777619u; };
-    for_each_byte(p, n, fnv);
+    auto byte = [&](uint32_t b) { h = (h ^ b) * FNV_PRIME; };
+    auto vec = [&](uint4 q) { h = fnv_word(fnv_word(fnv_word(fnv_word(h, q.x), q.y), q.z), q.w); };
+    feed_range<STREAM_VECS>(p, n, byte, vec);
+    return h;
+}
+
+#define XXH_P1 0x9E3779B1u
+#define XXH_P2 0x85EBCA77u
+#define XXH_P3 0xC2B2AE3Du
+#define XXH_P4 0x27D4EB2Fu
+#define XXH_P5 0x165667B1u
+
+// xxHash32's accumulators v1..v4 after one 16-byte stripe (words in address order).
+__device__ __forceinline__ void xxh32_stripe(uint4& v, uint4 w) {
+    v.x = rotl32(v.x + w.x * XXH_P2, 13) * XXH_P1;
+    v.y = rotl32(v.y + w.y * XXH_P2, 13) * XXH_P1;
+    v.z = rotl32(v.z + w.z * XXH_P2, 13) * XXH_P1;
+    v.w = rotl32(v.w + w.w * XXH_P2, 13) * XXH_P1;
+}
+
+// xxHash32 (docs/VIR0.md §10.2) of p[0 .. n). Stripes start at p, so where p is 16-aligned they
+// are the body's vectors, streamed STREAM_VECS ahead; elsewhere each stripe is read with the
+// widest loads its alignment allows (load16), one stripe ahead. The last < 16 bytes are loaded
+// together (load_short). The same bytes, so the same words either way.
+__device__ __noinline__ uint32_t xxh32_range(const unsigned char* p, uint32_t n, uint32_t seed) {
+    uint32_t i = 0, h;
+    if (n >= 16) {
+        uint4 v = make_uint4(seed + XXH_P1 + XXH_P2, seed + XXH_P2, seed, seed - XXH_P1);
+        uint32_t stripes = n >> 4;
+        if (((uint64_t)p & 15u) == 0) {
+            const uint4* body = (const uint4*)p;
+            Stream<STREAM_VECS> s;
+            stream_start(s, body, stripes);
+            auto stripe = [&](uint4 w) { xxh32_stripe(v, w); };
+            stream_feed(s, body, stripes, stripe);
+        } else {
+            uint4 next = load16(p);  // one stripe ahead: its load is in flight while this one mixes
+            for (uint32_t k = 0; k < stripes; k++) {
+                uint4 w = next;
+                if (k + 1 < stripes) next = load16(p + 16u * (k + 1));
+                xxh32_stripe(v, w);
+            }
+        }
+        i = stripes << 4;
+        h = rotl32(v.x, 1) + rotl32(v.y, 7) + rotl32(v.z, 12) + rotl32(v.w, 18);
+    } else {
+        h = seed + XXH_P5;
+    }
+    h += n;
+    uint32_t rest = n - i;  // < 16
+    uint4 w = load_short(p + i, rest);
+    if (rest >= 4) h = rotl32(h + w.x * XXH_P3, 17) * XXH_P4;
+    if (rest >= 8) h = rotl32(h + w.y * XXH_P3, 17) * XXH_P4;
+    if (rest >= 12) h = rotl32(h + w.z * XXH_P3, 17) * XXH_P4;
+    uint32_t last = rest >= 12 ? w.w : rest >= 8 ? w.z : rest >= 4 ? w.y : w.x;  // the < 4 bytes after the words
+#pragma unroll 1
+    for (uint32_t k = 0; k < (rest & 3u); k++, last >>= 8) h = rotl32(h + (last & 0xffu) * XXH_P5, 11) * XXH_P1;
+    h ^= h >> 15;
+    h *= XXH_P2;
+    h ^= h >> 13;
+    h *= XXH_P3;
+    h ^= h >> 16;
     return h;
 }
 
@@ -900,7 +1058,8 @@ __device__ __noinline__ uint2 dfa_range(RunShared& S, uint32_t start, uint32_t l
         }
         i++;
     };
-    for_each_byte(S.input + start, len, step);
+    auto vec = [&](uint4 q) { feed_vector_bytes(q, step); };
+    feed_range<2>(S.input + start, len, step, vec);
     return make_uint2(state, count);
 }
 
