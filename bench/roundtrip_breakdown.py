@@ -143,6 +143,7 @@ def main() -> None:
     # clock, not the work): publish / submit, and reap + resolve
     cpu_rows: dict[str, list[int]] = {"publish": [], "reap+resolve": [], "submit (tiny run)": [], "reap+run result": []}
     cpu = time.thread_time_ns
+    round_trips: dict[str, list[int]] = {}
     jit = "off" if args.stand_in else "auto"  # (the stand-in compiles nothing)
     with Megakernel(backend=args.backend, slots=args.slots, jit=jit) as mk:
         status = mk.service.status_column
@@ -180,6 +181,22 @@ def main() -> None:
                     part.append(value)
                 cpu_rows["submit (tiny run)"].append(c1 - c0)
                 cpu_rows["reap+run result"].append(c3 - c2)
+        # the plain round trips as a user writes them (no status watching in between: on the
+        # CPU backend that spin holds the GIL the device's workers need)
+        for name, call in (
+            ("publish().result()", lambda: mk.publish(BuiltinOpcode.NOP).result(5)),
+            ("submit().result()", lambda: mk.submit(handle, b"x" * 64).result(5)),
+        ):
+            walls, cpus = [], []
+            for i in range(args.count + 200):
+                c0, t0 = cpu(), time.perf_counter_ns()
+                call()
+                t1, c1 = time.perf_counter_ns(), cpu()
+                if i >= 200:
+                    walls.append(t1 - t0)
+                    cpus.append(c1 - c0)
+            round_trips[name] = walls
+            cpu_rows[name] = cpus
         channel_samples = []
         with mk.channel() as channel:
             for i in range(args.count + 200):
@@ -196,6 +213,7 @@ def main() -> None:
     rows.append(("channel.call total", channel_samples))
     names = ("submit (tiny run)", "device turnaround", "reap+run result", "submit total")
     rows += list(zip(names, run_parts))
+    rows += list(round_trips.items())
     for name, samples in rows:
         values = np.asarray(samples) / 1000
         print(f"{name:<20} p50 {np.percentile(values, 50):8.2f} us   p99 {np.percentile(values, 99):8.2f} us")
