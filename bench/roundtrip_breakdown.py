@@ -1,6 +1,6 @@
 """Where a single-slot round trip spends its time: host publish, device turnaround, host reap.
 
-python bench/roundtrip_breakdown.py --backend cuda [--count 2000] [--stages] [--profile]
+python bench/roundtrip_breakdown.py --backend cuda [--count 2000] [--stages] [--profile] [--stand-in]
 
 --stages (CUDA) builds the kernel with VYRE_STAGE_STAMPS: it stamps %globaltimer at each step of a
 channel call's slot on the device (megakernel.cu, "stage stamps"), and the device part of the
@@ -8,6 +8,9 @@ round trip is split into those steps (the channel's slot is watched: the watcher
 the issue of the read that saw the call; the time from the host's publication to that read's
 arrival is not on the device's clock). --profile prints cProfile tables of the host side of
 future-based round trips (publish().result(), submit().result()) and of a bulk publication.
+--stand-in runs the CUDA backend's host code against stream_host.py's driverless stand-in device
+(a C thread that completes every published slot; no GPU): the host parts of the rows are the
+CUDA host path's, the device turnaround is the stand-in's (its --latency-us pause per pass).
 """
 
 from __future__ import annotations
@@ -123,44 +126,77 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=4096)
     parser.add_argument("--stages", action="store_true", help="split the device time (CUDA; a stamping build)")
     parser.add_argument("--profile", action="store_true", help="cProfile the host side of futures and bulk")
+    parser.add_argument("--stand-in", action="store_true", help="the CUDA host path, a C thread as the device")
+    parser.add_argument("--latency-us", type=float, default=1.0, help="the stand-in device's pause per pass")
     args = parser.parse_args()
+    if args.stand_in:
+        from stream_host import install_stand_in
+
+        install_stand_in(args.latency_us)
+        args.backend = "cuda"
     if args.stages:
         defines = os.environ.get("VYRE_MEGAKERNEL_DEFINES", "")
         os.environ["VYRE_MEGAKERNEL_DEFINES"] = f"{defines} VYRE_STAGE_STAMPS".strip()
     stages: list[list[int]] = []
     publish, device, reap, total = [], [], [], []
-    with Megakernel(backend=args.backend, slots=args.slots) as mk:
+    # the calling thread's CPU time of the host parts (a busy neighbour stretches the wall
+    # clock, not the work): publish / submit, and reap + resolve
+    cpu_rows: dict[str, list[int]] = {"publish": [], "reap+resolve": [], "submit (tiny run)": [], "reap+run result": []}
+    cpu = time.thread_time_ns
+    round_trips: dict[str, list[int]] = {}
+    jit = "off" if args.stand_in else "auto"  # (the stand-in compiles nothing)
+    with Megakernel(backend=args.backend, slots=args.slots, jit=jit) as mk:
         status = mk.service.status_column
         for i in range(args.count + 200):
-            t0 = time.perf_counter_ns()
+            c0, t0 = cpu(), time.perf_counter_ns()
             future = mk.publish(BuiltinOpcode.NOP)
-            t1 = time.perf_counter_ns()
+            t1, c1 = time.perf_counter_ns(), cpu()
             slot = future.slot
             while status[slot] in IN_FLIGHT:  # DONE, or EMPTY if the service thread reaped it first
                 pass
-            t2 = time.perf_counter_ns()
+            c2, t2 = cpu(), time.perf_counter_ns()
             future.result(5)
-            t3 = time.perf_counter_ns()
+            t3, c3 = time.perf_counter_ns(), cpu()
             if i >= 200:
                 publish.append(t1 - t0)
                 device.append(t2 - t1)
                 reap.append(t3 - t2)
                 total.append(t3 - t0)
+                cpu_rows["publish"].append(c1 - c0)
+                cpu_rows["reap+resolve"].append(c3 - c2)
         handle = mk.register_program(TINY)
         run_parts: list[list[int]] = [[], [], [], []]  # submit, device, reap + result, total
         for i in range(args.count + 200):
-            t0 = time.perf_counter_ns()
+            c0, t0 = cpu(), time.perf_counter_ns()
             future = mk.submit(handle, b"x" * 64)
-            t1 = time.perf_counter_ns()
+            t1, c1 = time.perf_counter_ns(), cpu()
             slot = future.slot
             while status[slot] in IN_FLIGHT:
                 pass
-            t2 = time.perf_counter_ns()
+            c2, t2 = cpu(), time.perf_counter_ns()
             future.result(5)
-            t3 = time.perf_counter_ns()
+            t3, c3 = time.perf_counter_ns(), cpu()
             if i >= 200:
                 for part, value in zip(run_parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
                     part.append(value)
+                cpu_rows["submit (tiny run)"].append(c1 - c0)
+                cpu_rows["reap+run result"].append(c3 - c2)
+        # the plain round trips as a user writes them (no status watching in between: on the
+        # CPU backend that spin holds the GIL the device's workers need)
+        for name, call in (
+            ("publish().result()", lambda: mk.publish(BuiltinOpcode.NOP).result(5)),
+            ("submit().result()", lambda: mk.submit(handle, b"x" * 64).result(5)),
+        ):
+            walls, cpus = [], []
+            for i in range(args.count + 200):
+                c0, t0 = cpu(), time.perf_counter_ns()
+                call()
+                t1, c1 = time.perf_counter_ns(), cpu()
+                if i >= 200:
+                    walls.append(t1 - t0)
+                    cpus.append(c1 - c0)
+            round_trips[name] = walls
+            cpu_rows[name] = cpus
         channel_samples = []
         with mk.channel() as channel:
             for i in range(args.count + 200):
@@ -177,9 +213,14 @@ def main() -> None:
     rows.append(("channel.call total", channel_samples))
     names = ("submit (tiny run)", "device turnaround", "reap+run result", "submit total")
     rows += list(zip(names, run_parts))
+    rows += list(round_trips.items())
     for name, samples in rows:
         values = np.asarray(samples) / 1000
         print(f"{name:<20} p50 {np.percentile(values, 50):8.2f} us   p99 {np.percentile(values, 99):8.2f} us")
+    for name, samples in cpu_rows.items():
+        values = np.asarray(samples) / 1000
+        p50, mean = np.percentile(values, 50), values.mean()
+        print(f"{'cpu ' + name:<20} p50 {p50:8.2f} us   mean {mean:8.2f} us (thread CPU)")
     if stages:
         table = np.asarray(stages, dtype=np.float64) / 1000
         print("device stages of a channel.call NOP (%globaltimer; mean and p50 over the calls):")

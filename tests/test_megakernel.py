@@ -121,6 +121,25 @@ def test_user_opcode_runs_its_bound_program_inside_the_tenant_window(mk):
     assert unbound.fault.code == SlotFault.BAD_OPCODE
 
 
+def test_publish_checks_every_call_after_its_opcode_was_checked_once(mk):
+    """publish() checks an (opcode, tenant, priority) once; the arguments, every call, and a
+    combination it has not seen (another tenant, a bad priority) is checked in full."""
+    before = mk.stats().published
+    mk.publish(BuiltinOpcode.STORE_U32, (2, 7)).result(5)
+    assert mk.publish(BuiltinOpcode.LOAD_U32, (2, 3)).result(5).results[0] == 7
+    for args in ((-1,), (1 << 32,), tuple(range(13))):
+        with pytest.raises(ProtocolError):
+            mk.publish(BuiltinOpcode.LOAD_U32, args)
+    with pytest.raises(ProtocolError, match="tenant"):
+        mk.publish(BuiltinOpcode.LOAD_U32, (2, 3), tenant=4)
+    with pytest.raises(ValueError):
+        mk.publish(BuiltinOpcode.LOAD_U32, (2, 3), priority=99)
+    with pytest.raises(ProtocolError):
+        mk.publish(BuiltinOpcode.LOAD_U32, (2, 3), tenant=1.0)
+    assert mk.publish(BuiltinOpcode.LOAD_U32, np.array([2, 4], dtype=np.uint32)).result(5).results[0] == 7
+    assert mk.stats().published == before + 3
+
+
 def test_batch_validates_every_slot_before_writing_any(mk):
     before = mk.stats().published
     good = SlotRequest(BuiltinOpcode.NOP)

@@ -540,29 +540,33 @@ class HostService:
         self._finish(resolved)
         return len(resolved)
 
-    def _complete_tracked(self, slots: list[int], rows: list[list[int]]) -> list[tuple[int, _Pending, SlotOutcome]]:
-        """Forget finished tracked slots and build their outcomes. Call with the lock held."""
+    def _complete_tracked(self, slots: list[int], rows: list[list[int]]) -> list[tuple[int, _Pending, list[int]]]:
+        """Forget finished tracked slots; returns each with its words (status first, then the
+        results), which _resolve turns into the outcome outside the lock. Call with the lock held."""
         now = time.perf_counter_ns()
         resolved = []
         pending_slots = self._pending
         add_latency = self._latency.add
+        faulted = 0
         for slot, row in zip(slots, rows):
             pending = pending_slots.pop(slot)
             add_latency(now - pending.published_ns)
-            fault = None
-            if row[0] == _FAULT:
-                self._faulted += 1
-                fault = SlotFaultInfo.from_words(*row[_RESULT0:])
-            resolved.append((slot, pending, SlotOutcome(slot, row[_OPCODE], tuple(row[_RESULT0:]), fault)))
+            faulted += row[0] == _FAULT
+            resolved.append((slot, pending, row))
         self._completed += len(slots)
+        self._faulted += faulted
         if not pending_slots and not self._bulk_in_flight:
             self._idle.notify_all()
         return resolved
 
-    def _finish(self, resolved: list[tuple[int, _Pending, SlotOutcome]]) -> None:
-        """Resolve futures (outside the lock: callbacks may publish), then wake waiting callers."""
-        for slot, pending, outcome in resolved:
-            self._resolve(slot, pending, outcome)
+    def _finish(self, resolved: list[tuple[int, _Pending, list[int]]]) -> None:
+        """Resolve futures (outside the lock: callbacks may publish), then wake waiting callers.
+        Only a device that signals has callers waiting in wait_for_completion (a future on a
+        device that cannot signal watches its own status word): else no wake-up is owed."""
+        for slot, pending, row in resolved:
+            self._resolve(slot, pending, row)
+        if not self.device_signals:
+            return
         with self._caller_wake:  # a caller may be waiting for a future this thread resolved
             self.completions += 1
             if self._callers_waiting:
@@ -575,17 +579,19 @@ class HostService:
         room = max(0, STRAY_SAMPLES - len(self.stray_samples))
         self.stray_samples += [(int(s), tuple(r)) for s, r in zip(slots[:room].tolist(), rows[:room].tolist())]
 
-    def _resolve(self, slot: int, pending: _Pending, outcome: SlotOutcome) -> None:
+    def _resolve(self, slot: int, pending: _Pending, row: list[int]) -> None:
+        """Resolve a reaped slot's future from its words (status first, then the results)."""
         future = pending.future
-        if outcome.fault is not None and outcome.fault.code == SlotFault.INTERNAL:
+        fault = SlotFaultInfo.from_words(*row[_RESULT0:]) if row[0] == _FAULT else None
+        if fault is not None and fault.code == SlotFault.INTERNAL:
             detail = self.device.internal_errors.pop(slot, None) or "no traceback recorded"
             future.set_exception(BackendError(f"the backend failed on slot {slot}: {detail}", "please report this bug"))
-        elif pending.run is not None:
+        elif pending.run is not None:  # a run resolves to its result: no SlotOutcome is built
             program_handle, context_handle, region_handle = pending.run
             fused = context_handle in self.registry.fused_runs
             run = self.device.run_result(program_handle, context_handle)
             self.release_run(context_handle, region_handle)
-            result = _fused_outcomes(run, outcome.fault) if fused else _run_outcome(run, outcome.fault)
+            result = _fused_outcomes(run, fault) if fused else _run_outcome(run, fault)
             future.set_result(result)
             if self.run_observer is not None and run is not None:  # after the caller has its result
                 try:
@@ -593,7 +599,7 @@ class HostService:
                 except Exception as error:  # bookkeeping must never cost a result or the reaper
                     self.observer_errors.append(f"{type(error).__name__}: {error}")
         else:
-            future.set_result(outcome)
+            future.set_result(SlotOutcome(slot, row[_OPCODE], tuple(row[_RESULT0:]), fault))
 
     def _observe_paths(self, program: int, fused: bool, result: Any) -> None:
         """Tell the JIT policy which path each program of a finished run took."""

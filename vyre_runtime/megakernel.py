@@ -77,6 +77,7 @@ _WATCHABLE = frozenset(int(op) for op in INLINE)
 _MEMCPY = int(BuiltinOpcode.MEMCPY)
 REAP_SPIN_S = 0.00002  # a bulk publisher's pause between reaps while the ring is full ...
 REAP_SPINS = 200  # ... after this many empty reaps in a row (before: it yields the GIL, no sleep)
+CHECKED_HEADS = 1024  # publish()'s validated (opcode, tenant, priority) combinations kept
 TEMPLATE_CACHE = 64  # submit()'s checked option sets kept (cleared when full: options varying per run)
 _PLAIN = (int, type(None))  # lanes / fuel as one value for every member, or each program's default
 _TIMEOUT = (int, float, type(None))
@@ -138,6 +139,7 @@ class Megakernel:
         # was unregistered is never used after (registry.removals is in the key), so each submit
         # still raises what a fresh check would
         self._templates: dict[tuple[Any, ...], RunTemplate] = {}
+        self._checked_heads: set[tuple[int, int, Priority]] = set()
         # the backend owns the image's memory (host-mapped on CUDA); completions wake the service
         self.device = open_backend(backend, self.layout, self.registry, workers, lambda: self.service.notify())
         self.image = self.device.image
@@ -333,8 +335,24 @@ class Megakernel:
         timeout: float | None = None,
     ) -> Future:
         """Publish one slot; the future resolves to a SlotOutcome when the device completes it."""
-        request = SlotRequest(int(opcode), tuple(int(a) for a in args), tenant, Priority(priority))
-        request.validate(self.layout)
+        values = () if type(args) is tuple and not args else tuple(int(a) for a in args)
+        if type(priority) is not Priority:
+            priority = Priority(priority)
+        request = SlotRequest(int(opcode), values, tenant, priority)
+        head = (request.opcode, tenant, priority)
+        # what validate() checks of the opcode, tenant and priority depends on them and the
+        # layout alone: checked once per combination (the arguments, on every call)
+        if (
+            type(tenant) is not int
+            or head not in self._checked_heads
+            or len(values) > ARGS_PER_SLOT
+            or (values and not (min(values) >= 0 and max(values) <= 0xFFFFFFFF))
+        ):
+            request.validate(self.layout)
+            if type(tenant) is int:
+                if len(self._checked_heads) >= CHECKED_HEADS:
+                    self._checked_heads.clear()
+                self._checked_heads.add(head)
         return self._publish_validated([request], timeout)[0]
 
     def batch(self, requests: Sequence[SlotRequest], *, tag: int = 0, timeout: float | None = None) -> list[Future]:
@@ -658,7 +676,7 @@ class Megakernel:
         self.service.track_runs(slots, futures, runs)
         try:
             if len(slots) == 1:
-                self._write_and_ring_one(slots[0], SlotRequest(_RUN_PROGRAM, args[0], tenant, priority))
+                self._write_and_ring_fields(slots[0], _RUN_PROGRAM, tenant, priority, args[0])
             else:
                 rows, words = np.asarray(slots, dtype=np.int64), np.asarray(args, dtype=np.uint32)
                 self._write_and_ring(
@@ -697,9 +715,13 @@ class Megakernel:
     def _write_and_ring_one(self, slot: int, request: SlotRequest) -> None:
         """_write_and_ring for one slot, on memoryviews (the channel's way): the same words in
         the same order, under the same lock."""
+        self._write_and_ring_fields(slot, request.opcode, request.tenant, request.priority, request.args)
+
+    def _write_and_ring_fields(self, slot: int, opcode: int, tenant: int, priority: int, args: Sequence[int]) -> None:
+        """_write_and_ring_one of a validated request given as its fields."""
         with self._doorbell_lock:
             position, room = self._ringer.position()
-            codec.write_slot_words(self._ring_words, slot, request, position)
+            codec.write_slot_fields(self._ring_words, slot, opcode, tenant, priority, args, position)
             if room:
                 self._ringer.ring_one(slot, position)
 
@@ -707,6 +729,11 @@ class Megakernel:
         """Slots for every request at once (all or none). Each priority takes from its own
         partition, then less urgent ones, then borrows from more urgent ones down to their
         reserve, so urgent work always finds room (docs/PROTOCOL.md, "Priorities")."""
+        if len(priorities) == 1:  # a future's slot: no deadline unless it has to wait
+            with self._free_changed:
+                taken_one = self._take_one(priorities[0])
+            if taken_one is not None:
+                return [taken_one[1]]
         wait = self.publish_timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         with self._free_changed:

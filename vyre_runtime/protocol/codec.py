@@ -165,15 +165,23 @@ def write_slot_words(words: memoryview, index: int, request: SlotRequest, hint: 
     """`write_slot` on a memoryview of the ring (`ring_words`): the same words in the same
     order (payload, then status), for the one-slot publication of a future's latency path
     (a memoryview store costs ~40 ns, a NumPy element store ~100 and a slice store ~300)."""
+    write_slot_fields(words, index, request.opcode, request.tenant, request.priority, request.args, hint)
+
+
+def write_slot_fields(
+    words: memoryview, index: int, opcode: int, tenant: int, priority: int, args: Sequence[int], hint: int
+) -> None:
+    """`write_slot_words` of a validated request given as its fields (a run's slot: no
+    SlotRequest is built per run)."""
     base = index * SLOT_WORDS
     state = words[base]
     if state != _EMPTY:
         raise _refuse_busy(index, state)
     payload = array("I", _ZERO_PAYLOAD)
-    payload[0] = request.opcode
-    payload[1] = request.tenant
-    payload[2] = request.priority | (hint & HINT_MASK) << PRIORITY_BITS
-    payload[3 : 3 + len(request.args)] = array("I", request.args)
+    payload[0] = opcode
+    payload[1] = tenant
+    payload[2] = priority | (hint & HINT_MASK) << PRIORITY_BITS
+    payload[3 : 3 + len(args)] = array("I", args)
     words[base + 1 : base + SLOT_WORDS] = payload  # payload first ...
     words[base] = _PUBLISHED  # ... status last
 
