@@ -124,13 +124,16 @@ def test_a_region_already_in_mapped_memory_is_read_in_place(gpu):
     from vyre_runtime.backends.cuda.driver import MappedMemory
 
     pinned = MappedMemory(1 << 16)
-    pinned.array[:1000] = 7
-    handle = gpu.register_program(counting_program())
-    before = gpu.device.host_bytes_copied
-    result = gpu.submit(handle, pinned.array[:1000], lanes=3).result(10)
-    assert result.outputs["bytes"].tolist() == [3000] and gpu.device.host_bytes_copied == before
-    assert gpu.submit(handle, bytes(1000), lanes=1).result(10).ok
-    assert gpu.device.host_bytes_copied == before + 1000  # pageable bytes are copied once
+    try:
+        pinned.array[:1000] = 7
+        handle = gpu.register_program(counting_program())
+        before = gpu.device.host_bytes_copied
+        result = gpu.submit(handle, pinned.array[:1000], lanes=3).result(10)
+        assert result.outputs["bytes"].tolist() == [3000] and gpu.device.host_bytes_copied == before
+        assert gpu.submit(handle, bytes(1000), lanes=1).result(10).ok
+        assert gpu.device.host_bytes_copied == before + 1000  # pageable bytes are copied once
+    finally:  # its runs are done: no kernel reads it now (dropped registered, it would be kept for good)
+        pinned.unregister()
 
 
 def test_staging_memory_grows_while_the_kernel_runs(gpu):
