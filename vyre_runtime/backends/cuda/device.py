@@ -21,6 +21,7 @@ handle of the same kind holds (Registry.index_capacity), and a record is written
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -116,10 +117,12 @@ class _StagedRun:
     outputs: dict[int, Chunk] = field(default_factory=dict)  # binding index -> RUN buffer
     records: Chunk | None = None
     # what a later run of the same program reuses (CudaDevice._spare_runs): the context record
-    # as staged (handle 0, fuel set per run) and each RUN output's view with its init word
+    # as staged (handle 0, fuel set per run) and each RUN output's bytes with their initial image
     record: np.ndarray | None = None
-    words: np.ndarray | None = None  # ``record`` as u32 words (a view: _stage_context's stores)
-    inits: list[tuple[np.ndarray, int]] = field(default_factory=list)
+    words: memoryview | None = None  # ``record`` as u32 words (_stage_context's stores)
+    # (an output's bytes, its initial image): a run starts each RUN output with one byte copy
+    # (a NumPy fill per output cost several times that)
+    inits: list[tuple[memoryview, bytes]] = field(default_factory=list)
     views: dict[int, np.ndarray] = field(default_factory=dict)  # binding index -> its RUN output's words
 
 
@@ -147,6 +150,13 @@ _FR_COUNT, _FR_CONTEXTS, _FR_LANES, _FR_STAGING, _FR_STAGING_BYTES = (
     _FUSED_RUN_WORD[name] for name in ("count", "contexts", "lanes", "staging", "staging_bytes")
 )
 assert _FUSED_RUN_WORD["handle"] == 0 and abi.FUSED_RUN.itemsize % 4 == 0
+
+
+@functools.lru_cache(maxsize=256)
+def _init_image(words: int, init: int) -> bytes:
+    """The bytes a RUN output of ``words`` words starts from (every word ``init``): made once per
+    (size, init word) and shared by the staged runs of every program with such an output."""
+    return np.full(words, init, dtype="<u4").tobytes()
 
 
 def _align(offset: int) -> int:
@@ -384,14 +394,14 @@ class CudaDevice:
     def _put_record(self, table: np.ndarray, index: int, handle: int, staged: np.ndarray) -> None:
         """Store a record built with handle 0 at ``index``, then its handle (the kernel's check).
         The stores go through the table's u32 words (three slice stores, no per-field views)."""
-        self._put_words(table, index, handle, staged.reshape(1).view(np.uint32))
+        self._put_words(table, index, handle, memoryview(staged.reshape(1).view(np.uint32)))
 
-    def _put_words(self, table: np.ndarray, index: int, handle: int, words: np.ndarray | list[int]) -> None:
+    def _put_words(self, table: np.ndarray, index: int, handle: int, words: memoryview | list[int]) -> None:
         """_put_record of a record given as its u32 words (``words[0]``, its handle, unused).
         The stores go through a memoryview (~40 ns each; a NumPy row costs microseconds)."""
         view, stride = self._record_view(table)
         base = index * stride
-        rest = memoryview(words)[1:] if isinstance(words, np.ndarray) else array("I", words[1:])
+        rest = words[1:] if type(words) is memoryview else array("I", words[1:])
         view[base] = 0  # invalid while it changes
         view[base + 1 : base + stride] = rest
         view[base] = handle  # last
@@ -641,11 +651,11 @@ class CudaDevice:
             staged = _StagedRun(program, entry.emit_words, run.emit_capacity)
             with self._lock:
                 self._runs[context] = staged  # (as above)
-        if staged.words is None:
-            self._allocate_run_staging(staged)
-        for view, init in staged.inits:  # RUN outputs start from their init word
-            view[:] = init
         words = staged.words
+        if words is None:
+            words = self._allocate_run_staging(staged)
+        for output, image in staged.inits:  # RUN outputs start from their init word
+            output[:] = image
         words[_FUEL_WORD] = run.fuel or 0
         index = self._record_index(self.contexts, context, "context")
         self._put_words(self.contexts, index, context, words)
@@ -660,8 +670,9 @@ class CudaDevice:
                 "lower emit_capacity",
             )
 
-    def _allocate_run_staging(self, staged: _StagedRun) -> None:
-        """A fresh run's RUN outputs and records in the staging arena, and its context record."""
+    def _allocate_run_staging(self, staged: _StagedRun) -> memoryview:
+        """A fresh run's RUN outputs and records in the staging arena, and its context record
+        (returned as its u32 words)."""
         entry = self.registry.programs[staged.program].program
         outputs = np.zeros(MAX_BINDINGS, dtype="<u8")
         globals_ = self._global_pointers.get(staged.program, {})
@@ -670,8 +681,8 @@ class CudaDevice:
                 outputs[index] = globals_.get(index, 0)
                 continue
             chunk = staged.outputs[index] = self.arena.allocate(binding.words * 4)
-            staged.views[index] = chunk.view(np.uint32, binding.words)
-            staged.inits.append((staged.views[index], binding.init))
+            view = staged.views[index] = chunk.view(np.uint32, binding.words)
+            staged.inits.append((memoryview(view).cast("B"), _init_image(binding.words, binding.init)))
             outputs[index] = chunk.device_pointer
         record_bytes = staged.emit_capacity * staged.emit_words * 4
         if record_bytes:
@@ -682,7 +693,8 @@ class CudaDevice:
         record["records"] = staged.records.device_pointer if staged.records else 0
         record["outputs"] = outputs
         staged.record = record
-        staged.words = record.reshape(1).view(np.uint32)
+        staged.words = memoryview(record.reshape(1).view(np.uint32))
+        return staged.words
 
     def _stage_region(self, region: int) -> None:
         data = self.registry.regions[region]
