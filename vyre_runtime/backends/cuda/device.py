@@ -216,7 +216,7 @@ class CudaDevice:
         # a released run's staging (outputs, records, its context record) kept for the next run
         # of the same program and emit capacity: a stream runs one program per chunk thousands
         # of times, and staging it afresh (allocations, a record built field by field) was most
-        # of a run's host cost. Kept for one emit capacity per program (_release_context); dropped
+        # of a run's host cost. Kept for one emit capacity per program (_keep_spare); dropped
         # when the program is unregistered.
         self._spare_runs: dict[tuple[int, int], list[_StagedRun]] = {}
         self._live_programs: set[int] = set()
@@ -580,15 +580,18 @@ class CudaDevice:
         block the kernel copies the bytes into once, so the members read HBM, not PCIe."""
         fused_run = self.registry.fused_runs[fused_context]
         staged = _StagedFusedRun(fused_run.contexts)
-        with self._lock:
+        data = self.registry.regions[region]
+        length = 0 if isinstance(data, DeviceRegion) else memoryview(data).nbytes
+        size = size_class(length + STAGING_SLACK) if length else 0
+        with self._lock:  # one lock hold: the run's holdings and a released staging block
             self._fused_runs[fused_context] = staged  # before anything can fail: run_released returns it all
+            if size:
+                staged.staging = self._staging_free.take(size)
+        if size and staged.staging is None:
+            staged.staging = self._device_allocate(size)
         for member, member_context in zip(members, fused_run.contexts):
             self._stage_context(member, member_context)
         self._stage_region(region)
-        data = self.registry.regions[region]
-        length = data.nbytes if isinstance(data, DeviceRegion) else memoryview(data).nbytes
-        if not isinstance(data, DeviceRegion) and length:
-            staged.staging = self._take_staging(length + STAGING_SLACK)
         index = self._record_index(self.fused_runs, fused_context, "fused run")
         count = len(members)
         words = [0] * _FUSED_RUN_WORDS  # built whole, stored once (_put_words)
@@ -600,15 +603,6 @@ class CudaDevice:
             words[_FR_STAGING : _FR_STAGING + 2] = pointer & 0xFFFFFFFF, pointer >> 32
             words[_FR_STAGING_BYTES : _FR_STAGING_BYTES + 2] = nbytes & 0xFFFFFFFF, nbytes >> 32
         self._put_words(self.fused_runs, index, fused_context, words)
-
-    def _take_staging(self, nbytes: int) -> driver.DeviceMemory | PoolBlock:
-        """Device memory of at least ``nbytes`` for a fused run's copy of its input: the smallest
-        released block that is large enough, else a new one of its size class (from the
-        pre-launch pool while it lasts)."""
-        size = size_class(nbytes)
-        with self._lock:
-            block = self._staging_free.take(size)
-        return block if block is not None else self._device_allocate(size)
 
     def reserve_staging(self, nbytes: int, count: int) -> int:
         """Make sure ``count`` fused runs over regions of up to ``nbytes`` find device staging
@@ -709,9 +703,8 @@ class CudaDevice:
             source = data if _contiguous(data) else memoryview(data).tobytes()
             chunk.view(np.uint8, nbytes)[:] = np.frombuffer(source, np.uint8)
             pointer = chunk.device_pointer
-        with self._lock:
-            self._region_chunks[region] = chunk
-            if chunk is not None:
+            with self._lock:  # (read in place, a region holds nothing: no lock round)
+                self._region_chunks[region] = chunk
                 self.host_bytes_copied += nbytes
         self._put_region(region, pointer, nbytes)
 
@@ -832,20 +825,26 @@ class CudaDevice:
         )
 
     def run_released(self, context: int, region: int) -> None:
+        # the records go first: no run names the run's staging, region or block any more once
+        # they are handed on (to a spare run, the arena, the free blocks, the buffer pool); then
+        # everything is handed on under one lock hold
+        fused = self._fused_runs.get(context)  # (one dict read: atomic; popped below, under the lock)
+        contexts = (context,) if fused is None else fused.contexts
+        if fused is not None:
+            self._clear_record(self.fused_runs, context)
+        for member_context in contexts:
+            self._clear_record(self.contexts, member_context)
+        self._clear_record(self.regions, region)
+        stale: list[_StagedRun] = []
         with self._lock:
             fused = self._fused_runs.pop(context, None)
             region_chunk = self._region_chunks.pop(region, None)
             region_buffer = self._region_buffers.pop(region, None)
-        if fused is not None:
-            self._clear_record(self.fused_runs, context)
-            for member_context in fused.contexts:
-                self._release_context(member_context)
-            if fused.staging is not None:  # the record is gone: no later run can name this block
-                with self._lock:
-                    self._staging_free.put(fused.staging.nbytes, fused.staging)
-        else:
-            self._release_context(context)
-        self._clear_record(self.regions, region)
+            for member_context in contexts:
+                self._keep_spare(member_context, stale)
+            if fused is not None and fused.staging is not None:
+                self._staging_free.put(fused.staging.nbytes, fused.staging)
+        self._release_staging(stale)
         if region_buffer is not None:  # after its record is gone: the buffer may be recycled now
             region_buffer.unhold()
         if region_chunk is not None:
@@ -857,25 +856,24 @@ class CudaDevice:
         if words[base] == handle:
             words[base] = 0
 
-    def _release_context(self, context: int) -> None:
-        self._clear_record(self.contexts, context)  # first: no run names the staging any more
-        stale: list[_StagedRun] = []
-        with self._lock:
-            staged = self._runs.pop(context, None)
-            if staged is None:
-                return
-            if staged.record is not None and staged.program in self._live_programs:
-                key = (staged.program, staged.emit_capacity)
-                spares = self._spare_runs.get(key)
-                if spares is None:  # spares of one emit capacity per program: those of another go
-                    # back to the arena (runs with ever new capacities would each keep theirs)
-                    for other in [k for k in self._spare_runs if k[0] == staged.program]:
-                        stale += self._spare_runs.pop(other)
-                    spares = self._spare_runs[key] = []
-                spares.append(staged)
-            else:
-                stale.append(staged)
-        self._release_staging(stale)
+    def _keep_spare(self, context: int, stale: list[_StagedRun]) -> None:
+        """Keep a released run context's staging for the next run of its program, or add it to
+        ``stale`` (for the arena) with any spares it displaces. Call with the lock held, after
+        the context's record was cleared."""
+        staged = self._runs.pop(context, None)
+        if staged is None:
+            return
+        if staged.record is not None and staged.program in self._live_programs:
+            key = (staged.program, staged.emit_capacity)
+            spares = self._spare_runs.get(key)
+            if spares is None:  # spares of one emit capacity per program: those of another go
+                # back to the arena (runs with ever new capacities would each keep theirs)
+                for other in [k for k in self._spare_runs if k[0] == staged.program]:
+                    stale += self._spare_runs.pop(other)
+                spares = self._spare_runs[key] = []
+            spares.append(staged)
+        else:
+            stale.append(staged)
 
     def _release_staging(self, runs: list[_StagedRun]) -> None:
         for staged in runs:
