@@ -200,8 +200,8 @@ class CudaDevice:
         self.close_errors: list[Exception] = []
         self._lock = threading.Lock()
         self._upload_lock = threading.Lock()
-        # id(record table) -> its u32 words as rows, the same words on a flat memoryview, words per record
-        self._table_words: dict[int, tuple[np.ndarray, memoryview, int]] = {}
+        # id(record table) -> its u32 words on a flat memoryview, words per record (_record_view)
+        self._table_words: dict[int, tuple[memoryview, int]] = {}
         self._mapped: list[driver.MappedMemory] = []
         self._device_memory: list[driver.DeviceMemory] = []
         self._pool: driver.DeviceMemory | None = None
@@ -406,23 +406,15 @@ class CudaDevice:
         view[base + 1 : base + stride] = rest
         view[base] = handle  # last
 
-    def _record_words(self, table: np.ndarray) -> np.ndarray:
-        """``table`` as rows of u32 words (every record starts with its u32 handle), made once."""
-        return self._table_entry(table)[0]
-
     def _record_view(self, table: np.ndarray) -> tuple[memoryview, int]:
         """``table``'s u32 words on a flat memoryview, and the words per record: record i starts
-        at word i * stride (the per-run stores and loads, without a NumPy row view each)."""
-        entry = self._table_entry(table)
-        return entry[1], entry[2]
-
-    def _table_entry(self, table: np.ndarray) -> tuple[np.ndarray, memoryview, int]:
+        at word i * stride (the per-run stores and loads, without a NumPy row view each). Made
+        once per table; a run looks it up about ten times (one dict read each)."""
         entry = self._table_words.get(id(table))
         if entry is None:
             assert table.dtype.names[0] == "handle" and table.dtype.fields["handle"][1] == 0
             stride = table.dtype.itemsize // 4
-            words = table.view(np.uint32).reshape(len(table), stride)
-            entry = self._table_words[id(table)] = (words, memoryview(words.reshape(-1)), stride)
+            entry = self._table_words[id(table)] = (memoryview(table.view(np.uint32).reshape(-1)), stride)
         return entry
 
     # ------------------------------------------------------------------ registration
