@@ -1202,3 +1202,19 @@ def test_a_doorbell_entry_names_its_slot_and_differs_from_the_previous_lap_and_f
         assert doorbell_entry_slot(entry) == slot and 0 < entry <= MASK32
         previous_lap = doorbell_entry((position - capacity) & MASK32, slot, capacity)
         assert entry != previous_lap  # a stale entry of the same word never passes for this position's
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 4096, 5000])
+def test_hint_positions_count_up_from_the_tail_and_stop_where_the_doorbell_is_full(count):
+    """doorbell_positions' steps come from a shared counting array (no np.arange per
+    publication), grown for a publication longer than any before: the same positions."""
+    from vyre_runtime.protocol import codec
+
+    layout = Layout(slots=8192, tenants=2, observables=16, debug_records=4, io_entries=2, doorbells=8192)
+    image = new_image(layout)
+    image[int(ControlWord.DOORBELL_HEAD)], image[int(ControlWord.DOORBELL_TAIL)] = MASK32 - 1, MASK32 - 1
+    positions, rung = codec.doorbell_positions(image, layout, count)
+    assert rung == min(count, 8192)
+    expected = [(MASK32 - 1 + min(k, rung)) & MASK32 for k in range(count)]
+    assert positions.tolist() == expected
+    assert codec._counting(3).tolist() == [0, 1, 2] and not codec._counting(3).flags.writeable
