@@ -29,6 +29,9 @@ class FakeChunk:
     def view(self, dtype: np.dtype | str, count: int) -> np.ndarray:
         return self.memory[: count * np.dtype(dtype).itemsize].view(dtype)
 
+    def byte_view(self, count: int) -> memoryview:
+        return memoryview(self.memory)[:count]
+
 
 class FakeArena:
     def __init__(self) -> None:
@@ -154,6 +157,10 @@ def test_a_run_region_record_holds_the_fields_a_structured_write_would(device):
     chunk = device._region_chunks[data]
     assert record["handle"] == data and record["pointer"] == chunk.device_pointer and record["length"] == 40
     assert chunk.view(np.uint8, 40).tobytes() == b"x" * 40 and device.host_bytes_copied == 40
+    for source in (memoryview(b"0123456789")[::2], memoryview(b"abcdefghijkl").cast("H", (2, 3))):  # strided; 2-D
+        odd = device.registry.add_region(source)
+        device._stage_region(odd)
+        assert device._region_chunks[odd].view(np.uint8, source.nbytes).tobytes() == source.tobytes()
     empty = device.registry.add_region(memoryview(b""))
     device._stage_region(empty)
     assert device.regions[empty % CAPACITY]["pointer"] == 0x6000_0000 and empty not in device._region_chunks

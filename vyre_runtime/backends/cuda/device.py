@@ -692,8 +692,7 @@ class CudaDevice:
         chunk = None
         if pointer is None:  # pageable memory: copy it into staging the kernel can read
             chunk = self.arena.allocate(nbytes)
-            source = data if _contiguous(data) else memoryview(data).tobytes()
-            chunk.view(np.uint8, nbytes)[:] = np.frombuffer(source, np.uint8)
+            chunk.byte_view(nbytes)[:] = _flat_bytes(data)  # (memoryviews: no NumPy views per run)
             pointer = chunk.device_pointer
             with self._lock:  # (read in place, a region holds nothing: no lock round)
                 self._region_chunks[region] = chunk
@@ -1260,11 +1259,12 @@ def _kernel_build(cubin: build.BuildResult | bytes, arch: str) -> build.BuildRes
     )
 
 
-def _contiguous(data: Any) -> bool:
-    try:
-        return memoryview(data).c_contiguous
-    except TypeError:
-        return False
+def _flat_bytes(data: Any) -> memoryview:
+    """A region's bytes as a flat unsigned-byte memoryview (a copy if they are not contiguous)."""
+    view = memoryview(data)
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 def _free(resource: Any) -> list[Exception]:
