@@ -1218,3 +1218,38 @@ def test_hint_positions_count_up_from_the_tail_and_stop_where_the_doorbell_is_fu
     expected = [(MASK32 - 1 + min(k, rung)) & MASK32 for k in range(count)]
     assert positions.tolist() == expected
     assert codec._counting(3).tolist() == [0, 1, 2] and not codec._counting(3).flags.writeable
+
+
+@pytest.mark.parametrize(("head", "pending"), [(0, 0), (0, 2), (MASK32 - 1, 1), (MASK32 - 2, 0), (7, 4)])
+@pytest.mark.parametrize("slots", [[3], [5, 0, 7], [1, 6, 2, 4, 0]])
+def test_a_small_run_batch_on_memoryviews_writes_what_the_vectorized_publication_writes(head, pending, slots):
+    """Megakernel._publish_runs writes a stream's batch with codec.write_slots_fields and the
+    DoorbellRinger (memoryview stores): the same words as write_uniform_slots, doorbell_positions
+    and ring_doorbell, a full doorbell and a wrapping tail included."""
+    from vyre_runtime.protocol import codec
+
+    args = [tuple(range(10 * k, 10 * k + 12)) for k in range(len(slots))]
+    vectorized, words = new_image(LAYOUT), new_image(LAYOUT)
+    for image in (vectorized, words):
+        set_doorbell(image, head, head + pending)
+    hints, rung = codec.doorbell_positions(vectorized, LAYOUT, len(slots))
+    codec.write_uniform_slots(vectorized, LAYOUT, np.asarray(slots), 0x10, 1, 2, np.asarray(args, np.uint32), hints)
+    ring_doorbell(vectorized, LAYOUT, slots[:rung])
+    ringer = codec.DoorbellRinger(words, LAYOUT)
+    position, rung_words = ringer.positions(len(slots))
+    assert rung_words == rung
+    codec.write_slots_fields(codec.ring_words(words, LAYOUT), slots, 0x10, 1, 2, args, position, rung_words)
+    ringer.ring_many(slots[:rung_words], position)
+    assert np.flatnonzero(words != vectorized).tolist() == []
+
+
+def test_a_small_run_batch_with_a_busy_slot_writes_nothing():
+    from vyre_runtime.protocol import codec
+
+    image = new_image(LAYOUT)
+    ring = codec.ring_words(image, LAYOUT)
+    ring[4 * SLOT_WORDS] = int(SlotState.PUBLISHED)  # slot 4 is someone else's
+    before = image.copy()
+    with pytest.raises(ProtocolError):
+        codec.write_slots_fields(ring, [1, 4, 2], 0x10, 0, 1, [(1,), (2,), (3,)], 0, 3)
+    assert (image == before).all()
