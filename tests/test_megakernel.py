@@ -140,6 +140,17 @@ def test_publish_checks_every_call_after_its_opcode_was_checked_once(mk):
     assert mk.stats().published == before + 3
 
 
+@pytest.mark.parametrize("timeout", ["1", True, [1]])
+def test_a_timeout_that_is_not_seconds_is_refused_even_with_slots_free(mk, timeout):
+    before = mk.stats().published
+    with pytest.raises(DispatchError, match="timeout"):
+        mk.publish(BuiltinOpcode.NOP, (), timeout=timeout)
+    with pytest.raises(DispatchError, match="timeout"):
+        mk.batch([SlotRequest(BuiltinOpcode.NOP)], timeout=timeout)
+    assert mk.stats().published == before
+    assert mk.publish(BuiltinOpcode.NOP, (), timeout=2).result(5).ok
+
+
 def test_batch_validates_every_slot_before_writing_any(mk):
     before = mk.stats().published
     good = SlotRequest(BuiltinOpcode.NOP)

@@ -739,6 +739,9 @@ class Megakernel:
         """Slots for every request at once (all or none). Each priority takes from its own
         partition, then less urgent ones, then borrows from more urgent ones down to their
         reserve, so urgent work always finds room (docs/PROTOCOL.md, "Priorities")."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            # (checked here, not where the deadline is built: a free slot builds none)
+            raise DispatchError(f"timeout={timeout!r}; give seconds (a number) or None", "e.g. timeout=0.5")
         if len(priorities) == 1:  # a future's slot: no deadline unless it has to wait
             with self._free_changed:
                 taken_one = self._take_one(priorities[0])
