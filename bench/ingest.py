@@ -104,6 +104,7 @@ def raw_uring(path: Path, arena: Arena, read_size: int, depth: int, direct: bool
     try:
         reader.register_buffers(arena.buffers())
         handle = reader.add_file(fd)
+        read_size = min(read_size, arena.chunk_bytes)  # a small arena's chunk takes one read
         slots = arena.count * (arena.chunk_bytes // read_size)
         started = time.perf_counter()
         offset = done = issued = 0

@@ -247,6 +247,28 @@ done:
 ]
 
 
+def assert_jitted_match_the_cpu(programs: list, cases: list[tuple[bytes, int | None, int | None]]) -> None:
+    """Every program over every (data, lanes, fuel) case: JIT'd on the GPU (path "jit") and
+    interpreted on the CPU backend, the same results."""
+    with Megakernel(backend="cpu", slots=64, workers=2) as cpu:
+        handles = [cpu.register_program(program) for program in programs]
+        expected = [
+            [comparable(cpu.submit(h, data, lanes=lanes, fuel=fuel).result(60)) for data, lanes, fuel in cases]
+            for h in handles
+        ]
+    gpu = Megakernel(backend="cuda", slots=256, jit="request")
+    try:
+        handles = [gpu.register_program(program) for program in programs]
+        gpu.jit(*handles)
+        for program, handle, wanted in zip(programs, handles, expected):
+            for index, ((data, lanes, fuel), reference) in enumerate(zip(cases, wanted)):
+                native = gpu.submit(handle, data, lanes=lanes, fuel=fuel).result(60)
+                assert native.path == "jit", program.name
+                assert comparable(native) == reference, f"{program.name}, case {index}"
+    finally:
+        gpu.shutdown(timeout=SHUTDOWN_S)
+
+
 def test_loop_loads_jitted_give_the_cpus_results():
     rng = np.random.default_rng(11)
     programs = [asm.assemble_program(text) for text in AHEAD_PROGRAMS]
@@ -266,23 +288,7 @@ def test_loop_loads_jitted_give_the_cpus_results():
             (262_147, 96, None),
         )
     ]
-    with Megakernel(backend="cpu", slots=64, workers=2) as cpu:
-        handles = [cpu.register_program(program) for program in programs]
-        expected = [
-            [comparable(cpu.submit(h, data, lanes=lanes, fuel=fuel).result(60)) for data, lanes, fuel in cases]
-            for h in handles
-        ]
-    gpu = Megakernel(backend="cuda", slots=256, jit="request")
-    try:
-        handles = [gpu.register_program(program) for program in programs]
-        gpu.jit(*handles)
-        for program, handle, wanted in zip(programs, handles, expected):
-            for index, ((data, lanes, fuel), reference) in enumerate(zip(cases, wanted)):
-                native = gpu.submit(handle, data, lanes=lanes, fuel=fuel).result(60)
-                assert native.path == "jit", program.name
-                assert comparable(native) == reference, f"{program.name}, case {index}"
-    finally:
-        gpu.shutdown(timeout=SHUTDOWN_S)
+    assert_jitted_match_the_cpu(programs, cases)
 
 
 def test_wide_trip_loads_give_the_cpus_results():
@@ -307,23 +313,7 @@ def test_wide_trip_loads_give_the_cpus_results():
             (70_001, 1024, 4321),
         )
     ]
-    with Megakernel(backend="cpu", slots=64, workers=2) as cpu:
-        handles = [cpu.register_program(program) for program in programs]
-        expected = [
-            [comparable(cpu.submit(h, data, lanes=lanes, fuel=fuel).result(60)) for data, lanes, fuel in cases]
-            for h in handles
-        ]
-    gpu = Megakernel(backend="cuda", slots=256, jit="request")
-    try:
-        handles = [gpu.register_program(program) for program in programs]
-        gpu.jit(*handles)
-        for program, handle, wanted in zip(programs, handles, expected):
-            for index, ((data, lanes, fuel), reference) in enumerate(zip(cases, wanted)):
-                native = gpu.submit(handle, data, lanes=lanes, fuel=fuel).result(60)
-                assert native.path == "jit", program.name
-                assert comparable(native) == reference, f"{program.name}, case {index}"
-    finally:
-        gpu.shutdown(timeout=SHUTDOWN_S)
+    assert_jitted_match_the_cpu(programs, cases)
 
 
 def test_a_hot_program_is_swapped_to_native_code_while_runs_stream_and_no_run_is_lost_or_repeated():

@@ -117,8 +117,9 @@ def data_for(rng: random.Random, size: int) -> bytes:
 
 def test_range_intrinsics_match_the_cpu_backend_bit_for_bit():
     rng = random.Random(12345)
-    began, done, mismatches = time.monotonic(), 0, []
+    done, mismatches = 0, []
     with Megakernel(backend="cuda", slots=256) as gpu, Megakernel(backend="cpu", slots=256, workers=4) as cpu:
+        began = time.monotonic()  # the budget is for cases: a cold NVRTC build of the kernel is not one
         for case in range(CASES):
             if time.monotonic() - began > BUDGET_S:
                 break

@@ -19,7 +19,10 @@ import functools
 import mmap
 import threading
 import time
+import traceback
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -189,6 +192,32 @@ class Context:
 # ---------------------------------------------------------------------- memory
 
 
+# host pointer -> (bytes, where it was mapped) of every MappedMemory registered now: a failed
+# registration names the ranges it overlaps (ALREADY_REGISTERED said nothing of whose they were)
+_registered: dict[int, tuple[int, str]] = {}
+# the arrays of MappedMemory dropped while still registered (a device that could not close: its
+# kernel still ran). Freeing one would unmap a range CUDA still holds registered, and the next
+# mapping at that address would fail with ALREADY_REGISTERED: they live as long as the process.
+_kept_registered: list[np.ndarray] = []
+_registered_lock = threading.Lock()
+
+
+def _mapped_where() -> str:
+    """Where a mapping is made (the innermost callers outside this module), for the errors."""
+    frames = [f for f in traceback.extract_stack(limit=8)[:-2] if not f.filename.endswith("driver.py")]
+    return " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames[-3:]))
+
+
+def _overlapping(host_pointer: int, nbytes: int) -> str:
+    with _registered_lock:
+        hits = [
+            f"{size} bytes at {start:#x} (mapped at {where})"
+            for start, (size, where) in _registered.items()
+            if start < host_pointer + nbytes and host_pointer < start + size
+        ]
+    return "; it overlaps " + ", ".join(hits) if hits else ""
+
+
 class MappedMemory:
     """Page-aligned host memory, pinned and mapped into the device's address space.
 
@@ -197,14 +226,21 @@ class MappedMemory:
     """
 
     def __init__(self, nbytes: int, huge_pages: bool = True) -> None:
+        self.registered = False
         self.nbytes = max(mmap.PAGESIZE, -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE)
         # zeroed, private; from 2 MiB on, on transparent huge pages (hostmem: faster to pin, and
         # the ingest arena's reads land in fewer, larger pages)
         self.array = hostmem.anonymous(self.nbytes, huge_pages)
         self.host_pointer = self.array.ctypes.data
+        self.where = _mapped_where()
         flags = cu.CU_MEMHOSTREGISTER_DEVICEMAP | cu.CU_MEMHOSTREGISTER_PORTABLE
-        check(cu.cuMemHostRegister(self.host_pointer, self.nbytes, flags), f"cuMemHostRegister({self.nbytes} bytes)")
+        status = cu.cuMemHostRegister(self.host_pointer, self.nbytes, flags)
+        if status[0] != SUCCESS:
+            overlap = _overlapping(self.host_pointer, self.nbytes)
+            check(status, f"cuMemHostRegister({self.nbytes} bytes at {self.host_pointer:#x}){overlap}")
         self.registered = True
+        with _registered_lock:
+            _registered[self.host_pointer] = (self.nbytes, self.where)
         try:
             self.device_pointer = address(
                 check(cu.cuMemHostGetDevicePointer(self.host_pointer, 0), "cuMemHostGetDevicePointer")
@@ -232,7 +268,19 @@ class MappedMemory:
         """Unpin (only once the kernel can no longer touch it); the memory stays valid for Python."""
         if self.registered:
             self.registered = False
+            with _registered_lock:
+                _registered.pop(self.host_pointer, None)
             check(cu.cuMemHostUnregister(self.host_pointer), "cuMemHostUnregister")
+
+    def __del__(self) -> None:
+        if getattr(self, "registered", False):  # never unpinned: keep its pages mapped (see _kept_registered)
+            _kept_registered.append(self.array)
+            warnings.warn(
+                f"pinned host memory ({self.nbytes} bytes, mapped at {self.where}) was dropped while still "
+                "registered with CUDA: it is kept for the life of the process",
+                ResourceWarning,
+                stacklevel=2,
+            )
 
 
 class DeviceMemory:
