@@ -102,8 +102,7 @@ def publish_fused_slot(
     the backend's per-member results (None for a member that never ran)."""
     registry = megakernel.registry
     members = len(registry.fused[group].members)
-    fused_run = registry.add_fused_run(registry.fused[group], [None] * members, [0] * members, 16)
-    region = registry.add_region(memoryview(data))
+    fused_run, region = registry.add_run([None] * members, 16, memoryview(data), registry.fused[group], [0] * members)
     try:
         megakernel.device.run_prepared(group, fused_run, region)
         args = (group, fused_run if context is None else context, region, 0, 0, len(data), 0, len(data), 0, 0, 0)

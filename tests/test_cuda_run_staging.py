@@ -29,6 +29,9 @@ class FakeChunk:
     def view(self, dtype: np.dtype | str, count: int) -> np.ndarray:
         return self.memory[: count * np.dtype(dtype).itemsize].view(dtype)
 
+    def byte_view(self, count: int) -> memoryview:
+        return memoryview(self.memory)[:count]
+
 
 class FakeArena:
     def __init__(self) -> None:
@@ -51,6 +54,7 @@ def device():
     device._lock, device._jit_lock = threading.Lock(), threading.Lock()
     device._runs, device._fused_runs, device._spare_runs, device._live_programs = {}, {}, {}, set()
     device._table_words, device._global_pointers = {}, {}
+    device.regions, device._region_chunks, device._region_buffers = np.zeros(CAPACITY, abi.REGION), {}, {}
     device.contexts, device.programs = np.zeros(CAPACITY, abi.CONTEXT), np.zeros(CAPACITY, abi.PROGRAM)
     device.context = type("Context", (), {"enter": lambda self: None})()
     device._upload_program = lambda index, field: None
@@ -88,7 +92,7 @@ def run_on_the_device(device, context: int) -> None:
 
 
 def release(device, context: int) -> None:
-    device._release_context(context)
+    device.run_released(context, 0)
     device.registry.release_run(context, 0)
 
 
@@ -153,9 +157,13 @@ def test_a_run_region_record_holds_the_fields_a_structured_write_would(device):
     chunk = device._region_chunks[data]
     assert record["handle"] == data and record["pointer"] == chunk.device_pointer and record["length"] == 40
     assert chunk.view(np.uint8, 40).tobytes() == b"x" * 40 and device.host_bytes_copied == 40
+    for source in (memoryview(b"0123456789")[::2], memoryview(b"abcdefghijkl").cast("H", (2, 3))):  # strided; 2-D
+        odd = device.registry.add_region(source)
+        device._stage_region(odd)
+        assert device._region_chunks[odd].view(np.uint8, source.nbytes).tobytes() == source.tobytes()
     empty = device.registry.add_region(memoryview(b""))
     device._stage_region(empty)
-    assert device.regions[empty % CAPACITY]["pointer"] == 0x6000_0000 and device._region_chunks[empty] is None
+    assert device.regions[empty % CAPACITY]["pointer"] == 0x6000_0000 and empty not in device._region_chunks
 
 
 def test_a_run_result_reads_each_counter_and_fault_field_from_its_own_word(device):
@@ -174,3 +182,33 @@ def test_a_run_result_reads_each_counter_and_fault_field_from_its_own_word(devic
     assert result.instructions == (5 << 32) + 17 and result.path == "jit"
     fault = result.fault
     assert (fault.code, fault.pc, fault.lane, fault.detail) == (isa.FaultCode.TRAP, 11, 2, 13)
+
+
+def test_a_released_fused_run_hands_everything_on_after_its_records_are_gone(device):
+    """run_released clears a fused run's records (its own, each member's context, the region),
+    then hands on under one lock hold: member staging to the spares, the copied region's chunk to
+    the arena, the device staging block to the free blocks (taken again by the next run)."""
+    from vyre_runtime.backends.cuda.device import PoolBlock
+    from vyre_runtime.backends.cuda.free_blocks import FreeBlocks
+
+    device.fused_runs = np.zeros(CAPACITY, abi.FUSED_RUN)
+    device._staging_free, device.host_bytes_copied = FreeBlocks(), 0
+    allocated: list[PoolBlock] = []
+    device._device_allocate = lambda nbytes: allocated.append(PoolBlock(0x5000_0000, nbytes)) or allocated[-1]
+    program = register(device)
+    group = device.registry.fused[device.registry.add_fused((program,))]
+    for _ in range(2):
+        fused, region = device.registry.add_run([None], 16, memoryview(b"y" * 40).cast("B"), group, [0])
+        device.run_prepared(group.handle, fused, region)
+        (member,) = device.registry.fused_runs[fused].contexts
+        record = device.fused_runs[fused % CAPACITY]
+        assert record["handle"] == fused and record["staging"] == 0x5000_0000 and record["count"] == 1
+        assert device.contexts[member % CAPACITY]["handle"] == member
+        chunk = device._region_chunks[region]
+        device.run_released(fused, region)
+        device.registry.release_run(fused, region)
+        assert device.fused_runs[fused % CAPACITY]["handle"] == 0 and device.contexts[member % CAPACITY]["handle"] == 0
+        assert device.regions[region % CAPACITY]["handle"] == 0
+        assert device.arena.released[-1] is chunk and not device._runs and not device._fused_runs
+        assert list(device._spare_runs) == [(program, 16)] and device._staging_free.count_at_least(1) == 1
+    assert len(allocated) == 1  # the second run took the first one's block again

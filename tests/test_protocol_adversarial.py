@@ -1202,3 +1202,54 @@ def test_a_doorbell_entry_names_its_slot_and_differs_from_the_previous_lap_and_f
         assert doorbell_entry_slot(entry) == slot and 0 < entry <= MASK32
         previous_lap = doorbell_entry((position - capacity) & MASK32, slot, capacity)
         assert entry != previous_lap  # a stale entry of the same word never passes for this position's
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 4096, 5000])
+def test_hint_positions_count_up_from_the_tail_and_stop_where_the_doorbell_is_full(count):
+    """doorbell_positions' steps come from a shared counting array (no np.arange per
+    publication), grown for a publication longer than any before: the same positions."""
+    from vyre_runtime.protocol import codec
+
+    layout = Layout(slots=8192, tenants=2, observables=16, debug_records=4, io_entries=2, doorbells=8192)
+    image = new_image(layout)
+    image[int(ControlWord.DOORBELL_HEAD)], image[int(ControlWord.DOORBELL_TAIL)] = MASK32 - 1, MASK32 - 1
+    positions, rung = codec.doorbell_positions(image, layout, count)
+    assert rung == min(count, 8192)
+    expected = [(MASK32 - 1 + min(k, rung)) & MASK32 for k in range(count)]
+    assert positions.tolist() == expected
+    assert codec._counting(3).tolist() == [0, 1, 2] and not codec._counting(3).flags.writeable
+
+
+@pytest.mark.parametrize(("head", "pending"), [(0, 0), (0, 2), (MASK32 - 1, 1), (MASK32 - 2, 0), (7, 4)])
+@pytest.mark.parametrize("slots", [[3], [5, 0, 7], [1, 6, 2, 4, 0]])
+def test_a_small_run_batch_on_memoryviews_writes_what_the_vectorized_publication_writes(head, pending, slots):
+    """Megakernel._publish_runs writes a stream's batch with codec.write_slots_fields and the
+    DoorbellRinger (memoryview stores): the same words as write_uniform_slots, doorbell_positions
+    and ring_doorbell, a full doorbell and a wrapping tail included."""
+    from vyre_runtime.protocol import codec
+
+    args = [tuple(range(10 * k, 10 * k + 12)) for k in range(len(slots))]
+    vectorized, words = new_image(LAYOUT), new_image(LAYOUT)
+    for image in (vectorized, words):
+        set_doorbell(image, head, head + pending)
+    hints, rung = codec.doorbell_positions(vectorized, LAYOUT, len(slots))
+    codec.write_uniform_slots(vectorized, LAYOUT, np.asarray(slots), 0x10, 1, 2, np.asarray(args, np.uint32), hints)
+    ring_doorbell(vectorized, LAYOUT, slots[:rung])
+    ringer = codec.DoorbellRinger(words, LAYOUT)
+    position, rung_words = ringer.positions(len(slots))
+    assert rung_words == rung
+    codec.write_slots_fields(codec.ring_words(words, LAYOUT), slots, 0x10, 1, 2, args, position, rung_words)
+    ringer.ring_many(slots[:rung_words], position)
+    assert np.flatnonzero(words != vectorized).tolist() == []
+
+
+def test_a_small_run_batch_with_a_busy_slot_writes_nothing():
+    from vyre_runtime.protocol import codec
+
+    image = new_image(LAYOUT)
+    ring = codec.ring_words(image, LAYOUT)
+    ring[4 * SLOT_WORDS] = int(SlotState.PUBLISHED)  # slot 4 is someone else's
+    before = image.copy()
+    with pytest.raises(ProtocolError):
+        codec.write_slots_fields(ring, [1, 4, 2], 0x10, 0, 1, [(1,), (2,), (3,)], 0, 3)
+    assert (image == before).all()

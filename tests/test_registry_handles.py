@@ -1,9 +1,12 @@
-"""Handles after the registry's counter wraps: never one still live in any kind."""
+"""Handles: after the registry's counter wraps, never one still live in any kind; a run's
+handles are taken all or none and their indices freed when it is released."""
 
 from __future__ import annotations
 
+import pytest
 from host_programs import counting_program
 
+from vyre_runtime.errors import DispatchError
 from vyre_runtime.registry import MAX_HANDLE, Registry
 
 
@@ -24,3 +27,33 @@ def test_before_the_counter_wraps_handles_simply_count() -> None:
     registry = Registry()
     handles = [registry.add_region(b"x") for _ in range(5)]
     assert handles == [1, 2, 3, 4, 5]
+
+
+def test_a_run_takes_its_handles_all_or_none() -> None:
+    registry = Registry(index_capacity={"context": 4, "region": 2, "fused_run": 4})
+    program = registry.add_program(counting_program())
+    group = registry.fused[registry.add_fused((program,))]
+    runs = [registry.add_run([None], 16, b"a"), registry.add_run([7], 16, b"b", group, [3])]
+    context, region = runs[0]
+    assert registry.contexts[context].fuel is None and registry.regions[region] == b"a"
+    fused, fused_region = runs[1]
+    assert registry.regions[fused_region] == b"b"
+    (member,) = registry.fused_runs[fused].contexts
+    assert registry.contexts[member].fuel == 7 and registry.fused_runs[fused].lanes == (3,)
+    live = {kind: set(indices) for kind, indices in registry._live_indices.items()}
+    with pytest.raises(DispatchError, match="region records"):  # both regions in use
+        registry.add_run([None], 16, b"c")
+    # the context the failed run took first went back: no handle or index leaked
+    assert {kind: set(indices) for kind, indices in registry._live_indices.items()} == live
+    assert len(registry.contexts) == 2 and len(registry.regions) == 2
+
+
+def test_releasing_a_run_frees_every_index_it_took() -> None:
+    registry = Registry(index_capacity={"context": 2, "region": 1, "fused_run": 1})
+    program = registry.add_program(counting_program())
+    group = registry.fused[registry.add_fused((program,))]
+    for _ in range(3):  # each run reuses the indices the last one freed
+        context, region = registry.add_run([None, None], 16, b"x", group, [0, 0])
+        registry.release_run(context, region)
+        assert not registry.contexts and not registry.regions and not registry.fused_runs
+        assert all(not indices for indices in registry._live_indices.values())

@@ -82,6 +82,9 @@ TEMPLATE_CACHE = 64  # submit()'s checked option sets kept (cleared when full: o
 _PLAIN = (int, type(None))  # lanes / fuel as one value for every member, or each program's default
 _TIMEOUT = (int, float, type(None))
 BULK_BATCH_SHARE = 8  # a bulk publisher on a GPU waits for an eighth of the ring to be free
+# runs published as one batch of up to this many are written with memoryview stores (no NumPy
+# fancy indexing, which hands the GIL to another thread mid-publication); larger ones vectorized
+WORDS_BATCH = 256
 # plain ints for the channel's hot path (an enum member lookup costs about a microsecond)
 _EMPTY, _PUBLISHED, _DONE = int(SlotState.EMPTY), int(SlotState.PUBLISHED), int(SlotState.DONE)
 _WAIT_IO, _FAULT = int(SlotState.WAIT_IO), int(SlotState.FAULT)
@@ -677,6 +680,13 @@ class Megakernel:
         try:
             if len(slots) == 1:
                 self._write_and_ring_fields(slots[0], _RUN_PROGRAM, tenant, priority, args[0])
+            elif len(slots) <= WORDS_BATCH:  # a stream's batch: memoryview stores (codec.write_slots_fields)
+                with self._doorbell_lock:
+                    position, rung = self._ringer.positions(len(slots))
+                    codec.write_slots_fields(
+                        self._ring_words, slots, _RUN_PROGRAM, tenant, int(priority), args, position, rung
+                    )
+                    self._ringer.ring_many(slots[:rung], position)
             else:
                 rows, words = np.asarray(slots, dtype=np.int64), np.asarray(args, dtype=np.uint32)
                 self._write_and_ring(

@@ -94,35 +94,57 @@ class Registry:
         its handle alone, so the two must never share one.
         """
         with self._lock:
-            capacity = self.index_capacity.get(kind)
-            live = self._live_indices.setdefault(kind, set())
-            if capacity is not None and len(live) >= capacity:
-                raise DispatchError(
-                    f"all {capacity} {kind} records of this device are in use",
-                    "wait for runs to complete (or register fewer programs / DFAs on one Megakernel)",
-                )
-            while True:
-                handle = self._next
-                if self._next < MAX_HANDLE:
-                    self._next += 1
-                else:
-                    self._next, self._wrapped = 1, True
-                if self._wrapped and self._handle_live(handle):
-                    continue
-                if capacity is None or handle % capacity not in live:
-                    break
-            if capacity is not None:
-                live.add(handle % capacity)
-            return handle
+            return self._take_handle(kind)
+
+    def _new_handles(self, kinds: tuple[str, ...]) -> list[int]:
+        """_new_handle for each of ``kinds`` under one lock hold (a run's context and region:
+        one lock round per run, not one per handle); all or none."""
+        taken: list[tuple[str, int]] = []
+        with self._lock:
+            try:
+                for kind in kinds:
+                    taken.append((kind, self._take_handle(kind)))
+            except BaseException:  # (a kind's records all in use) the handles taken go back
+                self._drop_indices(taken)
+                raise
+        return [handle for _, handle in taken]
+
+    def _take_handle(self, kind: str) -> int:
+        """_new_handle's work; call with the lock held."""
+        capacity = self.index_capacity.get(kind)
+        live = self._live_indices.setdefault(kind, set())
+        if capacity is not None and len(live) >= capacity:
+            raise DispatchError(
+                f"all {capacity} {kind} records of this device are in use",
+                "wait for runs to complete (or register fewer programs / DFAs on one Megakernel)",
+            )
+        while True:
+            handle = self._next
+            if self._next < MAX_HANDLE:
+                self._next += 1
+            else:
+                self._next, self._wrapped = 1, True
+            if self._wrapped and self._handle_live(handle):
+                continue
+            if capacity is None or handle % capacity not in live:
+                break
+        if capacity is not None:
+            live.add(handle % capacity)
+        return handle
 
     def _handle_live(self, handle: int) -> bool:
         tables = (self.programs, self.contexts, self.regions, self.fused, self.fused_runs, self.dfas)
         return any(handle in table for table in tables)
 
     def _forget_handle(self, kind: str, handle: int) -> None:
-        capacity = self.index_capacity.get(kind)
-        if capacity is not None:
-            with self._lock:
+        with self._lock:
+            self._drop_indices([(kind, handle)])
+
+    def _drop_indices(self, handles: list[tuple[str, int]]) -> None:
+        """Free the indices of these (kind, handle)s for new handles; call with the lock held."""
+        for kind, handle in handles:
+            capacity = self.index_capacity.get(kind)
+            if capacity is not None:
                 self._live_indices.get(kind, set()).discard(handle % capacity)
 
     def add_program(self, program: Program) -> int:
@@ -175,19 +197,27 @@ class Registry:
         self.removals += 1
         self._forget_handle("fused", handle)
 
-    def add_fused_run(self, group: FusedGroup, fuel: list[int | None], lanes: list[int], emit_capacity: int) -> int:
-        """A run context per member, and the fused run that lists them (released together)."""
-        contexts: list[int] = []
-        try:
-            for member_fuel in fuel:
-                contexts.append(self.add_context(member_fuel, emit_capacity))
-            handle = self._new_handle("fused_run")
-        except BaseException:
-            for context in contexts:
-                self.release_run(context, 0)
-            raise
-        self.fused_runs[handle] = FusedRun(handle, tuple(contexts), tuple(lanes))
-        return handle
+    def add_run(
+        self,
+        fuel: list[int | None],
+        emit_capacity: int,
+        data: Any,
+        group: FusedGroup | None = None,
+        lanes: list[int] | None = None,
+    ) -> tuple[int, int]:
+        """A run's handles, taken under one lock hold, all or none: (context, region) with the
+        run context (``fuel[0]``) and ``data`` as the region; for a fused ``group``, the context
+        is its fused run (a context per member, ``fuel`` and ``lanes`` one per member)."""
+        if group is None:
+            context, region = self._new_handles(("context", "region"))
+            self.contexts[context] = RunContext(context, fuel[0], emit_capacity)
+        else:
+            *members, context, region = self._new_handles(("context",) * len(fuel) + ("fused_run", "region"))
+            for member, member_fuel in zip(members, fuel):
+                self.contexts[member] = RunContext(member, member_fuel, emit_capacity)
+            self.fused_runs[context] = FusedRun(context, tuple(members), tuple(lanes or [0] * len(fuel)))
+        self.regions[region] = data
+        return context, region
 
     def add_region(self, data: Any) -> int:
         handle = self._new_handle("region")
@@ -234,13 +264,19 @@ class Registry:
             del self.opcode_programs[opcode]
 
     def release_run(self, context: int, region: int) -> None:
-        """Forget a run's context (a fused run's member contexts with it) and its region."""
+        """Forget a run's context (a fused run's member contexts with it) and its region; their
+        indices are freed under one lock hold."""
+        forgotten: list[tuple[str, int]] = []
         fused_run = self.fused_runs.pop(context, None)
         if fused_run is not None:
-            self._forget_handle("fused_run", context)
+            forgotten.append(("fused_run", context))
             for member_context in fused_run.contexts:
-                self.release_run(member_context, 0)
+                if self.contexts.pop(member_context, None) is not None:
+                    forgotten.append(("context", member_context))
         if self.contexts.pop(context, None) is not None:
-            self._forget_handle("context", context)
+            forgotten.append(("context", context))
         if self.regions.pop(region, None) is not None:
-            self._forget_handle("region", region)
+            forgotten.append(("region", region))
+        if forgotten:
+            with self._lock:
+                self._drop_indices(forgotten)

@@ -131,13 +131,9 @@ class RunTemplate:
             raise DispatchError(f"own range {own_lo}..{own_hi} must lie inside the {length}-byte region")
         if not 0 <= file_offset < 1 << 64 or not 0 <= chunk_index <= U32:
             raise ProtocolError(f"file_offset={file_offset} must be a u64 and chunk_index={chunk_index} a u32")
-        if self._group is None:
-            context = registry.add_context(self._fuel[0], self._emit_capacity)
-        else:
-            context = registry.add_fused_run(self._group, self._fuel, self._member_lanes, self._emit_capacity)
-        region = 0  # (no region handle is 0: release_run passes over it)
+        # all or none (a kind's records all in use: nothing to release)
+        context, region = registry.add_run(self._fuel, self._emit_capacity, view, self._group, self._member_lanes)
         try:
-            region = registry.add_region(view)  # (all its records in use: the context goes back too)
             megakernel.device.run_prepared(handle, context, region)
         except BaseException:
             megakernel.service.release_run(context, region)

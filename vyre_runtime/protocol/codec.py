@@ -38,6 +38,11 @@ _SLOT_STATES = frozenset(int(state) for state in SlotState)
 _EMPTY, _PUBLISHED = int(SlotState.EMPTY), int(SlotState.PUBLISHED)
 _ZERO_PAYLOAD = bytes(4 * (SLOT_WORDS - 1))
 _PRIORITIES = frozenset(int(priority) for priority in Priority)
+# 0, 1, 2, ... as int64, sliced by _counting: a publication's doorbell steps without np.arange,
+# which measured hundreds of microseconds of wall time per call in a stream (its fill lets other
+# Python threads take the GIL, and the publisher waits to get it back, holding the doorbell lock)
+_COUNTING = np.arange(4096, dtype=np.int64)
+_COUNTING.flags.writeable = False
 
 
 def words_from_bytes(buffer: bytes | bytearray | memoryview, expected_words: int | None = None) -> np.ndarray:
@@ -186,6 +191,38 @@ def write_slot_fields(
     words[base] = _PUBLISHED  # ... status last
 
 
+def write_slots_fields(
+    words: memoryview,
+    indices: Sequence[int],
+    opcode: int,
+    tenant: int,
+    priority: int,
+    args: Sequence[Sequence[int]],
+    position: int,
+    rung: int,
+) -> None:
+    """`write_uniform_slots` on a memoryview of the ring (`ring_words`), for a small batch (a
+    stream's runs): every slot is checked EMPTY before any is written, then the payloads, then
+    the statuses. Slot k's hint position is ``position + min(k, rung)`` (`doorbell_positions`:
+    DoorbellRinger.positions). NumPy's fancy indexing over the ring released the GIL and gave
+    it to another thread mid-publication, with the doorbell lock held (~0.4 ms per batch in
+    bench/stream_host.py); memoryview stores hold it."""
+    for index in indices:
+        state = words[index * SLOT_WORDS]
+        if state != _EMPTY:
+            raise _refuse_busy(index, state)
+    for k, (index, row) in enumerate(zip(indices, args)):
+        base = index * SLOT_WORDS
+        payload = array("I", _ZERO_PAYLOAD)
+        payload[0] = opcode
+        payload[1] = tenant
+        payload[2] = priority | ((position + min(k, rung)) & HINT_MASK) << PRIORITY_BITS
+        payload[3 : 3 + len(row)] = array("I", row)
+        words[base + 1 : base + SLOT_WORDS] = payload  # payloads first ...
+    for index in indices:
+        words[index * SLOT_WORDS] = _PUBLISHED  # ... statuses last
+
+
 def ring_words(image: np.ndarray, layout: Layout) -> memoryview:
     """The ring as flat u32 words on a memoryview: slot i's words start at i * SLOT_WORDS."""
     return memoryview(image)[layout.ring : layout.ring + layout.slots * SLOT_WORDS]
@@ -331,6 +368,17 @@ def decode_packed(args: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
     return ops
 
 
+def _counting(count: int) -> np.ndarray:
+    """0 .. count-1 as a read-only int64 view (a slice of one array, grown when too short)."""
+    global _COUNTING
+    counting = _COUNTING
+    if count > len(counting):  # (rare: a publication of more slots than any before)
+        counting = np.arange(max(count, 2 * len(counting)), dtype=np.int64)
+        counting.flags.writeable = False
+        _COUNTING = counting
+    return counting[:count]
+
+
 def doorbell_positions(image: np.ndarray, layout: Layout, count: int) -> tuple[np.ndarray, int]:
     """The hint positions of the next ``count`` publications, and how many of them get an entry.
 
@@ -343,7 +391,7 @@ def doorbell_positions(image: np.ndarray, layout: Layout, count: int) -> tuple[n
     tail = int(image[_DOORBELL_TAIL])
     room = layout.doorbells - ((tail - int(image[_DOORBELL_HEAD])) & 0xFFFFFFFF)
     written = max(0, min(room, count))
-    steps = np.minimum(np.arange(count, dtype=np.int64), written)
+    steps = np.minimum(_counting(count), written)
     return (tail + steps) & 0xFFFFFFFF, written
 
 
@@ -365,7 +413,7 @@ def ring_doorbell(image: np.ndarray, layout: Layout, slots: list[int] | np.ndarr
         image[layout.doorbell + tail % capacity] = doorbell_entry(tail, slots[0], capacity)
         image[_DOORBELL_TAIL] = (tail + 1) & 0xFFFFFFFF
     elif count:
-        positions = (tail + np.arange(count, dtype=np.int64)) & 0xFFFFFFFF
+        positions = (tail + _counting(count)) & 0xFFFFFFFF
         laps = (positions // capacity) & DOORBELL_LAP_MASK
         entries = np.asarray(slots[:count], dtype=np.int64) | ((DOORBELL_TAG_FLAG | laps) << DOORBELL_SLOT_BITS)
         image[layout.doorbell + positions % capacity] = entries
@@ -392,6 +440,24 @@ class DoorbellRinger:
         """`doorbell_positions` for one publication: its hint position, and whether it gets an entry."""
         tail = self._control[_DOORBELL_TAIL]
         return tail, (tail - self._control[_DOORBELL_HEAD]) & 0xFFFFFFFF < self._capacity
+
+    def positions(self, count: int) -> tuple[int, int]:
+        """`doorbell_positions` as (tail, rung): publication k of ``count`` takes hint position
+        tail + min(k, rung) (a u32), and the first ``rung`` get entries (ring_many)."""
+        tail = self._control[_DOORBELL_TAIL]
+        room = self._capacity - ((tail - self._control[_DOORBELL_HEAD]) & 0xFFFFFFFF)
+        return tail, max(0, min(room, count))
+
+    def ring_many(self, slots: Sequence[int], position: int) -> None:
+        """`ring_doorbell` of ``slots`` (the first ``rung`` of a batch: positions() found room
+        for them) from hint position ``position``: every entry, then the tail."""
+        if not slots:
+            return
+        entries, mask, shift = self._entries, self._capacity - 1, self._lap_shift
+        for k, slot in enumerate(slots):
+            at = (position + k) & 0xFFFFFFFF
+            entries[at & mask] = slot | (DOORBELL_TAG_FLAG | ((at >> shift) & DOORBELL_LAP_MASK)) << DOORBELL_SLOT_BITS
+        self._control[_DOORBELL_TAIL] = (position + len(slots)) & 0xFFFFFFFF  # entries first, tail last
 
     def ring_one(self, slot: int, position: int) -> None:
         """Hint that ``slot`` was just published, at ``position`` (from position(), which found room)."""

@@ -43,6 +43,10 @@ class Chunk:
     def view(self, dtype: np.dtype | str, count: int) -> np.ndarray:
         return self.block.view(dtype, count, self.offset)
 
+    def byte_view(self, count: int) -> memoryview:
+        """The chunk's first ``count`` bytes on a memoryview (a per-run copy without a NumPy view)."""
+        return self.block.byte_view[self.offset : self.offset + count]
+
 
 class StagingArena:
     def __init__(self, block_bytes: int = BLOCK_BYTES) -> None:

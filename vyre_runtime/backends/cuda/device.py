@@ -21,6 +21,7 @@ handle of the same kind holds (Registry.index_capacity), and a record is written
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -116,10 +117,12 @@ class _StagedRun:
     outputs: dict[int, Chunk] = field(default_factory=dict)  # binding index -> RUN buffer
     records: Chunk | None = None
     # what a later run of the same program reuses (CudaDevice._spare_runs): the context record
-    # as staged (handle 0, fuel set per run) and each RUN output's view with its init word
+    # as staged (handle 0, fuel set per run) and each RUN output's bytes with their initial image
     record: np.ndarray | None = None
-    words: np.ndarray | None = None  # ``record`` as u32 words (a view: _stage_context's stores)
-    inits: list[tuple[np.ndarray, int]] = field(default_factory=list)
+    words: memoryview | None = None  # ``record`` as u32 words (_stage_context's stores)
+    # (an output's bytes, its initial image): a run starts each RUN output with one byte copy
+    # (a NumPy fill per output cost several times that)
+    inits: list[tuple[memoryview, bytes]] = field(default_factory=list)
     views: dict[int, np.ndarray] = field(default_factory=dict)  # binding index -> its RUN output's words
 
 
@@ -147,6 +150,13 @@ _FR_COUNT, _FR_CONTEXTS, _FR_LANES, _FR_STAGING, _FR_STAGING_BYTES = (
     _FUSED_RUN_WORD[name] for name in ("count", "contexts", "lanes", "staging", "staging_bytes")
 )
 assert _FUSED_RUN_WORD["handle"] == 0 and abi.FUSED_RUN.itemsize % 4 == 0
+
+
+@functools.lru_cache(maxsize=256)
+def _init_image(words: int, init: int) -> bytes:
+    """The bytes a RUN output of ``words`` words starts from (every word ``init``): made once per
+    (size, init word) and shared by the staged runs of every program with such an output."""
+    return np.full(words, init, dtype="<u4").tobytes()
 
 
 def _align(offset: int) -> int:
@@ -190,8 +200,8 @@ class CudaDevice:
         self.close_errors: list[Exception] = []
         self._lock = threading.Lock()
         self._upload_lock = threading.Lock()
-        # id(record table) -> its u32 words as rows, the same words on a flat memoryview, words per record
-        self._table_words: dict[int, tuple[np.ndarray, memoryview, int]] = {}
+        # id(record table) -> its u32 words on a flat memoryview, words per record (_record_view)
+        self._table_words: dict[int, tuple[memoryview, int]] = {}
         self._mapped: list[driver.MappedMemory] = []
         self._device_memory: list[driver.DeviceMemory] = []
         self._pool: driver.DeviceMemory | None = None
@@ -206,7 +216,7 @@ class CudaDevice:
         # a released run's staging (outputs, records, its context record) kept for the next run
         # of the same program and emit capacity: a stream runs one program per chunk thousands
         # of times, and staging it afresh (allocations, a record built field by field) was most
-        # of a run's host cost. Kept for one emit capacity per program (_release_context); dropped
+        # of a run's host cost. Kept for one emit capacity per program (_keep_spare); dropped
         # when the program is unregistered.
         self._spare_runs: dict[tuple[int, int], list[_StagedRun]] = {}
         self._live_programs: set[int] = set()
@@ -384,35 +394,27 @@ class CudaDevice:
     def _put_record(self, table: np.ndarray, index: int, handle: int, staged: np.ndarray) -> None:
         """Store a record built with handle 0 at ``index``, then its handle (the kernel's check).
         The stores go through the table's u32 words (three slice stores, no per-field views)."""
-        self._put_words(table, index, handle, staged.reshape(1).view(np.uint32))
+        self._put_words(table, index, handle, memoryview(staged.reshape(1).view(np.uint32)))
 
-    def _put_words(self, table: np.ndarray, index: int, handle: int, words: np.ndarray | list[int]) -> None:
+    def _put_words(self, table: np.ndarray, index: int, handle: int, words: memoryview | list[int]) -> None:
         """_put_record of a record given as its u32 words (``words[0]``, its handle, unused).
         The stores go through a memoryview (~40 ns each; a NumPy row costs microseconds)."""
         view, stride = self._record_view(table)
         base = index * stride
-        rest = memoryview(words)[1:] if isinstance(words, np.ndarray) else array("I", words[1:])
+        rest = words[1:] if type(words) is memoryview else array("I", words[1:])
         view[base] = 0  # invalid while it changes
         view[base + 1 : base + stride] = rest
         view[base] = handle  # last
 
-    def _record_words(self, table: np.ndarray) -> np.ndarray:
-        """``table`` as rows of u32 words (every record starts with its u32 handle), made once."""
-        return self._table_entry(table)[0]
-
     def _record_view(self, table: np.ndarray) -> tuple[memoryview, int]:
         """``table``'s u32 words on a flat memoryview, and the words per record: record i starts
-        at word i * stride (the per-run stores and loads, without a NumPy row view each)."""
-        entry = self._table_entry(table)
-        return entry[1], entry[2]
-
-    def _table_entry(self, table: np.ndarray) -> tuple[np.ndarray, memoryview, int]:
+        at word i * stride (the per-run stores and loads, without a NumPy row view each). Made
+        once per table; a run looks it up about ten times (one dict read each)."""
         entry = self._table_words.get(id(table))
         if entry is None:
             assert table.dtype.names[0] == "handle" and table.dtype.fields["handle"][1] == 0
             stride = table.dtype.itemsize // 4
-            words = table.view(np.uint32).reshape(len(table), stride)
-            entry = self._table_words[id(table)] = (words, memoryview(words.reshape(-1)), stride)
+            entry = self._table_words[id(table)] = (memoryview(table.view(np.uint32).reshape(-1)), stride)
         return entry
 
     # ------------------------------------------------------------------ registration
@@ -570,15 +572,18 @@ class CudaDevice:
         block the kernel copies the bytes into once, so the members read HBM, not PCIe."""
         fused_run = self.registry.fused_runs[fused_context]
         staged = _StagedFusedRun(fused_run.contexts)
-        with self._lock:
+        data = self.registry.regions[region]
+        length = 0 if isinstance(data, DeviceRegion) else memoryview(data).nbytes
+        size = size_class(length + STAGING_SLACK) if length else 0
+        with self._lock:  # one lock hold: the run's holdings and a released staging block
             self._fused_runs[fused_context] = staged  # before anything can fail: run_released returns it all
+            if size:
+                staged.staging = self._staging_free.take(size)
+        if size and staged.staging is None:
+            staged.staging = self._device_allocate(size)
         for member, member_context in zip(members, fused_run.contexts):
             self._stage_context(member, member_context)
         self._stage_region(region)
-        data = self.registry.regions[region]
-        length = data.nbytes if isinstance(data, DeviceRegion) else memoryview(data).nbytes
-        if not isinstance(data, DeviceRegion) and length:
-            staged.staging = self._take_staging(length + STAGING_SLACK)
         index = self._record_index(self.fused_runs, fused_context, "fused run")
         count = len(members)
         words = [0] * _FUSED_RUN_WORDS  # built whole, stored once (_put_words)
@@ -590,15 +595,6 @@ class CudaDevice:
             words[_FR_STAGING : _FR_STAGING + 2] = pointer & 0xFFFFFFFF, pointer >> 32
             words[_FR_STAGING_BYTES : _FR_STAGING_BYTES + 2] = nbytes & 0xFFFFFFFF, nbytes >> 32
         self._put_words(self.fused_runs, index, fused_context, words)
-
-    def _take_staging(self, nbytes: int) -> driver.DeviceMemory | PoolBlock:
-        """Device memory of at least ``nbytes`` for a fused run's copy of its input: the smallest
-        released block that is large enough, else a new one of its size class (from the
-        pre-launch pool while it lasts)."""
-        size = size_class(nbytes)
-        with self._lock:
-            block = self._staging_free.take(size)
-        return block if block is not None else self._device_allocate(size)
 
     def reserve_staging(self, nbytes: int, count: int) -> int:
         """Make sure ``count`` fused runs over regions of up to ``nbytes`` find device staging
@@ -641,11 +637,11 @@ class CudaDevice:
             staged = _StagedRun(program, entry.emit_words, run.emit_capacity)
             with self._lock:
                 self._runs[context] = staged  # (as above)
-        if staged.words is None:
-            self._allocate_run_staging(staged)
-        for view, init in staged.inits:  # RUN outputs start from their init word
-            view[:] = init
         words = staged.words
+        if words is None:
+            words = self._allocate_run_staging(staged)
+        for output, image in staged.inits:  # RUN outputs start from their init word
+            output[:] = image
         words[_FUEL_WORD] = run.fuel or 0
         index = self._record_index(self.contexts, context, "context")
         self._put_words(self.contexts, index, context, words)
@@ -660,8 +656,9 @@ class CudaDevice:
                 "lower emit_capacity",
             )
 
-    def _allocate_run_staging(self, staged: _StagedRun) -> None:
-        """A fresh run's RUN outputs and records in the staging arena, and its context record."""
+    def _allocate_run_staging(self, staged: _StagedRun) -> memoryview:
+        """A fresh run's RUN outputs and records in the staging arena, and its context record
+        (returned as its u32 words)."""
         entry = self.registry.programs[staged.program].program
         outputs = np.zeros(MAX_BINDINGS, dtype="<u8")
         globals_ = self._global_pointers.get(staged.program, {})
@@ -670,8 +667,8 @@ class CudaDevice:
                 outputs[index] = globals_.get(index, 0)
                 continue
             chunk = staged.outputs[index] = self.arena.allocate(binding.words * 4)
-            staged.views[index] = chunk.view(np.uint32, binding.words)
-            staged.inits.append((staged.views[index], binding.init))
+            view = staged.views[index] = chunk.view(np.uint32, binding.words)
+            staged.inits.append((memoryview(view).cast("B"), _init_image(binding.words, binding.init)))
             outputs[index] = chunk.device_pointer
         record_bytes = staged.emit_capacity * staged.emit_words * 4
         if record_bytes:
@@ -682,7 +679,8 @@ class CudaDevice:
         record["records"] = staged.records.device_pointer if staged.records else 0
         record["outputs"] = outputs
         staged.record = record
-        staged.words = record.reshape(1).view(np.uint32)
+        staged.words = memoryview(record.reshape(1).view(np.uint32))
+        return staged.words
 
     def _stage_region(self, region: int) -> None:
         data = self.registry.regions[region]
@@ -694,12 +692,10 @@ class CudaDevice:
         chunk = None
         if pointer is None:  # pageable memory: copy it into staging the kernel can read
             chunk = self.arena.allocate(nbytes)
-            source = data if _contiguous(data) else memoryview(data).tobytes()
-            chunk.view(np.uint8, nbytes)[:] = np.frombuffer(source, np.uint8)
+            chunk.byte_view(nbytes)[:] = _flat_bytes(data)  # (memoryviews: no NumPy views per run)
             pointer = chunk.device_pointer
-        with self._lock:
-            self._region_chunks[region] = chunk
-            if chunk is not None:
+            with self._lock:  # (read in place, a region holds nothing: no lock round)
+                self._region_chunks[region] = chunk
                 self.host_bytes_copied += nbytes
         self._put_region(region, pointer, nbytes)
 
@@ -820,20 +816,26 @@ class CudaDevice:
         )
 
     def run_released(self, context: int, region: int) -> None:
+        # the records go first: no run names the run's staging, region or block any more once
+        # they are handed on (to a spare run, the arena, the free blocks, the buffer pool); then
+        # everything is handed on under one lock hold
+        fused = self._fused_runs.get(context)  # (one dict read: atomic; popped below, under the lock)
+        contexts = (context,) if fused is None else fused.contexts
+        if fused is not None:
+            self._clear_record(self.fused_runs, context)
+        for member_context in contexts:
+            self._clear_record(self.contexts, member_context)
+        self._clear_record(self.regions, region)
+        stale: list[_StagedRun] = []
         with self._lock:
             fused = self._fused_runs.pop(context, None)
             region_chunk = self._region_chunks.pop(region, None)
             region_buffer = self._region_buffers.pop(region, None)
-        if fused is not None:
-            self._clear_record(self.fused_runs, context)
-            for member_context in fused.contexts:
-                self._release_context(member_context)
-            if fused.staging is not None:  # the record is gone: no later run can name this block
-                with self._lock:
-                    self._staging_free.put(fused.staging.nbytes, fused.staging)
-        else:
-            self._release_context(context)
-        self._clear_record(self.regions, region)
+            for member_context in contexts:
+                self._keep_spare(member_context, stale)
+            if fused is not None and fused.staging is not None:
+                self._staging_free.put(fused.staging.nbytes, fused.staging)
+        self._release_staging(stale)
         if region_buffer is not None:  # after its record is gone: the buffer may be recycled now
             region_buffer.unhold()
         if region_chunk is not None:
@@ -845,25 +847,24 @@ class CudaDevice:
         if words[base] == handle:
             words[base] = 0
 
-    def _release_context(self, context: int) -> None:
-        self._clear_record(self.contexts, context)  # first: no run names the staging any more
-        stale: list[_StagedRun] = []
-        with self._lock:
-            staged = self._runs.pop(context, None)
-            if staged is None:
-                return
-            if staged.record is not None and staged.program in self._live_programs:
-                key = (staged.program, staged.emit_capacity)
-                spares = self._spare_runs.get(key)
-                if spares is None:  # spares of one emit capacity per program: those of another go
-                    # back to the arena (runs with ever new capacities would each keep theirs)
-                    for other in [k for k in self._spare_runs if k[0] == staged.program]:
-                        stale += self._spare_runs.pop(other)
-                    spares = self._spare_runs[key] = []
-                spares.append(staged)
-            else:
-                stale.append(staged)
-        self._release_staging(stale)
+    def _keep_spare(self, context: int, stale: list[_StagedRun]) -> None:
+        """Keep a released run context's staging for the next run of its program, or add it to
+        ``stale`` (for the arena) with any spares it displaces. Call with the lock held, after
+        the context's record was cleared."""
+        staged = self._runs.pop(context, None)
+        if staged is None:
+            return
+        if staged.record is not None and staged.program in self._live_programs:
+            key = (staged.program, staged.emit_capacity)
+            spares = self._spare_runs.get(key)
+            if spares is None:  # spares of one emit capacity per program: those of another go
+                # back to the arena (runs with ever new capacities would each keep theirs)
+                for other in [k for k in self._spare_runs if k[0] == staged.program]:
+                    stale += self._spare_runs.pop(other)
+                spares = self._spare_runs[key] = []
+            spares.append(staged)
+        else:
+            stale.append(staged)
 
     def _release_staging(self, runs: list[_StagedRun]) -> None:
         for staged in runs:
@@ -1258,11 +1259,12 @@ def _kernel_build(cubin: build.BuildResult | bytes, arch: str) -> build.BuildRes
     )
 
 
-def _contiguous(data: Any) -> bool:
-    try:
-        return memoryview(data).c_contiguous
-    except TypeError:
-        return False
+def _flat_bytes(data: Any) -> memoryview:
+    """A region's bytes as a flat unsigned-byte memoryview (a copy if they are not contiguous)."""
+    view = memoryview(data)
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 def _free(resource: Any) -> list[Exception]:

@@ -15,6 +15,7 @@ point at freed memory after `cuMemFreeHost`.
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import threading
 import time
@@ -251,6 +252,11 @@ class MappedMemory:
     def view(self, dtype: np.dtype | str, count: int, offset: int = 0) -> np.ndarray:
         dtype = np.dtype(dtype)
         return self.array[offset : offset + count * dtype.itemsize].view(dtype)
+
+    @functools.cached_property
+    def byte_view(self) -> memoryview:
+        """The whole memory as unsigned bytes on a memoryview, made once."""
+        return memoryview(self.array).cast("B")
 
     def contains(self, host_pointer: int, nbytes: int) -> bool:
         return self.host_pointer <= host_pointer and host_pointer + nbytes <= self.host_pointer + self.nbytes
