@@ -152,10 +152,14 @@ class _FakeMapped(driver.MappedMemory):
         self.nbytes = max(4096, -(-nbytes // 4096) * 4096)
         self.array = anonymous(self.nbytes, huge_pages)
         self.host_pointer = self.device_pointer = self.array.ctypes.data
-        self.registered = True
+        self.where = "the stand-in device"
+        self.registered = True  # (the device reads registered memory in place)
 
     def unregister(self) -> None:
         self.registered = False
+
+    def __del__(self) -> None:
+        pass  # nothing was pinned: dropping it frees it (MappedMemory's would keep it)
 
 
 class _FakeDeviceMemory:
@@ -356,15 +360,21 @@ def main() -> int:
     parser.add_argument("--latency-us", type=float, default=20.0, help="the stand-in device's pause per pass")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--lanes", type=int, default=None, help="lanes per run (default: the stream's)")
+    parser.add_argument(
+        "--real", action="store_true", help="the real CUDA device (on a GPU machine): where the stream thread waits"
+    )
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
-    install_stand_in(args.latency_us)
+    if not args.real:
+        install_stand_in(args.latency_us)
     program = load_program_file(str(ROOT / "examples" / f"{args.program}.vasm"))
     options = StreamOptions(
         chunk_size=parse_size(args.chunk_size),
         chunks=args.chunks,
         read_size=parse_size(args.read_size),
         fuse=args.fuse,
+        lanes=args.lanes,
     )
     size = parse_size(args.size)
     with (
