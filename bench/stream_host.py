@@ -353,13 +353,14 @@ def main() -> int:
     parser.add_argument("--chunk-size", default="64KiB")
     parser.add_argument("--size", default="512MiB", help="input file size")
     parser.add_argument("--programs", type=int, default=1, help="copies of --program run over each chunk")
-    parser.add_argument("--program", default="histogram", help="examples/NAME.vasm")
+    parser.add_argument("--program", default="histogram", help="examples/NAME.vasm[,NAME...]")
     parser.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--chunks", type=int, default=96)
     parser.add_argument("--read-size", default="4MiB")
     parser.add_argument("--latency-us", type=float, default=20.0, help="the stand-in device's pause per pass")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--emit-capacity", type=int, default=65536, help="records per chunk and program")
     parser.add_argument("--lanes", type=int, default=None, help="lanes per run (default: the stream's)")
     parser.add_argument(
         "--real", action="store_true", help="the real CUDA device (on a GPU machine): where the stream thread waits"
@@ -368,19 +369,20 @@ def main() -> int:
     args = parser.parse_args()
     if not args.real:
         install_stand_in(args.latency_us)
-    program = load_program_file(str(ROOT / "examples" / f"{args.program}.vasm"))
+    programs = [load_program_file(str(ROOT / "examples" / f"{name}.vasm")) for name in args.program.split(",")]
     options = StreamOptions(
         chunk_size=parse_size(args.chunk_size),
         chunks=args.chunks,
         read_size=parse_size(args.read_size),
         fuse=args.fuse,
         lanes=args.lanes,
+        emit_capacity=args.emit_capacity,
     )
     size = parse_size(args.size)
     with (
         input_file(size) as path,
         Megakernel(backend="cuda", jit="off") as megakernel,
-        StreamPipeline([program] * args.programs, megakernel, options) as pipeline,
+        StreamPipeline(programs * args.programs, megakernel, options) as pipeline,
     ):
         run_once(pipeline, path)  # arena, rings, staging and the page cache warmed outside the numbers
         measured = [run_once(pipeline, path) for _ in range(args.repeat)]
