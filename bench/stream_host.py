@@ -66,6 +66,7 @@ typedef struct {
     uint8_t *fused; uint32_t fused_cap, fused_size;
     uint8_t *fused_runs; uint32_t fused_run_cap, fused_run_size, fr_count, fr_contexts;
     uint32_t ctx_instructions, ctx_path, ctx_emitted, run_opcode, latency_ns;
+    uint32_t ctx_capacity, ctx_records, records_per_run, record_words;
     volatile int stop; uint64_t completed, passes;
 } Dev;
 
@@ -74,7 +75,17 @@ static pthread_t thread;
 static void finish_context(Dev *d, uint32_t context, uint32_t length) {
     uint8_t *record = d->contexts + (uint64_t)(context % d->context_cap) * d->context_size;
     if (*(uint32_t *)record != context) return;
-    *(uint32_t *)(record + d->ctx_emitted) = 0;
+    /* records_per_run records of record_words words, written out of order as a GPU's lanes
+       append them: word 0 ascends with the record's place in a sorted run, the rest is noise */
+    uint32_t capacity = *(uint32_t *)(record + d->ctx_capacity), emitted = d->records_per_run;
+    uint32_t *records = *(uint32_t **)(record + d->ctx_records);
+    uint32_t kept = emitted < capacity ? emitted : capacity;
+    for (uint32_t i = 0; records && i < kept; i++) {
+        uint32_t place = (uint32_t)(((uint64_t)i * 2654435761u) % kept);
+        for (uint32_t w = 0; w < d->record_words; w++)
+            records[(uint64_t)i * d->record_words + w] = w == 0 ? place << 12 : place * 2246822519u + w;
+    }
+    *(uint32_t *)(record + d->ctx_emitted) = emitted;
     *(uint64_t *)(record + d->ctx_instructions) = 1 + length / 4;  /* a word per lane step */
     *(uint32_t *)(record + d->ctx_path) = 1;  /* interpreted */
 }
@@ -128,6 +139,7 @@ class _Dev(ctypes.Structure):
         ("fused_runs", ctypes.c_void_p),
         *[(name, ctypes.c_uint32) for name in ("fused_run_cap", "fused_run_size", "fr_count", "fr_contexts")],
         *[(name, ctypes.c_uint32) for name in ("instructions", "path", "emitted", "run_opcode", "latency_ns")],
+        *[(name, ctypes.c_uint32) for name in ("capacity", "records", "records_per_run", "record_words")],
         ("stop", ctypes.c_int),
         ("completed", ctypes.c_uint64),
         ("passes", ctypes.c_uint64),
@@ -201,6 +213,7 @@ def _start(self: cuda_device.CudaDevice) -> None:
         run_fields["count"][1], run_fields["contexts"][1],
         context_fields["instructions"][1], context_fields["path"][1], context_fields["emitted"][1],
         int(BuiltinOpcode.RUN_PROGRAM), _LATENCY_NS[0],
+        context_fields["emit_capacity"][1], context_fields["records"][1], _RECORDS[0], _RECORDS[1],
     )  # fmt: skip
     assert SlotWord.ARG0 == 4 and SlotWord.RESULT0 == 12  # the C thread's word offsets
     self._bench_dev = dev
@@ -219,11 +232,14 @@ def _stop(self: cuda_device.CudaDevice, timeout: float) -> bool:
 
 
 _LATENCY_NS = [20_000]
+_RECORDS = [0, 0]  # records each run emits, words per record
 
 
-def install_stand_in(latency_us: float) -> None:
-    """Replace the driver calls the CUDA backend's host code makes (this process only)."""
+def install_stand_in(latency_us: float, records: int = 0, record_words: int = 0) -> None:
+    """Replace the driver calls the CUDA backend's host code makes (this process only); each
+    run then emits ``records`` records of ``record_words`` words (out of order, as a GPU's)."""
     _LATENCY_NS[0] = int(latency_us * 1000)
+    _RECORDS[:] = [records, record_words]
     _device_library()
     info = driver.DeviceInfo(0, "stand-in (no GPU)", 132, (9, 0), True, 13000, 80 << 30)
     driver.init = lambda: None
@@ -360,6 +376,9 @@ def main() -> int:
     parser.add_argument("--latency-us", type=float, default=20.0, help="the stand-in device's pause per pass")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--records", type=int, default=0, help="records the stand-in's runs emit each (out of order, as a GPU's)"
+    )
     parser.add_argument("--emit-capacity", type=int, default=65536, help="records per chunk and program")
     parser.add_argument("--lanes", type=int, default=None, help="lanes per run (default: the stream's)")
     parser.add_argument(
@@ -367,9 +386,13 @@ def main() -> int:
     )
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
-    if not args.real:
-        install_stand_in(args.latency_us)
     programs = [load_program_file(str(ROOT / "examples" / f"{name}.vasm")) for name in args.program.split(",")]
+    if args.records and args.real:
+        parser.error("--records is the stand-in's (the real device emits what the programs do)")
+    if args.records and len({program.emit_words for program in programs}) != 1:
+        parser.error("--records needs programs that emit records of one size (the stand-in writes that many words)")
+    if not args.real:
+        install_stand_in(args.latency_us, args.records, programs[0].emit_words if args.records else 0)
     options = StreamOptions(
         chunk_size=parse_size(args.chunk_size),
         chunks=args.chunks,

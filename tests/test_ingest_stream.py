@@ -955,3 +955,29 @@ def test_inputs_wait_for_a_descriptor_instead_of_failing_when_the_process_is_out
     for result, data in zip(results, contents):
         assert result.error is None, result.error
         check_exact(result, data)
+
+
+def test_programs_merge_side_by_side_with_the_same_results(tmp_path, megakernel, programs, monkeypatch) -> None:
+    """Inputs whose programs emitted many records merge on worker threads (_merge_all): the
+    results equal those of merging one program after another."""
+    from vyre_runtime.ingest import stream
+
+    paths, contents = write_files(tmp_path, [BIG, CHUNK + 1, 0], seed=11)
+    every = [*programs, load_program_file(str(EXAMPLES / "fnv1a_blocks.vasm"))]
+    monkeypatch.setattr(stream, "PARALLEL_MERGE_RECORDS", 1 << 62)
+    serial, _ = run(every, megakernel, paths, options())
+    monkeypatch.setattr(stream, "PARALLEL_MERGE_RECORDS", 1)
+    with StreamPipeline(every, megakernel, options()) as pipeline:
+        side_by_side = pipeline.run(paths)
+        assert pipeline._mergers is not None  # the threads merged them
+    for one, other, data in zip(serial, side_by_side, contents):
+        check_exact(FileResult(one.path, one.size, programs=one.programs[:3]), data)
+        assert [p.program for p in one.programs] == [p.program for p in other.programs]
+        for mine, theirs in zip(one.programs, other.programs):
+            np.testing.assert_array_equal(mine.records, theirs.records)
+            np.testing.assert_array_equal(mine.record_chunks, theirs.record_chunks)
+            assert mine.outputs.keys() == theirs.outputs.keys()
+            for name in mine.outputs:
+                np.testing.assert_array_equal(mine.outputs[name], theirs.outputs[name])
+    blocks = sum(-(-min(CHUNK, BIG - start) // 4096) for start in range(0, BIG, CHUNK))  # per chunk's 4 KiB
+    assert len(side_by_side[0].programs[3].records) == blocks

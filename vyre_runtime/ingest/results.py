@@ -110,8 +110,11 @@ def _sort_order(keys: list[np.ndarray]) -> np.ndarray | None:
 
 def _order_within_chunks(records: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """``records`` (chunk parts joined in chunk order, part i from row ``starts[i]``) with each
-    part in canonical order: one vectorized pass finds the parts out of order, only those are
-    sorted, and one gather applies their orders."""
+    part in canonical order. One vectorized pass finds whether any part is out of order (the CPU
+    backend's seldom are: returned as they are); else one stable sort of all rows by (part,
+    first key) orders every part at once, and a full lexsort runs only where first keys tie
+    within a part. (Sorting part by part cost a Python round per part: 4096-record parts from
+    a GPU stream spent twice as long in that loop as in the sorts: BENCHMARKS.md, session 7.)"""
     if records.shape[1] == 0 or len(records) < 2:
         return records
     keys = _word_keys(records)
@@ -119,17 +122,16 @@ def _order_within_chunks(records: np.ndarray, starts: np.ndarray) -> np.ndarray:
     late = np.zeros(len(records), dtype=bool)  # rows that do not follow the row before them
     late[1:] = _out_of_order(primary, len(keys))
     late[starts] = False  # a part's first row need not follow the previous part's last
-    unsorted = np.flatnonzero(np.logical_or.reduceat(late, starts))
-    if not len(unsorted):
+    if not late.any():
         return records
-    ends = np.append(starts[1:], len(records))
-    rows = np.arange(len(records))
-    for part in unsorted.tolist():
-        start, end = int(starts[part]), int(ends[part])
-        order = _sort_order([key[start:end] for key in keys])
-        if order is not None:
-            rows[start:end] = order + start
-    return records[rows]
+    counts = np.diff(np.append(starts, len(records)))
+    parts = np.repeat(np.arange(len(starts), dtype=np.uint32), counts)
+    order = np.lexsort((primary, parts))  # stable: rows with equal keys keep their order
+    if len(keys) > 1:
+        ranked, ranked_parts = np.take(primary, order), np.take(parts, order)
+        if ((ranked[1:] == ranked[:-1]) & (ranked_parts[1:] == ranked_parts[:-1])).any():
+            order = np.lexsort((*keys, parts))  # first keys tie in a part: the later words decide
+    return np.take(records, order, axis=0)
 
 
 def merge(program: Program, chunks: dict[int, ChunkOutcome], global_buffers: dict[str, np.ndarray]) -> ProgramResult:

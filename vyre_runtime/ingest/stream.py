@@ -189,6 +189,7 @@ class StreamPipeline:
         self.reader_name, self.fallback_reason = "", None
         self._closed = False
         self._jitted = False
+        self._mergers: concurrent.futures.ThreadPoolExecutor | None = None  # (_merge_all)
 
     def _jit_programs(self) -> None:
         """options.jit: compile the programs to native code before the first chunk. The swap is
@@ -293,6 +294,8 @@ class StreamPipeline:
         if self._closed:
             return
         self._closed = True
+        if self._mergers is not None:
+            self._mergers.shutdown(wait=True)
         arena, self.arena = self.arena, None
         drained = False
         try:
@@ -825,13 +828,27 @@ class StreamPipeline:
             planning.remove(source)
             results[source.position] = self._file_result(source)
 
+    def _merge_all(self, merges: list[tuple[Program, dict[int, ChunkOutcome], dict]]) -> list[ProgramResult]:
+        """Each program's merge, in program order. Several programs with many records merge side
+        by side on a few threads: a merge is NumPy sorts and gathers that let the GIL go, and
+        run one after another on the stream thread they were a third of a fused stream's time
+        whose programs emit a record per block (BENCHMARKS.md, session 7)."""
+        if len(merges) < 2 or sum(_record_count(outcomes) for _, outcomes, _ in merges) < PARALLEL_MERGE_RECORDS:
+            return [merge(*arguments) for arguments in merges]
+        if self._mergers is None:
+            workers = max(1, min(MAX_FUSED_MEMBERS, os.cpu_count() or 1))
+            self._mergers = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="vyre-merge")
+        return list(self._mergers.map(lambda arguments: merge(*arguments), merges))
+
     def _file_result(self, source: Source) -> FileResult:
         size = source.size if source.size is not None else source.bytes_read
         result = FileResult(path=source.path, size=size, error=source.error, note=source.note)
         registry = self.megakernel.registry
+        merges = []
         for program, handle, outcomes in zip(self.programs, source.program_handles, source.outcomes):
             global_buffers = {k: v.copy() for k, v in registry.programs[handle].global_buffers.items()}
-            result.programs.append(merge(program, outcomes, global_buffers))
+            merges.append((program, outcomes, global_buffers))
+        result.programs.extend(self._merge_all(merges))
         for handle in self._handles_to_unregister(source):
             self._unregister_handle(handle)
         result.chunks = source.chunks
@@ -843,6 +860,13 @@ class StreamPipeline:
         source.close()
         result.seconds = time.perf_counter() - source.started
         return result
+
+
+PARALLEL_MERGE_RECORDS = 1 << 16  # records an input's programs emitted, from which they merge side by side
+
+
+def _record_count(outcomes: dict[int, ChunkOutcome]) -> int:
+    return sum(len(chunk.outcome.records) for chunk in outcomes.values())
 
 
 def _open_reader(options: StreamOptions) -> Reader:
