@@ -113,6 +113,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hand-passes", type=int, default=20, help="timed passes of each hand-written kernel")
     parser.add_argument("--cold-builds", type=int, default=1, help="cold variant builds to time (NVRTC, seconds each)")
     parser.add_argument("--hits", type=int, default=50, help="cache hits to time per row")
+    parser.add_argument(
+        "--emit-capacity",
+        type=int,
+        help="records a run may keep (default: every record the program emits; a small one drops the rest:"
+        " what the records' writes to host memory cost)",
+    )
     parser.add_argument("--output", type=Path, help="JSON path (default bench/results/jit-<backend>.json)")
     args = parser.parse_args(argv)
     args.lanes = [int(x) for x in args.lanes.split(",") if x]
@@ -326,7 +332,7 @@ def make_targets(mk: Megakernel, args, buffer, mapped, rows: dict, expected: dic
                 interpreted_runs=interpreted_runs(args, runs, len(plans)),
                 mapped_chunks=mapped_chunks,
                 mapped_runs=mapped_runs,
-                emit=emit_capacity(scan, args.chunk),
+                emit=emit_capacity(scan, args.chunk) if args.emit_capacity is None else args.emit_capacity,
                 expected=expected[scan.name],
                 row=rows[scan.name],
             )
