@@ -212,3 +212,31 @@ def test_a_released_fused_run_hands_everything_on_after_its_records_are_gone(dev
         assert device.arena.released[-1] is chunk and not device._runs and not device._fused_runs
         assert list(device._spare_runs) == [(program, 16)] and device._staging_free.count_at_least(1) == 1
     assert len(allocated) == 1  # the second run took the first one's block again
+
+
+def test_a_large_run_output_starts_from_its_init_word_without_a_process_wide_image(device):
+    """RUN outputs start from a cached image of their initial bytes (_init_image); an output of
+    up to MAX_BINDING_WORDS words (64 MiB) must not leave its image in the process-wide cache,
+    which outlives every device (256 of them: 16 GiB), so a large one fills in place (review11)."""
+    from vyre_runtime.backends.cuda import device as cuda_device
+
+    words = 1 << 20  # 4 MiB
+    program = Program(
+        name="wide",
+        registers=2,
+        lanes=4,
+        bindings=(Binding("small", 4, init=3), Binding("table", words, init=0xFFFFFFFF)),
+        emit_words=0,
+        code=(Instruction(isa.Op.EXIT),),
+    )
+    handle = device.registry.add_program(program)
+    device._live_programs.add(handle)
+    cuda_device._init_image.cache_clear()
+    first = stage(device, handle)
+    assert cuda_device._init_image.cache_info().currsize == 1  # the small output's image only
+    device._runs[first].outputs[1].view(np.uint32, words)[:] = 5  # what the run wrote
+    device._runs[first].outputs[0].view(np.uint32, 4)[:] = 5
+    release(device, first)
+    second = stage(device, handle)  # the spare staging, started afresh
+    assert (device._runs[second].outputs[1].view(np.uint32, words) == 0xFFFFFFFF).all()
+    assert device._runs[second].outputs[0].view(np.uint32, 4).tolist() == [3, 3, 3, 3]

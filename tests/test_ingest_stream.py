@@ -981,3 +981,34 @@ def test_programs_merge_side_by_side_with_the_same_results(tmp_path, megakernel,
                 np.testing.assert_array_equal(mine.outputs[name], theirs.outputs[name])
     blocks = sum(-(-min(CHUNK, BIG - start) // 4096) for start in range(0, BIG, CHUNK))  # per chunk's 4 KiB
     assert len(side_by_side[0].programs[3].records) == blocks
+
+
+@pytest.mark.parametrize("side_by_side", [False, True])
+def test_a_merge_that_raises_leaks_nothing_and_the_pipeline_runs_again(
+    tmp_path, megakernel, programs, monkeypatch, side_by_side
+) -> None:
+    """A merge that raises (MemoryError on a huge input, a Ctrl-C while the merge threads work)
+    stops run(); the finishing input's program handles and descriptor go back as any unfinished
+    input's do, and the pipeline streams again (review11)."""
+    from vyre_runtime.ingest import stream
+
+    paths, contents = write_files(tmp_path, [3 * CHUNK + 5, 2 * CHUNK], seed=12)
+    fds, registered = open_fds(), len(megakernel.registry.programs)
+    monkeypatch.setattr(stream, "PARALLEL_MERGE_RECORDS", 1 if side_by_side else 1 << 62)
+    real_merge, calls = stream.merge, []
+
+    def merge_failing_once(*arguments):
+        calls.append(True)
+        if len(calls) == 2:
+            raise MemoryError("the merge's concatenation")
+        return real_merge(*arguments)
+
+    monkeypatch.setattr(stream, "merge", merge_failing_once)
+    with StreamPipeline(programs, megakernel, options()) as pipeline:
+        with pytest.raises(MemoryError):
+            pipeline.run(paths)
+        assert open_fds() <= fds  # the finishing input's descriptor is closed too
+        assert len(megakernel.registry.programs) == registered  # and its program handles released
+        for result, data in zip(pipeline.run(paths), contents):
+            check_exact(result, data)
+    assert open_fds() <= fds and len(megakernel.registry.programs) == registered

@@ -825,8 +825,10 @@ class StreamPipeline:
 
     def _finish(self, planning: list[Source], results: dict[int, FileResult]) -> None:
         for source in [s for s in planning if s.planning_done and s.slots_busy == 0]:
-            planning.remove(source)
             results[source.position] = self._file_result(source)
+            # (only now: a merge that raises leaves the input to _abort, which gives back its
+            # handles and descriptor; taken out first, they leaked)
+            planning.remove(source)
 
     def _merge_all(self, merges: list[tuple[Program, dict[int, ChunkOutcome], dict]]) -> list[ProgramResult]:
         """Each program's merge, in program order. Several programs with many records merge side

@@ -121,8 +121,9 @@ class _StagedRun:
     record: np.ndarray | None = None
     words: memoryview | None = None  # ``record`` as u32 words (_stage_context's stores)
     # (an output's bytes, its initial image): a run starts each RUN output with one byte copy
-    # (a NumPy fill per output cost several times that)
-    inits: list[tuple[memoryview, bytes]] = field(default_factory=list)
+    # (a NumPy fill per output cost several times that); a large output: (its words, the init
+    # word), a fill in place (INIT_IMAGE_WORDS)
+    inits: list[tuple[memoryview, bytes] | tuple[np.ndarray, int]] = field(default_factory=list)
     views: dict[int, np.ndarray] = field(default_factory=dict)  # binding index -> its RUN output's words
 
 
@@ -150,6 +151,12 @@ _FR_COUNT, _FR_CONTEXTS, _FR_LANES, _FR_STAGING, _FR_STAGING_BYTES = (
     _FUSED_RUN_WORD[name] for name in ("count", "contexts", "lanes", "staging", "staging_bytes")
 )
 assert _FUSED_RUN_WORD["handle"] == 0 and abi.FUSED_RUN.itemsize % 4 == 0
+
+
+# RUN outputs up to this many words start from a cached image (_init_image); larger ones fill
+# in place: the cache outlives every device, and 256 images of up to MAX_BINDING_WORDS words
+# (64 MiB) each could hold 16 GiB, while a fill costs little next to such an output's copy-back
+INIT_IMAGE_WORDS = 1 << 14
 
 
 @functools.lru_cache(maxsize=256)
@@ -668,7 +675,10 @@ class CudaDevice:
                 continue
             chunk = staged.outputs[index] = self.arena.allocate(binding.words * 4)
             view = staged.views[index] = chunk.view(np.uint32, binding.words)
-            staged.inits.append((memoryview(view).cast("B"), _init_image(binding.words, binding.init)))
+            if binding.words <= INIT_IMAGE_WORDS:
+                staged.inits.append((memoryview(view).cast("B"), _init_image(binding.words, binding.init)))
+            else:
+                staged.inits.append((view, binding.init))
             outputs[index] = chunk.device_pointer
         record_bytes = staged.emit_capacity * staged.emit_words * 4
         if record_bytes:
