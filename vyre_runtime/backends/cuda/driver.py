@@ -265,12 +265,19 @@ class MappedMemory:
         return self.device_pointer + (host_pointer - self.host_pointer)
 
     def unregister(self) -> None:
-        """Unpin (only once the kernel can no longer touch it); the memory stays valid for Python."""
-        if self.registered:
-            self.registered = False
-            with _registered_lock:
-                _registered.pop(self.host_pointer, None)
-            check(cu.cuMemHostUnregister(self.host_pointer), "cuMemHostUnregister")
+        """Unpin (only once the kernel can no longer touch it); the memory stays valid for Python.
+        A refused unpin (other than "not registered") keeps the pages for the life of the process,
+        as a dropped registered mapping does: CUDA may still hold the range. After a sticky error
+        nothing CUDA does matters any more, and they are freed as usual."""
+        if not self.registered:
+            return
+        status = cu.cuMemHostUnregister(self.host_pointer)[0]
+        self.registered = False
+        with _registered_lock:
+            _registered.pop(self.host_pointer, None)
+        if status not in (SUCCESS, cu.CUresult.CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED) and status not in STICKY:
+            _kept_registered.append(self.array)
+        check((status,), "cuMemHostUnregister")
 
     def __del__(self) -> None:
         if getattr(self, "registered", False):  # never unpinned: keep its pages mapped (see _kept_registered)
