@@ -262,6 +262,12 @@ def main() -> int:
     )
     parser.add_argument("--cold", action="store_true", help="also measure after dropping the page cache (O_DIRECT)")
     parser.add_argument("--repeat", type=int, default=2, help="warm runs of each row (the best is kept)")
+    parser.add_argument(
+        "--sqpoll",
+        action="store_true",
+        help="the stream's rings submit through a kernel SQ thread (StreamOptions.sqpoll): the stream thread"
+        " then pays no io_uring_enter per batch of reads (the raw rows are unchanged)",
+    )
     parser.add_argument("--jit", action="store_true", help="JIT the consumers first (StreamOptions.jit; CUDA)")
     parser.add_argument(
         "--iowq", type=int, help="io-wq worker cap of the readers (0: the kernel's); default: DEFAULT_IOWQ_WORKERS"
@@ -288,6 +294,7 @@ def main() -> int:
         queue_depth=args.depth,
         lanes=args.lanes or None,
         jit=args.jit,
+        sqpoll=args.sqpoll,
     )
     cuda = args.backend == "cuda" or (args.backend == "auto" and cuda_unavailable_reason() is None)
     # plain memory for the raw reads (io_uring pins registered pages itself), on huge pages as
