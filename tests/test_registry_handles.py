@@ -57,3 +57,31 @@ def test_releasing_a_run_frees_every_index_it_took() -> None:
         registry.release_run(context, region)
         assert not registry.contexts and not registry.regions and not registry.fused_runs
         assert all(not indices for indices in registry._live_indices.values())
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_run_whose_slot_fails_internally_gives_back_its_handles(monkeypatch, fused) -> None:
+    """A backend bug ends the slot FAULT INTERNAL: the caller gets the error, and the run's context
+    and region (a fused run's member contexts too) are released like any finished run's."""
+    from vyre_runtime.errors import BackendError
+    from vyre_runtime.megakernel import Megakernel
+    from vyre_runtime.protocol.opcodes import BuiltinOpcode
+
+    with Megakernel(backend="cpu", slots=16, workers=1) as megakernel:
+        handle = megakernel.register_program(counting_program())
+        if fused:
+            handle = megakernel.register_fused([handle])
+        execute = megakernel.device._execute
+
+        def broken(context, slot, opcode, args):
+            if opcode == BuiltinOpcode.RUN_PROGRAM:
+                raise RuntimeError("a backend bug")
+            return execute(context, slot, opcode, args)
+
+        monkeypatch.setattr(megakernel.device, "_execute", broken)
+        with pytest.raises(BackendError, match="the backend failed on slot"):
+            megakernel.submit(handle, b"x" * 64).result(10)
+        registry = megakernel.registry
+        assert not registry.contexts and not registry.regions and not registry.fused_runs
+        monkeypatch.setattr(megakernel.device, "_execute", execute)
+        assert megakernel.submit(handle, b"x" * 64).result(10) is not None  # the runtime serves on

@@ -585,6 +585,8 @@ class HostService:
         fault = SlotFaultInfo.from_words(*row[_RESULT0:]) if row[0] == _FAULT else None
         if fault is not None and fault.code == SlotFault.INTERNAL:
             detail = self.device.internal_errors.pop(slot, None) or "no traceback recorded"
+            if pending.run is not None:  # its handles go back as any finished run's do
+                self.release_run(pending.run[1], pending.run[2])
             future.set_exception(BackendError(f"the backend failed on slot {slot}: {detail}", "please report this bug"))
         elif pending.run is not None:  # a run resolves to its result: no SlotOutcome is built
             program_handle, context_handle, region_handle = pending.run
