@@ -93,45 +93,40 @@ def _out_of_order(primary: np.ndarray, keys: int) -> np.ndarray:
     return primary[1:] < primary[:-1] if keys == 1 else primary[1:] <= primary[:-1]
 
 
-def _sort_order(keys: list[np.ndarray]) -> np.ndarray | None:
-    """The permutation that puts rows in key order; None where they already are (the CPU backend
-    emits lanes in order). A sort by the first key is the whole order unless it ties (records that
-    begin with a file offset seldom do); with one key, ties are equal rows and any order will do."""
+def _sort_order(keys: list[np.ndarray], parts: np.ndarray | None = None) -> np.ndarray | None:
+    """The permutation that puts rows in key order, within each part when ``parts`` numbers each
+    row's part (non-decreasing: the parts stay in order); None where they already are (the CPU
+    backend emits lanes in order). A stable sort by the first key is the whole order unless it
+    ties (records that begin with a file offset seldom do); with one key, ties are equal rows and
+    any order will do."""
     primary = keys[-1]
-    if not _out_of_order(primary, len(keys)).any():
+    late = _out_of_order(primary, len(keys))
+    if parts is not None:
+        late &= parts[1:] == parts[:-1]  # a part's first row need not follow the previous part's last
+    if not late.any():
         return None
-    order = np.argsort(primary, kind="stable")  # timsort: fast on the runs a GPU's warps emit
+    # timsort (fast on the runs a GPU's warps emit); with parts, one sort of all rows by (part,
+    # first key) instead of a sort per part (a Python round each: BENCHMARKS.md, session 7)
+    order = np.argsort(primary, kind="stable") if parts is None else np.lexsort((primary, parts))
     if len(keys) > 1:
-        ranked = primary[order]
-        if (ranked[1:] == ranked[:-1]).any():
-            order = np.lexsort(keys)
+        ranked = np.take(primary, order)
+        tied = ranked[1:] == ranked[:-1]
+        if parts is not None:
+            tied &= parts[1:] == parts[:-1]  # (the order keeps parts sorted: parts[order] is parts)
+        if tied.any():
+            order = np.lexsort(keys if parts is None else (*keys, parts))  # the later words decide
     return order
 
 
 def _order_within_chunks(records: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """``records`` (chunk parts joined in chunk order, part i from row ``starts[i]``) with each
-    part in canonical order. One vectorized pass finds whether any part is out of order (the CPU
-    backend's seldom are: returned as they are); else one stable sort of all rows by (part,
-    first key) orders every part at once, and a full lexsort runs only where first keys tie
-    within a part. (Sorting part by part cost a Python round per part: 4096-record parts from
-    a GPU stream spent twice as long in that loop as in the sorts: BENCHMARKS.md, session 7.)"""
+    part in canonical order: one vectorized check, and one sort of all rows if any is out of order."""
     if records.shape[1] == 0 or len(records) < 2:
-        return records
-    keys = _word_keys(records)
-    primary = keys[-1]
-    late = np.zeros(len(records), dtype=bool)  # rows that do not follow the row before them
-    late[1:] = _out_of_order(primary, len(keys))
-    late[starts] = False  # a part's first row need not follow the previous part's last
-    if not late.any():
         return records
     counts = np.diff(np.append(starts, len(records)))
     parts = np.repeat(np.arange(len(starts), dtype=np.uint32), counts)
-    order = np.lexsort((primary, parts))  # stable: rows with equal keys keep their order
-    if len(keys) > 1:
-        ranked, ranked_parts = np.take(primary, order), np.take(parts, order)
-        if ((ranked[1:] == ranked[:-1]) & (ranked_parts[1:] == ranked_parts[:-1])).any():
-            order = np.lexsort((*keys, parts))  # first keys tie in a part: the later words decide
-    return np.take(records, order, axis=0)
+    order = _sort_order(_word_keys(records), parts)
+    return records if order is None else np.take(records, order, axis=0)
 
 
 def merge(program: Program, chunks: dict[int, ChunkOutcome], global_buffers: dict[str, np.ndarray]) -> ProgramResult:

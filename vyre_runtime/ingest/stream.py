@@ -838,7 +838,7 @@ class StreamPipeline:
         if len(merges) < 2 or sum(_record_count(outcomes) for _, outcomes, _ in merges) < PARALLEL_MERGE_RECORDS:
             return [merge(*arguments) for arguments in merges]
         if self._mergers is None:
-            workers = max(1, min(MAX_FUSED_MEMBERS, os.cpu_count() or 1))
+            workers = max(1, min(len(self.programs), os.cpu_count() or 1))  # one merge per program
             self._mergers = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="vyre-merge")
         return list(self._mergers.map(lambda arguments: merge(*arguments), merges))
 
