@@ -182,13 +182,18 @@ def write_slot_fields(
     state = words[base]
     if state != _EMPTY:
         raise _refuse_busy(index, state)
+    words[base + 1 : base + SLOT_WORDS] = _slot_payload(opcode, tenant, priority, args, hint)  # payload first ...
+    words[base] = _PUBLISHED  # ... status last
+
+
+def _slot_payload(opcode: int, tenant: int, priority: int, args: Sequence[int], hint: int) -> array:
+    """A slot's words after its status (opcode, tenant, priority with the hint, the arguments)."""
     payload = array("I", _ZERO_PAYLOAD)
     payload[0] = opcode
     payload[1] = tenant
     payload[2] = priority | (hint & HINT_MASK) << PRIORITY_BITS
     payload[3 : 3 + len(args)] = array("I", args)
-    words[base + 1 : base + SLOT_WORDS] = payload  # payload first ...
-    words[base] = _PUBLISHED  # ... status last
+    return payload
 
 
 def write_slots_fields(
@@ -213,12 +218,8 @@ def write_slots_fields(
             raise _refuse_busy(index, state)
     for k, (index, row) in enumerate(zip(indices, args)):
         base = index * SLOT_WORDS
-        payload = array("I", _ZERO_PAYLOAD)
-        payload[0] = opcode
-        payload[1] = tenant
-        payload[2] = priority | ((position + min(k, rung)) & HINT_MASK) << PRIORITY_BITS
-        payload[3 : 3 + len(row)] = array("I", row)
-        words[base + 1 : base + SLOT_WORDS] = payload  # payloads first ...
+        hint = position + min(k, rung)
+        words[base + 1 : base + SLOT_WORDS] = _slot_payload(opcode, tenant, priority, row, hint)  # payloads first ...
     for index in indices:
         words[index * SLOT_WORDS] = _PUBLISHED  # ... statuses last
 
